@@ -1,0 +1,41 @@
+"""Packaging for beamforge.
+
+The same file is what Dataflow workers install when a job is submitted with
+``--setup_file``: it declares the three packages and the runtime dependencies only.
+"""
+
+from setuptools import find_packages, setup
+
+BEAM = "apache-beam[gcp]>=2.77,<2.78"
+
+setup(
+    name="beamforge",
+    version="0.1.0",
+    description="Apache Beam transforms and launchers from raw data to a deployed model on Google Cloud.",
+    long_description=open("README.md", encoding="utf-8").read() if __import__("os").path.exists("README.md") else "",
+    long_description_content_type="text/markdown",
+    python_requires=">=3.11,<3.12",
+    packages=find_packages(include=["transforms", "transforms.*", "beam_pipelines", "beam_pipelines.*", "launchers", "launchers.*"]),
+    install_requires=[
+        BEAM,
+        "pyarrow>=14",
+        "numpy>=1.26",
+        "pyyaml>=6",
+        "fastavro>=1.9",
+        "pyfarmhash>=0.4",
+        "datasketches>=5.0",
+    ],
+    extras_require={
+        "tft": ["tensorflow-transform>=1.21,<1.22"],
+        "gcp": [BEAM, "google-cloud-aiplatform>=1.100", "google-cloud-bigquery>=3.20"],
+        "dev": [
+            "pytest>=8",
+            "pytest-timeout>=2.3",
+            "hypothesis>=6.100",
+            "ruff>=0.6",
+            "mypy>=1.10",
+            "types-PyYAML",
+        ],
+    },
+    entry_points={"console_scripts": ["beamforge=launchers.cli:main"]},
+)
