@@ -1,0 +1,25 @@
+"""Shared fixtures. Every process started by the tests stays off Google's metadata server."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+
+import pytest
+
+os.environ.setdefault("NO_GCE_CHECK", "true")
+os.environ.setdefault("GCE_METADATA_HOST", "127.0.0.1:1")
+os.environ.setdefault("GCE_METADATA_IP", "127.0.0.1:1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+TAXI_CSV = REPO.parent / "shared" / "data" / "chicago_taxi" / "data.csv"
+TAXI_SAMPLE = REPO / "examples" / "chicago_taxi" / "data" / "sample.csv"
+
+
+@pytest.fixture(scope="session")
+def taxi_csv() -> pathlib.Path:
+    """The full 15,002-row taxi file from ../shared (skips where it is absent)."""
+    if not TAXI_CSV.exists():
+        pytest.skip(f"{TAXI_CSV} not found: the shared data set sits beside the repository")
+    return TAXI_CSV

@@ -1,0 +1,71 @@
+"""The one error record shape of the project.
+
+Every step that can reject a row emits an :class:`ErrorRecord` instead of dropping the row
+or failing the bundle. Records are written to the job's dead-letter sink as JSON lines and
+carry the original payload, so they can be fixed and replayed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+from collections.abc import Mapping
+from typing import Any
+
+# Reason codes used by readers. Steps use their own short snake_case codes.
+WRONG_FIELD_COUNT = "wrong_field_count"
+UNPARSEABLE_VALUE = "unparseable_value"
+BAD_ENCODING = "bad_encoding"
+MALFORMED_RECORD = "malformed_record"
+MISSING_COLUMN = "missing_column"
+
+
+def utc_now_iso() -> str:
+    """Returns the current UTC time as an ISO-8601 string with a ``Z`` suffix."""
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@dataclasses.dataclass(frozen=True)
+class ErrorRecord:
+    """A row that did not make it into the dataset, and why.
+
+    Attributes:
+        pipeline: Name of the job (the spec's ``name``).
+        step: Step that rejected the row: ``read`` for readers, else the step name.
+        reason: Short machine-readable reason code, e.g. ``out_of_range``.
+        message: Human-readable explanation naming the column and what was expected.
+        payload: The original record, replayable: the raw line for text formats, else the
+            row as JSON.
+        source: Where the record came from: ``path:line`` for files, a message id for
+            streams.
+        event_time: Event time of the record, if known (ISO-8601).
+        processing_time: When the record was rejected (ISO-8601, UTC).
+    """
+
+    pipeline: str
+    step: str
+    reason: str
+    message: str
+    payload: str
+    source: str
+    event_time: str | None = None
+    processing_time: str = dataclasses.field(default_factory=utc_now_iso)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Returns the record as a plain dict (the JSON and BigQuery row shape)."""
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        """Returns the record as one line of JSON."""
+        return json.dumps(self.to_dict(), ensure_ascii=False, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ErrorRecord:
+        """Builds a record from :meth:`to_dict` output."""
+        return cls(**{f.name: data[f.name] for f in dataclasses.fields(cls) if f.name in data})
+
+
+def row_payload(row: Mapping[str, Any]) -> str:
+    """Serialises a row for :attr:`ErrorRecord.payload`, keeping values JSON-compatible."""
+    return json.dumps(row, ensure_ascii=False, sort_keys=True, default=str)
