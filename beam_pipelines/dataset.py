@@ -1,0 +1,575 @@
+"""The training-dataset pipeline: read -> clean -> fit/apply features -> split -> write.
+
+``build(p, spec, ...)`` wires the transforms for a validated :class:`JobSpec`; ``run(argv)``
+parses options, runs the pipeline on the local runner by default and returns the manifest.
+
+Output layout under the output prefix (local path or gs://)::
+
+    {split}/part-SSSSS-of-NNNNN.{parquet,tfrecord.gz,csv,jsonl}
+    artifact/transform.json, artifact/vocabularies/*.txt
+    errors/errors-SSSSS-of-NNNNN.jsonl
+    stats.json
+    manifest.json        (last: the commit marker)
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import datetime as dt
+import platform
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import apache_beam as beam
+import pyarrow as pa
+from apache_beam.io.filesystems import FileSystems
+
+from beam_pipelines.spec import JobSpec, check_columns, schema_mapping
+from transforms import split as splitting
+from transforms.apply import COUNTS, ERRORS, ApplySteps, BundleCounter
+from transforms.artifact import Artifact, read_artifact, write_artifact
+from transforms.dedupe import DeduplicateBatches
+from transforms.engine import DROPPED, READ, REJECTED, WRITTEN, apply_steps, segments
+from transforms.errors import ErrorRecord
+from transforms.fit import FitSteps
+from transforms.manifest import (
+    CountsMismatchError,
+    check_balance,
+    dumps,
+    nest_counts,
+    step_table,
+    sum_counts,
+    write_text,
+)
+from transforms.read import ReadRecords, resolve_schema
+from transforms.schema import HIDDEN_PREFIX
+from transforms.stats import DatasetStats
+from transforms.steps import Step
+from transforms.write import WriteBatches
+
+EXTENSIONS = {"parquet": "parquet", "tfrecord": "tfrecord.gz", "csv": "csv", "jsonl": "jsonl"}
+SPLIT_STEP = "split"
+
+
+@dataclasses.dataclass
+class Layout:
+    """Where a run writes; every path is local or gs://."""
+
+    root: str
+    errors: str
+
+    def split_prefix(self, split: str) -> str:
+        return FileSystems.join(self.root, split, "part")
+
+    @property
+    def artifact(self) -> str:
+        return FileSystems.join(self.root, "artifact")
+
+    @property
+    def stats(self) -> str:
+        return FileSystems.join(self.root, "stats.json")
+
+    @property
+    def manifest(self) -> str:
+        return FileSystems.join(self.root, "manifest.json")
+
+
+@dataclasses.dataclass
+class Plan:
+    """Everything decided before the pipeline runs (all of it checked at construction)."""
+
+    spec: JobSpec
+    layout: Layout
+    input_patterns: list[str]
+    input_schema: pa.Schema
+    steps: list[Step]
+    output_columns: list[str]
+    output_schema: pa.Schema
+    artifact: Artifact | None
+    artifact_dir: str | None
+
+
+def plan(
+    spec: JobSpec,
+    *,
+    output: str | None = None,
+    inputs: Sequence[str] | None = None,
+    artifact_dir: str | None = None,
+) -> Plan:
+    """Resolves paths, schema, steps and the output schema before any data is read.
+
+    Raises:
+        ValueError: for a missing output or input, or an artifact that does not fit the spec.
+        transforms.config.SpecError: for column references that do not exist.
+    """
+    root = output or spec.output.path
+    if not root:
+        raise ValueError("no output path: give --output or output.path in the spec")
+    patterns = list(inputs) if inputs else _as_list(spec.source.path)
+    if not patterns:
+        raise ValueError("no input: give --input or source.path in the spec")
+    source = dataclasses.replace(spec.source, path=patterns)
+    input_schema = resolve_schema(source, patterns)
+    check_columns(spec, input_schema.names)
+    artifact_dir = artifact_dir or spec.transform.artifact
+    artifact = read_artifact(artifact_dir) if artifact_dir else None
+    if artifact is not None:
+        steps = artifact.build_steps()
+        _check_artifact(spec, steps, input_schema, artifact)
+        fitted = artifact.fitted
+    else:
+        steps = spec.steps
+        fitted = _empty_fitted(steps)
+    columns = _columns_after(steps, input_schema)
+    out_cols = spec.output_columns(columns)
+    out_schema = _output_schema(steps, fitted, input_schema, out_cols)
+    errors = spec.errors.path or FileSystems.join(root, "errors")
+    return Plan(
+        spec=dataclasses.replace(spec, source=source),
+        layout=Layout(root=root, errors=errors),
+        input_patterns=patterns,
+        input_schema=input_schema,
+        steps=steps,
+        output_columns=out_cols,
+        output_schema=out_schema,
+        artifact=artifact,
+        artifact_dir=artifact_dir,
+    )
+
+
+def _as_list(path: str | list[str]) -> list[str]:
+    if isinstance(path, str):
+        return [path] if path else []
+    return list(path)
+
+
+def _columns_after(steps: Sequence[Step], schema: pa.Schema) -> list[str]:
+    cols = [n for n in schema.names if not n.startswith(HIDDEN_PREFIX)]
+    for step in steps:
+        for c in step.removed_columns():
+            if c in cols:
+                cols.remove(c)
+        for c in step.output_columns():
+            if c not in cols:
+                cols.append(c)
+    return cols
+
+
+def _empty_fitted(steps: Sequence[Step]) -> dict[str, Any]:
+    out = {}
+    for step in steps:
+        analyzer = step.analyzer()
+        if analyzer is not None:
+            out[step.name] = analyzer.extract_output(analyzer.create_accumulator())
+    return out
+
+
+def _output_schema(
+    steps: Sequence[Step], fitted: Mapping[str, Any], schema: pa.Schema, columns: Sequence[str]
+) -> pa.Schema:
+    # The output types follow from running the steps on an empty batch: no separate type
+    # rules to keep in sync with the ops.
+    empty = schema.empty_table().to_batches(max_chunksize=1)
+    batch = empty[0] if empty else pa.RecordBatch.from_pylist([], schema=schema)
+    per_batch = [s for s in steps if not s.is_barrier]
+    result = apply_steps(batch, per_batch, fitted, pipeline="schema").batch
+    missing = [c for c in columns if c not in result.schema.names]
+    if missing:
+        raise ValueError(f"output columns {missing} are not produced by any step")
+    return pa.schema([result.schema.field(c) for c in columns])
+
+
+def _check_artifact(
+    spec: JobSpec, steps: list[Step], schema: pa.Schema, artifact: Artifact
+) -> None:
+    wanted = [s.describe() for s in spec.steps]
+    have = [s.describe() for s in steps]
+    if wanted != have:
+        for i, (w, h) in enumerate(zip(wanted, have, strict=False)):
+            if w != h:
+                raise ValueError(
+                    f"the artifact was fitted for different steps: step {i} is {h} in the artifact "
+                    f"but {w} in the spec"
+                )
+        raise ValueError(
+            f"the artifact has {len(have)} steps but the spec has {len(wanted)}; refit or use the "
+            "spec the artifact was fitted with"
+        )
+    if artifact.input_schema != schema_mapping(schema):
+        raise ValueError(
+            f"the artifact expects input columns {artifact.input_schema} but the source has "
+            f"{schema_mapping(schema)}"
+        )
+
+
+def _count_read(batch: pa.RecordBatch) -> collections.Counter:
+    return collections.Counter({(READ, "read", ""): batch.num_rows})
+
+
+def _count_read_error(error: ErrorRecord) -> collections.Counter:
+    return collections.Counter({(READ, "read", ""): 1, (REJECTED, "read", error.reason): 1})
+
+
+class _SplitDoFn(beam.DoFn):
+    """Assigns rows to splits, selects the output columns and counts rows per split."""
+
+    def __init__(
+        self, split: splitting.Split, columns: Sequence[str], schema: pa.Schema, pipeline: str
+    ):
+        self._split = split
+        self._columns = list(columns)
+        self._schema = schema
+        self._pipeline = pipeline
+        self._names = split.names
+        self._counter = BundleCounter()
+
+    def start_bundle(self) -> None:
+        self._counter = BundleCounter()
+
+    def process(self, batch: pa.RecordBatch) -> Iterator[Any]:
+        index, rejection = splitting.assign(batch, self._split)
+        if rejection is not None:
+            # Re-use the engine so these rows get the same error records as any step's.
+            step = _RejectStep(name=SPLIT_STEP, rejection=rejection)
+            applied = apply_steps(batch, [step], {}, pipeline=self._pipeline)
+            self._counter.counts.update(applied.counts)
+            for error in applied.errors:
+                yield beam.pvalue.TaggedOutput(ERRORS, error)
+            keep = ~rejection.mask
+            batch, index = applied.batch, index[keep]
+        selected = pa.RecordBatch.from_arrays(
+            [batch.column(c).cast(self._schema.field(c).type) for c in self._columns],
+            schema=self._schema,
+        )
+        for i, part in enumerate(splitting.partition(selected, index, len(self._names))):
+            if part.num_rows:
+                self._counter.counts[(WRITTEN, self._names[i], "")] += part.num_rows
+                yield beam.pvalue.TaggedOutput(self._names[i], part)
+
+    def finish_bundle(self) -> Iterator[Any]:
+        yield from self._counter.flush()
+
+
+@dataclasses.dataclass(kw_only=True)
+class _RejectStep(Step):
+    """A step that rejects precomputed rows (used to route split rejections)."""
+
+    op = "_reject"
+    rejection: Any = None
+
+    def apply(self, batch: pa.RecordBatch, fitted: Any) -> Any:
+        from transforms.steps import StepResult
+
+        return StepResult(batch, rejections=(self.rejection,))
+
+
+class _SumCounts(beam.CombineFn):
+    def create_accumulator(self) -> collections.Counter:
+        return collections.Counter()
+
+    def add_input(self, acc: collections.Counter, counts: Mapping) -> collections.Counter:
+        acc.update(counts)
+        return acc
+
+    def merge_accumulators(self, accs: Any) -> collections.Counter:
+        return sum_counts(accs)
+
+    def extract_output(self, acc: collections.Counter) -> collections.Counter:
+        return acc
+
+
+class _StatsFn(beam.CombineFn):
+    """Per-split statistics accumulators (extracted later, after merging into 'all')."""
+
+    def __init__(self, schema: pa.Schema) -> None:
+        self._stats = DatasetStats(schema)
+
+    def create_accumulator(self) -> Any:
+        return self._stats.create_accumulator()
+
+    def add_input(self, acc: Any, batch: pa.RecordBatch) -> Any:
+        return self._stats.add_batch(acc, batch)
+
+    def merge_accumulators(self, accs: Any) -> Any:
+        return self._stats.merge_accumulators(list(accs))
+
+    def extract_output(self, acc: Any) -> Any:
+        return acc
+
+
+def _finish_stats(pairs: list[tuple[str, Any]], schema: pa.Schema, names: Sequence[str]) -> dict:
+    stats = DatasetStats(schema)
+    by_split = dict(pairs)
+    accs = [by_split.get(n, stats.create_accumulator()) for n in names]
+    return {
+        "all": stats.extract_output(stats.merge_accumulators(accs)),
+        "splits": {n: stats.extract_output(a) for n, a in zip(names, accs, strict=True)},
+    }
+
+
+class _WriteManifest(beam.DoFn):
+    """Checks the counts, writes stats.json and then manifest.json (the commit marker)."""
+
+    def __init__(self, plan: Plan, formats: Sequence[str]) -> None:
+        self._plan = plan
+        self._formats = list(formats)
+
+    def process(
+        self,
+        _: Any,
+        counts: Mapping,
+        files: list[tuple[str, str, str]],
+        error_files: list[str],
+        stats: dict,
+        artifact_hash: str,
+        error_count: int,
+    ) -> Iterator[dict]:
+        plan = self._plan
+        nested = nest_counts(counts)
+        check_balance(nested)
+        if error_count != nested["total_rejected"]:
+            raise CountsMismatchError(
+                f"{nested['total_rejected']} rows were rejected but {error_count} error records "
+                "were written"
+            )
+        fraction = plan.spec.errors.max_fraction
+        if (
+            fraction is not None
+            and nested["read"]
+            and nested["total_rejected"] > fraction * nested["read"]
+        ):
+            raise CountsMismatchError(
+                f"{nested['total_rejected']} of {nested['read']} rows were rejected, more than "
+                f"errors.max_fraction={fraction}; see {plan.layout.errors}"
+            )
+        write_text(plan.layout.stats, dumps(stats))
+        splits: dict[str, Any] = {}
+        for name in plan.spec.split.names:
+            splits[name] = {
+                "rows": nested["written"].get(name, 0),
+                "files": {
+                    fmt: sorted(p for s, f, p in files if s == name and f == fmt)
+                    for fmt in self._formats
+                },
+            }
+        manifest = {
+            "pipeline": plan.spec.name,
+            "created_at": dt.datetime.now(dt.UTC).isoformat(),
+            "spec": {"origin": plan.spec.origin, "sha256": plan.spec.sha256()},
+            "source": {"patterns": plan.input_patterns, "format": plan.spec.source.format},
+            "input_schema": schema_mapping(plan.input_schema),
+            "schema": schema_mapping(plan.output_schema),
+            "splits": splits,
+            "counts": nested,
+            "steps": step_table([s.name for s in plan.steps] + [SPLIT_STEP], nested),
+            "artifact": {
+                "path": plan.artifact_dir or plan.layout.artifact,
+                "sha256": artifact_hash,
+                "fitted_here": plan.artifact is None,
+            },
+            "stats": plan.layout.stats,
+            "errors": {
+                "path": plan.layout.errors,
+                "files": sorted(error_files),
+                "count": error_count,
+            },
+            "versions": _versions(),
+        }
+        write_text(plan.layout.manifest, dumps(manifest))
+        yield manifest
+
+
+def _versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    out = {"python": platform.python_version()}
+    for dist in ("beamforge", "apache-beam", "pyarrow", "numpy"):
+        try:
+            out[dist] = md.version(dist)
+        except md.PackageNotFoundError:
+            out[dist] = "unknown"
+    return out
+
+
+def _artifact_for(plan: Plan, fitted: Mapping[str, Any]) -> Artifact:
+    return Artifact(
+        pipeline=plan.spec.name,
+        steps=[s.describe() for s in plan.steps],
+        fitted=dict(fitted),
+        input_schema=schema_mapping(plan.input_schema),
+        output_columns=list(plan.output_columns),
+        output_schema=schema_mapping(plan.output_schema),
+    )
+
+
+def build(p: beam.Pipeline, plan: Plan) -> beam.PCollection:
+    """Wires the dataset pipeline for a :class:`Plan` onto ``p``.
+
+    Returns:
+        A one-element PCollection holding the manifest dict (written last).
+    """
+    spec = plan.spec
+    name = spec.name
+    read = p | "Read" >> ReadRecords(source=spec.source, schema=plan.input_schema, pipeline=name)
+    batches = read.batches
+    errors = [read.errors]
+    counts = [
+        batches | "CountRead" >> beam.Map(_count_read),
+        read.errors | "CountReadErrors" >> beam.Map(_count_read_error),
+    ]
+    if plan.artifact is not None:
+        fitted = p | "Artifact" >> beam.Create([plan.artifact.fitted])
+    else:
+        fitted = p | "NothingFitted" >> beam.Create([{}])
+    for k, (seg_steps, barrier) in enumerate(segments(plan.steps)):
+        if plan.artifact is None and any(s.analyzer() is not None for s in seg_steps):
+            fitted = batches | f"Fit{k}" >> FitSteps(steps=seg_steps, prior=fitted, pipeline=name)
+        if seg_steps:
+            applied = batches | f"Apply{k}" >> ApplySteps(
+                steps=seg_steps, fitted=fitted, pipeline=name
+            )
+            batches = applied.batches
+            errors.append(applied[ERRORS])
+            counts.append(applied[COUNTS])
+        if barrier is not None:
+            deduped = batches | f"Dedupe{k}" >> DeduplicateBatches(step=barrier)
+            batches = deduped.batches
+            counts.append(
+                deduped.dropped
+                | f"CountDedupe{k}"
+                >> beam.Map(
+                    lambda n, s=barrier.name: collections.Counter({(DROPPED, s, "duplicate"): n})
+                )
+            )
+    names = spec.split.names
+    parts = batches | "Split" >> beam.ParDo(
+        _SplitDoFn(spec.split, plan.output_columns, plan.output_schema, name)
+    ).with_outputs(*names, ERRORS, COUNTS)
+    errors.append(parts[ERRORS])
+    counts.append(parts[COUNTS])
+
+    files = []
+    formats = spec.output.formats
+    for split_name in names:
+        for fmt in formats:
+            written = parts[split_name] | f"Write_{split_name}_{fmt}" >> WriteBatches(
+                path_prefix=plan.layout.split_prefix(split_name),
+                format=fmt,
+                num_shards=spec.output.num_shards,
+                schema=plan.output_schema,
+            )
+            files.append(
+                written
+                | f"Files_{split_name}_{fmt}"
+                >> beam.Map(lambda path, s=split_name, f=fmt: (s, f, path))
+            )
+    stats = (
+        [parts[n] | f"Key_{n}" >> beam.Map(lambda b, n=n: (n, b)) for n in names]
+        | "AllSplits" >> beam.Flatten()
+        | "StatsPerSplit" >> beam.CombinePerKey(_StatsFn(plan.output_schema))
+        | "StatsList" >> beam.combiners.ToList()
+        | "Stats" >> beam.Map(_finish_stats, plan.output_schema, names)
+    )
+    all_errors = errors | "AllErrors" >> beam.Flatten()
+    error_files = (
+        all_errors
+        | "ErrorJson" >> beam.Map(lambda e: e.to_json())
+        | "WriteErrors"
+        >> beam.io.WriteToText(
+            FileSystems.join(plan.layout.errors, "errors"),
+            file_name_suffix=".jsonl",
+            num_shards=1,
+        )
+    )
+    error_count = all_errors | "CountErrors" >> beam.combiners.Count.Globally()
+    if plan.artifact is None:
+        artifact_hash = fitted | "WriteArtifact" >> beam.Map(
+            lambda f: write_artifact(plan.layout.artifact, _artifact_for(plan, f))
+        )
+    else:
+        artifact_hash = p | "ArtifactHash" >> beam.Create(
+            [plan.artifact_sha256 if hasattr(plan, "artifact_sha256") else ""]
+        )
+    total = (
+        counts | "AllCounts" >> beam.Flatten() | "SumCounts" >> beam.CombineGlobally(_SumCounts())
+    )
+    return (
+        p
+        | "ManifestTrigger" >> beam.Create([None])
+        | "Manifest"
+        >> beam.ParDo(
+            _WriteManifest(plan, formats),
+            beam.pvalue.AsSingleton(total),
+            beam.pvalue.AsList(files | "AllFiles" >> beam.Flatten()),
+            beam.pvalue.AsList(error_files),
+            beam.pvalue.AsSingleton(stats),
+            beam.pvalue.AsSingleton(artifact_hash),
+            beam.pvalue.AsSingleton(error_count),
+        )
+    )
+
+
+@dataclasses.dataclass
+class RunResult:
+    """What a finished run reports."""
+
+    manifest: dict[str, Any]
+    seconds: float
+    plan: Plan
+
+
+def run_job(
+    spec: JobSpec,
+    *,
+    output: str | None = None,
+    inputs: Sequence[str] | None = None,
+    artifact_dir: str | None = None,
+    beam_args: Sequence[str] = (),
+) -> RunResult:
+    """Plans, builds and runs a dataset job, waiting for it to finish.
+
+    Returns:
+        The manifest the run wrote, the wall time and the plan.
+
+    Raises:
+        CountsMismatchError: if the run's counts do not balance (the run fails).
+    """
+    from beam_pipelines.runner import make_options, make_pipeline
+
+    start = time.monotonic()
+    the_plan = plan(spec, output=output, inputs=inputs, artifact_dir=artifact_dir)
+    options = make_options(beam_args)
+    p = make_pipeline(options)
+    build(p, the_plan)
+    result = p.run()
+    result.wait_until_finish()
+    with FileSystems.open(the_plan.layout.manifest) as f:
+        manifest = __import__("json").loads(f.read().decode("utf-8"))
+    return RunResult(manifest=manifest, seconds=time.monotonic() - start, plan=the_plan)
+
+
+def run(argv: Sequence[str] | None = None) -> RunResult:
+    """Entry point for ``python -m beam_pipelines.dataset SPEC [--input ...] [--output ...]``."""
+    import argparse
+
+    from beam_pipelines.spec import load_spec
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("spec")
+    parser.add_argument("--input", action="append")
+    parser.add_argument("--output")
+    parser.add_argument("--artifact")
+    args, beam_args = parser.parse_known_args(argv)
+    return run_job(
+        load_spec(args.spec),
+        output=args.output,
+        inputs=args.input,
+        artifact_dir=args.artifact,
+        beam_args=beam_args,
+    )
+
+
+if __name__ == "__main__":
+    run()
