@@ -199,6 +199,4 @@ def fit_inputs(
         if step.name in wanted:
             yield step.name, current
             continue
-        current = apply_steps(
-            current, [step], fitted, pipeline=pipeline, record_errors=False
-        ).batch
+        current = apply_steps(current, [step], fitted, pipeline=pipeline, record_errors=False).batch

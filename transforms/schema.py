@@ -23,7 +23,13 @@ TYPES: dict[str, pa.DataType] = {
     "date": pa.date32(),
     "timestamp": pa.timestamp("us", tz="UTC"),
 }
-ALIASES = {"str": "string", "int": "int64", "float": "float64", "double": "float64", "bytes": "binary"}
+ALIASES = {
+    "str": "string",
+    "int": "int64",
+    "float": "float64",
+    "double": "float64",
+    "bytes": "binary",
+}
 
 
 def parse_type(name: str) -> pa.DataType:
@@ -64,7 +70,9 @@ def arrow_schema(columns: Mapping[str, str]) -> pa.Schema:
 
 def with_source_columns(schema: pa.Schema) -> pa.Schema:
     """Appends the hidden ``__file`` and ``__line`` columns readers attach."""
-    return schema.append(pa.field(FILE_COLUMN, pa.string())).append(pa.field(LINE_COLUMN, pa.int64()))
+    return schema.append(pa.field(FILE_COLUMN, pa.string())).append(
+        pa.field(LINE_COLUMN, pa.int64())
+    )
 
 
 def visible(schema: pa.Schema) -> pa.Schema:

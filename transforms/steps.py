@@ -160,7 +160,9 @@ def build_step(item: Any, path: str) -> Step:
     if op is None:
         raise SpecError(path, f"missing 'op'; valid ops are {', '.join(sorted(STEPS))}")
     if op not in STEPS:
-        raise SpecError(f"{path}.op", f"unknown op {op!r}; valid ops are {', '.join(sorted(STEPS))}")
+        raise SpecError(
+            f"{path}.op", f"unknown op {op!r}; valid ops are {', '.join(sorted(STEPS))}"
+        )
     params = {k: v for k, v in item.items() if k != "op"}
     step = from_mapping(STEPS[op], params, path)
     if not step.name:
@@ -171,4 +173,5 @@ def build_step(item: Any, path: str) -> Step:
 def _load_builtin_steps() -> None:
     # Importing the modules registers their steps; kept lazy so this module stays a leaf.
     import transforms.clean  # noqa: F401
+    import transforms.dedupe  # noqa: F401
     import transforms.features  # noqa: F401
