@@ -51,6 +51,7 @@ from transforms.write import WriteBatches
 
 EXTENSIONS = {"parquet": "parquet", "tfrecord": "tfrecord.gz", "csv": "csv", "jsonl": "jsonl"}
 SPLIT_STEP = "split"
+SPLIT_COLUMN = "__split"
 
 
 @dataclasses.dataclass
@@ -212,17 +213,17 @@ def _count_read_error(error: ErrorRecord) -> collections.Counter:
     return collections.Counter({(READ, "read", ""): 1, (REJECTED, "read", error.reason): 1})
 
 
-class _SplitDoFn(beam.DoFn):
-    """Assigns rows to splits, selects the output columns and counts rows per split."""
+class _AssignSplitDoFn(beam.DoFn):
+    """Tags every raw row with its split index (hidden column ``__split``).
 
-    def __init__(
-        self, split: splitting.Split, columns: Sequence[str], schema: pa.Schema, pipeline: str
-    ):
+    Splits are a function of the row as read, so the same raw row lands in the same split
+    whatever the cleaning and features do, on every run and runner. Rows the split cannot
+    place (a null time) are rejected here, with the engine's error records.
+    """
+
+    def __init__(self, split: splitting.Split, pipeline: str) -> None:
         self._split = split
-        self._columns = list(columns)
-        self._schema = schema
         self._pipeline = pipeline
-        self._names = split.names
         self._counter = BundleCounter()
 
     def start_bundle(self) -> None:
@@ -230,15 +231,35 @@ class _SplitDoFn(beam.DoFn):
 
     def process(self, batch: pa.RecordBatch) -> Iterator[Any]:
         index, rejection = splitting.assign(batch, self._split)
+        batch = batch.append_column(SPLIT_COLUMN, pa.array(index, type=pa.int32()))
         if rejection is not None:
-            # Re-use the engine so these rows get the same error records as any step's.
             step = _RejectStep(name=SPLIT_STEP, rejection=rejection)
             applied = apply_steps(batch, [step], {}, pipeline=self._pipeline)
             self._counter.counts.update(applied.counts)
             for error in applied.errors:
                 yield beam.pvalue.TaggedOutput(ERRORS, error)
-            keep = ~rejection.mask
-            batch, index = applied.batch, index[keep]
+            batch = applied.batch
+        if batch.num_rows:
+            yield batch
+
+    def finish_bundle(self) -> Iterator[Any]:
+        yield from self._counter.flush()
+
+
+class _PartitionDoFn(beam.DoFn):
+    """Selects the output columns and routes rows to their split, counting rows per split."""
+
+    def __init__(self, names: Sequence[str], columns: Sequence[str], schema: pa.Schema) -> None:
+        self._names = list(names)
+        self._columns = list(columns)
+        self._schema = schema
+        self._counter = BundleCounter()
+
+    def start_bundle(self) -> None:
+        self._counter = BundleCounter()
+
+    def process(self, batch: pa.RecordBatch) -> Iterator[Any]:
+        index = batch.column(SPLIT_COLUMN).to_numpy(zero_copy_only=False)
         selected = pa.RecordBatch.from_arrays(
             [batch.column(c).cast(self._schema.field(c).type) for c in self._columns],
             schema=self._schema,
@@ -363,7 +384,7 @@ class _WriteManifest(beam.DoFn):
             "schema": schema_mapping(plan.output_schema),
             "splits": splits,
             "counts": nested,
-            "steps": step_table([s.name for s in plan.steps] + [SPLIT_STEP], nested),
+            "steps": step_table([SPLIT_STEP] + [s.name for s in plan.steps], nested),
             "artifact": {
                 "path": plan.artifact_dir or plan.layout.artifact,
                 "sha256": artifact_hash,
@@ -413,12 +434,17 @@ def build(p: beam.Pipeline, plan: Plan) -> beam.PCollection:
     spec = plan.spec
     name = spec.name
     read = p | "Read" >> ReadRecords(source=spec.source, schema=plan.input_schema, pipeline=name)
-    batches = read.batches
     errors = [read.errors]
     counts = [
-        batches | "CountRead" >> beam.Map(_count_read),
+        read.batches | "CountRead" >> beam.Map(_count_read),
         read.errors | "CountReadErrors" >> beam.Map(_count_read_error),
     ]
+    assigned = read.batches | "AssignSplit" >> beam.ParDo(
+        _AssignSplitDoFn(spec.split, name)
+    ).with_outputs(ERRORS, COUNTS, main="batches")
+    batches = assigned.batches
+    errors.append(assigned[ERRORS])
+    counts.append(assigned[COUNTS])
     if plan.artifact is not None:
         fitted = p | "Artifact" >> beam.Create([plan.artifact.fitted])
     else:
@@ -444,10 +470,9 @@ def build(p: beam.Pipeline, plan: Plan) -> beam.PCollection:
                 )
             )
     names = spec.split.names
-    parts = batches | "Split" >> beam.ParDo(
-        _SplitDoFn(spec.split, plan.output_columns, plan.output_schema, name)
-    ).with_outputs(*names, ERRORS, COUNTS)
-    errors.append(parts[ERRORS])
+    parts = batches | "Partition" >> beam.ParDo(
+        _PartitionDoFn(names, plan.output_columns, plan.output_schema)
+    ).with_outputs(*names, COUNTS)
     counts.append(parts[COUNTS])
 
     files = []

@@ -288,10 +288,11 @@ def check_columns(spec: JobSpec, columns: list[str]) -> list[str]:
             f"label column {spec.label.column!r} does not exist; add label.expr or use one of {', '.join(available)}",
         )
     for col in spec.split.input_columns():
-        if col not in available:
+        if col not in columns:
+            # Splits are computed on the row as read, so a transform cannot move a row.
             raise SpecError(
                 "split",
-                f"split column {col!r} does not exist; available columns are {', '.join(available)}",
+                f"split column {col!r} is not a source column; source columns are {', '.join(columns)}",
             )
     for col in spec.output.columns or []:
         if col not in available:
