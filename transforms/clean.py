@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -62,16 +62,18 @@ def _mask(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
     return np.asarray(pc.fill_null(values, False).to_numpy(zero_copy_only=False), dtype=bool)
 
 
-def _messages(mask: np.ndarray, values: pa.Array, template: str) -> np.ndarray:
-    """Builds one message per refused row; ``template`` gets ``{value}`` (a repr)."""
+def _messages(mask: np.ndarray, values: pa.Array, describe: Callable[[str], str]) -> np.ndarray:
+    """Builds one message per refused row; ``describe`` gets the value's repr."""
     out = np.empty(len(mask), dtype=object)
     for i in np.flatnonzero(mask):
-        out[i] = template.format(value=repr(values[int(i)].as_py()))
+        out[i] = describe(repr(values[int(i)].as_py()))
     return out
 
 
-def _rejection(mask: np.ndarray, reason: str, values: pa.Array, template: str) -> Rejection:
-    return Rejection(mask, reason, _messages(mask, values, template))
+def _rejection(
+    mask: np.ndarray, reason: str, values: pa.Array, describe: Callable[[str], str]
+) -> Rejection:
+    return Rejection(mask, reason, _messages(mask, values, describe))
 
 
 def _is_string(tp: pa.DataType) -> bool:
@@ -97,7 +99,7 @@ def _missing(values: pa.Array, empty_is_missing: bool) -> np.ndarray:
     """True where a value is null, or an empty string when ``empty_is_missing``."""
     missing = values.is_null()
     if empty_is_missing and _is_string(values.type):
-        missing = pc.or_(missing, pc.equal(values, ""))
+        missing = pc.or_kleene(missing, pc.equal(values, ""))
     return _mask(missing)
 
 
@@ -200,8 +202,14 @@ class Cast(Step):
             target = parse_type(tp)
             cast, failed = cast_array(values, target)
             if failed.any():
-                template = f"cannot cast {name!r} value {{value}} to {tp}"
-                rejections.append(_rejection(failed, CAST_FAILED, values, template))
+                rejections.append(
+                    _rejection(
+                        failed,
+                        CAST_FAILED,
+                        values,
+                        lambda v, name=name, tp=tp: f"cannot cast {name!r} value {v} to {tp}",
+                    )
+                )
             batch = replace_column(batch, name, cast)
         return StepResult(batch, tuple(rejections))
 
@@ -313,8 +321,12 @@ class Range(Step):
         refused = _mask(pc.invert(inside))
         if not refused.any():
             return StepResult(batch)
-        template = f"{self.column!r} value {{value}} is out of range {self.interval()}"
-        return StepResult(batch, (_rejection(refused, OUT_OF_RANGE, values, template),))
+        interval = self.interval()
+
+        def describe(v: str) -> str:
+            return f"{self.column!r} value {v} is out of range {interval}"
+
+        return StepResult(batch, (_rejection(refused, OUT_OF_RANGE, values, describe),))
 
 
 # --- allowed values -------------------------------------------------------------------------
@@ -363,8 +375,12 @@ class AllowedValues(Step):
         refused = _mask(pc.and_(values.is_valid(), pc.invert(pc.is_in(values, value_set))))
         if not refused.any():
             return StepResult(batch)
-        template = f"{self.column!r} value {{value}} is not one of {self._quoted()}"
-        return StepResult(batch, (_rejection(refused, NOT_ALLOWED, values, template),))
+        quoted = self._quoted()
+
+        def describe(v: str) -> str:
+            return f"{self.column!r} value {v} is not one of {quoted}"
+
+        return StepResult(batch, (_rejection(refused, NOT_ALLOWED, values, describe),))
 
 
 # --- regex ----------------------------------------------------------------------------------
@@ -408,8 +424,11 @@ class Regex(Step):
         refused = _mask(pc.invert(matched))
         if not refused.any():
             return StepResult(batch)
-        template = f"{self.column!r} value {{value}} does not match pattern {self.pattern!r}"
-        return StepResult(batch, (_rejection(refused, PATTERN_MISMATCH, values, template),))
+
+        def describe(v: str) -> str:
+            return f"{self.column!r} value {v} does not match pattern {self.pattern!r}"
+
+        return StepResult(batch, (_rejection(refused, PATTERN_MISMATCH, values, describe),))
 
 
 # --- normalize text -------------------------------------------------------------------------
