@@ -526,7 +526,8 @@ def _csv_chunk(
         include_columns=list(target.names),
         null_values=list(opts.null_values),
         strings_can_be_null=True,
-        quoted_strings_can_be_null=True,
+        # A quoted empty field ("") is an empty string, not a null: writers quote it.
+        quoted_strings_can_be_null=False,
         check_utf8=False,
     )
 
