@@ -202,14 +202,9 @@ class Cast(Step):
             target = parse_type(tp)
             cast, failed = cast_array(values, target)
             if failed.any():
-                rejections.append(
-                    _rejection(
-                        failed,
-                        CAST_FAILED,
-                        values,
-                        lambda v, name=name, tp=tp: f"cannot cast {name!r} value {v} to {tp}",
-                    )
-                )
+                prefix, suffix = f"cannot cast {name!r} value ", f" to {tp}"
+                messages = _messages(failed, values, lambda v: prefix + v + suffix)
+                rejections.append(Rejection(failed, CAST_FAILED, messages))
             batch = replace_column(batch, name, cast)
         return StepResult(batch, tuple(rejections))
 
