@@ -13,6 +13,7 @@ Reason codes: ``cast_failed``, ``missing_required``, ``out_of_range``, ``not_all
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, ClassVar, Literal
@@ -167,6 +168,10 @@ def _cast_parts(
     )
 
 
+def _cast_message(name: str, tp: str, value: str) -> str:
+    return f"cannot cast {name!r} value {value} to {tp}"
+
+
 @register
 @dataclasses.dataclass(kw_only=True)
 class Cast(Step):
@@ -202,8 +207,7 @@ class Cast(Step):
             target = parse_type(tp)
             cast, failed = cast_array(values, target)
             if failed.any():
-                prefix, suffix = f"cannot cast {name!r} value ", f" to {tp}"
-                messages = _messages(failed, values, lambda v: prefix + v + suffix)
+                messages = _messages(failed, values, functools.partial(_cast_message, name, tp))
                 rejections.append(Rejection(failed, CAST_FAILED, messages))
             batch = replace_column(batch, name, cast)
         return StepResult(batch, tuple(rejections))
