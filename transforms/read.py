@@ -328,7 +328,9 @@ def _with_pattern(
     try:
         return parse(kept), bad
     except (pa.ArrowException, ValueError):
-        return _elementwise(values, parse, tp)
+        # Well-formed but unconvertible (out of range): find those one by one.
+        converted, overflow = _elementwise(kept, parse, tp)
+        return converted, bad | overflow
 
 
 def _parse_int(values: pa.Array, tp: pa.DataType) -> pa.Array:
