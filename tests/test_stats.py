@@ -1,0 +1,204 @@
+"""Dataset statistics: exact outputs, NumPy reference, merge equals single pass."""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+import json
+import math
+import pickle
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from transforms.stats import DatasetStats, stats_to_json
+
+
+def run(stats: DatasetStats, *batches: pa.RecordBatch) -> dict:
+    acc = stats.create_accumulator()
+    for b in batches:
+        acc = stats.add_batch(acc, b)
+    return stats.extract_output(acc)
+
+
+def run_merged(stats: DatasetStats, *batches: pa.RecordBatch) -> dict:
+    """One accumulator per batch, pickled (as Beam moves them), then merged."""
+    accs = []
+    for b in batches:
+        acc = stats.add_batch(stats.create_accumulator(), b)
+        accs.append(pickle.loads(pickle.dumps(acc)))
+    return stats.extract_output(stats.merge_accumulators(accs))
+
+
+def test_exact_output_for_each_column_kind() -> None:
+    b = pa.record_batch(
+        {
+            "i": pa.array([3, 1, None, 3, 2], pa.int64()),
+            "f": pa.array([0.5, math.nan, None, 1.5, 1.0], pa.float32()),
+            "s": pa.array(["b", "", None, "a", "b"]),
+            "flag": pa.array([True, False, True, None, True]),
+            "day": pa.array([dt.date(2020, 1, 2)] * 4 + [None], pa.date32()),
+            "__line": pa.array([1, 2, 3, 4, 5], pa.int64()),
+        }
+    )
+    out = run(DatasetStats(b.schema, top_k=2, quantiles=4), b)
+    assert list(out) == ["i", "f", "s", "flag", "day"]
+    assert out["i"] == {
+        "type": "int64",
+        "count": 4,
+        "missing": 1,
+        "mean": 2.25,
+        "std": pytest.approx(math.sqrt(0.6875)),
+        "min": 1,
+        "max": 3,
+        "quantiles": [1, 1, 2, 3, 3],
+        "top_values": [{"value": 3, "count": 2}, {"value": 1, "count": 1}],
+    }
+    assert out["f"] == {
+        "type": "float32",
+        "count": 4,
+        "missing": 1,
+        "nan": 1,
+        "mean": 1.0,
+        "std": pytest.approx(math.sqrt(1 / 6)),
+        "min": 0.5,
+        "max": 1.5,
+        "quantiles": [0.5, 0.5, 1.0, 1.5, 1.5],
+        "top_values": [{"value": 0.5, "count": 1}, {"value": 1.0, "count": 1}],
+    }
+    assert out["s"] == {
+        "type": "string",
+        "count": 4,
+        "missing": 1,
+        "empty": 1,
+        "top_values": [{"value": "b", "count": 2}, {"value": "", "count": 1}],
+    }
+    assert out["flag"] == {
+        "type": "bool",
+        "count": 4,
+        "missing": 1,
+        "top_values": [{"value": True, "count": 3}, {"value": False, "count": 1}],
+    }
+    assert out["day"] == {
+        "type": "date",
+        "count": 4,
+        "missing": 1,
+        "top_values": [{"value": "2020-01-02", "count": 4}],
+    }
+
+
+def test_empty_column_and_non_finite_values_are_json_safe() -> None:
+    schema = pa.schema([("x", pa.float64()), ("e", pa.int64())])
+    b = pa.record_batch(
+        [pa.array([math.inf, 1.0]), pa.array([None, None], pa.int64())], schema=schema
+    )
+    out = run(DatasetStats(schema, quantiles=2), b)
+    assert out["x"]["mean"] is None and out["x"]["std"] is None
+    assert out["x"]["quantiles"] == [1.0, 1.0, None]
+    assert out["e"] == {
+        "type": "int64",
+        "count": 0,
+        "missing": 2,
+        "mean": None,
+        "std": None,
+        "min": None,
+        "max": None,
+        "quantiles": [],
+        "top_values": [],
+    }
+    text = stats_to_json(out)
+    assert "NaN" not in text and "Infinity" not in text
+    assert json.loads(text) == out
+
+
+def test_stats_to_json_replaces_nan_everywhere() -> None:
+    assert json.loads(stats_to_json({"a": {"v": [math.nan, 1.0, -math.inf]}})) == {
+        "a": {"v": [None, 1.0, None]}
+    }
+
+
+def test_top_values_omitted_for_many_distinct_numbers() -> None:
+    schema = pa.schema([("n", pa.int64()), ("s", pa.string())])
+    b = pa.record_batch(
+        [pa.array(list(range(150))), pa.array([f"v{i % 120}" for i in range(150)])],
+        schema=schema,
+    )
+    out = run_merged(DatasetStats(schema, top_k=3), b.slice(0, 50), b.slice(50))
+    assert "top_values" not in out["n"]
+    # Strings always keep top values; ties by value.
+    assert out["s"]["top_values"] == [
+        {"value": "v0", "count": 2},
+        {"value": "v1", "count": 2},
+        {"value": "v10", "count": 2},
+    ]
+    small = run(DatasetStats(schema, max_distinct=150), b)
+    assert len(small["n"]["top_values"]) == 10
+
+
+def test_missing_schema_column_is_an_error() -> None:
+    stats = DatasetStats(pa.schema([("a", pa.int64())]))
+    with pytest.raises(ValueError, match="column 'a' of the stats schema is not in the batch"):
+        stats.add_batch(stats.create_accumulator(), pa.record_batch({"b": [1]}))
+
+
+@pytest.mark.parametrize("kwargs", [{"top_k": -1}, {"quantiles": 0}, {"max_distinct": -2}])
+def test_bad_parameters(kwargs: dict) -> None:
+    with pytest.raises(ValueError, match="must be"):
+        DatasetStats(pa.schema([("a", pa.int64())]), **kwargs)
+
+
+finite = st.floats(-1e6, 1e6, allow_nan=False)
+
+
+@given(
+    st.lists(st.one_of(st.none(), finite), min_size=0, max_size=300),
+    st.lists(st.one_of(st.none(), st.sampled_from(["a", "b", "c", ""])), min_size=0, max_size=300),
+    st.integers(1, 4),
+)
+@settings(max_examples=60, deadline=None)
+def test_matches_numpy_and_merge_equals_single_pass(
+    floats: list[float | None], strings: list[str | None], pieces: int
+) -> None:
+    n = min(len(floats), len(strings))
+    floats, strings = floats[:n], strings[:n]
+    schema = pa.schema([("x", pa.float64()), ("s", pa.string())])
+    whole = pa.record_batch([pa.array(floats, pa.float64()), pa.array(strings)], schema=schema)
+    stats = DatasetStats(schema, top_k=3, quantiles=4)
+    single = run(stats, whole)
+    cuts = np.linspace(0, n, pieces + 1).astype(int)
+    parts = [whole.slice(a, b - a) for a, b in itertools.pairwise(cuts)]
+    merged = run_merged(stats, *parts)
+
+    values = np.array([v for v in floats if v is not None], dtype=np.float64)
+    x = single["x"]
+    assert (x["count"], x["missing"], x["nan"]) == (len(values), n - len(values), 0)
+    if len(values):
+        assert x["mean"] == pytest.approx(values.mean(), rel=1e-9, abs=1e-6)
+        assert x["std"] == pytest.approx(values.std(), rel=1e-6, abs=1e-6)
+        assert (x["min"], x["max"]) == (values.min(), values.max())
+        # Up to the sketch size every value is kept: quantiles are exact (lower quantile).
+        ordered = np.sort(values)
+        expected_q = [
+            float(ordered[max(math.ceil(r * len(values)) - 1, 0)]) for r in (0, 0.25, 0.5, 0.75, 1)
+        ]
+        assert x["quantiles"] == expected_q
+    present = [s for s in strings if s is not None]
+    counts = {v: present.count(v) for v in set(present)}
+    top = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:3]
+    assert single["s"] == {
+        "type": "string",
+        "count": len(present),
+        "missing": n - len(present),
+        "empty": present.count(""),
+        "top_values": [{"value": v, "count": c} for v, c in top],
+    }
+
+    # Merging partial accumulators gives the single pass's result (moments up to rounding).
+    for key in ("mean", "std"):
+        if x.get(key) is not None:
+            assert merged["x"][key] == pytest.approx(x[key], rel=1e-9, abs=1e-6)
+            merged["x"][key] = x[key]
+    assert merged == single
