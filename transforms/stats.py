@@ -124,7 +124,8 @@ class DatasetStats(Analyzer[Accumulator]):
          "empty": empty strings,
          # numeric columns (NaN left out of all but "count", and counted in "nan")
          "nan": NaN values (float columns), "mean", "std" (population), "min", "max",
-         "quantiles": [q0, q1/quantiles, ..., q1] (KLL sketch; q0 = min, q1 = max),
+         "quantiles": [q0, q1/quantiles, ..., q1] (KLL sketch; the ends are the exact
+                      min and max),
          # most frequent values, ties by value
          "top_values": [{"value": v, "count": n}, ...]}
 
@@ -278,12 +279,15 @@ class DatasetStats(Analyzer[Accumulator]):
             if m.count:
                 std = math.sqrt(m.m2 / m.count) if math.isfinite(m.m2) else math.nan
                 ranks = [i / self.quantiles for i in range(self.quantiles + 1)]
+                quantiles = quantiles_of(acc.sketch, ranks)
+                # The sketch may compact the extremes away; the exact ones are known.
+                quantiles[0], quantiles[-1] = m.minimum, m.maximum
                 out.update(
                     mean=_number(m.mean, False),
                     std=_number(std, False),
                     min=_number(m.minimum, integer),
                     max=_number(m.maximum, integer),
-                    quantiles=[_number(q, integer) for q in quantiles_of(acc.sketch, ranks)],
+                    quantiles=[_number(q, integer) for q in quantiles],
                 )
             else:
                 out.update(mean=None, std=None, min=None, max=None, quantiles=[])
