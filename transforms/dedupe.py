@@ -230,13 +230,14 @@ class DeduplicateBatches(beam.PTransform):
     DROPPED = "dropped"
     BATCHES = "batches"
 
-    def __init__(self, *, step: Deduplicate, num_partitions: int = 64) -> None:
+    def __init__(self, *, step: Step, num_partitions: int = 64) -> None:
         super().__init__()
+        # Typed as any Step so pipelines can pass the barrier step of a segment as it comes.
         if not isinstance(step, Deduplicate):
             raise TypeError(f"step must be a Deduplicate step, got {type(step).__name__}")
         if num_partitions < 1:
             raise ValueError(f"num_partitions must be at least 1, got {num_partitions}")
-        self.step = step
+        self.step: Deduplicate = step
         self.num_partitions = num_partitions
 
     def expand(self, batches: beam.PCollection) -> beam.pvalue.DoOutputsTuple:
