@@ -43,7 +43,7 @@ from transforms.manifest import (
     sum_counts,
     write_text,
 )
-from transforms.read import ReadRecords, resolve_schema
+from transforms.read import ReadRecords, expand_paths, resolve_schema
 from transforms.schema import HIDDEN_PREFIX
 from transforms.stats import DatasetStats
 from transforms.steps import Step
@@ -84,6 +84,7 @@ class Plan:
     spec: JobSpec
     layout: Layout
     input_patterns: list[str]
+    input_files: list[str]
     input_schema: pa.Schema
     steps: list[Step]
     output_columns: list[str]
@@ -112,7 +113,8 @@ def plan(
     if not patterns:
         raise ValueError("no input: give --input or source.path in the spec")
     source = dataclasses.replace(spec.source, path=patterns)
-    input_schema = resolve_schema(source, patterns)
+    files = expand_paths(patterns)
+    input_schema = resolve_schema(source, files)
     check_columns(spec, input_schema.names)
     artifact_dir = artifact_dir or spec.transform.artifact
     artifact = read_artifact(artifact_dir) if artifact_dir else None
@@ -131,6 +133,7 @@ def plan(
         spec=dataclasses.replace(spec, source=source),
         layout=Layout(root=root, errors=errors),
         input_patterns=patterns,
+        input_files=files,
         input_schema=input_schema,
         steps=steps,
         output_columns=out_cols,
@@ -379,7 +382,11 @@ class _WriteManifest(beam.DoFn):
             "pipeline": plan.spec.name,
             "created_at": dt.datetime.now(dt.UTC).isoformat(),
             "spec": {"origin": plan.spec.origin, "sha256": plan.spec.sha256()},
-            "source": {"patterns": plan.input_patterns, "format": plan.spec.source.format},
+            "source": {
+                "patterns": plan.input_patterns,
+                "files": plan.input_files,
+                "format": plan.spec.source.format,
+            },
             "input_schema": schema_mapping(plan.input_schema),
             "schema": schema_mapping(plan.output_schema),
             "splits": splits,
