@@ -7,8 +7,7 @@ from collections.abc import Iterator, Mapping, Sequence
 
 import apache_beam as beam
 import pyarrow as pa
-from apache_beam.transforms.window import GlobalWindow
-from apache_beam.utils.windowed_value import WindowedValue
+from apache_beam.transforms.window import GlobalWindows
 
 from transforms.engine import apply_steps
 from transforms.steps import Fitted, Step
@@ -29,7 +28,7 @@ class BundleCounter:
 
     def flush(self, tag: str = COUNTS) -> Iterator[beam.pvalue.TaggedOutput]:
         if self.counts:
-            yield beam.pvalue.TaggedOutput(tag, WindowedValue(self.counts, 0, [GlobalWindow()]))
+            yield beam.pvalue.TaggedOutput(tag, GlobalWindows.windowed_value(self.counts))
         self.counts = collections.Counter()
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import apache_beam as beam
 import pyarrow as pa
-from apache_beam.transforms.window import GlobalWindow
+from apache_beam.transforms.window import GlobalWindows
 from apache_beam.utils.windowed_value import WindowedValue
 
 from transforms.engine import fit_groups, fit_inputs
@@ -54,7 +54,7 @@ class _AccumulateDoFn(beam.DoFn):
 
     def finish_bundle(self) -> Iterator[WindowedValue]:
         if self._accumulators is not None:
-            yield WindowedValue(self._accumulators, 0, [GlobalWindow()])
+            yield GlobalWindows.windowed_value(self._accumulators)
         self._accumulators = None
 
 
