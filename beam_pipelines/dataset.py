@@ -24,6 +24,7 @@ from typing import Any
 
 import apache_beam as beam
 import pyarrow as pa
+import pyarrow.compute as pc
 from apache_beam.io.filesystems import FileSystems
 
 from beam_pipelines.spec import JobSpec, check_columns, schema_mapping
@@ -432,6 +433,25 @@ def _artifact_for(plan: Plan, fitted: Mapping[str, Any]) -> Artifact:
     )
 
 
+def _read_for_fit(p: beam.Pipeline, plan: Plan) -> beam.PCollection:
+    # The fit pass reads the files a second time instead of sharing the apply pass's read:
+    # a PCollection consumed both by the fit and by a step waiting on the fit's result is
+    # held whole in memory by the runner; two streaming reads keep memory bounded by the
+    # batch size. Read errors are recorded by the apply pass's read only.
+    read = p | "ReadForFit" >> ReadRecords(
+        source=plan.spec.source, schema=plan.input_schema, pipeline=plan.spec.name
+    )
+    tagged = read.batches | "SplitForFit" >> beam.ParDo(
+        _AssignSplitDoFn(plan.spec.split, plan.spec.name)
+    ).with_outputs(ERRORS, COUNTS, main="batches")
+    return tagged.batches
+
+
+def _only_split(batch: pa.RecordBatch, index: int) -> pa.RecordBatch:
+    mask = pc.equal(batch.column(SPLIT_COLUMN), index)
+    return batch.filter(mask)
+
+
 def build(p: beam.Pipeline, plan: Plan) -> beam.PCollection:
     """Wires the dataset pipeline for a :class:`Plan` onto ``p``.
 
@@ -458,7 +478,11 @@ def build(p: beam.Pipeline, plan: Plan) -> beam.PCollection:
         fitted = p | "NothingFitted" >> beam.Create([{}])
     for k, (seg_steps, barrier) in enumerate(segments(plan.steps)):
         if plan.artifact is None and any(s.analyzer() is not None for s in seg_steps):
-            fitted = batches | f"Fit{k}" >> FitSteps(steps=seg_steps, prior=fitted, pipeline=name)
+            fit_input = batches if k else _read_for_fit(p, plan)
+            if spec.transform.fit_on != "all":
+                wanted = spec.split.names.index(spec.transform.fit_on)
+                fit_input = fit_input | f"FitOn{k}" >> beam.Map(_only_split, wanted)
+            fitted = fit_input | f"Fit{k}" >> FitSteps(steps=seg_steps, prior=fitted, pipeline=name)
         if seg_steps:
             applied = batches | f"Apply{k}" >> ApplySteps(
                 steps=seg_steps, fitted=fitted, pipeline=name

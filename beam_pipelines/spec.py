@@ -99,9 +99,12 @@ class Transform:
 
     Attributes:
         artifact: Apply this fitted artifact instead of fitting (``--artifact`` overrides).
+        fit_on: ``all`` rows, or the name of one split (e.g. ``train``, as TFX does) whose
+            rows alone are used to fit; the fitted steps are applied to every split.
     """
 
     artifact: str | None = None
+    fit_on: str = "all"
 
 
 @dataclasses.dataclass
@@ -213,6 +216,12 @@ def parse_spec(data: Any, *, origin: str = "<spec>") -> JobSpec:
             origin=origin,
         )
         _check_names(spec)
+        if spec.transform.fit_on != "all" and spec.transform.fit_on not in spec.split.names:
+            raise SpecError(
+                "transform.fit_on",
+                f"got {spec.transform.fit_on!r}; expected 'all' or a split name: "
+                f"{', '.join(spec.split.names)}",
+            )
         if spec.source.schema is not None:
             check_columns(spec, list(spec.source.schema))
     except SpecError as exc:
