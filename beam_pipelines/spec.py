@@ -118,6 +118,7 @@ class _RawSpec:
     output: Output = dataclasses.field(default_factory=Output)
     errors: Errors = dataclasses.field(default_factory=Errors)
     transform: Transform = dataclasses.field(default_factory=Transform)
+    dataflow: dict[str, Any] | None = None
     description: str = ""
 
 
@@ -151,6 +152,8 @@ class JobSpec:
     raw: Mapping[str, Any]
     description: str = ""
     origin: str = "<spec>"
+    # The ``dataflow:`` section as written; launchers.dataflow validates it.
+    dataflow: Mapping[str, Any] | None = None
 
     @property
     def steps(self) -> list[Step]:
@@ -214,6 +217,7 @@ def parse_spec(data: Any, *, origin: str = "<spec>") -> JobSpec:
             raw=data,
             description=raw.description,
             origin=origin,
+            dataflow=raw.dataflow,
         )
         _check_names(spec)
         if spec.transform.fit_on != "all" and spec.transform.fit_on not in spec.split.names:
