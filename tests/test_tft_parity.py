@@ -1,0 +1,240 @@
+"""Native steps against tf.Transform on the full Chicago taxi data set.
+
+The reference is TFX 1.21's ``taxi_utils_native_keras.preprocessing_fn``, restated below
+(``_fill_in_missing`` on sparse inputs, ``scale_to_z_score``, ``compute_and_apply_vocabulary``
+with ``top_k=1000, num_oov_buckets=10``, ``bucketize`` with 10 buckets, passthroughs and the
+float32 big-tipper label), run with ``tensorflow_transform.beam.AnalyzeAndTransformDataset``
+on the DirectRunner. The native side is ``examples/chicago_taxi/steps.yaml`` built with
+``build_step``, fitted with the analyzers over four batches (merged) and applied with
+``apply_steps``.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pytest
+import yaml
+
+from transforms.engine import apply_steps, fit_groups, fit_inputs
+from transforms.schema import arrow_schema
+from transforms.steps import build_step
+
+pytestmark = [pytest.mark.tft, pytest.mark.slow]
+
+STEPS_YAML = pathlib.Path(__file__).resolve().parent.parent / "examples/chicago_taxi/steps.yaml"
+
+SCHEMA = {
+    "pickup_community_area": "int64",
+    "fare": "float32",
+    "trip_start_month": "int64",
+    "trip_start_hour": "int64",
+    "trip_start_day": "int64",
+    "trip_start_timestamp": "int64",
+    "pickup_latitude": "float32",
+    "pickup_longitude": "float32",
+    "dropoff_latitude": "float32",
+    "dropoff_longitude": "float32",
+    "trip_miles": "float32",
+    "pickup_census_tract": "int64",
+    "dropoff_census_tract": "int64",
+    "payment_type": "string",
+    "company": "string",
+    "trip_seconds": "int64",
+    "dropoff_community_area": "int64",
+    "tips": "float32",
+}
+DENSE_FLOAT = ["trip_miles", "fare", "trip_seconds"]
+VOCAB = ["payment_type", "company"]
+BUCKET = ["pickup_latitude", "pickup_longitude", "dropoff_latitude", "dropoff_longitude"]
+CATEGORICAL = [
+    "trip_start_hour",
+    "trip_start_day",
+    "trip_start_month",
+    "pickup_census_tract",
+    "dropoff_census_tract",
+    "pickup_community_area",
+    "dropoff_community_area",
+]
+ROW_ID = "row_id"
+
+
+def read_taxi(path: pathlib.Path) -> pa.Table:
+    schema = arrow_schema(SCHEMA)
+    options = pacsv.ConvertOptions(
+        column_types={f.name: f.type for f in schema}, strings_can_be_null=True
+    )
+    table = pacsv.read_csv(path, convert_options=options)
+    return table.append_column(ROW_ID, pa.array(np.arange(table.num_rows), pa.int64()))
+
+
+def preprocessing_fn(inputs):
+    """TFX 1.21 taxi_utils_native_keras.preprocessing_fn, plus a row id to join on."""
+    import tensorflow as tf
+    import tensorflow_transform as tft
+
+    def fill_in_missing(x):
+        default_value = "" if x.dtype == tf.string else 0
+        return tf.squeeze(
+            tf.sparse.to_dense(
+                tf.SparseTensor(x.indices, x.values, [x.dense_shape[0], 1]), default_value
+            ),
+            axis=1,
+        )
+
+    outputs = {}
+    for key in DENSE_FLOAT:
+        outputs[key + "_xf"] = tft.scale_to_z_score(fill_in_missing(inputs[key]))
+    for key in VOCAB:
+        outputs[key + "_xf"] = tft.compute_and_apply_vocabulary(
+            fill_in_missing(inputs[key]), top_k=1000, num_oov_buckets=10
+        )
+    for key in BUCKET:
+        outputs[key + "_xf"] = tft.bucketize(fill_in_missing(inputs[key]), 10)
+    for key in CATEGORICAL:
+        outputs[key + "_xf"] = fill_in_missing(inputs[key])
+    fare = fill_in_missing(inputs["fare"])
+    tips = fill_in_missing(inputs["tips"])
+    outputs["tips_xf"] = tf.where(
+        tf.math.is_nan(fare),
+        tf.cast(tf.zeros_like(fare), tf.int64),
+        tf.cast(tf.greater(tips, tf.multiply(fare, tf.constant(0.2))), tf.int64),
+    )
+    outputs[ROW_ID] = inputs[ROW_ID]
+    return outputs
+
+
+def _plain(value):
+    return value.item() if isinstance(value, np.generic | np.ndarray) else value
+
+
+def run_tf_transform(table: pa.Table, work: pathlib.Path) -> dict[str, np.ndarray]:
+    """Runs preprocessing_fn with tf.Transform on the DirectRunner; returns columns by row id."""
+    import apache_beam as beam
+    import tensorflow as tf
+    import tensorflow_transform.beam as tft_beam
+    from apache_beam.options.pipeline_options import PipelineOptions
+    from tensorflow_transform.tf_metadata import schema_utils
+    from tfx_bsl.tfxio import tensor_adapter, tensor_representation_util
+
+    tf_types = {"float32": tf.float32, "int64": tf.int64, "string": tf.string}
+    feature_spec = {k: tf.io.VarLenFeature(tf_types[v]) for k, v in SCHEMA.items()}
+    feature_spec[ROW_ID] = tf.io.FixedLenFeature([], tf.int64)
+    schema = schema_utils.schema_from_feature_spec(feature_spec)
+    representations = tensor_representation_util.InferTensorRepresentationsFromSchema(schema)
+
+    # tf.Transform's Arrow input: one list per cell, empty where the CSV field is empty.
+    columns, fields = [], []
+    for name in [*SCHEMA, ROW_ID]:
+        values = table.column(name).combine_chunks()
+        value_type = pa.binary() if pa.types.is_string(values.type) else values.type
+        offsets = np.concatenate([[0], np.cumsum(values.is_valid().to_numpy(zero_copy_only=False))])
+        flat = values.drop_null().cast(value_type)
+        columns.append(pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), flat))
+        fields.append(pa.field(name, pa.list_(value_type)))
+    arrow = pa.Table.from_arrays(columns, schema=pa.schema(fields))
+    batches = arrow.to_batches(max_chunksize=4000)
+    config = tensor_adapter.TensorAdapterConfig(arrow.schema, representations)
+
+    out_path = work / "tft_out"
+    options = PipelineOptions(["--direct_num_workers=1"])
+    with (
+        beam.Pipeline(runner="DirectRunner", options=options) as p,
+        tft_beam.Context(temp_dir=str(work / "tft_tmp")),
+    ):
+        raw = p | "Batches" >> beam.Create(batches)
+        (transformed, _), _ = (raw, config) | tft_beam.AnalyzeAndTransformDataset(preprocessing_fn)
+        _ = (
+            transformed
+            | "ToJson" >> beam.Map(lambda row: json.dumps({k: _plain(v) for k, v in row.items()}))
+            | "Write" >> beam.io.WriteToText(str(out_path), shard_name_template="")
+        )
+    rows = [json.loads(line) for line in out_path.read_text().splitlines()]
+    rows.sort(key=lambda r: r[ROW_ID])
+    return {k: np.array([r[k] for r in rows]) for k in rows[0]}
+
+
+def run_native(table: pa.Table) -> tuple[dict[str, np.ndarray], dict[str, dict]]:
+    steps = [
+        build_step(m, f"steps[{i}]") for i, m in enumerate(yaml.safe_load(STEPS_YAML.read_text()))
+    ]
+    batches = table.to_batches(max_chunksize=4000)
+    fitted: dict[str, dict] = {}
+    for group in fit_groups(steps):
+        analyzers = {name: next(s for s in steps if s.name == name).analyzer() for name in group}
+        partials = {name: [] for name in group}
+        for batch in batches:
+            for name, seen in fit_inputs(batch, steps, fitted, group, pipeline="taxi"):
+                acc = analyzers[name].add_batch(analyzers[name].create_accumulator(), seen)
+                partials[name].append(acc)
+        for name, analyzer in analyzers.items():
+            fitted[name] = analyzer.extract_output(analyzer.merge_accumulators(partials[name]))
+    whole = table.combine_chunks().to_batches()[0]
+    applied = apply_steps(whole, steps, fitted, pipeline="taxi")
+    assert applied.errors == [] and applied.batch.num_rows == table.num_rows
+    out = {
+        name: applied.batch.column(name).to_numpy(zero_copy_only=False)
+        for name in applied.batch.schema.names
+    }
+    return out, fitted
+
+
+@pytest.fixture(scope="module")
+def both(taxi_csv, tmp_path_factory):
+    table = read_taxi(taxi_csv)
+    reference = run_tf_transform(table, tmp_path_factory.mktemp("tft"))
+    native, fitted = run_native(table)
+    return table, reference, native, fitted
+
+
+def test_every_row_and_column_is_there(both):
+    table, reference, native, _ = both
+    assert table.num_rows == 15002
+    assert len(reference[ROW_ID]) == table.num_rows
+    np.testing.assert_array_equal(reference[ROW_ID], native[ROW_ID])
+    expected = {f"{k}_xf" for k in DENSE_FLOAT + VOCAB + BUCKET + CATEGORICAL + ["tips"]}
+    assert set(reference) - {ROW_ID} == expected
+    assert expected <= set(native)
+
+
+@pytest.mark.parametrize("key", VOCAB)
+def test_vocabulary_ids_identical(both, key):
+    _, reference, native, _ = both
+    assert native[f"{key}_xf"].dtype == np.int64
+    np.testing.assert_array_equal(native[f"{key}_xf"], reference[f"{key}_xf"])
+
+
+@pytest.mark.parametrize("key", CATEGORICAL)
+def test_passthroughs_identical(both, key):
+    _, reference, native, _ = both
+    np.testing.assert_array_equal(native[f"{key}_xf"], reference[f"{key}_xf"])
+
+
+def test_labels_identical(both):
+    _, reference, native, _ = both
+    np.testing.assert_array_equal(native["tips_xf"], reference["tips_xf"])
+    # The float32 comparison matters: in float64 some rows get the other label.
+    table = both[0]
+    fare = np.nan_to_num(table.column("fare").to_numpy(zero_copy_only=False).astype(np.float64))
+    tips = np.nan_to_num(table.column("tips").to_numpy(zero_copy_only=False).astype(np.float64))
+    assert ((tips > fare * 0.2).astype(np.int64) != reference["tips_xf"]).any()
+
+
+@pytest.mark.parametrize("key", DENSE_FLOAT)
+def test_z_scores_within_1e_4(both, key):
+    _, reference, native, _ = both
+    assert native[f"{key}_xf"].dtype == np.float32
+    np.testing.assert_allclose(native[f"{key}_xf"], reference[f"{key}_xf"], rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize("key", BUCKET)
+def test_bucket_counts_within_2_percent(both, key):
+    table, reference, native, _ = both
+    ours = np.bincount(native[f"{key}_xf"], minlength=10)
+    theirs = np.bincount(reference[f"{key}_xf"], minlength=10)
+    assert len(ours) == len(theirs) == 10
+    assert np.abs(ours - theirs).max() <= 0.02 * table.num_rows, (ours, theirs)
