@@ -449,7 +449,8 @@ def chart(report: dict[str, Any], path: Path) -> None:
         ax.set_xticklabels(systems, rotation=20)
         ax.set_title(title)
         ax.legend()
-    axes[0].set_yscale("log")
+    if any(r["status"] == "ok" for r in report["results"]):
+        axes[0].set_yscale("log")
     fig.suptitle(f"Chicago taxi preprocessing — {report['machine']['cpu']}", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
