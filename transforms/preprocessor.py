@@ -74,8 +74,8 @@ class Preprocessor:
     ) -> tuple[list[dict[str, Any]], list[ErrorRecord]]:
         """Transforms raw rows (dicts of JSON-like values), e.g. a prediction request.
 
-        Missing keys are null; a value that does not convert to its column's type rejects the
-        row with an error record naming the key (reason ``unparseable_value``); unknown keys
+        Missing keys are null; values are converted to their column's type (strings holding
+        numbers included); a value that does not convert rejects the row with an error record naming the key (reason ``unparseable_value``); unknown keys
         are ignored.
 
         Returns:
@@ -89,14 +89,14 @@ class Preprocessor:
             try:
                 columns[field.name] = pa.array(raw, field.type)
                 continue
-            except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError, OverflowError):
+            except (pa.ArrowException, TypeError, ValueError, OverflowError):
                 pass
             # Slow path, only for requests with a bad value: convert row by row.
             values = []
             for i, value in enumerate(raw):
                 try:
-                    values.append(pa.array([value], field.type)[0].as_py())
-                except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError, OverflowError):
+                    values.append(_convert(value, field.type))
+                except (pa.ArrowException, TypeError, ValueError, OverflowError):
                     values.append(None)
                     if not bad[i]:
                         messages[i] = (
@@ -161,6 +161,15 @@ class Preprocessor:
             for i in np.flatnonzero(bad)
         ]
         return conformed.filter(pa.array(~bad)), errors
+
+
+def _convert(value: Any, tp: pa.DataType) -> Any:
+    """Converts one JSON-like value to ``tp``; strings holding numbers etc. are cast."""
+    try:
+        return pa.array([value], tp)[0].as_py()
+    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError):
+        # e.g. "9" for an int64 column: the type's own cast, which refuses lossy conversions.
+        return pa.array([value]).cast(tp)[0].as_py()
 
 
 def _as_batch(data: pa.RecordBatch | pa.Table) -> pa.RecordBatch:
