@@ -574,6 +574,9 @@ class RunResult:
     manifest: dict[str, Any]
     seconds: float
     plan: Plan
+    # The runner's result; for a remote runner the job is only submitted and the manifest
+    # is empty (it is written when the job finishes).
+    pipeline_result: Any = None
 
 
 def run_job(
@@ -584,7 +587,10 @@ def run_job(
     artifact_dir: str | None = None,
     beam_args: Sequence[str] = (),
 ) -> RunResult:
-    """Plans, builds and runs a dataset job, waiting for it to finish.
+    """Plans, builds and runs a dataset job, waiting for it to finish on the local runner.
+
+    On any other runner (Dataflow) the job is submitted and not waited for: the result
+    holds the runner's result and an empty manifest; launchers.jobs waits on the job.
 
     Returns:
         The manifest the run wrote, the wall time and the plan.
@@ -592,7 +598,7 @@ def run_job(
     Raises:
         CountsMismatchError: if the run's counts do not balance (the run fails).
     """
-    from beam_pipelines.runner import make_options, make_pipeline
+    from beam_pipelines.runner import is_local, make_options, make_pipeline
 
     start = time.monotonic()
     the_plan = plan(spec, output=output, inputs=inputs, artifact_dir=artifact_dir)
@@ -600,6 +606,10 @@ def run_job(
     p = make_pipeline(options)
     build(p, the_plan)
     result = p.run()
+    if not is_local(options):
+        return RunResult(
+            manifest={}, seconds=time.monotonic() - start, plan=the_plan, pipeline_result=result
+        )
     result.wait_until_finish()
     with FileSystems.open(the_plan.layout.manifest) as f:
         manifest = __import__("json").loads(f.read().decode("utf-8"))

@@ -52,9 +52,13 @@ def local_runner(options: PipelineOptions) -> beam.runners.PipelineRunner:
     return fn_runner.FnApiRunner(provision_info=info)
 
 
+def is_local(options: PipelineOptions) -> bool:
+    """Whether these options run on the pinned local runner (no runner, or Direct, named)."""
+    return options.view_as(StandardOptions).runner in LOCAL_NAMES
+
+
 def make_pipeline(options: PipelineOptions) -> beam.Pipeline:
     """A pipeline on the requested runner; the pinned local runner if none (or Direct) is named."""
-    runner = options.view_as(StandardOptions).runner
-    if runner in LOCAL_NAMES:
+    if is_local(options):
         return beam.Pipeline(runner=local_runner(options), options=options)
     return beam.Pipeline(options=options)
