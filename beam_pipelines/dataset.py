@@ -30,7 +30,7 @@ from apache_beam.io.filesystems import FileSystems
 from beam_pipelines.spec import JobSpec, check_columns, schema_mapping
 from transforms import split as splitting
 from transforms.apply import COUNTS, ERRORS, ApplySteps, BundleCounter
-from transforms.artifact import Artifact, read_artifact, write_artifact
+from transforms.artifact import Artifact, content_hash, read_artifact, write_artifact
 from transforms.dedupe import DeduplicateBatches
 from transforms.engine import DROPPED, READ, REJECTED, WRITTEN, apply_steps, segments
 from transforms.errors import ErrorRecord
@@ -545,9 +545,7 @@ def build(p: beam.Pipeline, plan: Plan) -> beam.PCollection:
             lambda f: write_artifact(plan.layout.artifact, _artifact_for(plan, f))
         )
     else:
-        artifact_hash = p | "ArtifactHash" >> beam.Create(
-            [plan.artifact_sha256 if hasattr(plan, "artifact_sha256") else ""]
-        )
+        artifact_hash = p | "ArtifactHash" >> beam.Create([content_hash(plan.artifact)])
     total = (
         counts | "AllCounts" >> beam.Flatten() | "SumCounts" >> beam.CombineGlobally(_SumCounts())
     )

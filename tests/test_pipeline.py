@@ -72,10 +72,10 @@ def test_every_row_is_written_rejected_or_dropped(
     result = run_job(parse_spec(_spec()), inputs=[str(tiny_csv)], output=str(out))
 
     rows = _read_split(out, "train") + _read_split(out, "eval")
-    # Mean of the fares that survive range and dedupe: (10 + 20 + 30 + 40) / 4 = 25.
+    # Mean of the fares that survive read, range and dedupe: (10 + 30 + 40) / 3.
     assert sorted(rows, key=lambda r: r["id"]) == [
         {"id": 1, "city": "Chicago", "fare": 10.0, "tips": 1.0},
-        {"id": 2, "city": "Chicago", "fare": 25.0, "tips": 2.0},
+        {"id": 2, "city": "Chicago", "fare": 80 / 3, "tips": 2.0},
         {"id": 5, "city": "Evanston", "fare": 30.0, "tips": 3.0},
         {"id": 7, "city": "Chicago", "fare": 40.0, "tips": 4.0},
     ]
@@ -107,7 +107,7 @@ def test_every_row_is_written_rejected_or_dropped(
         ("split", 6, 6),
         ("range:fare", 6, 5),
         ("dedupe", 5, 4),
-        ("fill_missing", 4, 4),
+        ("fill_missing:fare", 4, 4),
     ]
     assert manifest["schema"] == {
         "id": "int64",
@@ -118,9 +118,9 @@ def test_every_row_is_written_rejected_or_dropped(
     assert manifest["errors"]["count"] == 3
     stats = json.loads((out / "stats.json").read_text())
     assert stats["all"]["fare"]["count"] == 4
-    assert stats["all"]["fare"]["mean"] == pytest.approx(26.25)
+    assert stats["all"]["fare"]["mean"] == pytest.approx((10 + 80 / 3 + 30 + 40) / 4)
     transform = json.loads((out / "artifact" / "transform.json").read_text())
-    assert transform["fitted"]["fill_missing"] is not None
+    assert transform["fitted"]["fill_missing:fare"]["fare"]["mean"] == pytest.approx(80 / 3)
 
 
 def test_a_run_with_a_given_artifact_applies_it_without_fitting(
@@ -138,8 +138,8 @@ def test_a_run_with_a_given_artifact_applies_it_without_fitting(
         artifact_dir=str(first / "artifact"),
     )
     rows = _read_split(second, "train") + _read_split(second, "eval")
-    # The mean fitted on the first data set (25), not on this one (100).
-    assert sorted((r["id"], r["fare"]) for r in rows) == [(10, 25.0), (11, 100.0)]
+    # The mean fitted on the first data set, not on this one (100).
+    assert sorted((r["id"], r["fare"]) for r in rows) == [(10, 80 / 3), (11, 100.0)]
     assert result.manifest["artifact"]["fitted_here"] is False
     assert not (second / "artifact").exists()
 
