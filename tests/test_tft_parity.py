@@ -4,9 +4,9 @@ The reference is TFX 1.21's ``taxi_utils_native_keras.preprocessing_fn``, restat
 (``_fill_in_missing`` on sparse inputs, ``scale_to_z_score``, ``compute_and_apply_vocabulary``
 with ``top_k=1000, num_oov_buckets=10``, ``bucketize`` with 10 buckets, passthroughs and the
 float32 big-tipper label), run with ``tensorflow_transform.beam.AnalyzeAndTransformDataset``
-on the DirectRunner. The native side is ``examples/chicago_taxi/steps.yaml`` built with
-``build_step``, fitted with the analyzers over four batches (merged) and applied with
-``apply_steps``.
+on the DirectRunner. The native side is the taxi example itself
+(``examples/chicago_taxi/pipeline.yaml``) run through the dataset pipeline, with a row id
+passed through so the two outputs can be joined row by row.
 """
 
 from __future__ import annotations
@@ -17,16 +17,19 @@ import pathlib
 import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from transforms.engine import apply_steps, fit_groups, fit_inputs
+from beam_pipelines.dataset import run_job
+from beam_pipelines.spec import parse_spec
 from transforms.schema import arrow_schema
-from transforms.steps import build_step
 
 pytestmark = [pytest.mark.tft, pytest.mark.slow]
 
-STEPS_YAML = pathlib.Path(__file__).resolve().parent.parent / "examples/chicago_taxi/steps.yaml"
+PIPELINE_YAML = (
+    pathlib.Path(__file__).resolve().parent.parent / "examples/chicago_taxi/pipeline.yaml"
+)
 
 SCHEMA = {
     "pickup_community_area": "int64",
@@ -158,36 +161,31 @@ def run_tf_transform(table: pa.Table, work: pathlib.Path) -> dict[str, np.ndarra
     return {k: np.array([r[k] for r in rows]) for k in rows[0]}
 
 
-def run_native(table: pa.Table) -> tuple[dict[str, np.ndarray], dict[str, dict]]:
-    steps = [
-        build_step(m, f"steps[{i}]") for i, m in enumerate(yaml.safe_load(STEPS_YAML.read_text()))
-    ]
-    batches = table.to_batches(max_chunksize=4000)
-    fitted: dict[str, dict] = {}
-    for group in fit_groups(steps):
-        analyzers = {name: next(s for s in steps if s.name == name).analyzer() for name in group}
-        partials = {name: [] for name in group}
-        for batch in batches:
-            for name, seen in fit_inputs(batch, steps, fitted, group, pipeline="taxi"):
-                acc = analyzers[name].add_batch(analyzers[name].create_accumulator(), seen)
-                partials[name].append(acc)
-        for name, analyzer in analyzers.items():
-            fitted[name] = analyzer.extract_output(analyzer.merge_accumulators(partials[name]))
-    whole = table.combine_chunks().to_batches()[0]
-    applied = apply_steps(whole, steps, fitted, pipeline="taxi")
-    assert applied.errors == [] and applied.batch.num_rows == table.num_rows
-    out = {
-        name: applied.batch.column(name).to_numpy(zero_copy_only=False)
-        for name in applied.batch.schema.names
-    }
-    return out, fitted
+def run_native(
+    table: pa.Table, work: pathlib.Path
+) -> tuple[dict[str, np.ndarray], dict[str, dict]]:
+    """Runs the taxi example's spec through the real pipeline, with a row id passed through."""
+    spec_data = yaml.safe_load(PIPELINE_YAML.read_text())
+    spec_data["source"]["schema"][ROW_ID] = "int64"
+    spec_data["features"].append({"op": "copy", "columns": [ROW_ID], "suffix": "_xf"})
+    data = work / "taxi_with_ids.csv"
+    pacsv.write_csv(table, data)
+    out = work / "native"
+    manifest = run_job(parse_spec(spec_data), inputs=[str(data)], output=str(out)).manifest
+    assert manifest["counts"]["total_written"] == table.num_rows
+    files = [p for split in manifest["splits"].values() for p in split["files"]["parquet"]]
+    rows = pa.concat_tables([pq.read_table(f) for f in files]).sort_by(f"{ROW_ID}_xf")
+    rows = rows.rename_columns([ROW_ID if n == f"{ROW_ID}_xf" else n for n in rows.schema.names])
+    columns = {name: rows.column(name).to_numpy() for name in rows.schema.names}
+    fitted = json.loads((out / "artifact" / "transform.json").read_text())["fitted"]
+    return columns, fitted
 
 
 @pytest.fixture(scope="module")
 def both(taxi_csv, tmp_path_factory):
     table = read_taxi(taxi_csv)
     reference = run_tf_transform(table, tmp_path_factory.mktemp("tft"))
-    native, fitted = run_native(table)
+    native, fitted = run_native(table, tmp_path_factory.mktemp("native"))
     return table, reference, native, fitted
 
 
