@@ -2,9 +2,12 @@
 
     beamforge validate SPEC
     beamforge run SPEC [--input PATH ...] [--output DIR] [--artifact DIR] [Beam options ...]
+    beamforge template build|launch ...     (see launchers/cloud_commands.py)
+    beamforge jobs wait|cancel|drain JOB ...
 
 Beam pipeline options (``--runner``, ``--direct_num_workers``, ...) pass through to Beam;
-the local runner is used when none is named.
+the local runner is used when none is named. With ``--runner DataflowRunner`` (or
+``--dry-run``) the job goes to Dataflow with the spec's ``dataflow:`` settings.
 """
 
 from __future__ import annotations
@@ -41,6 +44,10 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--output", help="output prefix (local or gs://); overrides output.path")
     run.add_argument("--artifact", help="apply this fitted artifact directory instead of fitting")
     run.add_argument("--quiet", action="store_true", help="print only the summary")
+    from launchers import cloud_commands
+
+    cloud_commands.add_run_flags(run)
+    cloud_commands.add_parsers(sub)
     return parser
 
 
@@ -103,13 +110,19 @@ def format_summary(manifest: dict[str, Any], seconds: float) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the CLI; returns the process exit code."""
+    from launchers import cloud_commands
     from transforms.config import SpecError
 
     parser = _parser()
     args, extra = parser.parse_known_args(argv)
-    if args.command != "run" and extra:
+    takes_extra = args.command == "run" or getattr(args, "template_command", None) == "launch"
+    if not takes_extra and extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if args.command == "jobs":
+        return cloud_commands.jobs_command(args)
+    if args.command == "template" and args.template_command == "launch":
+        return cloud_commands.template_launch(args, extra)
     from beam_pipelines.spec import load_spec
 
     try:
@@ -123,6 +136,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{args.spec}: valid ({spec.name}: {steps} steps, splits {', '.join(spec.split.names)})"
         )
         return EXIT_OK
+    if args.command == "template":
+        return cloud_commands.template_build(args, spec)
+    if cloud_commands.wants_dataflow(args, extra):
+        return cloud_commands.run_on_dataflow(args, spec, extra)
 
     from beam_pipelines.dataset import run_job
     from transforms.manifest import CountsMismatchError

@@ -17,7 +17,7 @@ import datetime as dt
 import pathlib
 import re
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar, TypeVar
 
 from transforms.config import SpecError, from_mapping
 
@@ -128,6 +128,9 @@ class DataflowSettings:
     image_has_beamforge: bool | None = None
     job_name: str | None = None
 
+    # Beam submission needs a temp location; a Flex Template launch can leave it to Dataflow.
+    temp_location_required: ClassVar[bool] = True
+
     def validate(self) -> None:
         """Checks every setting; raises :class:`SettingsError` on the first problem."""
         if not self.project:
@@ -144,11 +147,12 @@ class DataflowSettings:
             raise SettingsError(
                 "region", f"{self.region!r} is not a region name like us-central1 or europe-west4"
             )
-        if not self.temp_location:
+        if not self.temp_location and self.temp_location_required:
             raise SettingsError(
                 "temp_location", "required: a gs:// prefix for Dataflow's temporary files"
             )
-        _check_gcs("temp_location", self.temp_location)
+        if self.temp_location is not None:
+            _check_gcs("temp_location", self.temp_location)
         if self.staging_location is not None:
             _check_gcs("staging_location", self.staging_location)
         if self.service_account is not None and not _EMAIL.match(self.service_account):
@@ -360,9 +364,21 @@ def _overrides_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@dataclasses.dataclass
+class FlexLaunchSettings(DataflowSettings):
+    """Settings of a Flex Template launch: as for a job, but the temp location is optional."""
+
+    temp_location_required: ClassVar[bool] = False
+
+
+S = TypeVar("S", bound=DataflowSettings)
+
+
 def resolve_settings(
-    section: Mapping[str, Any] | None, argv: Sequence[str] = ()
-) -> tuple[DataflowSettings, list[str]]:
+    section: Mapping[str, Any] | None,
+    argv: Sequence[str] = (),
+    cls: type[S] = DataflowSettings,  # type: ignore[assignment]
+) -> tuple[S, list[str]]:
     """Merges the spec's ``dataflow:`` section with command-line flags and validates them.
 
     Flags override keys of the section; ``--labels k=v`` overrides one label, and
@@ -371,6 +387,7 @@ def resolve_settings(
     Args:
         section: The spec's ``dataflow:`` mapping (None if the spec has none).
         argv: Beam-style arguments; those that are not Dataflow settings are returned.
+        cls: The settings class (:class:`FlexLaunchSettings` for a template launch).
 
     Returns:
         The validated settings and the arguments left over for Beam.
@@ -387,7 +404,8 @@ def resolve_settings(
         if value is None:
             continue
         if key == "labels":
-            labels = dict(merged.get("labels") or {})
+            known_labels = merged.get("labels")
+            labels = dict(known_labels) if isinstance(known_labels, Mapping) else {}
             for item in value:
                 name, sep, label = item.partition("=")
                 if not sep:
@@ -401,7 +419,7 @@ def resolve_settings(
             merged[key] = value == "true"
         else:
             merged[key] = value
-    return from_mapping(DataflowSettings, merged, "dataflow"), rest
+    return from_mapping(cls, merged, "dataflow"), rest
 
 
 def default_job_name(spec_name: str, now: Callable[[], dt.datetime] | None = None) -> str:
@@ -417,3 +435,30 @@ def default_job_name(spec_name: str, now: Callable[[], dt.datetime] | None = Non
 def console_url(project: str, region: str, job_id: str) -> str:
     """The Cloud Console page of a Dataflow job."""
     return f"https://console.cloud.google.com/dataflow/jobs/{region}/{job_id}?project={project}"
+
+
+def flex_environment(settings: DataflowSettings) -> dict[str, Any]:
+    """The settings as a Flex Template launch ``environment`` (FlexTemplateRuntimeEnvironment).
+
+    ``setup_file`` has no place here: a Flex Template's image has beamforge installed.
+    """
+    env: dict[str, Any] = {
+        "temp_location": settings.temp_location,
+        "staging_location": settings.staging_location,
+        "service_account_email": settings.service_account,
+        "network": settings.network,
+        "subnetwork": settings.subnetwork,
+        "kms_key_name": settings.kms_key,
+        "machine_type": settings.machine_type,
+        "num_workers": settings.num_workers,
+        "max_workers": settings.max_workers,
+        "sdk_container_image": settings.sdk_container_image,
+    }
+    env = {k: v for k, v in env.items() if v is not None}
+    if settings.labels:
+        env["additional_user_labels"] = dict(settings.labels)
+    if settings.experiments:
+        env["additional_experiments"] = list(settings.experiments)
+    if settings.no_public_ips:
+        env["ip_configuration"] = "WORKER_IP_PRIVATE"
+    return env
