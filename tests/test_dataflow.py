@@ -150,7 +150,11 @@ BAD = [
         "dataflow.temp_location",
         "'/tmp/beam' is not a gs:// path; Dataflow workers cannot use it",
     ),
-    ({"temp_location": "gs://My_Bucket/tmp"}, "dataflow.temp_location", "'My_Bucket' is not a valid bucket name"),
+    (
+        {"temp_location": "gs://My_Bucket/tmp"},
+        "dataflow.temp_location",
+        "'My_Bucket' is not a valid bucket name",
+    ),
     ({"temp_location": "gs://ab/tmp"}, "dataflow.temp_location", "not a valid bucket name"),
     ({"staging_location": "s3://b/stage"}, "dataflow.staging_location", "not a gs:// path"),
     ({"service_account": "runner"}, "dataflow.service_account", "not a service account email"),
@@ -181,16 +185,27 @@ BAD = [
     ({"labels": {f"k{i}": "v" for i in range(65)}}, "dataflow.labels", "65 labels"),
     ({"experiments": [""]}, "dataflow.experiments", "item 0 is empty"),
     (
-        {"sdk_container_image": "us-docker.pkg.dev/p/r/beamforge:1", "setup_file": str(REPO_SETUP_FILE)},
+        {
+            "sdk_container_image": "us-docker.pkg.dev/p/r/beamforge:1",
+            "setup_file": str(REPO_SETUP_FILE),
+        },
         "dataflow.setup_file",
         "sdk_container_image already has beamforge installed",
     ),
     ({"image_has_beamforge": False}, "dataflow.image_has_beamforge", "only means something"),
-    ({"sdk_container_image": "Not An Image"}, "dataflow.sdk_container_image", "not an image reference"),
+    (
+        {"sdk_container_image": "Not An Image"},
+        "dataflow.sdk_container_image",
+        "not an image reference",
+    ),
     ({"setup_file": "/nonexistent/setup.py"}, "dataflow.setup_file", "does not exist"),
     ({"setup_file": "pyproject.toml"}, "dataflow.setup_file", "Beam stages a file named setup.py"),
     ({"job_name": "Taxi_Job"}, "dataflow.job_name", "is not a Dataflow job name"),
-    ({"zone": "us-central1-a"}, "dataflow.zone", "unknown key 'zone'; valid keys are project, region"),
+    (
+        {"zone": "us-central1-a"},
+        "dataflow.zone",
+        "unknown key 'zone'; valid keys are project, region",
+    ),
     ({"max_workers": "ten"}, "dataflow.max_workers", "got 'ten'; expected an integer"),
 ]
 
@@ -217,7 +232,7 @@ def test_messages_name_the_spec_key_and_the_flag() -> None:
 
 
 def test_a_bad_flag_value_fails_like_a_bad_spec_value() -> None:
-    with pytest.raises(SpecError, match="dataflow.subnetwork: the subnetwork is in 'us-east1'"):
+    with pytest.raises(SpecError, match=r"dataflow\.subnetwork: the subnetwork is in 'us-east1'"):
         resolve_settings(GOOD, ["--subnetwork=regions/us-east1/subnetworks/s"])
 
 
@@ -227,7 +242,7 @@ def test_another_runner_is_refused() -> None:
 
 
 def test_a_label_flag_needs_key_and_value() -> None:
-    with pytest.raises(SpecError, match="dataflow.labels: 'team' is not KEY=VALUE"):
+    with pytest.raises(SpecError, match=r"dataflow\.labels: 'team' is not KEY=VALUE"):
         resolve_settings(GOOD, ["--labels=team"])
 
 
