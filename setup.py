@@ -4,7 +4,11 @@ The same file is what Dataflow workers install when a job is submitted with
 ``--setup_file``: it declares the three packages and the runtime dependencies only.
 """
 
+import pathlib
+
 from setuptools import find_packages, setup
+
+README = pathlib.Path(__file__).with_name("README.md")
 
 BEAM = "apache-beam[gcp]>=2.77,<2.78"
 
@@ -12,10 +16,19 @@ setup(
     name="beamforge",
     version="0.1.0",
     description="Apache Beam transforms and launchers from raw data to a deployed model on Google Cloud.",
-    long_description=open("README.md", encoding="utf-8").read() if __import__("os").path.exists("README.md") else "",
+    long_description=README.read_text(encoding="utf-8") if README.exists() else "",
     long_description_content_type="text/markdown",
     python_requires=">=3.11,<3.12",
-    packages=find_packages(include=["transforms", "transforms.*", "beam_pipelines", "beam_pipelines.*", "launchers", "launchers.*"]),
+    packages=find_packages(
+        include=[
+            "transforms",
+            "transforms.*",
+            "beam_pipelines",
+            "beam_pipelines.*",
+            "launchers",
+            "launchers.*",
+        ]
+    ),
     install_requires=[
         BEAM,
         "pyarrow>=14",

@@ -172,6 +172,6 @@ def build_step(item: Any, path: str) -> Step:
 
 def _load_builtin_steps() -> None:
     # Importing the modules registers their steps; kept lazy so this module stays a leaf.
-    import transforms.clean  # noqa: F401
-    import transforms.dedupe  # noqa: F401
-    import transforms.features  # noqa: F401
+    import transforms.clean
+    import transforms.dedupe
+    import transforms.features
