@@ -174,4 +174,4 @@ def _load_builtin_steps() -> None:
     # Importing the modules registers their steps; kept lazy so this module stays a leaf.
     import transforms.clean
     import transforms.dedupe
-    import transforms.features
+    import transforms.features  # noqa: F401
