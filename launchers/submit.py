@@ -43,8 +43,8 @@ class DryRunJob:
         job_name: The Dataflow job name.
         transforms: Top-level transform names of the pipeline graph, in graph order.
         options: The pipeline options the workers would get (``sdkPipelineOptions``).
-        staged_files: Files that would be staged for the workers (e.g. ``workflow.tar.gz``,
-            the sdist built from ``setup.py``).
+        staged_files: Files that would be staged for the workers by staged name (e.g.
+            ``workflow.tar.gz``, the sdist built from ``setup.py``), with their local paths.
         job: The Dataflow ``Job`` message as JSON (environment, worker pool, labels).
         pipeline: The Runner API pipeline proto.
     """
@@ -52,7 +52,7 @@ class DryRunJob:
     job_name: str
     transforms: list[str]
     options: dict[str, Any]
-    staged_files: list[str]
+    staged_files: dict[str, str]
     job: dict[str, Any]
     pipeline: Any
 
@@ -165,19 +165,19 @@ def dry_run_job(job: Any) -> DryRunJob:
     from apache_beam.runners.internal import names as shared_names
     from google.protobuf import json_format
 
-    staged: list[str] = []
+    staged: dict[str, str] = {}
     for _, env in sorted(job.proto_pipeline.components.environments.items()):
         for dep in env.dependencies:
             if dep.role_urn == common_urns.artifact_roles.STAGING_TO.urn:
                 name = beam_runner_api_pb2.ArtifactStagingToRolePayload.FromString(
                     dep.role_payload
                 ).staged_name
-                if name not in staged:
-                    staged.append(name)
+                local = beam_runner_api_pb2.ArtifactFilePayload.FromString(dep.type_payload)
+                staged.setdefault(name, local.path)
     gcs = job.options.view_as(GoogleCloudOptions)
     staging = gcs.staging_location or gcs.temp_location
     environment = apiclient.Environment(
-        packages=staged,
+        packages=list(staged),
         options=job.options,
         environment_version=apiclient._FNAPI_ENVIRONMENT_MAJOR_VERSION,
         proto_pipeline_staged_url=f"{staging.rstrip('/')}/{shared_names.STAGED_PIPELINE_FILENAME}",
