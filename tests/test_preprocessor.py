@@ -7,7 +7,6 @@ import pathlib
 import farmhash
 import pyarrow as pa
 import pytest
-import yaml
 
 from transforms.artifact import Artifact, write_artifact
 from transforms.engine import apply_steps
@@ -154,44 +153,36 @@ def test_source_columns_give_error_sources(artifact_dir):
 
 
 @pytest.mark.slow
-def test_taxi_rows_equal_batch_on_sample(tmp_path):
+def test_serving_rows_get_exactly_the_dataset_features(tmp_path):
+    """The Preprocessor on raw taxi rows gives the rows the pipeline wrote for them."""
+    import csv
+    import glob
+
+    import pyarrow.parquet as pq
+
+    from beam_pipelines.dataset import run_job
+    from beam_pipelines.spec import load_spec
+
     sample = REPO / "examples/chicago_taxi/data/sample.csv"
-    if not sample.exists():
-        pytest.skip("taxi sample data not present")
-    import pyarrow.csv as pacsv
-
-    from tests.test_tft_parity import SCHEMA
-
-    steps = [
-        build_step(m, f"s[{i}]")
-        for i, m in enumerate(
-            yaml.safe_load((REPO / "examples/chicago_taxi/steps.yaml").read_text())
-        )
-    ]
-    schema = pa.schema(
-        [(k, pa.string() if v == "string" else getattr(pa, v)()) for k, v in SCHEMA.items()]
+    out = tmp_path / "out"
+    run_job(
+        load_spec(str(REPO / "examples/chicago_taxi/pipeline.yaml")),
+        inputs=[str(sample)],
+        output=str(out),
     )
-    table = pacsv.read_csv(
-        sample, convert_options=pacsv.ConvertOptions(column_types=schema, strings_can_be_null=True)
-    ).select(list(SCHEMA))
-    batch = table.combine_chunks().to_batches()[0]
-    fitted = {}
-    for s in steps:
-        analyzer = s.analyzer()
-        if analyzer is not None:
-            seen = apply_steps(batch, steps[: steps.index(s)], fitted, pipeline="t").batch
-            fitted[s.name] = analyzer.extract_output(
-                analyzer.add_batch(analyzer.create_accumulator(), seen)
-            )
-    output = [
-        f"{c}_xf"
-        for c in ("trip_miles", "fare", "company", "pickup_latitude", "trip_start_hour", "tips")
-    ]
-    artifact = Artifact("taxi", [s.describe() for s in steps], fitted, dict(SCHEMA), output, {})
-    write_artifact(str(tmp_path), artifact)
-    preprocessor = Preprocessor.load(str(tmp_path))
-    rows, row_errors = preprocessor.transform_rows(table.to_pylist())
-    out, batch_errors = preprocessor.transform_batch(table)
-    assert row_errors == batch_errors == []
-    assert rows == out.to_pylist()
-    assert len(rows) == table.num_rows
+    written = pa.concat_tables(
+        [pq.read_table(f) for f in sorted(glob.glob(f"{out}/*/part-*.parquet"))]
+    )
+
+    # Raw rows as a client would send them: strings from the CSV, empty fields left out.
+    with sample.open() as f:
+        raw = [{k: v for k, v in row.items() if v != ""} for row in csv.DictReader(f)]
+    preprocessor = Preprocessor.load(str(out / "artifact"))
+    rows, errors = preprocessor.transform_rows(raw)
+    assert errors == []
+    assert len(rows) == written.num_rows == 3001
+
+    def key(row: dict) -> tuple:
+        return tuple(row[c] for c in written.schema.names)
+
+    assert sorted(rows, key=key) == sorted(written.to_pylist(), key=key)
