@@ -439,7 +439,7 @@ def _read_for_fit(p: beam.Pipeline, plan: Plan) -> beam.PCollection:
     # held whole in memory by the runner; two streaming reads keep memory bounded by the
     # batch size. Read errors are recorded by the apply pass's read only.
     read = p | "ReadForFit" >> ReadRecords(
-        source=plan.spec.source, schema=plan.input_schema, pipeline=plan.spec.name
+        source=plan.spec.source, schema=plan.input_schema, pipeline=plan.spec.name, log_files=False
     )
     tagged = read.batches | "SplitForFit" >> beam.ParDo(
         _AssignSplitDoFn(plan.spec.split, plan.spec.name)
@@ -565,6 +565,16 @@ def build(p: beam.Pipeline, plan: Plan) -> beam.PCollection:
     )
 
 
+def retire_manifest(layout: Layout) -> None:
+    """Removes a previous run's manifest before writing over its output.
+
+    The manifest is the commit marker: while a new run is rewriting the files, an old
+    manifest would describe files that are being replaced.
+    """
+    if FileSystems.exists(layout.manifest):
+        FileSystems.delete([layout.manifest])
+
+
 @dataclasses.dataclass
 class RunResult:
     """What a finished run reports."""
@@ -603,6 +613,7 @@ def run_job(
     options = make_options(beam_args)
     p = make_pipeline(options)
     build(p, the_plan)
+    retire_manifest(the_plan.layout)
     result = p.run()
     if not is_local(options):
         return RunResult(

@@ -25,6 +25,7 @@ import functools
 import gzip
 import io
 import json
+import logging
 import struct
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import IO, Any, Literal
@@ -1164,12 +1165,14 @@ _INFERERS: dict[str, Callable[[str, Source], pa.Schema]] = {
 # ---------------------------------------------------------------------------------------
 # Beam.
 
+_LOG = logging.getLogger(__name__)
 BATCHES = "batches"
 ERRORS = "errors"
 
 
 class _ReadFileFn(beam.DoFn):
-    def __init__(self, source: Source, schema: pa.Schema, pipeline: str) -> None:
+    def __init__(self, source: Source, schema: pa.Schema, pipeline: str, log: bool = True) -> None:
+        self._log = log
         self._source = source
         self._schema = schema
         self._pipeline = pipeline
@@ -1177,14 +1180,20 @@ class _ReadFileFn(beam.DoFn):
         self._errors = Metrics.counter("beamforge", "read_errors")
 
     def process(self, path: str) -> Iterable[Any]:
+        rows = errors = 0
         for batch, found in read_file(path, self._source, self._schema, pipeline=self._pipeline):
             if found:
+                errors += len(found)
                 self._errors.inc(len(found))
                 for record in found:
                     yield beam.pvalue.TaggedOutput(ERRORS, record)
             if batch is not None and batch.num_rows:
+                rows += batch.num_rows
                 self._rows.inc(batch.num_rows)
                 yield batch
+        # One line per file: progress for long runs, never per row.
+        if self._log:
+            _LOG.info("read %s: %d rows, %d malformed", path, rows, errors)
 
 
 class ReadRecords(beam.PTransform):
@@ -1215,6 +1224,7 @@ class ReadRecords(beam.PTransform):
         schema: pa.Schema,
         pipeline: str,
         paths: Sequence[str] | None = None,
+        log_files: bool = True,
     ) -> None:
         """Validates the configuration and lists the files.
 
@@ -1223,6 +1233,7 @@ class ReadRecords(beam.PTransform):
             schema: Columns and types to read (see :func:`resolve_schema`).
             pipeline: Job name recorded in error records.
             paths: Patterns overriding ``source.path`` (e.g. from the command line).
+            log_files: Log one line per file read (progress); off for a second pass.
         """
         super().__init__()
         if not isinstance(source, Source):
@@ -1235,6 +1246,7 @@ class ReadRecords(beam.PTransform):
         self._source = source
         self._schema = schema_lib.visible(schema)
         self._pipeline = pipeline
+        self._log_files = log_files
         self._paths = expand_paths(list(paths) if paths is not None else source.patterns)
 
     @property
@@ -1248,7 +1260,7 @@ class ReadRecords(beam.PTransform):
             | "ListFiles" >> beam.Create(self._paths)
             | "SpreadFiles" >> beam.Reshuffle()
             | "ReadFiles"
-            >> beam.ParDo(_ReadFileFn(self._source, self._schema, self._pipeline)).with_outputs(
-                ERRORS, main=BATCHES
-            )
+            >> beam.ParDo(
+                _ReadFileFn(self._source, self._schema, self._pipeline, self._log_files)
+            ).with_outputs(ERRORS, main=BATCHES)
         )
