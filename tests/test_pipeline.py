@@ -216,3 +216,15 @@ def test_unknown_column_in_a_step_fails_at_load() -> None:
         "job.yaml: clean[0]: step 'range:fair' reads unknown column 'fair'; available columns are "
         "id, city, fare, tips"
     )
+
+
+def test_a_failed_rerun_leaves_no_manifest_behind(
+    tmp_path: pathlib.Path, tiny_csv: pathlib.Path
+) -> None:
+    out = tmp_path / "out"
+    run_job(parse_spec(_spec()), inputs=[str(tiny_csv)], output=str(out))
+    assert (out / "manifest.json").exists()
+    strict = _spec(errors={"max_fraction": 0.1})  # 3 of 8 rows are rejected
+    with pytest.raises(Exception, match="more than errors.max_fraction=0.1"):
+        run_job(parse_spec(strict), inputs=[str(tiny_csv)], output=str(out))
+    assert not (out / "manifest.json").exists()
