@@ -420,7 +420,7 @@ def markdown(report: dict[str, Any]) -> str:
 
 
 def chart(report: dict[str, Any], path: Path) -> None:
-    """Rows/s and max RSS per system, one group of bars per row count, as a PNG."""
+    """Rows/s, max single-process RSS and tree peak RSS per system, one bar per row count."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -428,30 +428,34 @@ def chart(report: dict[str, Any], path: Path) -> None:
 
     systems = [s for s in SYSTEMS if any(r["system"] == s for r in report["results"])]
     rows_list = report["rows"]
-    fig, axes = plt.subplots(1, 2, figsize=(13, 4.8))
+    panels = [
+        ("rows_per_second", "throughput, rows/s (log)"),
+        ("max_rss_mb", "max RSS of a single process, MB"),
+        ("tree_peak_rss_mb", "peak summed RSS of the process tree, MB"),
+    ]
+    fig, axes = plt.subplots(1, len(panels), figsize=(17, 4.8))
     width = 0.8 / max(len(rows_list), 1)
     x = np.arange(len(systems))
     for i, rows in enumerate(rows_list):
         by_system = {r["system"]: r for r in report["results"] if r["rows"] == rows}
-        speed = [
-            by_system[s]["rows_per_second"]
-            if s in by_system and by_system[s]["status"] == "ok"
-            else 0
-            for s in systems
-        ]
-        rss = [by_system[s]["max_rss_mb"] if s in by_system else 0 for s in systems]
-        axes[0].bar(x + i * width, speed, width, label=f"{rows:,} rows")
-        axes[1].bar(x + i * width, rss, width, label=f"{rows:,} rows")
-    for ax, title in zip(
-        axes, ["throughput, rows/s (log)", "max RSS of a single process, MB"], strict=True
-    ):
+        for ax, (key, _) in zip(axes, panels, strict=True):
+            heights = [
+                by_system[s][key] or 0 if s in by_system and by_system[s]["status"] == "ok" else 0
+                for s in systems
+            ]
+            ax.bar(x + i * width, heights, width, label=f"{rows:,} rows")
+    for ax, (_, title) in zip(axes, panels, strict=True):
         ax.set_xticks(x + width * (len(rows_list) - 1) / 2)
         ax.set_xticklabels(systems, rotation=20)
         ax.set_title(title)
         ax.legend()
     if any(r["status"] == "ok" for r in report["results"]):
         axes[0].set_yscale("log")
-    fig.suptitle(f"Chicago taxi preprocessing — {report['machine']['cpu']}", fontsize=9)
+    fig.suptitle(
+        f"Chicago taxi preprocessing, {report['machine']['cpu']}, "
+        f"{report['machine']['cores']} cores",
+        fontsize=9,
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -189,3 +190,29 @@ def test_run_reports_a_failing_system(tmp_path: Path) -> None:
     report = json.loads((tmp_path / "r" / "latest.json").read_text())
     assert report["results"][0]["status"].startswith("failed (exit 1")
     assert report["results"][0]["rows_out"] is None
+
+
+def test_measure_counts_grandchildren_memory(tmp_path: Path) -> None:
+    """Multi-process runners put workers two levels down; their peak RSS must count."""
+    grandchild = "b = b'x' * (300 << 20)"
+    child = f"import subprocess, sys; subprocess.run([sys.executable, '-c', {grandchild!r}])"
+
+    m = run.measure(
+        [sys.executable, "-c", child], cwd=tmp_path, log_path=tmp_path / "log", timeout=60
+    )
+
+    assert (m.exit_code, m.timed_out) == (0, False)
+    assert m.max_rss_mb >= 300
+
+
+def test_measure_kills_the_group_at_the_timeout(tmp_path: Path) -> None:
+    # Blocks forever without sleeping: select on nothing.
+    blocker = "import select; select.select([], [], [])"
+    child = f"import subprocess, sys; subprocess.run([sys.executable, '-c', {blocker!r}])"
+
+    m = run.measure(
+        [sys.executable, "-c", child], cwd=tmp_path, log_path=tmp_path / "log", timeout=0.5
+    )
+
+    assert (m.exit_code, m.timed_out) == (None, True)
+    assert 0.5 <= m.wall_seconds < 30
