@@ -246,6 +246,22 @@ def _histogram_distance(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.abs(count_a - count_b).sum()) / (2 * max(len(a), 1))
 
 
+def code_version() -> dict[str, Any]:
+    """The commit measured and whether the measured packages had uncommitted changes."""
+
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(
+                ["git", *args], cwd=REPO, capture_output=True, text=True, timeout=30, check=True
+            )
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return done.stdout.strip()
+
+    dirty = git("status", "--porcelain", "--", "transforms", "beam_pipelines", "launchers")
+    return {"commit": git("rev-parse", "HEAD"), "dirty": bool(dirty) if dirty is not None else None}
+
+
 def machine() -> dict[str, Any]:
     """The machine and the versions the numbers were measured with."""
     cpu = platform.processor() or "unknown"
@@ -279,36 +295,52 @@ def machine() -> dict[str, Any]:
 
 
 def run_one(
-    system: str, rows: int, input_path: Path, work_dir: Path, timeout: float
+    system: str, rows: int, input_path: Path, work_dir: Path, timeout: float, repeat: int = 1
 ) -> dict[str, Any]:
-    """Runs one system on one file and returns its result record (without agreement)."""
+    """Runs one system on one file ``repeat`` times; returns its result record.
+
+    Wall time is the median over the repeats (all are kept); memory is the largest seen. The
+    first failure stops the repeats. The record's ``_table`` (the last run's output, for the
+    agreement check) is removed before the report is written.
+    """
     output_dir = work_dir / "out" / f"{system}_{rows}"
-    shutil.rmtree(output_dir, ignore_errors=True)
     log_path = work_dir / "logs" / f"{system}_{rows}.log"
     cmd = command(system, input_path, output_dir)
     print(f"[{rows:,} rows] {system}: {' '.join(cmd)}", file=sys.stderr, flush=True)
-    m = measure(cmd, cwd=REPO, log_path=log_path, timeout=timeout)
-    status = "ok"
-    if m.timed_out:
-        status = f"timeout after {timeout:.0f} s"
-    elif m.exit_code != 0:
-        status = f"failed (exit {m.exit_code}, see {log_path})"
-    table = read_output(output_dir) if status == "ok" else None
-    rows_out = table.num_rows if table is not None else None
-    if status == "ok" and rows_out != rows:
-        status = f"row count mismatch: {rows_out} != {rows}"
-    print(f"  {status}: {m.wall_seconds:.1f} s, max RSS {m.max_rss_mb:.0f} MB", file=sys.stderr)
+    walls: list[float] = []
+    max_rss = tree_peak = 0.0
+    status, exit_code, table = "ok", None, None
+    for _ in range(repeat):
+        shutil.rmtree(output_dir, ignore_errors=True)
+        m = measure(cmd, cwd=REPO, log_path=log_path, timeout=timeout)
+        walls.append(m.wall_seconds)
+        max_rss = max(max_rss, m.max_rss_mb)
+        tree_peak = max(tree_peak, m.tree_peak_rss_mb)
+        exit_code = m.exit_code
+        if m.timed_out:
+            status = f"timeout after {timeout:.0f} s"
+        elif m.exit_code != 0:
+            status = f"failed (exit {m.exit_code}, see {log_path})"
+        table = read_output(output_dir) if status == "ok" else None
+        rows_out = table.num_rows if table is not None else None
+        if status == "ok" and rows_out != rows:
+            status = f"row count mismatch: {rows_out} != {rows}"
+        print(f"  {status}: {m.wall_seconds:.1f} s, max RSS {m.max_rss_mb:.0f} MB", file=sys.stderr)
+        if status != "ok":
+            break
+    wall = float(np.median(walls))
     return {
         "system": system,
         "label": LABELS[system],
         "rows": rows,
         "status": status,
-        "exit_code": m.exit_code,
-        "wall_seconds": round(m.wall_seconds, 3),
-        "rows_per_second": round(rows / m.wall_seconds, 1) if m.wall_seconds > 0 else None,
-        "max_rss_mb": round(m.max_rss_mb, 1),
-        "tree_peak_rss_mb": round(m.tree_peak_rss_mb, 1),
-        "rows_out": rows_out,
+        "exit_code": exit_code,
+        "wall_seconds": round(wall, 3),
+        "wall_seconds_all": [round(w, 3) for w in walls],
+        "rows_per_second": round(rows / wall, 1) if wall > 0 else None,
+        "max_rss_mb": round(max_rss, 1),
+        "tree_peak_rss_mb": round(tree_peak, 1),
+        "rows_out": table.num_rows if table is not None else None,
         "command": cmd,
         "log": str(log_path),
         "_table": table,
@@ -373,8 +405,10 @@ def markdown(report: dict[str, Any]) -> str:
     lines = [
         "# beamforge benchmark: Chicago taxi preprocessing",
         "",
-        f"Run {report['started_at']} (seed {report['seed']}), one process tree per system, "
-        "same generated file.",
+        f"Run {report['started_at']} (seed {report['seed']}, commit "
+        f"{(report['code']['commit'] or 'unknown')[:12]}"
+        f"{', uncommitted changes' if report['code']['dirty'] else ''}), one process tree "
+        f"per system, same generated file; wall time is the median of {report['repeat']} run(s).",
         "",
         f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gb']} GB; {m['os']}; "
         f"Python {m['python']}, Beam {m['apache_beam']}, TensorFlow {m['tensorflow']}, "
@@ -481,9 +515,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--only", nargs="+", choices=SYSTEMS, default=SYSTEMS)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--timeout", type=float, default=3600.0, help="seconds per run")
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="runs per system and row count; wall is the median"
+    )
     parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
     parser.add_argument("--work-dir", type=Path, default=data.WORK_DIR)
     args = parser.parse_args(argv)
+    if args.repeat < 1:
+        parser.error(f"--repeat must be at least 1, got {args.repeat}")
 
     started = dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat()
     # The limit runs first so the others can be checked against it.
@@ -492,7 +531,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     for rows in args.rows:
         input_path = data.generate(rows, args.seed, args.work_dir)
         for system in systems:
-            results.append(run_one(system, rows, input_path, args.work_dir, args.timeout))
+            results.append(
+                run_one(system, rows, input_path, args.work_dir, args.timeout, args.repeat)
+            )
     add_agreement(results)
     for r in results:
         del r["_table"]
@@ -502,6 +543,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "rows": args.rows,
         "systems": systems,
         "timeout_seconds": args.timeout,
+        "repeat": args.repeat,
+        "code": code_version(),
         "machine": machine(),
         "results": results,
         "ratios": ratios(results),

@@ -147,6 +147,8 @@ def test_run_numpy_limit_writes_reports(tmp_path: Path) -> None:
             str(tmp_path / "work"),
             "--timeout",
             "120",
+            "--repeat",
+            "2",
         ]
     )
 
@@ -157,7 +159,12 @@ def test_run_numpy_limit_writes_reports(tmp_path: Path) -> None:
     ]
     result = report["results"][0]
     assert result["agreement"] == {"exact": OUTPUT_NAMES, "close": [], "differing": []}
-    assert result["wall_seconds"] > 0
+    assert len(result["wall_seconds_all"]) == 2
+    assert result["wall_seconds"] == pytest.approx(
+        float(np.median(result["wall_seconds_all"])), abs=1e-3
+    )
+    assert report["repeat"] == 2
+    assert len(report["code"]["commit"]) == 40
     assert result["max_rss_mb"] > 10
     assert report["machine"]["cores"] >= 1
     assert report["ratios"] == []
