@@ -310,8 +310,12 @@ def run_one(
     walls: list[float] = []
     max_rss = tree_peak = 0.0
     status, exit_code, table = "ok", None, None
+    # Other work on the machine skews the numbers; the 1-minute load average before each
+    # run is kept so a noisy measurement can be recognised.
+    loads: list[float] = []
     for _ in range(repeat):
         shutil.rmtree(output_dir, ignore_errors=True)
+        loads.append(round(os.getloadavg()[0], 2))
         m = measure(cmd, cwd=REPO, log_path=log_path, timeout=timeout)
         walls.append(m.wall_seconds)
         max_rss = max(max_rss, m.max_rss_mb)
@@ -337,6 +341,7 @@ def run_one(
         "exit_code": exit_code,
         "wall_seconds": round(wall, 3),
         "wall_seconds_all": [round(w, 3) for w in walls],
+        "load_average_before": loads,
         "rows_per_second": round(rows / wall, 1) if wall > 0 else None,
         "max_rss_mb": round(max_rss, 1),
         "tree_peak_rss_mb": round(tree_peak, 1),
