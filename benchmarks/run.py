@@ -88,6 +88,9 @@ class Measurement:
         max_rss_mb: Largest RSS of any single process in the tree (wait4, exact).
         tree_peak_rss_mb: Peak of the summed RSS of the tree (psutil samples).
         timed_out: Whether the run was killed at the timeout.
+        cpu_seconds: User + system CPU time of the tree (reaped descendants included).
+        other_cpu_seconds: CPU time the rest of the machine used during the run; well above
+            0 means other work competed for the CPUs and the numbers are skewed.
     """
 
     exit_code: int | None
@@ -95,6 +98,14 @@ class Measurement:
     max_rss_mb: float
     tree_peak_rss_mb: float
     timed_out: bool
+    cpu_seconds: float
+    other_cpu_seconds: float
+
+
+def _busy_seconds() -> float:
+    """CPU seconds the whole machine has spent busy since boot (all cores)."""
+    t = psutil.cpu_times()
+    return float(sum(t) - t.idle - getattr(t, "iowait", 0.0))
 
 
 def _tree_rss(proc: psutil.Process) -> int:
@@ -131,6 +142,7 @@ def measure(cmd: Sequence[str], *, cwd: Path, log_path: Path, timeout: float) ->
     env = {**os.environ, **SUBPROCESS_ENV}
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("wb") as log:
+        busy_before = _busy_seconds()
         start = time.monotonic()
         child = subprocess.Popen(
             list(cmd),
@@ -159,6 +171,8 @@ def measure(cmd: Sequence[str], *, cwd: Path, log_path: Path, timeout: float) ->
         finally:
             os.close(pidfd)
         wall = time.monotonic() - start
+        busy = _busy_seconds() - busy_before
+    cpu = usage.ru_utime + usage.ru_stime
     # Popen did not reap the child itself; tell it so it does not try later.
     child.returncode = os.waitstatus_to_exitcode(status)
     return Measurement(
@@ -167,6 +181,9 @@ def measure(cmd: Sequence[str], *, cwd: Path, log_path: Path, timeout: float) ->
         max_rss_mb=usage.ru_maxrss / 1024.0,  # ru_maxrss is in KiB on Linux
         tree_peak_rss_mb=tree_peak / 2**20,
         timed_out=timed_out,
+        cpu_seconds=cpu,
+        # The harness's own sampling is part of "other"; it is a few ms per second.
+        other_cpu_seconds=max(busy - cpu, 0.0),
     )
 
 
@@ -310,14 +327,14 @@ def run_one(
     walls: list[float] = []
     max_rss = tree_peak = 0.0
     status, exit_code, table = "ok", None, None
-    # Other work on the machine skews the numbers; the 1-minute load average before each
-    # run is kept so a noisy measurement can be recognised.
-    loads: list[float] = []
+    cpu: list[float] = []
+    other_cpu: list[float] = []
     for _ in range(repeat):
         shutil.rmtree(output_dir, ignore_errors=True)
-        loads.append(round(os.getloadavg()[0], 2))
         m = measure(cmd, cwd=REPO, log_path=log_path, timeout=timeout)
         walls.append(m.wall_seconds)
+        cpu.append(round(m.cpu_seconds, 2))
+        other_cpu.append(round(m.other_cpu_seconds, 2))
         max_rss = max(max_rss, m.max_rss_mb)
         tree_peak = max(tree_peak, m.tree_peak_rss_mb)
         exit_code = m.exit_code
@@ -341,7 +358,8 @@ def run_one(
         "exit_code": exit_code,
         "wall_seconds": round(wall, 3),
         "wall_seconds_all": [round(w, 3) for w in walls],
-        "load_average_before": loads,
+        "cpu_seconds_all": cpu,
+        "other_cpu_seconds_all": other_cpu,
         "rows_per_second": round(rows / wall, 1) if wall > 0 else None,
         "max_rss_mb": round(max_rss, 1),
         "tree_peak_rss_mb": round(tree_peak, 1),
@@ -424,15 +442,18 @@ def markdown(report: dict[str, Any]) -> str:
         "Tree peak: peak of the summed RSS of all processes of the tree (psutil, sampled "
         "every 100 ms). Agree: output columns equal to the NumPy limit's (sorted values, "
         "floats to 1e-4); close: quantile buckets whose histogram is within 1% (total "
-        "variation) of the limit's, as approximate quantiles differ a little.",
+        "variation) of the limit's, as approximate quantiles differ a little. CPU s: CPU time of "
+        "the tree (median). Other CPU s: CPU time the rest of the machine used during the "
+        "run (highest over repeats); well above 0 means other work shared the CPUs and "
+        "skewed the run.",
         "",
     ]
     for rows in report["rows"]:
         lines += [
             f"## {rows:,} rows",
             "",
-            "| system | wall s | rows/s | max RSS MB | tree peak MB | rows out | agree | status |",
-            "|---|---:|---:|---:|---:|---:|---:|---|",
+            "| system | wall s | rows/s | max RSS MB | tree peak MB | rows out | agree | CPU s | other CPU s | status |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
         ]
         for r in report["results"]:
             if r["rows"] != rows:
@@ -440,7 +461,9 @@ def markdown(report: dict[str, Any]) -> str:
             lines.append(
                 f"| {r['label']} | {r['wall_seconds']:.1f} | {_fmt(r['rows_per_second'], ',.0f')}"
                 f" | {r['max_rss_mb']:,.0f} | {r['tree_peak_rss_mb']:,.0f}"
-                f" | {_fmt(r['rows_out'], ',')} | {_agreement_text(r['agreement'])} | {r['status']} |"
+                f" | {_fmt(r['rows_out'], ',')} | {_agreement_text(r['agreement'])}"
+                f" | {np.median(r['cpu_seconds_all']):.1f}"
+                f" | {max(r['other_cpu_seconds_all']):.1f} | {r['status']} |"
             )
         rel = [x for x in report["ratios"] if x["rows"] == rows]
         if rel:

@@ -164,6 +164,8 @@ def test_run_numpy_limit_writes_reports(tmp_path: Path) -> None:
         float(np.median(result["wall_seconds_all"])), abs=1e-3
     )
     assert report["repeat"] == 2
+    assert len(result["cpu_seconds_all"]) == len(result["other_cpu_seconds_all"]) == 2
+    assert all(c > 0 for c in result["cpu_seconds_all"])
     assert len(report["code"]["commit"]) == 40
     assert result["max_rss_mb"] > 10
     assert report["machine"]["cores"] >= 1
