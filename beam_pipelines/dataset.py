@@ -34,7 +34,7 @@ from transforms.artifact import Artifact, content_hash, read_artifact, write_art
 from transforms.dedupe import DeduplicateBatches
 from transforms.engine import DROPPED, READ, REJECTED, WRITTEN, apply_steps, segments
 from transforms.errors import ErrorRecord
-from transforms.fit import FitSteps
+from transforms.fit import AnalyzeBatches, FitSteps
 from transforms.manifest import (
     CountsMismatchError,
     check_balance,
@@ -305,29 +305,8 @@ class _SumCounts(beam.CombineFn):
         return acc
 
 
-class _StatsFn(beam.CombineFn):
-    """Per-split statistics accumulators (extracted later, after merging into 'all')."""
-
-    def __init__(self, schema: pa.Schema) -> None:
-        self._stats = DatasetStats(schema)
-
-    def create_accumulator(self) -> Any:
-        return self._stats.create_accumulator()
-
-    def add_input(self, acc: Any, batch: pa.RecordBatch) -> Any:
-        return self._stats.add_batch(acc, batch)
-
-    def merge_accumulators(self, accs: Any) -> Any:
-        return self._stats.merge_accumulators(list(accs))
-
-    def extract_output(self, acc: Any) -> Any:
-        return acc
-
-
-def _finish_stats(pairs: list[tuple[str, Any]], schema: pa.Schema, names: Sequence[str]) -> dict:
+def _finish_stats(_: Any, schema: pa.Schema, names: Sequence[str], *accs: Any) -> dict:
     stats = DatasetStats(schema)
-    by_split = dict(pairs)
-    accs = [by_split.get(n, stats.create_accumulator()) for n in names]
     return {
         "all": stats.extract_output(stats.merge_accumulators(accs)),
         "splits": {n: stats.extract_output(a) for n, a in zip(names, accs, strict=True)},
@@ -521,12 +500,17 @@ def build(p: beam.Pipeline, plan: Plan) -> beam.PCollection:
                 | f"Files_{split_name}_{fmt}"
                 >> beam.Map(lambda path, s=split_name, f=fmt: (s, f, path))
             )
+    per_split = [
+        beam.pvalue.AsSingleton(
+            parts[n]
+            | f"Stats_{n}" >> AnalyzeBatches(DatasetStats(plan.output_schema), extract=False)
+        )
+        for n in names
+    ]
     stats = (
-        [parts[n] | f"Key_{n}" >> beam.Map(lambda b, n=n: (n, b)) for n in names]
-        | "AllSplits" >> beam.Flatten()
-        | "StatsPerSplit" >> beam.CombinePerKey(_StatsFn(plan.output_schema))
-        | "StatsList" >> beam.combiners.ToList()
-        | "Stats" >> beam.Map(_finish_stats, plan.output_schema, names)
+        p
+        | "StatsTrigger" >> beam.Create([None])
+        | "Stats" >> beam.Map(_finish_stats, plan.output_schema, names, *per_split)
     )
     all_errors = errors | "AllErrors" >> beam.Flatten()
     error_files = (

@@ -115,3 +115,68 @@ class FitSteps(beam.PTransform):
                 lambda params, prior: {**prior, **params}, beam.pvalue.AsSingleton(fitted)
             )
         return fitted
+
+
+class _FoldDoFn(beam.DoFn):
+    """Folds every batch of a bundle into one accumulator of one analyzer."""
+
+    def __init__(self, analyzer: Analyzer[Any]) -> None:
+        self._analyzer = analyzer
+        self._accumulator: Any = None
+
+    def start_bundle(self) -> None:
+        self._accumulator = None
+
+    def process(self, batch: pa.RecordBatch) -> Iterator[Any]:
+        if self._accumulator is None:
+            self._accumulator = self._analyzer.create_accumulator()
+        self._accumulator = self._analyzer.add_batch(self._accumulator, batch)
+        return iter(())
+
+    def finish_bundle(self) -> Iterator[WindowedValue]:
+        if self._accumulator is not None:
+            yield GlobalWindows.windowed_value(self._accumulator)
+        self._accumulator = None
+
+
+class _MergeOneFn(beam.CombineFn):
+    def __init__(self, analyzer: Analyzer[Any], extract: bool) -> None:
+        self._analyzer = analyzer
+        self._extract = extract
+
+    def create_accumulator(self) -> Any:
+        return self._analyzer.create_accumulator()
+
+    def add_input(self, acc: Any, partial: Any) -> Any:
+        return self._analyzer.merge_accumulators([acc, partial])
+
+    def merge_accumulators(self, accs: Iterable[Any]) -> Any:
+        return self._analyzer.merge_accumulators(list(accs))
+
+    def extract_output(self, acc: Any) -> Any:
+        return self._analyzer.extract_output(acc) if self._extract else acc
+
+
+class AnalyzeBatches(beam.PTransform):
+    """Runs one analyzer over a bounded PCollection of record batches.
+
+    Each bundle folds its batches into one accumulator; only those accumulators are
+    shuffled, so memory stays bounded by the batch size whatever the data size (a
+    CombinePerKey over the batches themselves would group them all in one place on runners
+    that do not lift combiners).
+
+    Output: a one-element PCollection with the analyzer's output, or its merged accumulator
+    when ``extract`` is False (to merge further, e.g. statistics of several splits).
+    """
+
+    def __init__(self, analyzer: Analyzer[Any], *, extract: bool = True) -> None:
+        super().__init__()
+        self._analyzer = analyzer
+        self._extract = extract
+
+    def expand(self, batches: beam.PCollection) -> beam.PCollection:
+        return (
+            batches
+            | "Fold" >> beam.ParDo(_FoldDoFn(self._analyzer))
+            | "Merge" >> beam.CombineGlobally(_MergeOneFn(self._analyzer, self._extract))  # type: ignore[arg-type]
+        )
