@@ -225,6 +225,6 @@ def test_a_failed_rerun_leaves_no_manifest_behind(
     run_job(parse_spec(_spec()), inputs=[str(tiny_csv)], output=str(out))
     assert (out / "manifest.json").exists()
     strict = _spec(errors={"max_fraction": 0.1})  # 3 of 8 rows are rejected
-    with pytest.raises(Exception, match="more than errors.max_fraction=0.1"):
+    with pytest.raises(Exception, match=r"more than errors\.max_fraction=0\.1"):
         run_job(parse_spec(strict), inputs=[str(tiny_csv)], output=str(out))
     assert not (out / "manifest.json").exists()
