@@ -52,7 +52,7 @@ def test_fit_steps_fits_each_step_on_the_rows_it_will_see() -> None:
 
 def test_apply_steps_outputs_rows_errors_and_counts() -> None:
     fitted_params = {
-        "fill_missing:x": {"x": {"mean": 3.0}},
+        "fill_missing:x": {"x": {"mean": 3.0, "count": 4}},
         "z_score:x": {"mean": 3.0, "variance": 4.0, "count": 5},
     }
     p = TestPipeline(runner="DirectRunner")
