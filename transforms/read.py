@@ -684,7 +684,13 @@ def _batched(table: pa.Table | None, found: list[ErrorRecord], size: int) -> Ite
             yield None, found
         return
     first = True
-    for batch in table.combine_chunks().to_batches(max_chunksize=size):
+    whole = table.combine_chunks()
+    for batch in whole.to_batches(max_chunksize=size):
+        if batch.num_rows < whole.num_rows:
+            # A slice shares its parent's buffers, and pickling it (which Beam does to
+            # estimate element sizes, and to move elements between workers) copies them
+            # all: compact it so each batch costs its own size.
+            batch = pa.concat_batches([batch])
         yield batch, (found if first else [])
         first = False
 
