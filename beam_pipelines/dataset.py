@@ -420,6 +420,8 @@ def _read_for_fit(p: beam.Pipeline, plan: Plan) -> beam.PCollection:
     read = p | "ReadForFit" >> ReadRecords(
         source=plan.spec.source, schema=plan.input_schema, pipeline=plan.spec.name, log_files=False
     )
+    if plan.spec.transform.fit_on == "all":
+        return read.batches
     tagged = read.batches | "SplitForFit" >> beam.ParDo(
         _AssignSplitDoFn(plan.spec.split, plan.spec.name)
     ).with_outputs(ERRORS, COUNTS, main="batches")

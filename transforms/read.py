@@ -335,7 +335,11 @@ def _with_pattern(
 
 
 def _parse_int(values: pa.Array, tp: pa.DataType) -> pa.Array:
-    return pc.cast(pc.replace_substring_regex(values, r"^\+", ""), tp)
+    try:
+        return pc.cast(values, tp)
+    except pa.ArrowInvalid:
+        # Only a column holding an explicit sign pays for the regex.
+        return pc.cast(pc.replace_substring_regex(values, r"^\+", ""), tp)
 
 
 def _parse_timestamp(values: pa.Array, tp: pa.DataType) -> pa.Array:
