@@ -228,3 +228,26 @@ def test_a_failed_rerun_leaves_no_manifest_behind(
     with pytest.raises(Exception, match=r"more than errors\.max_fraction=0\.1"):
         run_job(parse_spec(strict), inputs=[str(tiny_csv)], output=str(out))
     assert not (out / "manifest.json").exists()
+
+
+def test_fit_on_one_split_fits_on_its_rows_only(tmp_path: pathlib.Path) -> None:
+    data = tmp_path / "d.csv"
+    data.write_text("id,fare\n" + "".join(f"{i},{i * 10}\n" for i in range(1, 41)) + "41,\n")
+    spec = {
+        "name": "fit_train",
+        "source": {"format": "csv", "schema": {"id": "int64", "fare": "float64"}},
+        "clean": [{"op": "fill_missing", "columns": ["fare"], "strategy": "mean"}],
+        "split": {"fractions": {"train": 0.5, "eval": 0.5}, "key": ["id"]},
+        "transform": {"fit_on": "train"},
+    }
+    out = tmp_path / "out"
+    run_job(parse_spec(spec), inputs=[str(data)], output=str(out))
+    train = {r["id"]: r["fare"] for r in _read_split(out, "train")}
+    eval_ = {r["id"]: r["fare"] for r in _read_split(out, "eval")}
+    assert len(train) + len(eval_) == 41 and train and eval_
+    known = [fare for i, fare in train.items() if i != 41]
+    expected = sum(known) / len(known)
+    filled = train.get(41, eval_.get(41))
+    assert filled == pytest.approx(expected)
+    everything = [fare for i, fare in {**train, **eval_}.items() if i != 41]
+    assert filled != pytest.approx(sum(everything) / len(everything))
