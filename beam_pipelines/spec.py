@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 from collections.abc import Mapping
 from typing import Any, Literal
 
@@ -24,6 +25,8 @@ from transforms.split import Split
 from transforms.steps import Step, build_step
 
 FORMATS = ("parquet", "tfrecord", "csv", "jsonl")
+# ``package.module:function``: dotted identifiers, a colon, one identifier.
+_FN_REFERENCE = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*")
 
 
 @dataclasses.dataclass
@@ -101,10 +104,24 @@ class Transform:
         artifact: Apply this fitted artifact instead of fitting (``--artifact`` overrides).
         fit_on: ``all`` rows, or the name of one split (e.g. ``train``, as TFX does) whose
             rows alone are used to fit; the fitted steps are applied to every split.
+        preprocessing_fn: ``package.module:function``, a tf.Transform ``preprocessing_fn``
+            run through ``tensorflow_transform.beam`` after the clean steps, instead of
+            native ``features`` (see transforms/tft_backend.py). The dataset columns, and
+            the label, are then the function's outputs.
     """
 
     artifact: str | None = None
     fit_on: str = "all"
+    preprocessing_fn: str | None = None
+
+    def validate(self) -> None:
+        if self.preprocessing_fn is not None and not _FN_REFERENCE.fullmatch(
+            self.preprocessing_fn
+        ):
+            raise ValueError(
+                f"transform.preprocessing_fn must be 'package.module:function', got "
+                f"{self.preprocessing_fn!r}"
+            )
 
 
 @dataclasses.dataclass
@@ -220,6 +237,8 @@ def parse_spec(data: Any, *, origin: str = "<spec>") -> JobSpec:
             dataflow=raw.dataflow,
         )
         _check_names(spec)
+        if spec.transform.preprocessing_fn is not None:
+            _check_preprocessing_fn(raw)
         if spec.transform.fit_on != "all" and spec.transform.fit_on not in spec.split.names:
             raise SpecError(
                 "transform.fit_on",
@@ -251,6 +270,22 @@ def load_spec(path: str) -> JobSpec:
     except yaml.YAMLError as exc:
         raise SpecError("", f"not valid YAML: {exc}", source=path) from None
     return parse_spec(data, origin=path)
+
+
+def _check_preprocessing_fn(raw: _RawSpec) -> None:
+    # The function computes every feature and the label, so native ones would be ambiguous.
+    if raw.features:
+        raise SpecError(
+            "transform.preprocessing_fn",
+            "a spec with a preprocessing_fn computes its features there; remove 'features' "
+            "or remove transform.preprocessing_fn",
+        )
+    if raw.label is not None and (raw.label.expr is not None or raw.label.type is not None):
+        raise SpecError(
+            "label",
+            "with transform.preprocessing_fn the label is one of the function's outputs; "
+            "give only label.column",
+        )
 
 
 def _check_names(spec: JobSpec) -> None:
@@ -295,7 +330,10 @@ def check_columns(spec: JobSpec, columns: list[str]) -> list[str]:
             for col in step.output_columns():
                 if col not in available:
                     available.append(col)
-    if spec.label is not None and spec.label.column not in available:
+    # With a preprocessing_fn the label and output columns are the function's outputs, known
+    # only once it is traced (beam_pipelines.dataset.plan checks them).
+    fn_outputs = spec.transform.preprocessing_fn is not None
+    if spec.label is not None and not fn_outputs and spec.label.column not in available:
         raise SpecError(
             "label.column",
             f"label column {spec.label.column!r} does not exist; add label.expr or use one of {', '.join(available)}",
@@ -307,7 +345,7 @@ def check_columns(spec: JobSpec, columns: list[str]) -> list[str]:
                 "split",
                 f"split column {col!r} is not a source column; source columns are {', '.join(columns)}",
             )
-    for col in spec.output.columns or []:
+    for col in [] if fn_outputs else spec.output.columns or []:
         if col not in available:
             raise SpecError(
                 "output.columns",
