@@ -119,6 +119,9 @@ class Source:
         infer_schema: Infer the schema from the first file.
         csv: CSV layout (``format: csv`` only).
         batch_size: Maximum rows per emitted record batch.
+        split_bytes: Uncompressed CSV files larger than this are read as byte ranges of about
+            this size, in parallel; 0 never splits. Ranges start at line boundaries, so set 0
+            when quoted values contain newlines.
     """
 
     format: Format
@@ -127,6 +130,7 @@ class Source:
     infer_schema: bool = False
     csv: CsvOptions = dataclasses.field(default_factory=CsvOptions)
     batch_size: int = 8192
+    split_bytes: int = 32 << 20
 
     def validate(self) -> None:
         """Checks the source; raises ValueError saying how to fix it."""
@@ -134,6 +138,10 @@ class Source:
             raise ValueError("schema is required unless infer_schema is true")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.split_bytes < 0:
+            raise ValueError(
+                f"split_bytes must be >= 0 (0: never split files), got {self.split_bytes}"
+            )
         self.csv.validate()
         for column, type_name in (self.schema or {}).items():
             try:
@@ -208,6 +216,7 @@ def read_file(
     *,
     pipeline: str,
     chunk_bytes: int = CHUNK_BYTES,
+    byte_range: tuple[int, int] | None = None,
 ) -> Iterator[Yielded]:
     """Streams one file as record batches and error records.
 
@@ -219,6 +228,9 @@ def read_file(
             Columns in the file but not in the schema are not read.
         pipeline: Job name recorded in error records.
         chunk_bytes: Bytes of whole lines parsed at once (text formats).
+        byte_range: ``(start, end)`` of an uncompressed CSV file: only the records that
+            start within it are read (see :func:`file_ranges`); line numbers stay those of
+            the whole file.
 
     Yields:
         ``(batch, errors)`` pairs. ``batch`` holds at most ``source.batch_size`` rows with
@@ -232,6 +244,11 @@ def read_file(
             names the file.
     """
     target = schema_lib.visible(schema)
+    if byte_range is not None:
+        if source.format != "csv":
+            raise ValueError(f"byte ranges are read for csv files only, not {source.format}")
+        yield from _read_csv(path, source, target, pipeline, chunk_bytes, byte_range)
+        return
     yield from _READERS[source.format](path, source, target, pipeline, chunk_bytes)
 
 
@@ -646,24 +663,109 @@ def _csv_layout(
     return names
 
 
-def _csv_lines(path: str, opts: CsvOptions, chunk_bytes: int) -> Iterator[tuple[bytes, int]]:
+def _csv_lines(
+    path: str, opts: CsvOptions, chunk_bytes: int, byte_range: tuple[int, int] | None = None
+) -> Iterator[tuple[bytes, int]]:
     """Yields ``(chunk, first line number)`` after the skipped rows, header first if any."""
     quote = opts.quote_char.encode() if opts.quote_char is not None else None
     escape = opts.escape_char.encode() if opts.escape_char is not None else None
     with _open(path) as stream:
         line = 1
+        if byte_range is not None:
+            start, end = _align_range(stream, byte_range)
+            line = 1 + _count_newlines(stream, start)
+            stream.seek(start)
+            stream = _Limited(stream, end - start)  # type: ignore[assignment]
         for chunk in _line_chunks(stream, chunk_bytes, quote, escape):
             yield chunk, line
             line += chunk.count(b"\n") + (0 if chunk.endswith(b"\n") else 1)
 
 
+def _next_line_start(stream: IO[bytes], offset: int) -> int:
+    """The offset where the first line starting at or after ``offset`` begins."""
+    if offset <= 0:
+        return 0
+    stream.seek(offset - 1)
+    position = offset - 1
+    while True:
+        block = stream.read(1 << 16)
+        if not block:
+            return position
+        newline = block.find(b"\n")
+        if newline >= 0:
+            return position + newline + 1
+        position += len(block)
+
+
+def _align_range(stream: IO[bytes], byte_range: tuple[int, int]) -> tuple[int, int]:
+    # A record belongs to the range its first byte falls in: both ends move to the next
+    # line start, so consecutive ranges neither lose nor repeat a line.
+    return _next_line_start(stream, byte_range[0]), _next_line_start(stream, byte_range[1])
+
+
+def _count_newlines(stream: IO[bytes], size: int) -> int:
+    stream.seek(0)
+    count = 0
+    while size > 0:
+        block = stream.read(min(size, 8 << 20))
+        if not block:
+            break
+        count += block.count(b"\n")
+        size -= len(block)
+    return count
+
+
+class _Limited(io.RawIOBase):
+    """A read-only view of the next ``size`` bytes of a stream."""
+
+    def __init__(self, stream: IO[bytes], size: int) -> None:
+        self._stream = stream
+        self._left = size
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        if self._left <= 0:
+            return b""
+        want = self._left if size is None or size < 0 else min(size, self._left)
+        data = self._stream.read(want)
+        self._left -= len(data)
+        return data
+
+
+def file_ranges(path: str, size: int, source: Source) -> list[tuple[str, tuple[int, int] | None]]:
+    """Cuts a file into byte ranges read in parallel, or keeps it whole.
+
+    Only uncompressed CSV files larger than ``source.split_bytes`` are cut; ranges are
+    aligned to line starts when read.
+    """
+    step = source.split_bytes
+    if source.format != "csv" or step <= 0 or size <= step or path.endswith(".gz"):
+        return [(path, None)]
+    with _open(path) as stream:
+        if isinstance(stream, gzip.GzipFile):
+            return [(path, None)]
+    return [(path, (start, min(start + step, size))) for start in range(0, size, step)]
+
+
 def _read_csv(
-    path: str, source: Source, target: pa.Schema, pipeline: str, chunk_bytes: int
+    path: str,
+    source: Source,
+    target: pa.Schema,
+    pipeline: str,
+    chunk_bytes: int,
+    byte_range: tuple[int, int] | None = None,
 ) -> Iterator[Yielded]:
     opts = source.csv
     to_skip = opts.skip_rows + (1 if opts.header else 0)
     names: list[str] | None = None if opts.header else _csv_layout(None, opts, target, path)
-    for chunk, first_line in _csv_lines(path, opts, chunk_bytes):
+    if byte_range is not None and byte_range[0] > 0:
+        # A later range: the header and skipped rows belong to the first one.
+        if opts.header:
+            names = _csv_layout(_header_line(path, opts), opts, target, path)
+        to_skip = 0
+    for chunk, first_line in _csv_lines(path, opts, chunk_bytes, byte_range):
         if first_line == 1 and chunk.startswith(codecs.BOM_UTF8):
             chunk = chunk[len(codecs.BOM_UTF8) :]
         while to_skip and chunk:
@@ -679,6 +781,16 @@ def _read_csv(
             chunk, first_line, _CsvLayout(names, first_line), source, target, path, pipeline
         )
         yield from _batched(table, found, source.batch_size)
+
+
+def _header_line(path: str, opts: CsvOptions) -> bytes:
+    with _open(path) as stream:
+        for _ in range(opts.skip_rows):
+            stream.readline()
+        line = stream.readline()
+    if line.startswith(codecs.BOM_UTF8):
+        line = line[len(codecs.BOM_UTF8) :]
+    return line.rstrip(b"\r\n") + b"\n"
 
 
 def _batched(table: pa.Table | None, found: list[ErrorRecord], size: int) -> Iterator[Yielded]:
@@ -1189,9 +1301,12 @@ class _ReadFileFn(beam.DoFn):
         self._rows = Metrics.counter("beamforge", "rows_read")
         self._errors = Metrics.counter("beamforge", "read_errors")
 
-    def process(self, path: str) -> Iterable[Any]:
+    def process(self, piece: tuple[str, tuple[int, int] | None]) -> Iterable[Any]:
+        path, byte_range = piece
         rows = errors = 0
-        for batch, found in read_file(path, self._source, self._schema, pipeline=self._pipeline):
+        for batch, found in read_file(
+            path, self._source, self._schema, pipeline=self._pipeline, byte_range=byte_range
+        ):
             if found:
                 errors += len(found)
                 self._errors.inc(len(found))
@@ -1203,7 +1318,14 @@ class _ReadFileFn(beam.DoFn):
                 yield batch
         # One line per file: progress for long runs, never per row.
         if self._log:
-            _LOG.info("read %s: %d rows, %d malformed", path, rows, errors)
+            where = f"{path} bytes {byte_range[0]}-{byte_range[1]}" if byte_range else path
+            _LOG.info("read %s: %d rows, %d malformed", where, rows, errors)
+
+
+def _pieces(path: str, source: Source) -> list[tuple[str, tuple[int, int] | None]]:
+    (result,) = FileSystems.match([path])
+    size = result.metadata_list[0].size_in_bytes if result.metadata_list else 0
+    return file_ranges(path, size, source)
 
 
 class ReadRecords(beam.PTransform):
@@ -1268,6 +1390,7 @@ class ReadRecords(beam.PTransform):
         return (
             pbegin
             | "ListFiles" >> beam.Create(self._paths)
+            | "CutFiles" >> beam.FlatMap(_pieces, self._source)
             | "SpreadFiles" >> beam.Reshuffle()
             | "ReadFiles"
             >> beam.ParDo(
