@@ -92,6 +92,11 @@ class Plan:
     output_schema: pa.Schema
     artifact: Artifact | None
     artifact_dir: str | None
+    # With transform.preprocessing_fn: the function, and the cleaned schema it is fed
+    # (hidden columns included).
+    preprocessing_fn: Any = None
+    cleaned_schema: pa.Schema | None = None
+    fn_outputs: pa.Schema | None = None
 
 
 def plan(
@@ -127,8 +132,20 @@ def plan(
         steps = spec.steps
         fitted = _empty_fitted(steps)
     columns = _columns_after(steps, input_schema)
-    out_cols = spec.output_columns(columns)
-    out_schema = _output_schema(steps, fitted, input_schema, out_cols)
+    fn = cleaned = fn_outputs = None
+    if spec.transform.preprocessing_fn is not None:
+        if artifact is not None:
+            raise ValueError(
+                "applying a fitted artifact is not supported with transform.preprocessing_fn "
+                "yet; run without --artifact / transform.artifact (the function is analyzed "
+                "again)"
+            )
+        fn, cleaned, fn_outputs = _plan_preprocessing_fn(spec, steps, fitted, input_schema)
+        out_cols = _fn_output_columns(spec, fn_outputs)
+        out_schema = pa.schema([fn_outputs.field(c) for c in out_cols])
+    else:
+        out_cols = spec.output_columns(columns)
+        out_schema = _output_schema(steps, fitted, input_schema, out_cols)
     errors = spec.errors.path or FileSystems.join(root, "errors")
     return Plan(
         spec=dataclasses.replace(spec, source=source),
@@ -141,7 +158,42 @@ def plan(
         output_schema=out_schema,
         artifact=artifact,
         artifact_dir=artifact_dir,
+        preprocessing_fn=fn,
+        cleaned_schema=cleaned,
+        fn_outputs=fn_outputs,
     )
+
+
+def _plan_preprocessing_fn(
+    spec: JobSpec, steps: Sequence[Step], fitted: Mapping[str, Any], schema: pa.Schema
+) -> tuple[Any, pa.Schema, pa.Schema]:
+    from transforms import tft_backend
+    from transforms.schema import with_source_columns
+
+    assert spec.transform.preprocessing_fn is not None
+    fn = tft_backend.load_preprocessing_fn(spec.transform.preprocessing_fn)
+    visible = _columns_after(steps, schema)
+    cleaned = with_source_columns(_output_schema(steps, fitted, schema, visible)).append(
+        pa.field(SPLIT_COLUMN, pa.int32())
+    )
+    return fn, cleaned, tft_backend.output_schema(fn, cleaned)
+
+
+def _fn_output_columns(spec: JobSpec, outputs: pa.Schema) -> list[str]:
+    where = f"preprocessing_fn {spec.transform.preprocessing_fn}"
+    if spec.label is not None and spec.label.column not in outputs.names:
+        raise ValueError(
+            f"label column {spec.label.column!r} is not an output of {where}; its outputs are "
+            f"{', '.join(outputs.names)}"
+        )
+    columns = spec.output.columns if spec.output.columns is not None else outputs.names
+    missing = [c for c in columns if c not in outputs.names]
+    if missing:
+        raise ValueError(
+            f"output.columns {missing} are not outputs of {where}; its outputs are "
+            f"{', '.join(outputs.names)}"
+        )
+    return list(columns)
 
 
 def _as_list(path: str | list[str]) -> list[str]:
@@ -402,10 +454,16 @@ def _versions() -> dict[str, str]:
 
 
 def _artifact_for(plan: Plan, fitted: Mapping[str, Any]) -> Artifact:
+    fitted = dict(fitted)
+    if plan.preprocessing_fn is not None:
+        from transforms.tft_backend import FITTED_KEY, fitted_entry
+
+        assert plan.spec.transform.preprocessing_fn is not None
+        fitted[FITTED_KEY] = fitted_entry(plan.spec.transform.preprocessing_fn)
     return Artifact(
         pipeline=plan.spec.name,
         steps=[s.describe() for s in plan.steps],
-        fitted=dict(fitted),
+        fitted=fitted,
         input_schema=schema_mapping(plan.input_schema),
         output_columns=list(plan.output_columns),
         output_schema=schema_mapping(plan.output_schema),
@@ -481,6 +539,10 @@ def build(p: beam.Pipeline, plan: Plan) -> beam.PCollection:
                     lambda n, s=barrier.name: collections.Counter({(DROPPED, s, "duplicate"): n})
                 )
             )
+    transform_fn_written = []
+    if plan.preprocessing_fn is not None:
+        batches, written = _run_preprocessing_fn(batches, plan)
+        transform_fn_written.append(beam.pvalue.AsSingleton(written))
     names = spec.split.names
     parts = batches | "Partition" >> beam.ParDo(
         _PartitionDoFn(names, plan.output_columns, plan.output_schema)
@@ -527,8 +589,10 @@ def build(p: beam.Pipeline, plan: Plan) -> beam.PCollection:
     )
     error_count = all_errors | "CountErrors" >> beam.combiners.Count.Globally()
     if plan.artifact is None:
+        # transform.json is the artifact's commit marker: it waits for the transform_fn.
         artifact_hash = fitted | "WriteArtifact" >> beam.Map(
-            lambda f: write_artifact(plan.layout.artifact, _artifact_for(plan, f))
+            lambda f, *after: write_artifact(plan.layout.artifact, _artifact_for(plan, f)),
+            *transform_fn_written,
         )
     else:
         artifact_hash = p | "ArtifactHash" >> beam.Create([content_hash(plan.artifact)])
@@ -549,6 +613,30 @@ def build(p: beam.Pipeline, plan: Plan) -> beam.PCollection:
             beam.pvalue.AsSingleton(error_count),
         )
     )
+
+
+def _run_preprocessing_fn(
+    batches: beam.PCollection, plan: Plan
+) -> tuple[beam.PCollection, beam.PCollection]:
+    from transforms import tft_backend
+
+    assert plan.cleaned_schema is not None and plan.fn_outputs is not None
+    spec = plan.spec
+    fit_value = None
+    if spec.transform.fit_on != "all":
+        fit_value = spec.split.names.index(spec.transform.fit_on)
+    run = tft_backend.AnalyzeAndTransform(
+        preprocessing_fn=plan.preprocessing_fn,
+        schema=plan.cleaned_schema,
+        outputs=plan.fn_outputs,
+        transform_fn_dir=FileSystems.join(plan.layout.artifact, tft_backend.TRANSFORM_FN_DIR),
+        temp_dir=FileSystems.join(plan.layout.artifact, tft_backend.TEMP_DIR),
+        fit_column=SPLIT_COLUMN if fit_value is not None else None,
+        fit_value=fit_value,
+    )
+    out = batches | "PreprocessingFn" >> run
+    assert run.written is not None
+    return out, run.written
 
 
 def retire_manifest(layout: Layout) -> None:
