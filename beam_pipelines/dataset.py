@@ -17,7 +17,6 @@ from __future__ import annotations
 import collections
 import dataclasses
 import datetime as dt
-import platform
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
@@ -30,7 +29,7 @@ from apache_beam.io.filesystems import FileSystems
 from beam_pipelines.spec import JobSpec, check_columns, schema_mapping
 from transforms import split as splitting
 from transforms.apply import COUNTS, ERRORS, ApplySteps, BundleCounter
-from transforms.artifact import Artifact, content_hash, read_artifact, write_artifact
+from transforms.artifact import Artifact, content_hash, read_artifact, versions, write_artifact
 from transforms.dedupe import DeduplicateBatches
 from transforms.engine import DROPPED, READ, REJECTED, WRITTEN, apply_steps, segments
 from transforms.errors import ErrorRecord
@@ -435,22 +434,10 @@ class _WriteManifest(beam.DoFn):
                 "files": sorted(error_files),
                 "count": error_count,
             },
-            "versions": _versions(),
+            "versions": versions(),
         }
         write_text(plan.layout.manifest, dumps(manifest))
         yield manifest
-
-
-def _versions() -> dict[str, str]:
-    import importlib.metadata as md
-
-    out = {"python": platform.python_version()}
-    for dist in ("beamforge", "apache-beam", "pyarrow", "numpy"):
-        try:
-            out[dist] = md.version(dist)
-        except md.PackageNotFoundError:
-            out[dist] = "unknown"
-    return out
 
 
 def _artifact_for(plan: Plan, fitted: Mapping[str, Any]) -> Artifact:

@@ -114,7 +114,8 @@ def _is_vocabulary(value: Any) -> bool:
     return isinstance(value, list) and all(isinstance(v, str) for v in value)
 
 
-def _versions() -> dict[str, str]:
+def versions() -> dict[str, str]:
+    """Versions of Python and the packages that shape outputs, recorded with every run."""
     out = {"python": platform.python_version()}
     for dist in ("beamforge", "apache-beam", "pyarrow", "numpy"):
         try:
@@ -158,7 +159,7 @@ def write_artifact(directory: str, artifact: Artifact) -> str:
         "pipeline": artifact.pipeline,
         "sha256": digest,
         "created_at": utc_now_iso(),
-        "versions": _versions(),
+        "versions": versions(),
         "input_schema": artifact.input_schema,
         "steps": artifact.steps,
         "fitted": fitted,
