@@ -137,11 +137,11 @@ def submit(
     if root and not root.startswith("gs://"):
         raise ValueError(f"output {root!r} is not a gs:// path; Dataflow workers cannot write it")
     args = beam_args_for(spec, settings, beam_args, dry_run=dry_run)
+    if dry_run:
+        return dry_run_job(_build_offline(spec, output, inputs, artifact_dir, args).job)
     result = run_job(
         spec, output=output, inputs=inputs, artifact_dir=artifact_dir, beam_args=args
     ).pipeline_result
-    if dry_run:
-        return dry_run_job(result.job)
     job = SubmittedJob(
         job_id=result.job_id(),
         job_name=result._job.name,
@@ -150,6 +150,24 @@ def submit(
     )
     _LOG.info("submitted Dataflow job %s (%s): %s", job.job_name, job.job_id, job.console_url)
     return job
+
+
+def _build_offline(
+    spec: JobSpec,
+    output: str | None,
+    inputs: Sequence[str] | None,
+    artifact_dir: str | None,
+    args: Sequence[str],
+) -> Any:
+    # run_job would first retire the previous run's manifest, which asks GCS whether it
+    # exists; a dry run must not touch the output, so it plans and builds here.
+    from beam_pipelines.dataset import build, plan
+    from beam_pipelines.runner import make_options, make_pipeline
+
+    the_plan = plan(spec, output=output, inputs=inputs, artifact_dir=artifact_dir)
+    p = make_pipeline(make_options(args))
+    build(p, the_plan)
+    return p.run()
 
 
 def dry_run_job(job: Any) -> DryRunJob:

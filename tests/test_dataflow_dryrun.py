@@ -79,7 +79,6 @@ def test_the_graph_holds_every_step_of_the_spec(taxi_job: DryRunJob) -> None:
         "AssignSplit",
         "NothingFitted",
         "ReadForFit",
-        "SplitForFit",
         "Fit0",
         "Apply0",
         "Partition",
@@ -87,11 +86,9 @@ def test_the_graph_holds_every_step_of_the_spec(taxi_job: DryRunJob) -> None:
         "Files_train_parquet",
         "Write_eval_parquet",
         "Files_eval_parquet",
-        "Key_train",
-        "Key_eval",
-        "AllSplits",
-        "StatsPerSplit",
-        "StatsList",
+        "Stats_train",
+        "Stats_eval",
+        "StatsTrigger",
         "Stats",
         "AllErrors",
         "ErrorJson",
@@ -289,7 +286,7 @@ def test_cli_dry_run_prints_the_job_and_writes_its_json(
 
     out = capsys.readouterr().out
     assert code == 0
-    assert out.splitlines()[0] == "dry run: job taxi-cli (30 steps) not submitted"
+    assert out.splitlines()[0] == "dry run: job taxi-cli (27 steps) not submitted"
     assert "  region        europe-west4" in out
     assert "  machine type  e2-standard-8" in out
     assert '  labels        {"team": "ml"}' in out
