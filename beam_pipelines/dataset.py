@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import json
 import datetime as dt
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -25,6 +26,7 @@ import apache_beam as beam
 import pyarrow as pa
 import pyarrow.compute as pc
 from apache_beam.io.filesystems import FileSystems
+from apache_beam.options.pipeline_options import GoogleCloudOptions
 
 from beam_pipelines.spec import JobSpec, check_columns, schema_mapping
 from transforms import split as splitting
@@ -674,7 +676,8 @@ def run_job(
     options = make_options(beam_args)
     p = make_pipeline(options)
     build(p, the_plan)
-    retire_manifest(the_plan.layout)
+    if not options.view_as(GoogleCloudOptions).dry_run:
+        retire_manifest(the_plan.layout)
     result = p.run()
     if not is_local(options):
         return RunResult(
@@ -682,7 +685,7 @@ def run_job(
         )
     result.wait_until_finish()
     with FileSystems.open(the_plan.layout.manifest) as f:
-        manifest = __import__("json").loads(f.read().decode("utf-8"))
+        manifest = json.loads(f.read().decode("utf-8"))
     return RunResult(manifest=manifest, seconds=time.monotonic() - start, plan=the_plan)
 
 
