@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import json
 import datetime as dt
+import json
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
