@@ -115,9 +115,7 @@ class Transform:
     preprocessing_fn: str | None = None
 
     def validate(self) -> None:
-        if self.preprocessing_fn is not None and not _FN_REFERENCE.fullmatch(
-            self.preprocessing_fn
-        ):
+        if self.preprocessing_fn is not None and not _FN_REFERENCE.fullmatch(self.preprocessing_fn):
             raise ValueError(
                 f"transform.preprocessing_fn must be 'package.module:function', got "
                 f"{self.preprocessing_fn!r}"
