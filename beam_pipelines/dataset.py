@@ -124,6 +124,11 @@ def plan(
     input_schema = resolve_schema(source, files)
     check_columns(spec, input_schema.names)
     artifact_dir = artifact_dir or spec.transform.artifact
+    if artifact_dir and spec.transform.preprocessing_fn is not None:
+        raise ValueError(
+            "applying a fitted artifact is not supported with transform.preprocessing_fn yet; "
+            "run without --artifact / transform.artifact (the function is analyzed again)"
+        )
     artifact = read_artifact(artifact_dir) if artifact_dir else None
     if artifact is not None:
         steps = artifact.build_steps()
@@ -135,12 +140,6 @@ def plan(
     columns = _columns_after(steps, input_schema)
     fn = cleaned = fn_outputs = None
     if spec.transform.preprocessing_fn is not None:
-        if artifact is not None:
-            raise ValueError(
-                "applying a fitted artifact is not supported with transform.preprocessing_fn "
-                "yet; run without --artifact / transform.artifact (the function is analyzed "
-                "again)"
-            )
         fn, cleaned, fn_outputs = _plan_preprocessing_fn(spec, steps, fitted, input_schema)
         out_cols = _fn_output_columns(spec, fn_outputs)
         out_schema = pa.schema([fn_outputs.field(c) for c in out_cols])
