@@ -26,7 +26,7 @@ import apache_beam as beam
 import pyarrow as pa
 import pyarrow.compute as pc
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import GoogleCloudOptions
+from apache_beam.options.pipeline_options import TestOptions
 
 from beam_pipelines.spec import JobSpec, check_columns, schema_mapping
 from transforms import split as splitting
@@ -675,7 +675,7 @@ def run_job(
     options = make_options(beam_args)
     p = make_pipeline(options)
     build(p, the_plan)
-    if not options.view_as(GoogleCloudOptions).dry_run:
+    if not options.view_as(TestOptions).dry_run:
         retire_manifest(the_plan.layout)
     result = p.run()
     if not is_local(options):

@@ -86,6 +86,9 @@ class _Barrier(Step):
     op = "_test_barrier"
     is_barrier = True
 
+    def apply(self, batch: pa.RecordBatch, fitted: Any) -> StepResult:
+        raise AssertionError("a barrier step is never applied per batch")
+
 
 def _batch() -> pa.RecordBatch:
     return pa.RecordBatch.from_pydict(

@@ -14,6 +14,7 @@ accounted for.
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 from collections.abc import Iterable, Mapping
 from typing import Any, ClassVar, Generic, NamedTuple, TypeVar
@@ -58,7 +59,7 @@ class StepResult(NamedTuple):
     drops: tuple[Rejection, ...] = ()
 
 
-class Analyzer(Generic[A]):
+class Analyzer(abc.ABC, Generic[A]):
     """Mergeable full-pass statistics for one step (the *fit* half).
 
     Implementations must be picklable, and so must their accumulators: Beam moves them
@@ -66,26 +67,29 @@ class Analyzer(Generic[A]):
     first argument.
     """
 
+    @abc.abstractmethod
     def create_accumulator(self) -> A:
-        raise NotImplementedError
+        """See the class docstring."""
 
+    @abc.abstractmethod
     def add_batch(self, accumulator: A, batch: pa.RecordBatch) -> A:
-        raise NotImplementedError
+        """See the class docstring."""
 
+    @abc.abstractmethod
     def merge_accumulators(self, accumulators: Iterable[A]) -> A:
-        raise NotImplementedError
+        """See the class docstring."""
 
+    @abc.abstractmethod
     def extract_output(self, accumulator: A) -> dict[str, Any]:
         """Returns the fitted parameters as a JSON-serialisable dict.
 
         A key named ``vocabulary`` holding a list of strings is written to its own file in
         the artifact and read back as the same list.
         """
-        raise NotImplementedError
 
 
 @dataclasses.dataclass(kw_only=True)
-class Step:
+class Step(abc.ABC):
     """Base class of every clean and feature step.
 
     Subclasses are dataclasses whose fields are the step's parameters; they set ``op`` and
@@ -99,7 +103,7 @@ class Step:
 
     name: str = ""
 
-    def validate(self) -> None:
+    def validate(self) -> None:  # noqa: B027 (optional hook: most steps need no extra checks)
         """Checks parameters that types alone cannot; raises ValueError saying how to fix."""
 
     def input_columns(self) -> list[str]:
@@ -118,9 +122,9 @@ class Step:
         """The statistics this step needs from the whole data set, or None if static."""
         return None
 
+    @abc.abstractmethod
     def apply(self, batch: pa.RecordBatch, fitted: Fitted | None) -> StepResult:
         """Transforms one batch. ``fitted`` is the analyzer's output (None if static)."""
-        raise NotImplementedError
 
     def default_name(self) -> str:
         cols = self.input_columns()
