@@ -1,10 +1,10 @@
 """Native steps against tf.Transform on the full Chicago taxi data set.
 
-The reference is TFX 1.21's ``taxi_utils_native_keras.preprocessing_fn``, restated below
-(``_fill_in_missing`` on sparse inputs, ``scale_to_z_score``, ``compute_and_apply_vocabulary``
-with ``top_k=1000, num_oov_buckets=10``, ``bucketize`` with 10 buckets, passthroughs and the
-float32 big-tipper label), run with ``tensorflow_transform.beam.AnalyzeAndTransformDataset``
-on the DirectRunner. The native side is the taxi example itself
+The reference is TFX 1.21's ``taxi_utils_native_keras.preprocessing_fn``
+(``examples/chicago_taxi/taxi_preprocessing.py``: ``_fill_in_missing`` on sparse inputs,
+``scale_to_z_score``, ``compute_and_apply_vocabulary`` with ``top_k=1000, num_oov_buckets=10``,
+``bucketize`` with 10 buckets, passthroughs and the float32 big-tipper label), run with
+``tensorflow_transform.beam.AnalyzeAndTransformDataset`` directly on the DirectRunner. The native side is the taxi example itself
 (``examples/chicago_taxi/pipeline.yaml``) run through the dataset pipeline, with a row id
 passed through so the two outputs can be joined row by row.
 """
@@ -23,6 +23,7 @@ import yaml
 
 from beam_pipelines.dataset import run_job
 from beam_pipelines.spec import parse_spec
+from examples.chicago_taxi import taxi_preprocessing as taxi
 from transforms.schema import arrow_schema
 
 pytestmark = [pytest.mark.tft, pytest.mark.slow]
@@ -51,18 +52,10 @@ SCHEMA = {
     "dropoff_community_area": "int64",
     "tips": "float32",
 }
-DENSE_FLOAT = ["trip_miles", "fare", "trip_seconds"]
-VOCAB = ["payment_type", "company"]
-BUCKET = ["pickup_latitude", "pickup_longitude", "dropoff_latitude", "dropoff_longitude"]
-CATEGORICAL = [
-    "trip_start_hour",
-    "trip_start_day",
-    "trip_start_month",
-    "pickup_census_tract",
-    "dropoff_census_tract",
-    "pickup_community_area",
-    "dropoff_community_area",
-]
+DENSE_FLOAT = taxi.DENSE_FLOAT_FEATURE_KEYS
+VOCAB = taxi.VOCAB_FEATURE_KEYS
+BUCKET = taxi.BUCKET_FEATURE_KEYS
+CATEGORICAL = taxi.CATEGORICAL_FEATURE_KEYS
 ROW_ID = "row_id"
 
 
@@ -76,37 +69,8 @@ def read_taxi(path: pathlib.Path) -> pa.Table:
 
 
 def preprocessing_fn(inputs):
-    """TFX 1.21 taxi_utils_native_keras.preprocessing_fn, plus a row id to join on."""
-    import tensorflow as tf
-    import tensorflow_transform as tft
-
-    def fill_in_missing(x):
-        default_value = "" if x.dtype == tf.string else 0
-        return tf.squeeze(
-            tf.sparse.to_dense(
-                tf.SparseTensor(x.indices, x.values, [x.dense_shape[0], 1]), default_value
-            ),
-            axis=1,
-        )
-
-    outputs = {}
-    for key in DENSE_FLOAT:
-        outputs[key + "_xf"] = tft.scale_to_z_score(fill_in_missing(inputs[key]))
-    for key in VOCAB:
-        outputs[key + "_xf"] = tft.compute_and_apply_vocabulary(
-            fill_in_missing(inputs[key]), top_k=1000, num_oov_buckets=10
-        )
-    for key in BUCKET:
-        outputs[key + "_xf"] = tft.bucketize(fill_in_missing(inputs[key]), 10)
-    for key in CATEGORICAL:
-        outputs[key + "_xf"] = fill_in_missing(inputs[key])
-    fare = fill_in_missing(inputs["fare"])
-    tips = fill_in_missing(inputs["tips"])
-    outputs["tips_xf"] = tf.where(
-        tf.math.is_nan(fare),
-        tf.cast(tf.zeros_like(fare), tf.int64),
-        tf.cast(tf.greater(tips, tf.multiply(fare, tf.constant(0.2))), tf.int64),
-    )
+    """TFX's taxi preprocessing_fn, plus a row id to join on."""
+    outputs = taxi.preprocessing_fn(inputs)
     outputs[ROW_ID] = inputs[ROW_ID]
     return outputs
 
