@@ -105,7 +105,10 @@ class Measurement:
 def _busy_seconds() -> float:
     """CPU seconds the whole machine has spent busy since boot (all cores)."""
     t = psutil.cpu_times()
-    return float(sum(t) - t.idle - getattr(t, "iowait", 0.0))
+    # Linux counts guest time inside user time already; steal is kept: it is CPU this
+    # machine wanted and did not get.
+    fields = ("user", "nice", "system", "irq", "softirq", "steal")
+    return float(sum(getattr(t, name, 0.0) for name in fields))
 
 
 def _tree_rss(proc: psutil.Process) -> int:
@@ -418,6 +421,13 @@ def ratios(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+def _code_changed(report: dict[str, Any]) -> str:
+    start, end = report["code"], report["code_at_end"]
+    if (start["commit"], start["dirty"]) == (end["commit"], end["dirty"]):
+        return ""
+    return f"; NOTE: the code changed during the run (ended at {(end['commit'] or '?')[:12]})"
+
+
 def _fmt(value: Any, spec: str = "") -> str:
     return "—" if value is None else format(value, spec)
 
@@ -430,7 +440,8 @@ def markdown(report: dict[str, Any]) -> str:
         "",
         f"Run {report['started_at']} (seed {report['seed']}, commit "
         f"{(report['code']['commit'] or 'unknown')[:12]}"
-        f"{', uncommitted changes' if report['code']['dirty'] else ''}), one process tree "
+        f"{', uncommitted changes' if report['code']['dirty'] else ''}"
+        f"{_code_changed(report)}), one process tree "
         f"per system, same generated file; wall time is the median of {report['repeat']} run(s).",
         "",
         f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gb']} GB; {m['os']}; "
@@ -553,6 +564,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"--repeat must be at least 1, got {args.repeat}")
 
     started = dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat()
+    # Others may commit while a long run goes on: the code is recorded at both ends.
+    code_at_start = code_version()
     # The limit runs first so the others can be checked against it.
     systems = [s for s in SYSTEMS if s in args.only]
     results = []
@@ -572,7 +585,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "systems": systems,
         "timeout_seconds": args.timeout,
         "repeat": args.repeat,
-        "code": code_version(),
+        "code": code_at_start,
+        "code_at_end": code_version(),
         "machine": machine(),
         "results": results,
         "ratios": ratios(results),
