@@ -485,3 +485,19 @@ def _expected_small() -> list[tuple]:
         (z(0.0), 0, ("a",), 9, 4, 0),
         (z(3.0), -1, (), 10, 5, 0),
     ]
+
+
+def test_fit_on_one_split_analyzes_only_its_rows(sample_with_ids, tmp_path):
+    data = _tft_spec(fit_on="train")
+    data["output"]["columns"] = ["fare_xf", "tips_xf"]
+    manifest = run_job(
+        parse_spec(data), inputs=[str(sample_with_ids)], output=str(tmp_path)
+    ).manifest
+    assert manifest["counts"]["total_written"] == 3001
+    assert manifest["schema"] == {"fare_xf": "float32", "tips_xf": "int64"}
+    train = pq.read_table(manifest["splits"]["train"]["files"]["parquet"]).column("fare_xf")
+    evaluation = pq.read_table(manifest["splits"]["eval"]["files"]["parquet"]).column("fare_xf")
+    # Standardized with the train rows' mean and variance: those rows have mean 0, std 1.
+    assert abs(float(np.mean(train))) < 1e-4
+    assert abs(float(np.std(train)) - 1) < 1e-3
+    assert abs(float(np.mean(evaluation))) > 1e-3
