@@ -76,6 +76,7 @@ SUBPROCESS_ENV = {
 SAMPLE_SECONDS = 0.1
 FLOAT_TOLERANCE = 1e-4
 HISTOGRAM_TOLERANCE = 0.01
+IDLE_PERCENT = 15.0
 
 
 @dataclasses.dataclass
@@ -188,6 +189,25 @@ def measure(cmd: Sequence[str], *, cwd: Path, log_path: Path, timeout: float) ->
         # The harness's own sampling is part of "other"; it is a few ms per second.
         other_cpu_seconds=max(busy - cpu, 0.0),
     )
+
+
+def wait_for_idle(budget: float, threshold: float = IDLE_PERCENT) -> float:
+    """Waits (at most ``budget`` seconds) until the machine's CPUs are mostly idle.
+
+    The checkout is shared: someone's test run during a measurement skews it. Busy time is
+    measured over one-second windows; the wait ends at the first window below ``threshold``
+    percent or when the budget is spent.
+
+    Returns:
+        The busy percentage of the last window (0 when ``budget`` is 0: nothing measured).
+    """
+    if budget <= 0:
+        return 0.0
+    deadline = time.monotonic() + budget
+    busy = psutil.cpu_percent(interval=1.0)
+    while busy >= threshold and time.monotonic() < deadline:
+        busy = psutil.cpu_percent(interval=1.0)
+    return float(busy)
 
 
 def command(system: str, input_path: Path, output_dir: Path) -> list[str]:
@@ -315,7 +335,13 @@ def machine() -> dict[str, Any]:
 
 
 def run_one(
-    system: str, rows: int, input_path: Path, work_dir: Path, timeout: float, repeat: int = 1
+    system: str,
+    rows: int,
+    input_path: Path,
+    work_dir: Path,
+    timeout: float,
+    repeat: int = 1,
+    idle_wait: float = 0.0,
 ) -> dict[str, Any]:
     """Runs one system on one file ``repeat`` times; returns its result record.
 
@@ -332,8 +358,10 @@ def run_one(
     status, exit_code, table = "ok", None, None
     cpu: list[float] = []
     other_cpu: list[float] = []
+    busy_before: list[float] = []
     for _ in range(repeat):
         shutil.rmtree(output_dir, ignore_errors=True)
+        busy_before.append(wait_for_idle(idle_wait))
         m = measure(cmd, cwd=REPO, log_path=log_path, timeout=timeout)
         walls.append(m.wall_seconds)
         cpu.append(round(m.cpu_seconds, 2))
@@ -363,6 +391,7 @@ def run_one(
         "wall_seconds_all": [round(w, 3) for w in walls],
         "cpu_seconds_all": cpu,
         "other_cpu_seconds_all": other_cpu,
+        "busy_percent_before": busy_before,
         "rows_per_second": round(rows / wall, 1) if wall > 0 else None,
         "max_rss_mb": round(max_rss, 1),
         "tree_peak_rss_mb": round(tree_peak, 1),
@@ -557,6 +586,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--repeat", type=int, default=1, help="runs per system and row count; wall is the median"
     )
+    parser.add_argument(
+        "--idle-wait",
+        type=float,
+        default=0.0,
+        help=f"before each run, wait up to this many seconds for CPUs under {IDLE_PERCENT:.0f}%% busy",
+    )
     parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
     parser.add_argument("--work-dir", type=Path, default=data.WORK_DIR)
     args = parser.parse_args(argv)
@@ -573,7 +608,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         input_path = data.generate(rows, args.seed, args.work_dir)
         for system in systems:
             results.append(
-                run_one(system, rows, input_path, args.work_dir, args.timeout, args.repeat)
+                run_one(
+                    system,
+                    rows,
+                    input_path,
+                    args.work_dir,
+                    args.timeout,
+                    args.repeat,
+                    args.idle_wait,
+                )
             )
     add_agreement(results)
     for r in results:
@@ -585,6 +628,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "systems": systems,
         "timeout_seconds": args.timeout,
         "repeat": args.repeat,
+        "idle_wait_seconds": args.idle_wait,
         "code": code_at_start,
         "code_at_end": code_version(),
         "machine": machine(),

@@ -225,3 +225,12 @@ def test_measure_kills_the_group_at_the_timeout(tmp_path: Path) -> None:
 
     assert (m.exit_code, m.timed_out) == (None, True)
     assert 0.5 <= m.wall_seconds < 30
+
+
+def test_wait_for_idle_without_budget_measures_nothing() -> None:
+    assert run.wait_for_idle(0.0) == 0.0
+
+
+def test_wait_for_idle_returns_the_last_busy_percentage() -> None:
+    busy = run.wait_for_idle(0.5, threshold=101.0)
+    assert 0.0 <= busy <= 100.0
