@@ -64,9 +64,15 @@ def test_file_ranges_cover_the_file(tmp_path: pathlib.Path) -> None:
     size = path.stat().st_size
     ranges = file_ranges(str(path), size, _source(256))
     bounds = [r for _, r in ranges]
-    assert bounds[0] == (0, 256)
+    text = path.read_bytes()
+    assert bounds[0][:2] == (0, bounds[1][0]) and bounds[0][2] == 1
     assert bounds[-1][1] == size
     assert all(a[1] == b[0] for a, b in itertools.pairwise(bounds))
+    for start, _, line in bounds[1:]:
+        # Every cut is a line start just past a multiple of 256 bytes, numbered as in the file.
+        assert text[start - 1 : start] == b"\n"
+        assert line == text[:start].count(b"\n") + 1
+    assert [b[0] // 256 for b in bounds[1:]] == list(range(1, len(bounds)))
     assert file_ranges(str(path), size, _source(0)) == [(str(path), None)]
     assert file_ranges(
         str(path), size, Source(format="jsonl", schema=dict(SCHEMA), split_bytes=10)

@@ -216,7 +216,7 @@ def read_file(
     *,
     pipeline: str,
     chunk_bytes: int = CHUNK_BYTES,
-    byte_range: tuple[int, int] | None = None,
+    byte_range: ByteRange | None = None,
 ) -> Iterator[Yielded]:
     """Streams one file as record batches and error records.
 
@@ -228,9 +228,9 @@ def read_file(
             Columns in the file but not in the schema are not read.
         pipeline: Job name recorded in error records.
         chunk_bytes: Bytes of whole lines parsed at once (text formats).
-        byte_range: ``(start, end)`` of an uncompressed CSV file: only the records that
-            start within it are read (see :func:`file_ranges`); line numbers stay those of
-            the whole file.
+        byte_range: ``(start, end, first line)`` of an uncompressed CSV file, from
+            :func:`file_ranges`: only the records within it are read, numbered as in the
+            whole file.
 
     Yields:
         ``(batch, errors)`` pairs. ``batch`` holds at most ``source.batch_size`` rows with
@@ -664,7 +664,7 @@ def _csv_layout(
 
 
 def _csv_lines(
-    path: str, opts: CsvOptions, chunk_bytes: int, byte_range: tuple[int, int] | None = None
+    path: str, opts: CsvOptions, chunk_bytes: int, byte_range: ByteRange | None = None
 ) -> Iterator[tuple[bytes, int]]:
     """Yields ``(chunk, first line number)`` after the skipped rows, header first if any."""
     quote = opts.quote_char.encode() if opts.quote_char is not None else None
@@ -672,8 +672,7 @@ def _csv_lines(
     with _open(path) as stream:
         line = 1
         if byte_range is not None:
-            start, end = _align_range(stream, byte_range)
-            line = 1 + _count_newlines(stream, start)
+            start, end, line = byte_range
             stream.seek(start)
             stream = _Limited(stream, end - start)  # type: ignore[assignment]
         for chunk in _line_chunks(stream, chunk_bytes, quote, escape):
@@ -681,38 +680,8 @@ def _csv_lines(
             line += chunk.count(b"\n") + (0 if chunk.endswith(b"\n") else 1)
 
 
-def _next_line_start(stream: IO[bytes], offset: int) -> int:
-    """The offset where the first line starting at or after ``offset`` begins."""
-    if offset <= 0:
-        return 0
-    stream.seek(offset - 1)
-    position = offset - 1
-    while True:
-        block = stream.read(1 << 16)
-        if not block:
-            return position
-        newline = block.find(b"\n")
-        if newline >= 0:
-            return position + newline + 1
-        position += len(block)
-
-
-def _align_range(stream: IO[bytes], byte_range: tuple[int, int]) -> tuple[int, int]:
-    # A record belongs to the range its first byte falls in: both ends move to the next
-    # line start, so consecutive ranges neither lose nor repeat a line.
-    return _next_line_start(stream, byte_range[0]), _next_line_start(stream, byte_range[1])
-
-
-def _count_newlines(stream: IO[bytes], size: int) -> int:
-    stream.seek(0)
-    count = 0
-    while size > 0:
-        block = stream.read(min(size, 8 << 20))
-        if not block:
-            break
-        count += block.count(b"\n")
-        size -= len(block)
-    return count
+# A piece of a file: (start, end, line number at start). Both offsets are line starts.
+ByteRange = tuple[int, int, int]
 
 
 class _Limited(io.RawIOBase):
@@ -734,11 +703,12 @@ class _Limited(io.RawIOBase):
         return data
 
 
-def file_ranges(path: str, size: int, source: Source) -> list[tuple[str, tuple[int, int] | None]]:
-    """Cuts a file into byte ranges read in parallel, or keeps it whole.
+def file_ranges(path: str, size: int, source: Source) -> list[tuple[str, ByteRange | None]]:
+    """Cuts a file into line-aligned byte ranges read in parallel, or keeps it whole.
 
-    Only uncompressed CSV files larger than ``source.split_bytes`` are cut; ranges are
-    aligned to line starts when read.
+    Only uncompressed CSV files larger than ``source.split_bytes`` are cut. One sequential
+    scan finds, near every multiple of ``split_bytes``, the next line start and its line
+    number, so each range reads its records and numbers them as in the whole file.
     """
     step = source.split_bytes
     if source.format != "csv" or step <= 0 or size <= step or path.endswith(".gz"):
@@ -746,7 +716,27 @@ def file_ranges(path: str, size: int, source: Source) -> list[tuple[str, tuple[i
     with _open(path) as stream:
         if isinstance(stream, gzip.GzipFile):
             return [(path, None)]
-    return [(path, (start, min(start + step, size))) for start in range(0, size, step)]
+        cuts = [(0, 1)]
+        position, lines, target = 0, 1, step
+        while True:
+            block = stream.read(8 << 20)
+            if not block:
+                break
+            while target <= position + len(block):
+                # The line start at or after `target`: just past the first newline at or
+                # after target - 1 (a line starting exactly at target counts).
+                newline = block.find(b"\n", max(target - 1 - position, 0))
+                if newline < 0:
+                    break
+                lines_before = lines + block.count(b"\n", 0, newline + 1)
+                start = position + newline + 1
+                if start < size and start > cuts[-1][0]:
+                    cuts.append((start, lines_before))
+                target = max(target + step, start + 1)
+            lines += block.count(b"\n")
+            position += len(block)
+    bounds = [c[0] for c in cuts] + [size]
+    return [(path, (bounds[i], bounds[i + 1], cuts[i][1])) for i in range(len(cuts))]
 
 
 def _read_csv(
@@ -755,7 +745,7 @@ def _read_csv(
     target: pa.Schema,
     pipeline: str,
     chunk_bytes: int,
-    byte_range: tuple[int, int] | None = None,
+    byte_range: ByteRange | None = None,
 ) -> Iterator[Yielded]:
     opts = source.csv
     to_skip = opts.skip_rows + (1 if opts.header else 0)
@@ -1301,7 +1291,7 @@ class _ReadFileFn(beam.DoFn):
         self._rows = Metrics.counter("beamforge", "rows_read")
         self._errors = Metrics.counter("beamforge", "read_errors")
 
-    def process(self, piece: tuple[str, tuple[int, int] | None]) -> Iterable[Any]:
+    def process(self, piece: tuple[str, ByteRange | None]) -> Iterable[Any]:
         path, byte_range = piece
         rows = errors = 0
         for batch, found in read_file(
@@ -1322,7 +1312,7 @@ class _ReadFileFn(beam.DoFn):
             _LOG.info("read %s: %d rows, %d malformed", where, rows, errors)
 
 
-def _pieces(path: str, source: Source) -> list[tuple[str, tuple[int, int] | None]]:
+def _pieces(path: str, source: Source) -> list[tuple[str, ByteRange | None]]:
     (result,) = FileSystems.match([path])
     size = result.metadata_list[0].size_in_bytes if result.metadata_list else 0
     return file_ranges(path, size, source)
