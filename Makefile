@@ -21,9 +21,15 @@ $(STAMP): setup.py
 
 venv: $(STAMP)
 
+# Raw CSV -> dataset -> trained model -> gate -> local prediction server; one raw trip is sent
+# to the server, its prediction printed, and the server stopped (also when a step fails).
 demo: $(STAMP)
 	$(BIN)/beamforge run examples/chicago_taxi/pipeline.yaml \
 		--input examples/chicago_taxi/data/sample.csv --output $(DEMO_OUT)
+	$(BIN)/beamforge chain examples/chicago_taxi/chain.yaml --target local && \
+	$(BIN)/beamforge chain predict examples/chicago_taxi/chain.yaml \
+		--instances examples/chicago_taxi/data/sample.csv --limit 1; \
+	status=$$?; $(BIN)/beamforge chain stop examples/chicago_taxi/chain.yaml; exit $$status
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -487,10 +487,20 @@ def _code_files(step: TrainStep) -> list[str]:
     if step.script:
         return [step.script]
     assert step.module is not None
-    found = importlib.util.find_spec(step.module)
-    if found is None or not found.origin:
-        raise SpecError(f"{step.name}.module", f"module {step.module!r} cannot be found")
-    folder = os.path.dirname(found.origin)
+    # The trainer runs with the working directory on its path: look there first.
+    local = os.path.join(*step.module.split("."))
+    if os.path.isfile(local + ".py"):
+        folder = os.path.dirname(local) or "."
+    elif os.path.isfile(os.path.join(local, "__main__.py")):
+        folder = local
+    else:
+        try:
+            found = importlib.util.find_spec(step.module)
+        except ModuleNotFoundError:
+            found = None
+        if found is None or not found.origin:
+            raise ChainError(step.name, f"module {step.module!r} cannot be found")
+        folder = os.path.dirname(found.origin)
     return sorted(glob.glob(os.path.join(folder, "*.py")))
 
 

@@ -4,6 +4,9 @@
     beamforge run SPEC [--input PATH ...] [--output DIR] [--artifact DIR] [Beam options ...]
     beamforge template build|launch ...     (see launchers/cloud_commands.py)
     beamforge jobs wait|cancel|drain JOB ...
+    beamforge chain [run] CHAIN.yaml [--target local|gcp]
+    beamforge chain status|stop CHAIN.yaml [--target local|gcp]
+    beamforge chain predict CHAIN.yaml --instances FILE.json|FILE.csv [--limit N]
 
 Beam pipeline options (``--runner``, ``--direct_num_workers``, ...) pass through to Beam;
 the local runner is used when none is named. With ``--runner DataflowRunner`` (or
@@ -48,7 +51,117 @@ def _parser() -> argparse.ArgumentParser:
 
     cloud_commands.add_run_flags(run)
     cloud_commands.add_parsers(sub)
+    _add_chain_parser(sub)
     return parser
+
+
+CHAIN_ACTIONS = ("run", "status", "stop", "predict")
+
+
+def _add_chain_parser(sub: Any) -> None:
+    chain = sub.add_parser(
+        "chain",
+        help="run a chain (dataset -> training -> gate -> upload -> deploy), or show its status",
+        description="beamforge chain [run|status|stop|predict] CHAIN.yaml",
+    )
+    chain.add_argument("words", nargs="+", metavar="[ACTION] CHAIN", help="action and chain spec")
+    chain.add_argument("--target", choices=["local", "gcp"], default="local")
+    chain.add_argument(
+        "--instances", help="predict: JSON file with a list of instances, or a CSV of raw rows"
+    )
+    chain.add_argument("--limit", type=int, default=1, help="predict: rows of a CSV to send")
+
+
+def _read_instances(path: str, limit: int) -> list[Any]:
+    import csv
+    import json
+
+    if path.endswith(".csv"):
+        with open(path, newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            rows: list[Any] = []
+            for row in reader:
+                if len(rows) >= limit:
+                    break
+                # An empty CSV field is a missing value, as the dataset reader takes it.
+                rows.append({k: (v if v != "" else None) for k, v in row.items()})
+            return rows
+    with open(path, encoding="utf-8") as f:
+        data = json.load(f)
+    if isinstance(data, dict) and "instances" in data:
+        data = data["instances"]
+    if not isinstance(data, list):
+        raise ValueError(f"{path}: expected a JSON list of instances or {{'instances': [...]}}")
+    return data
+
+
+def chain_command(args: argparse.Namespace) -> int:
+    """``beamforge chain ...``; returns the exit code."""
+    import json
+
+    from launchers import chain as chains
+    from transforms.config import SpecError
+
+    words = list(args.words)
+    action = words.pop(0) if words[0] in CHAIN_ACTIONS else "run"
+    if len(words) != 1:
+        print("error: expected beamforge chain [ACTION] CHAIN.yaml", file=sys.stderr)
+        return EXIT_INVALID
+    try:
+        spec = chains.load_chain(words[0])
+        chains.check_target(spec, args.target)
+    except (SpecError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    if action == "status":
+        print(chains.format_status(spec, args.target, chains.chain_status(spec, args.target)))
+        return EXIT_OK
+    if action in ("stop", "predict"):
+        if args.target != "local":
+            print(f"error: chain {action} works on the local target", file=sys.stderr)
+            return EXIT_INVALID
+        state = chains.load_state(spec.state_path("local"), spec.name, "local")
+        deployed = [
+            state.steps[s.name].outputs
+            for s in spec.steps
+            if s.KIND == "deploy" and s.name in state.steps and state.steps[s.name].outputs
+        ]
+        if not deployed:
+            print(f"error: {spec.name} has no deployed model on the local target", file=sys.stderr)
+            return EXIT_FAILED
+        from launchers import serving
+
+        server = serving.LocalServer.from_json(deployed[-1]["server"])
+        if action == "stop":
+            stopped = serving.stop_server(server)
+            print(f"{'stopped' if stopped else 'not running:'} server pid {server.pid}")
+            return EXIT_OK
+        if not args.instances:
+            print("error: chain predict needs --instances FILE", file=sys.stderr)
+            return EXIT_INVALID
+        try:
+            instances = _read_instances(args.instances, args.limit)
+            predictions = serving.predict(server.predict_url, instances)
+        except (OSError, ValueError, serving.ServerError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_FAILED
+        print(json.dumps({"instances": instances, "predictions": predictions}, indent=2))
+        return EXIT_OK
+    logging.getLogger("launchers").setLevel(logging.INFO)
+
+    def show(name: str, what: str) -> None:
+        print(f"  {name:<12} {what}", file=sys.stderr, flush=True)
+
+    print(f"chain {spec.name} ({args.target}) from {words[0]}", file=sys.stderr, flush=True)
+    try:
+        report = chains.run_chain(spec, target=args.target, on_step=show)
+    except chains.ChainError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    print(chains.format_status(spec, args.target, chains.chain_status(spec, args.target)))
+    ran = ", ".join(report.ran) or "nothing"
+    print(f"ran: {ran}; reused: {', '.join(report.skipped) or 'nothing'}")
+    return EXIT_OK
 
 
 class _Heartbeat:
@@ -121,6 +234,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if args.command == "jobs":
         return cloud_commands.jobs_command(args)
+    if args.command == "chain":
+        return chain_command(args)
     if args.command == "template" and args.template_command == "launch":
         return cloud_commands.template_launch(args, extra)
     from beam_pipelines.spec import load_spec

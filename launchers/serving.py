@@ -257,6 +257,8 @@ def predict(
     except urllib.error.HTTPError as exc:
         detail = exc.read().decode(errors="replace")
         raise ServerError(f"{url} answered {exc.code}: {detail}") from None
+    except (urllib.error.URLError, OSError) as exc:
+        raise ServerError(f"{url} cannot be reached: {exc}") from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
