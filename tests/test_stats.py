@@ -251,3 +251,36 @@ def test_taxi_file_against_numpy_and_counter(taxi_csv) -> None:
     assert sorted((d["value"], d["count"]) for d in out["trip_start_hour"]["top_values"]) == sorted(
         sorted(hours.items(), key=lambda kv: (-kv[1], kv[0]))[:10]
     )
+
+
+@pytest.mark.parametrize("split_at", [0, 30, 60, 90])
+def test_exact_counts_hand_over_to_the_sketch_without_losing_values(split_at: int) -> None:
+    # 120 distinct values: the first accumulator stays exact (< max_distinct), the merge
+    # overflows it; quantiles must be those of all the data either way.
+    values = np.repeat(np.arange(120, dtype=np.int64), 5)
+    rng = np.random.default_rng(split_at)
+    rng.shuffle(values)
+    schema = pa.schema([("v", pa.int64())])
+    stats = DatasetStats(schema, quantiles=4)
+    cut = split_at * 5
+    left = stats.add_batch(
+        stats.create_accumulator(), pa.record_batch([pa.array(values[:cut])], schema=schema)
+    )
+    right = stats.add_batch(
+        stats.create_accumulator(), pa.record_batch([pa.array(values[cut:])], schema=schema)
+    )
+    out = stats.extract_output(stats.merge_accumulators([left, right]))["v"]
+    assert out["count"] == 600
+    assert out["quantiles"][0] == 0 and out["quantiles"][-1] == 119
+    assert np.allclose(out["quantiles"][1:4], np.quantile(values, [0.25, 0.5, 0.75]), atol=2)
+    assert "top_values" not in out
+
+
+def test_few_distinct_values_give_exact_quantiles() -> None:
+    schema = pa.schema([("v", pa.int64())])
+    stats = DatasetStats(schema, quantiles=4)
+    acc = stats.add_batch(
+        stats.create_accumulator(),
+        pa.record_batch([pa.array([1, 1, 1, 2, 3, 3, 9, 9])], schema=schema),
+    )
+    assert stats.extract_output(acc)["v"]["quantiles"] == [1, 1, 2, 3, 9]

@@ -218,7 +218,6 @@ class DatasetStats(Analyzer[Accumulator]):
                         maximum=float(finite_or_inf.max()),
                     )
                 )
-                acc.sketch.update(finite_or_inf)
             if pa.types.is_floating(present.type):
                 present = present.filter(pc.invert(pc.is_nan(present)))
         if acc.counts is not None and len(present):
@@ -230,7 +229,14 @@ class DatasetStats(Analyzer[Accumulator]):
                     strict=True,
                 )
             )
-            acc.counts = self._merge_counts(acc.counts, batch_counts)
+            merged = self._merge_counts(dict(acc.counts), batch_counts)
+            if merged is None:
+                _replay(acc)
+            acc.counts = merged
+        # While a numeric column has few distinct values its exact counts give the quantiles;
+        # the sketch is fed only once it has more (the counts replayed into it first).
+        if acc.sketch is not None and acc.counts is None and len(present):
+            acc.sketch.update(present.to_numpy(zero_copy_only=False).astype(np.float64, copy=False))
 
     def _merge_counts(
         self, left: dict[Any, int] | None, right: dict[Any, int] | None
@@ -253,13 +259,20 @@ class DatasetStats(Analyzer[Accumulator]):
                 into.nan += other.nan
                 if into.moments is not None and other.moments is not None:
                     into.moments.merge(other.moments)
-                if into.sketch is not None and other.sketch is not None:
-                    into.sketch.merge(other.sketch)
                 if into.frequent is not None and other.frequent is not None:
                     into.frequent.merge(other.frequent)
-                into.counts = self._merge_counts(
-                    into.counts, dict(other.counts) if other.counts is not None else None
+                merged = self._merge_counts(
+                    dict(into.counts) if into.counts is not None else None,
+                    dict(other.counts) if other.counts is not None else None,
                 )
+                if into.sketch is not None and other.sketch is not None and merged is None:
+                    # Whichever side still holds exact counts feeds them to the sketch.
+                    _replay(into)
+                    if other.counts is not None:
+                        into.sketch.update(_expanded(other.counts))
+                    else:
+                        into.sketch.merge(other.sketch)
+                into.counts = merged
         return result
 
     # --- output ----------------------------------------------------------------------------
@@ -279,7 +292,10 @@ class DatasetStats(Analyzer[Accumulator]):
             if m.count:
                 std = math.sqrt(m.m2 / m.count) if math.isfinite(m.m2) else math.nan
                 ranks = [i / self.quantiles for i in range(self.quantiles + 1)]
-                quantiles = quantiles_of(acc.sketch, ranks)
+                if acc.counts is not None:
+                    quantiles = _exact_quantiles(acc.counts, ranks)
+                else:
+                    quantiles = quantiles_of(acc.sketch, ranks)
                 # The sketch may compact the extremes away; the exact ones are known.
                 quantiles[0], quantiles[-1] = m.minimum, m.maximum
                 out.update(
@@ -297,6 +313,32 @@ class DatasetStats(Analyzer[Accumulator]):
             ranked = sorted(acc.counts.items(), key=lambda kv: (-kv[1], kv[0]))[: self.top_k]
             out["top_values"] = [{"value": _json_value(v), "count": n} for v, n in ranked]
         return out
+
+
+def _expanded(counts: dict[Any, int]) -> np.ndarray:
+    """The values behind exact counts, each repeated its count times (sorted)."""
+    if not counts:
+        return np.zeros(0, dtype=np.float64)
+    items = sorted(counts.items())
+    values = np.array([float(v) for v, _ in items], dtype=np.float64)
+    return np.repeat(values, [n for _, n in items])
+
+
+def _replay(acc: ColumnAccumulator) -> None:
+    """Moves a numeric column from exact counts to its sketch (counts are about to go)."""
+    if acc.sketch is not None and acc.counts:
+        acc.sketch.update(_expanded(acc.counts))
+
+
+def _exact_quantiles(counts: dict[Any, int], ranks: list[float]) -> list[float]:
+    """Quantiles from exact value counts: the smallest value whose cumulative share >= rank."""
+    items = sorted((float(v), n) for v, n in counts.items())
+    values = np.array([v for v, _ in items])
+    cumulative = np.cumsum([n for _, n in items])
+    total = cumulative[-1]
+    return [
+        float(values[min(np.searchsorted(cumulative, r * total), len(values) - 1)]) for r in ranks
+    ]
 
 
 def _number(x: float, integer: bool) -> float | int | None:
