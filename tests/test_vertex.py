@@ -84,9 +84,7 @@ def test_custom_job_request_carries_container_env_and_output_dir(fake: FakeVerte
                     },
                 }
             ],
-            "baseOutputDirectory": {
-                "outputUriPrefix": "gs://stage-bucket/beamforge/taxi/train/1"
-            },
+            "baseOutputDirectory": {"outputUriPrefix": "gs://stage-bucket/beamforge/taxi/train/1"},
             "serviceAccount": "trainer@p.iam.gserviceaccount.com",
         },
         "labels": {"beamforge-chain": "taxi"},
@@ -229,6 +227,6 @@ def test_canary_keeps_the_old_model_serving(fake: FakeVertex) -> None:
 
 
 def test_traffic_percentage_out_of_range_is_refused(fake: FakeVertex) -> None:
-    with pytest.raises(ValueError, match="traffic_percentage must be in 1..100, got 0"):
+    with pytest.raises(ValueError, match=r"traffic_percentage must be in 1\.\.100, got 0"):
         vertex.deploy_model(model_name="m", endpoint_display_name="e", traffic_percentage=0)
     assert fake.requests == []
