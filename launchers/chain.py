@@ -1001,7 +1001,6 @@ def run_chain(
     for step in spec.steps:
         referenced = {getattr(step, f): state.steps[getattr(step, f)] for f in step.REFS}
         fp = fingerprint(step, target, previous, referenced)
-        previous = fp
         old = state.steps.get(step.name)
         if (
             old is not None
@@ -1009,6 +1008,9 @@ def run_chain(
             and old.fingerprint == fp
             and backend.still_valid(step, old.outputs)
         ):
+            # The run count of the step before is part of the next fingerprint: a step that
+            # ran again invalidates what follows even if its outputs look the same.
+            previous = f"{fp}:{old.runs}"
             report.skipped.append(step.name)
             report.outputs[step.name] = old.outputs
             notify(step.name, "skipped")
@@ -1040,6 +1042,7 @@ def run_chain(
             if isinstance(exc, ChainError):
                 raise
             raise ChainError(step.name, str(exc)) from exc
+        previous = f"{fp}:{current.runs}"
         current.status = COMPLETED
         current.finished = _now()
         current.outputs = outputs
@@ -1089,6 +1092,7 @@ def chain_status(spec: ChainSpec, target: str = "local") -> list[StepStatus]:
     state = load_state(spec.state_path(target), spec.name, target)
     out: list[StepStatus] = []
     previous = ""
+    upstream_changed = False
     for step in spec.steps:
         refs = {getattr(step, f) for f in step.REFS}
         old = state.steps.get(step.name)
@@ -1096,13 +1100,16 @@ def chain_status(spec: ChainSpec, target: str = "local") -> list[StepStatus]:
             fp = fingerprint(step, target, previous, {r: state.steps[r] for r in refs})
         else:
             fp = "unknown"
-        previous = fp
+        previous = f"{fp}:{old.runs if old else 0}"
         if old is None:
+            upstream_changed = True
             out.append(StepStatus(step.name, step.KIND, PENDING, "", 0, ""))
             continue
         status = old.status
-        if status == COMPLETED and old.fingerprint != fp:
+        # Whatever follows a step that will run again runs again too.
+        if status == COMPLETED and (old.fingerprint != fp or upstream_changed):
             status = STALE
+        upstream_changed = upstream_changed or status != COMPLETED
         out.append(
             StepStatus(step.name, step.KIND, status, old.finished, old.runs, _detail(old, status))
         )
