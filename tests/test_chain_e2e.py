@@ -1,0 +1,175 @@
+"""The local chain for real: raw CSV -> dataset -> training subprocess -> gate -> local server.
+
+A first run in a subprocess is killed (SIGKILL, through the chain's kill hook) right after
+training; the second run resumes without redoing the dataset or the training, deploys the
+model to a real HTTP server on a free port, and the features it serves for the raw rows are
+exactly the features the batch pipeline wrote for them.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+from typing import Any
+
+import joblib
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from launchers import chain as chains
+from launchers import serving
+from tests.conftest import REPO, TAXI_SAMPLE
+
+pytestmark = pytest.mark.slow
+
+
+def _raw_rows() -> list[dict[str, Any]]:
+    with TAXI_SAMPLE.open(newline="") as f:
+        return [{k: (v if v != "" else None) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+def _key(row: dict[str, Any], columns: list[str]) -> tuple[Any, ...]:
+    return tuple(row[c] for c in columns)
+
+
+def test_local_chain_end_to_end_with_a_kill_between_steps(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    chain_file = tmp_path / "chain.yaml"
+    chain_file.write_text(
+        yaml.safe_dump(
+            {
+                "name": "taxi",
+                "workdir": str(tmp_path / "work"),
+                "steps": [
+                    {
+                        "name": "dataset",
+                        "kind": "dataset",
+                        "spec": str(REPO / "examples/chicago_taxi/pipeline.yaml"),
+                        "inputs": [str(TAXI_SAMPLE)],
+                        "output": str(tmp_path / "dataset"),
+                    },
+                    {
+                        "name": "train",
+                        "kind": "train",
+                        "dataset": "dataset",
+                        "module": "examples.chicago_taxi.trainer.task",
+                        "args": ["--model", "logistic"],
+                    },
+                    {
+                        "name": "gate",
+                        "kind": "gate",
+                        "metrics": "train",
+                        "metric": "auc",
+                        "min": 0.7,
+                    },
+                    {
+                        "name": "upload",
+                        "kind": "upload",
+                        "model": "train",
+                        "predictor": "examples.chicago_taxi.predictor:TaxiPredictor",
+                    },
+                    {"name": "deploy", "kind": "deploy", "model": "upload"},
+                ],
+            }
+        )
+    )
+    env = dict(os.environ, **{chains.KILL_AFTER_ENV: "train"})
+    first = subprocess.run(
+        [sys.executable, "-m", "launchers.cli", "chain", str(chain_file)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert first.returncode == -signal.SIGKILL, first.stderr
+    spec = chains.load_chain(str(chain_file))
+    assert [(s.name, s.status, s.runs) for s in chains.chain_status(spec)] == [
+        ("dataset", "completed", 1),
+        ("train", "completed", 1),
+        ("gate", "pending", 0),
+        ("upload", "pending", 0),
+        ("deploy", "pending", 0),
+    ]
+    model_file = tmp_path / "work/train/model/model.joblib"
+    trained_at = model_file.stat().st_mtime_ns
+
+    monkeypatch.chdir(REPO)
+    report = chains.run_chain(spec)
+    server = serving.LocalServer.from_json(report.outputs["deploy"]["server"])
+    try:
+        assert (report.ran, report.skipped) == (["gate", "upload", "deploy"], ["dataset", "train"])
+        assert model_file.stat().st_mtime_ns == trained_at
+        assert report.outputs["gate"]["value"] >= 0.7
+        assert serving.is_healthy(server)
+
+        rows = _raw_rows()
+        predictions = serving.predict(
+            server.predict_url, rows, parameters={"return_features": True}, timeout=60
+        )
+        assert len(predictions) == len(rows) == 3001
+        served = [p["features"] for p in predictions]
+        columns = list(served[0])
+        batch = pa.concat_tables(
+            pq.read_table(p) for p in sorted((tmp_path / "dataset").glob("*/part-*.parquet"))
+        ).to_pylist()
+        assert sorted(batch[0]) == sorted(columns)
+        # Same rows, same features (float32 z-scores included), compared exactly.
+        assert sorted(_key(r, columns) for r in served) == sorted(_key(r, columns) for r in batch)
+        # And the model's own answer on those features.
+        bundle = joblib.load(model_file)
+        x = np.array([[f[c] for c in bundle["features"]] for f in served[:50]], dtype=np.float64)
+        expected = bundle["model"].predict_proba(x)[:, 1]
+        assert [p["probability"] for p in predictions[:50]] == pytest.approx(
+            expected.tolist(), rel=1e-12
+        )
+        assert [p["tips_xf"] for p in predictions[:50]] == (expected >= 0.5).astype(int).tolist()
+
+        # A raw trip with a bad value gets an error in its place; the others are answered.
+        mixed = serving.predict(server.predict_url, [rows[0], dict(rows[1], fare="twelve")])
+        assert mixed[0] == {
+            "tips_xf": predictions[0]["tips_xf"],
+            "probability": predictions[0]["probability"],
+        }
+        assert mixed[1] == {
+            "error": {
+                "reason": "unparseable_value",
+                "message": "key 'fare': 'twelve' is not a valid float32",
+            }
+        }
+
+        # The CLI finds the deployed server through the state.
+        out = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "launchers.cli",
+                "chain",
+                "predict",
+                str(chain_file),
+                "--instances",
+                str(TAXI_SAMPLE),
+                "--limit",
+                "2",
+            ],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert out.returncode == 0, out.stderr
+        assert json.loads(out.stdout)["predictions"] == [
+            {"tips_xf": p["tips_xf"], "probability": p["probability"]} for p in predictions[:2]
+        ]
+    finally:
+        assert serving.stop_server(server)
+    assert not serving.is_healthy(server)
