@@ -63,7 +63,8 @@ STEP_PREFIX = "window:"
 
 Op = Literal["count", "sum", "mean", "min", "max"]
 _US = 1_000_000
-_NEVER = -(2**62)
+# Marks a missing event time in microsecond arrays.
+NO_TIME = -(2**62)
 
 
 @dataclasses.dataclass
@@ -198,7 +199,7 @@ class Aggregation:
 
 
 def event_times_us(column: pa.Array) -> np.ndarray:
-    """Event times in microseconds since the epoch; ``_NEVER`` marks nulls.
+    """Event times in microseconds since the epoch; ``NO_TIME`` marks nulls.
 
     Timestamps are converted from their unit; integers and floats are seconds.
     """
@@ -207,14 +208,14 @@ def event_times_us(column: pa.Array) -> np.ndarray:
     tp = column.type
     if pa.types.is_timestamp(tp):
         values = column.cast(pa.timestamp("us", tz=tp.tz)).cast(pa.int64())
-        out = values.fill_null(_NEVER).to_numpy(zero_copy_only=False)
+        out = values.fill_null(NO_TIME).to_numpy(zero_copy_only=False)
     elif pa.types.is_integer(tp):
         out = column.cast(pa.int64()).fill_null(0).to_numpy(zero_copy_only=False) * _US
-        out = np.where(column.is_valid().to_numpy(zero_copy_only=False), out, _NEVER)
+        out = np.where(column.is_valid().to_numpy(zero_copy_only=False), out, NO_TIME)
     elif pa.types.is_floating(tp):
         seconds = column.cast(pa.float64()).to_numpy(zero_copy_only=False)
         valid = column.is_valid().to_numpy(zero_copy_only=False) & np.isfinite(seconds)
-        out = np.where(valid, np.round(np.nan_to_num(seconds) * _US), _NEVER).astype(np.int64)
+        out = np.where(valid, np.round(np.nan_to_num(seconds) * _US), NO_TIME).astype(np.int64)
     else:
         raise ValueError(f"event-time column must be a timestamp or a number, not {tp}")
     return np.asarray(out, dtype=np.int64)
@@ -338,7 +339,7 @@ def assign_rows(batch: pa.RecordBatch, aggregation: Aggregation, watermark_us: i
     A window ``[s, e)`` has expired when ``watermark > e + allowed_lateness``.
     """
     times = event_times_us(batch.column(aggregation.time_column))
-    no_time = times == _NEVER
+    no_time = times == NO_TIME
     starts = window_starts(np.where(no_time, 0, times), aggregation.window)
     ends = starts + aggregation.window.size_us
     open_ = (watermark_us <= ends + aggregation.lateness_us) & ~no_time[:, None]
@@ -417,7 +418,7 @@ class _WindowedAggregateDoFn(beam.DoFn):
             message=message,
             payload=row_payload(visible_row(batch, i)),
             source=row_source(batch, i),
-            event_time=None if times[i] == _NEVER else _iso(int(times[i])),
+            event_time=None if times[i] == NO_TIME else _iso(int(times[i])),
         )
 
     def _set_tick(self, timer: Any, windows: Mapping[int, _WindowState]) -> None:
@@ -441,7 +442,7 @@ class _WindowedAggregateDoFn(beam.DoFn):
         key, batch = element
         windows: dict[int, _WindowState] = windows_state.read() or {}
         known = watermark_state.read()
-        watermark: int = _NEVER if known is None else known
+        watermark: int = NO_TIME if known is None else known
         decision = assign_rows(batch, self._agg, watermark)
         for i in decision.no_time_rows:
             yield beam.pvalue.TaggedOutput(
