@@ -134,6 +134,8 @@ class _RawSpec:
     errors: Errors = dataclasses.field(default_factory=Errors)
     transform: Transform = dataclasses.field(default_factory=Transform)
     dataflow: dict[str, Any] | None = None
+    # Validated by beam_pipelines.streaming when the job runs with --streaming.
+    streaming: dict[str, Any] | None = None
     description: str = ""
 
 
