@@ -170,7 +170,6 @@ def test_local_chain_end_to_end_with_a_kill_between_steps(
         assert [a["probability"] for a in answered] == pytest.approx(
             [p["probability"] for p in predictions[:2]], rel=1e-12
         )
-        ]
     finally:
         assert serving.stop_server(server)
     assert not serving.is_healthy(server)
