@@ -23,3 +23,7 @@ def taxi_csv() -> pathlib.Path:
     if not TAXI_CSV.exists():
         pytest.skip(f"{TAXI_CSV} not found: the shared data set sits beside the repository")
     return TAXI_CSV
+
+
+# The GCS and BigQuery emulator fixtures (and the ``emulator`` marker).
+pytest_plugins = ["tests.emulators"]

@@ -1,0 +1,220 @@
+"""Local Google Cloud emulators for the tests: GCS and BigQuery on free ports on 127.0.0.1.
+
+Loaded as a pytest plugin (``pytest_plugins`` in tests that use it). The emulators run in
+subprocesses for the whole session and are torn down after it:
+
+- GCS: ``gcp-storage-emulator`` (PyPI, in the project venv), on disk in a temporary folder
+  so the BigQuery emulator can read what Beam wrote to gs:// (load jobs).
+- BigQuery: ``bqemulator`` from its own venv (``.venv/bqemulator``, created by
+  ``tools/bqemulator-venv.sh``; its pins conflict with the project's).
+
+Where an emulator is not installed the tests that need it skip and say how to install it.
+Tests using them are marked ``emulator``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import pathlib
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+PROJECT = "test-project"
+REPO = pathlib.Path(__file__).resolve().parent.parent
+BQ_VENV = REPO / ".venv" / "bqemulator"
+START_SECONDS = 60
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "emulator: needs the local GCS and/or BigQuery emulator (started by fixtures)"
+    )
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_http(url: str, proc: subprocess.Popen, what: str, log: pathlib.Path) -> None:
+    deadline = time.monotonic() + START_SECONDS
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with {proc.returncode}: {log.read_text()[-2000:]}")
+        try:
+            with urllib.request.urlopen(url, timeout=1):
+                return
+        except OSError as exc:
+            if getattr(exc, "code", None) is not None:
+                return  # Any HTTP answer means the server is up.
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{what} did not answer {url} within {START_SECONDS} s") from None
+            time.sleep(0.05)
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
+@dataclasses.dataclass
+class Gcs:
+    """A running GCS emulator."""
+
+    endpoint: str
+    root: pathlib.Path
+
+    def client(self) -> Any:
+        """A google-cloud-storage client talking to the emulator."""
+        from google.auth.credentials import AnonymousCredentials
+        from google.cloud import storage
+
+        return storage.Client(
+            project=PROJECT,
+            credentials=AnonymousCredentials(),
+            client_options={"api_endpoint": self.endpoint},
+        )
+
+    def new_bucket(self, name: str) -> str:
+        """Creates a bucket and returns its name."""
+        self.client().create_bucket(name)
+        return name
+
+
+@dataclasses.dataclass
+class BigQuery:
+    """A running BigQuery emulator."""
+
+    endpoint: str
+    grpc: str
+    project: str = PROJECT
+
+    def client(self) -> Any:
+        """A google-cloud-bigquery client talking to the emulator."""
+        from google.api_core.client_options import ClientOptions
+        from google.auth.credentials import AnonymousCredentials
+        from google.cloud import bigquery
+
+        return bigquery.Client(
+            project=self.project,
+            credentials=AnonymousCredentials(),
+            client_options=ClientOptions(api_endpoint=self.endpoint),
+        )
+
+
+@pytest.fixture(scope="session")
+def gcs_emulator() -> Iterator[Gcs]:
+    """The GCS emulator for the session; ``STORAGE_EMULATOR_HOST`` points at it.
+
+    Beam's gs:// filesystem looks for default credentials with retries (about 20 s per
+    process) before it falls back to anonymous access: the tests hand it "no credentials"
+    up front, which makes it build the anonymous client at once.
+    """
+    exe = pathlib.Path(sys.executable).parent / "gcp-storage-emulator"
+    if not exe.exists():
+        found = shutil.which("gcp-storage-emulator")
+        if found is None:
+            pytest.skip("gcp-storage-emulator is not installed: pip install gcp-storage-emulator")
+        exe = pathlib.Path(found)
+    root = pathlib.Path(tempfile.mkdtemp(prefix="gcs-emulator-"))
+    port = free_port()
+    log = root.parent / f"{root.name}.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [str(exe), "-d", str(root), "start", "--host", "127.0.0.1", "--port", str(port)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    endpoint = f"http://127.0.0.1:{port}"
+    saved = os.environ.get("STORAGE_EMULATOR_HOST")
+    try:
+        _wait_http(f"{endpoint}/storage/v1/b?project={PROJECT}", proc, "the GCS emulator", log)
+        os.environ["STORAGE_EMULATOR_HOST"] = endpoint
+        _anonymous_beam_credentials()
+        yield Gcs(endpoint=endpoint, root=root)
+    finally:
+        if saved is None:
+            os.environ.pop("STORAGE_EMULATOR_HOST", None)
+        else:
+            os.environ["STORAGE_EMULATOR_HOST"] = saved
+        _stop(proc)
+        shutil.rmtree(root, ignore_errors=True)
+        log.unlink(missing_ok=True)
+
+
+def _anonymous_beam_credentials() -> None:
+    from apache_beam.internal.gcp import auth
+
+    with auth._Credentials._credentials_lock:
+        auth._Credentials._credentials = None
+        auth._Credentials._credentials_init = True
+
+
+@pytest.fixture(scope="session")
+def bigquery_emulator(gcs_emulator: Gcs) -> Iterator[BigQuery]:
+    """The BigQuery emulator for the session; gs:// in load jobs reads the GCS emulator's disk.
+
+    Sets ``BIGQUERY_EMULATOR_HOST`` (honoured by google-cloud-bigquery and by
+    :mod:`transforms.bigquery`) and ``BIGQUERY_EMULATOR_GRPC_HOST`` (the Storage Read API).
+    """
+    exe = BQ_VENV / "bin" / "bqemulator"
+    if not exe.exists():
+        pytest.skip(f"the BigQuery emulator is not installed: run tools/bqemulator-venv.sh ({exe})")
+    rest, grpc = free_port(), free_port()
+    data = pathlib.Path(tempfile.mkdtemp(prefix="bq-emulator-"))
+    log = data / "emulator.log"
+    env = dict(os.environ, BQEMU_GCS_LOCAL_ROOT=str(gcs_emulator.root / ".cloudstorage"))
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [
+                str(exe),
+                "start",
+                "--rest-host",
+                "127.0.0.1",
+                "--rest-port",
+                str(rest),
+                "--grpc-host",
+                "127.0.0.1",
+                "--grpc-port",
+                str(grpc),
+                "--project",
+                PROJECT,
+                "--log-level",
+                "warning",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+    endpoint = f"http://127.0.0.1:{rest}"
+    names = ("BIGQUERY_EMULATOR_HOST", "BIGQUERY_EMULATOR_GRPC_HOST")
+    saved = {n: os.environ.get(n) for n in names}
+    try:
+        _wait_http(f"{endpoint}/bigquery/v2/projects/{PROJECT}/datasets", proc, "bqemulator", log)
+        os.environ["BIGQUERY_EMULATOR_HOST"] = endpoint
+        os.environ["BIGQUERY_EMULATOR_GRPC_HOST"] = f"127.0.0.1:{grpc}"
+        yield BigQuery(endpoint=endpoint, grpc=f"127.0.0.1:{grpc}")
+    finally:
+        for n, v in saved.items():
+            if v is None:
+                os.environ.pop(n, None)
+            else:
+                os.environ[n] = v
+        _stop(proc)
+        shutil.rmtree(data, ignore_errors=True)
