@@ -133,7 +133,9 @@ def run_training(
     if code != 0:
         raise TrainingError(f"trainer exited with code {code}", log_tail(log))
     _LOG.info("training finished in %.1f s", seconds)
-    return TrainResult(model_dir=model_dir, metrics=read_metrics(model_dir), log=log, seconds=seconds)
+    return TrainResult(
+        model_dir=model_dir, metrics=read_metrics(model_dir), log=log, seconds=seconds
+    )
 
 
 def python_command(module: str | None, script: str | None, args: Sequence[str]) -> list[str]:

@@ -86,9 +86,7 @@ class TaxiPredictor(Predictor):
         good = [r for r in rows if "error" not in r]
         probabilities: list[float] = []
         if good:
-            x = np.array(
-                [[row[c] for c in self._features] for row in good], dtype=np.float64
-            )
+            x = np.array([[row[c] for c in self._features] for row in good], dtype=np.float64)
             probabilities = self._model.predict_proba(x)[:, 1].tolist()
         return {**instances, "probabilities": probabilities}
 
