@@ -40,7 +40,14 @@ setup(
     ],
     extras_require={
         "tft": ["tensorflow-transform>=1.21,<1.22"],
-        "gcp": [BEAM, "google-cloud-aiplatform>=1.100", "google-cloud-bigquery>=3.20"],
+        "gcp": [
+            BEAM,
+            "google-cloud-aiplatform[prediction]>=1.100",
+            "google-cloud-bigquery>=3.20",
+            "google-cloud-dataflow-client>=0.8",
+            "google-cloud-build>=3.20",
+        ],
+        "train": ["scikit-learn>=1.4", "joblib>=1.3"],
         "dev": [
             "pytest>=8",
             "pytest-timeout>=2.3",
