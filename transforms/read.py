@@ -42,9 +42,10 @@ from apache_beam.metrics import Metrics
 
 from transforms import errors
 from transforms import schema as schema_lib
+from transforms.bigquery import BigQuerySource
 from transforms.errors import ErrorRecord, row_payload
 
-Format = Literal["csv", "jsonl", "parquet", "avro", "tfrecord"]
+Format = Literal["csv", "jsonl", "parquet", "avro", "tfrecord", "bigquery"]
 
 # Bytes of whole lines parsed at once: big enough for Arrow's vectorised parser to shine,
 # small enough to keep a worker's memory bounded whatever the file size.
@@ -130,11 +131,16 @@ class Source:
     infer_schema: bool = False
     csv: CsvOptions = dataclasses.field(default_factory=CsvOptions)
     batch_size: int = 8192
+    bigquery: BigQuerySource | None = None
     split_bytes: int = 32 << 20
 
     def validate(self) -> None:
         """Checks the source; raises ValueError saying how to fix it."""
-        if self.schema is None and not self.infer_schema:
+        if (self.format == "bigquery") != (self.bigquery is not None):
+            raise ValueError("format: bigquery goes with a bigquery: section (table or query)")
+        if self.bigquery is not None:
+            self.bigquery.validate()
+        elif self.schema is None and not self.infer_schema:
             raise ValueError("schema is required unless infer_schema is true")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
