@@ -18,6 +18,7 @@ from typing import Any, Literal
 import pyarrow as pa
 import yaml
 
+from transforms.bigquery import BigQuerySink, parse_table
 from transforms.config import SpecError, from_mapping
 from transforms.read import Source
 from transforms.schema import parse_type, type_name
@@ -61,6 +62,8 @@ class Output:
         num_shards: Files per split and format; 0 lets the runner decide.
         columns: Dataset columns in order. Default: the outputs of the feature steps and the
             label when there are feature steps, else every column.
+        bigquery: Also write the dataset to BigQuery (see
+            :class:`transforms.bigquery.BigQuerySink`).
     """
 
     path: str = ""
@@ -69,6 +72,7 @@ class Output:
     )
     num_shards: int = 0
     columns: list[str] | None = None
+    bigquery: BigQuerySink | None = None
 
     def validate(self) -> None:
         if not self.formats:
@@ -86,12 +90,17 @@ class Errors:
     Attributes:
         path: Where error records go as JSON lines; default ``{output}/errors``.
         max_fraction: Fail the run when more than this fraction of rows read is rejected.
+        bigquery_table: Also append error records to this BigQuery table
+            (``project.dataset.table``; created if missing).
     """
 
     path: str | None = None
     max_fraction: float | None = None
+    bigquery_table: str | None = None
 
     def validate(self) -> None:
+        if self.bigquery_table is not None:
+            parse_table(self.bigquery_table)
         if self.max_fraction is not None and not 0 <= self.max_fraction <= 1:
             raise ValueError(f"errors.max_fraction must be within [0, 1], got {self.max_fraction}")
 
