@@ -551,15 +551,24 @@ def _csv_chunk(
         invalid += 1
         return "skip"
 
-    convert = pa_csv.ConvertOptions(
-        column_types={name: pa.string() for name in layout.names},
-        include_columns=list(target.names),
-        null_values=list(opts.null_values),
-        strings_can_be_null=True,
-        # A quoted empty field ("") is an empty string, not a null: writers quote it.
-        quoted_strings_can_be_null=False,
-        check_utf8=False,
-    )
+    def convert_options(typed: bool) -> pa_csv.ConvertOptions:
+        types = {name: pa.string() for name in layout.names}
+        if typed:
+            types.update({f.name: f.type for f in target if _csv_parses(f.type)})
+        return pa_csv.ConvertOptions(
+            column_types=types,
+            include_columns=list(target.names),
+            null_values=list(opts.null_values),
+            strings_can_be_null=True,
+            # A quoted empty field ("") is an empty string, not a null: writers quote it.
+            quoted_strings_can_be_null=False,
+            check_utf8=False,
+        )
+
+    # Fast path: Arrow's parser converts numbers itself (same parser as the string casts
+    # below). Any value it refuses sends the chunk down the string path, which finds and
+    # reports the bad values one by one.
+    convert = convert_options(typed=True)
 
     def parse(handler: Callable[[Any], str], threads: bool) -> pa.Table:
         return pa_csv.read_csv(
@@ -569,7 +578,12 @@ def _csv_chunk(
             convert_options=convert,
         )
 
-    table = parse(count_invalid, True)
+    try:
+        table = parse(count_invalid, True)
+    except pa.ArrowInvalid:
+        invalid = 0
+        convert = convert_options(typed=False)
+        table = parse(count_invalid, True)
     keep = np.ones(len(record_idx), dtype=bool)
     if invalid:
         # Record numbers are only known to the serial parser; reparse this chunk with it.
@@ -607,6 +621,9 @@ def _csv_chunk(
     problems: list[tuple[np.ndarray, str, pa.Array, pa.DataType]] = []
     for field in target:
         values = table.column(field.name).combine_chunks()
+        if values.type == field.type:
+            columns.append(values)
+            continue
         converted, bad = convert_strings(values, field.type)
         columns.append(converted)
         if bad is not None and bad.any():
@@ -636,6 +653,11 @@ def _csv_chunk(
         table_out = table_out.filter(pa.array(~any_bad))
     found.sort(key=_line_of)
     return table_out, found
+
+
+def _csv_parses(tp: pa.DataType) -> bool:
+    """Types Arrow's CSV parser converts exactly as :func:`convert_strings` would."""
+    return pa.types.is_integer(tp) or pa.types.is_floating(tp)
 
 
 def _line_of(record: ErrorRecord) -> int:
