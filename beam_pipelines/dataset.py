@@ -29,6 +29,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import TestOptions
 
 from beam_pipelines.spec import JobSpec, check_columns, schema_mapping
+from transforms import bigquery as bq_lib
 from transforms import split as splitting
 from transforms.apply import COUNTS, ERRORS, ApplySteps, BundleCounter
 from transforms.artifact import Artifact, content_hash, read_artifact, versions, write_artifact
@@ -36,6 +37,7 @@ from transforms.dedupe import DeduplicateBatches
 from transforms.engine import DROPPED, READ, REJECTED, WRITTEN, apply_steps, segments
 from transforms.errors import ErrorRecord
 from transforms.fit import AnalyzeBatches, FitSteps
+from transforms.gcs import check_buckets
 from transforms.manifest import (
     CountsMismatchError,
     check_balance,
@@ -46,7 +48,7 @@ from transforms.manifest import (
     write_text,
 )
 from transforms.read import ReadRecords, expand_paths, resolve_schema
-from transforms.schema import HIDDEN_PREFIX
+from transforms.schema import HIDDEN_PREFIX, parse_type
 from transforms.stats import DatasetStats
 from transforms.steps import Step
 from transforms.write import WriteBatches
@@ -116,12 +118,20 @@ def plan(
     root = output or spec.output.path
     if not root:
         raise ValueError("no output path: give --output or output.path in the spec")
-    patterns = list(inputs) if inputs else _as_list(spec.source.path)
-    if not patterns:
-        raise ValueError("no input: give --input or source.path in the spec")
-    source = dataclasses.replace(spec.source, path=patterns)
-    files = expand_paths(patterns)
-    input_schema = resolve_schema(source, files)
+    errors_path = spec.errors.path or FileSystems.join(root, "errors")
+    if spec.source.format == "bigquery":
+        patterns, files, source = [], [], spec.source
+        check_buckets([root, errors_path, artifact_dir or spec.transform.artifact or ""])
+        input_schema = _bigquery_schema(source)
+    else:
+        patterns = list(inputs) if inputs else _as_list(spec.source.path)
+        if not patterns:
+            raise ValueError("no input: give --input or source.path in the spec")
+        # A malformed gs:// path or a missing bucket fails here, before any work.
+        check_buckets([*patterns, root, errors_path, artifact_dir or spec.transform.artifact or ""])
+        source = dataclasses.replace(spec.source, path=patterns)
+        files = expand_paths(patterns)
+        input_schema = resolve_schema(source, files)
     check_columns(spec, input_schema.names)
     artifact_dir = artifact_dir or spec.transform.artifact
     if artifact_dir and spec.transform.preprocessing_fn is not None:
@@ -146,7 +156,8 @@ def plan(
     else:
         out_cols = spec.output_columns(columns)
         out_schema = _output_schema(steps, fitted, input_schema, out_cols)
-    errors = spec.errors.path or FileSystems.join(root, "errors")
+    errors = errors_path
+    _prepare_bigquery(spec, out_schema)
     return Plan(
         spec=dataclasses.replace(spec, source=source),
         layout=Layout(root=root, errors=errors),
@@ -194,6 +205,71 @@ def _fn_output_columns(spec: JobSpec, outputs: pa.Schema) -> list[str]:
             f"{', '.join(outputs.names)}"
         )
     return list(columns)
+
+
+def _bigquery_schema(source: Any) -> pa.Schema:
+    # The table's schema; a declared schema overrides types column by column.
+    schema = bq_lib.source_schema(source.bigquery)
+    declared = source.schema or {}
+    return pa.schema(
+        [
+            pa.field(f.name, parse_type(declared[f.name])) if f.name in declared else f
+            for f in schema
+        ]
+    )
+
+
+def _prepare_bigquery(spec: JobSpec, schema: pa.Schema) -> None:
+    """Checks (and creates or truncates) the BigQuery sink and dead-letter tables."""
+    sink = spec.output.bigquery
+    if sink is not None:
+        table_schema = bq_lib.sink_schema(sink, schema)
+        refs = (
+            [sink.table_for(n) for n in spec.split.names]
+            if sink.per_split
+            else [bq_lib.parse_table(sink.table)]
+        )
+        for ref in refs:
+            bq_lib.prepare_table(bq_lib.make_client(ref.project), ref, sink, table_schema)
+    if spec.errors.bigquery_table:
+        ref = bq_lib.parse_table(spec.errors.bigquery_table)
+        errors_sink = bq_lib.BigQuerySink(table=str(ref))
+        bq_lib.prepare_table(
+            bq_lib.make_client(ref.project), ref, errors_sink, bq_lib.error_arrow_schema()
+        )
+
+
+def _read(p: beam.Pipeline, plan: Plan, label: str, log_files: bool = True) -> Any:
+    source = plan.spec.source
+    if source.bigquery is not None:
+        return p | label >> bq_lib.ReadFromBigQuery(
+            source=source.bigquery, schema=plan.input_schema, batch_size=source.batch_size
+        )
+    return p | label >> ReadRecords(
+        source=source, schema=plan.input_schema, pipeline=plan.spec.name, log_files=log_files
+    )
+
+
+def _write_bigquery(plan: Plan, parts: Any, streaming: bool = False) -> list[beam.PCollection]:
+    """Writes every split to its BigQuery table; returns the rejected rows' error records."""
+    sink = plan.spec.output.bigquery
+    if sink is None:
+        return []
+    out = []
+    schema = bq_lib.sink_schema(sink, plan.output_schema)
+    options = bq_lib.table_options(sink, schema)
+    for name in plan.spec.split.names:
+        written = parts[name] | f"BigQuery_{name}" >> bq_lib.WriteToBigQuery(
+            table=str(sink.table_for(name)) if sink.per_split else sink.table,
+            schema=schema,
+            method=sink.resolved_method(streaming),
+            pipeline=plan.spec.name,
+            step=f"bigquery_{name}",
+            extra_columns=None if sink.per_split else {sink.split_column: name},
+            table_options=options,
+        )
+        out.append(written.errors)
+    return out
 
 
 def _as_list(path: str | list[str]) -> list[str]:
@@ -418,6 +494,7 @@ class _WriteManifest(beam.DoFn):
                 "patterns": plan.input_patterns,
                 "files": plan.input_files,
                 "format": plan.spec.source.format,
+                **_bigquery_source(plan),
             },
             "input_schema": schema_mapping(plan.input_schema),
             "schema": schema_mapping(plan.output_schema),
@@ -439,6 +516,24 @@ class _WriteManifest(beam.DoFn):
         }
         write_text(plan.layout.manifest, dumps(manifest))
         yield manifest
+
+
+def _bigquery_source(plan: Plan) -> dict[str, Any]:
+    # The exact rows read: the SQL run and its date range (start inclusive, end exclusive).
+    bq = plan.spec.source.bigquery
+    if bq is None:
+        return {}
+    sql, params = bq_lib.source_query(bq)
+    return {
+        "bigquery": {
+            "table": bq.name if bq.table else None,
+            "query": bq.query,
+            "sql": sql,
+            "date_column": bq.date_column,
+            "start": params.get("start"),
+            "end": params.get("end"),
+        }
+    }
 
 
 def _artifact_for(plan: Plan, fitted: Mapping[str, Any]) -> Artifact:
@@ -463,9 +558,7 @@ def _read_for_fit(p: beam.Pipeline, plan: Plan) -> beam.PCollection:
     # a PCollection consumed both by the fit and by a step waiting on the fit's result is
     # held whole in memory by the runner; two streaming reads keep memory bounded by the
     # batch size. Read errors are recorded by the apply pass's read only.
-    read = p | "ReadForFit" >> ReadRecords(
-        source=plan.spec.source, schema=plan.input_schema, pipeline=plan.spec.name, log_files=False
-    )
+    read = _read(p, plan, "ReadForFit", log_files=False)
     if plan.spec.transform.fit_on == "all":
         return read.batches
     tagged = read.batches | "SplitForFit" >> beam.ParDo(
@@ -487,7 +580,7 @@ def build(p: beam.Pipeline, plan: Plan) -> beam.PCollection:
     """
     spec = plan.spec
     name = spec.name
-    read = p | "Read" >> ReadRecords(source=spec.source, schema=plan.input_schema, pipeline=name)
+    read = _read(p, plan, "Read")
     errors = [read.errors]
     counts = [
         read.batches | "CountRead" >> beam.Map(_count_read),
@@ -565,8 +658,25 @@ def build(p: beam.Pipeline, plan: Plan) -> beam.PCollection:
         | "Stats" >> beam.Map(_finish_stats, plan.output_schema, names, *per_split)
     )
     all_errors = errors | "AllErrors" >> beam.Flatten()
+    # Rows BigQuery rejects were written to the files already: they go to the dead-letter
+    # output but are not counted as rejected by the dataset's steps.
+    dead_letters = [all_errors, *_write_bigquery(plan, parts)] | "DeadLetters" >> beam.Flatten()
+    if spec.errors.bigquery_table:
+        _ = (
+            dead_letters
+            | "BatchErrors" >> beam.BatchElements(min_batch_size=1, max_batch_size=500)
+            | "ErrorBatches" >> beam.Map(bq_lib.errors_to_batch)
+            | "ErrorsToBigQuery"
+            >> bq_lib.WriteToBigQuery(
+                table=spec.errors.bigquery_table,
+                schema=bq_lib.error_arrow_schema(),
+                method="STREAMING_INSERTS",
+                pipeline=name,
+                step="dead_letter",
+            )
+        )
     error_files = (
-        all_errors
+        dead_letters
         | "ErrorJson" >> beam.Map(lambda e: e.to_json())
         | "WriteErrors"
         >> beam.io.WriteToText(
