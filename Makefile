@@ -11,7 +11,7 @@ export GCE_METADATA_HOST := 127.0.0.1:1
 export GCE_METADATA_IP := 127.0.0.1:1
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: demo test lint typecheck unit venv clean
+.PHONY: demo test lint typecheck unit venv emulators clean
 
 $(STAMP): setup.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -38,7 +38,12 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-test: lint typecheck
+# The BigQuery emulator's own venv (its pins conflict with the project's): created on the
+# first run, reused after; the script also relinks its DuckDB extensions into $$HOME.
+emulators: $(STAMP)
+	PYTHON=$(PYTHON) tools/bqemulator-venv.sh $(VENV)/bqemulator
+
+test: lint typecheck emulators
 	$(BIN)/python -m pytest -q
 
 unit: $(STAMP)
