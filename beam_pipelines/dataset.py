@@ -37,7 +37,7 @@ from transforms.dedupe import DeduplicateBatches
 from transforms.engine import DROPPED, READ, REJECTED, WRITTEN, apply_steps, segments
 from transforms.errors import ErrorRecord
 from transforms.fit import AnalyzeBatches, FitSteps
-from transforms.gcs import check_buckets
+from transforms.gcs import check_buckets, check_gcs_paths
 from transforms.manifest import (
     CountsMismatchError,
     check_balance,
@@ -121,14 +121,18 @@ def plan(
     errors_path = spec.errors.path or FileSystems.join(root, "errors")
     if spec.source.format == "bigquery":
         patterns, files, source = [], [], spec.source
-        check_buckets([root, errors_path, artifact_dir or spec.transform.artifact or ""])
+        check_gcs_paths([root, errors_path, artifact_dir or spec.transform.artifact or ""])
         input_schema = _bigquery_schema(source)
     else:
         patterns = list(inputs) if inputs else _as_list(spec.source.path)
         if not patterns:
             raise ValueError("no input: give --input or source.path in the spec")
-        # A malformed gs:// path or a missing bucket fails here, before any work.
-        check_buckets([*patterns, root, errors_path, artifact_dir or spec.transform.artifact or ""])
+        # A malformed gs:// path fails here, before any work (offline: no bucket lookups).
+        check_gcs_paths(
+            [*patterns, root, errors_path, artifact_dir or spec.transform.artifact or ""]
+        )
+        # Inputs are listed now anyway: a missing bucket is named instead of a failed match.
+        check_buckets(patterns)
         source = dataclasses.replace(spec.source, path=patterns)
         files = expand_paths(patterns)
         input_schema = resolve_schema(source, files)
@@ -660,7 +664,10 @@ def build(p: beam.Pipeline, plan: Plan) -> beam.PCollection:
     all_errors = errors | "AllErrors" >> beam.Flatten()
     # Rows BigQuery rejects were written to the files already: they go to the dead-letter
     # output but are not counted as rejected by the dataset's steps.
-    dead_letters = [all_errors, *_write_bigquery(plan, parts)] | "DeadLetters" >> beam.Flatten()
+    sink_errors = _write_bigquery(plan, parts)
+    dead_letters = (
+        [all_errors, *sink_errors] | "DeadLetters" >> beam.Flatten() if sink_errors else all_errors
+    )
     if spec.errors.bigquery_table:
         _ = (
             dead_letters
@@ -782,6 +789,11 @@ def run_job(
 
     start = time.monotonic()
     the_plan = plan(spec, output=output, inputs=inputs, artifact_dir=artifact_dir)
+    # Missing buckets fail before the pipeline is built (a dry run never looks them up).
+    check_buckets(
+        [*the_plan.input_patterns, the_plan.layout.root, the_plan.layout.errors]
+        + ([the_plan.artifact_dir] if the_plan.artifact_dir else [])
+    )
     options = make_options(beam_args)
     p = make_pipeline(options)
     build(p, the_plan)

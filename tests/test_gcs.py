@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from beam_pipelines.dataset import plan, run_job
+from beam_pipelines.dataset import run_job
 from beam_pipelines.spec import load_spec
 from tests.conftest import REPO, TAXI_SAMPLE
 from transforms.gcs import split_gcs_path
@@ -111,7 +111,7 @@ def test_taxi_from_a_bucket_to_a_bucket_equals_the_local_run(
         ("bad", "not a valid bucket name"),
     ],
 )
-def test_a_missing_bucket_or_malformed_path_fails_at_plan_time(
+def test_a_missing_bucket_or_malformed_path_fails_before_the_run(
     gcs_emulator: Any, tmp_path: pathlib.Path, where: str, message: str
 ) -> None:
     spec = load_spec(SPEC)
@@ -124,4 +124,5 @@ def test_a_missing_bucket_or_malformed_path_fails_at_plan_time(
     else:
         output = "gs://UPPER_case/out"
     with pytest.raises(ValueError, match=message):
-        plan(spec, inputs=inputs, output=output)
+        run_job(spec, inputs=inputs, output=output)
+    assert not (tmp_path / "out").exists()

@@ -36,6 +36,17 @@ def split_gcs_path(path: str) -> tuple[str, str]:
     return bucket, name
 
 
+def check_gcs_paths(paths: Iterable[str]) -> None:
+    """Checks that every gs:// path is well formed (no network); local paths pass.
+
+    Raises:
+        ValueError: naming the malformed path.
+    """
+    for path in paths:
+        if path and path.startswith("gs://"):
+            split_gcs_path(path)
+
+
 def check_buckets(paths: Iterable[str]) -> None:
     """Checks that every gs:// path is well formed and its bucket exists; local paths pass.
 
