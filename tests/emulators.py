@@ -60,7 +60,9 @@ def _wait_http(url: str, proc: subprocess.Popen, what: str, log: pathlib.Path) -
             if getattr(exc, "code", None) is not None:
                 return  # Any HTTP answer means the server is up.
             if time.monotonic() > deadline:
-                raise RuntimeError(f"{what} did not answer {url} within {START_SECONDS} s") from None
+                raise RuntimeError(
+                    f"{what} did not answer {url} within {START_SECONDS} s"
+                ) from None
             time.sleep(0.05)
 
 
