@@ -132,3 +132,13 @@ def test_hash_split_is_a_pure_function_of_each_row(values: list, fraction: float
     singles = [assign(batch.slice(i, 1), split)[0][0] for i in range(len(values))]
     assert whole.tolist() == singles
     assert set(whole.tolist()) <= {0, 1}
+
+
+def test_dates_timestamps_and_bools_hash_by_value() -> None:
+    dates = pa.array([1, 2, 1, None], pa.date32())
+    h = column_hash(dates)
+    assert h[0] == h[2] and h[0] != h[1] and h[3] != h[0]
+    ts = column_hash(pa.array([5, 5, 6], pa.timestamp("us", tz="UTC")))
+    assert ts[0] == ts[1] != ts[2]
+    flags = column_hash(pa.array([True, False, True]))
+    assert flags[0] == flags[2] != flags[1]

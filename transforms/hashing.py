@@ -55,7 +55,9 @@ def column_hash(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
     elif pa.types.is_dictionary(tp):
         return column_hash(column.cast(tp.value_type))
     else:
-        if pa.types.is_timestamp(tp) or pa.types.is_date(tp) or pa.types.is_boolean(tp):
+        if pa.types.is_date32(tp):
+            column = column.cast(pa.int32())  # days; Arrow has no date32 -> int64 cast
+        elif pa.types.is_timestamp(tp) or pa.types.is_date(tp) or pa.types.is_boolean(tp):
             column = column.cast(pa.int64())
         ints = column.cast(pa.int64()).fill_null(0).to_numpy(zero_copy_only=False)
         out = splitmix64(ints.view(np.uint64))
