@@ -32,6 +32,7 @@ import collections
 import dataclasses
 import datetime as dt
 import json
+import zlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, Literal
 
@@ -370,17 +371,21 @@ MISSED_WINDOWS = "missed_windows"
 
 
 class _SplitByKeyDoFn(beam.DoFn):
-    def __init__(self, keys: Sequence[str], columns: Sequence[str]) -> None:
+    def __init__(self, keys: Sequence[str], columns: Sequence[str], shards: int) -> None:
         self._keys = list(keys)
         self._columns = list(columns)
+        self._shards = shards
 
-    def process(self, batch: pa.RecordBatch) -> Iterator[tuple[str, pa.RecordBatch]]:
+    def process(self, batch: pa.RecordBatch) -> Iterator[tuple[int, list[tuple[str, Any]]]]:
         # Only the columns the aggregation reads travel to the keyed state (plus the source
         # columns, for error records).
         keep = [c for c in batch.schema.names if c in self._columns or c.startswith("__")]
+        by_shard: dict[int, list[tuple[str, pa.RecordBatch]]] = {}
         for key, part in split_by_key(batch.select(keep), self._keys):
             # A JSON string is a key with a deterministic coder (tuples of any are not).
-            yield json.dumps(list(key), default=str), part
+            text = json.dumps(list(key), default=str)
+            by_shard.setdefault(zlib.crc32(text.encode()) % self._shards, []).append((text, part))
+        yield from by_shard.items()
 
 
 _WINDOWS = ReadModifyWriteStateSpec("windows", PickleCoder())
@@ -421,13 +426,13 @@ class _WindowedAggregateDoFn(beam.DoFn):
             event_time=None if times[i] == NO_TIME else _iso(int(times[i])),
         )
 
-    def _set_tick(self, timer: Any, windows: Mapping[int, _WindowState]) -> None:
+    def _set_tick(self, timer: Any, windows: Mapping[tuple[str, int], _WindowState]) -> None:
         # One timer per key: the next window end (on-time pane) or expiry (end + allowed
         # lateness). A key without open windows sets none, so nothing loops on idle keys.
         size, lateness = self._agg.window.size_us, self._agg.lateness_us
         events = [
             start + size + lateness + 1 if state.emitted else start + size
-            for start, state in windows.items()
+            for (_, start), state in windows.items()
         ]
         if events and Timestamp(micros=min(events)) < MAX_TIMESTAMP:
             timer.set(Timestamp(micros=min(events)))
@@ -439,10 +444,24 @@ class _WindowedAggregateDoFn(beam.DoFn):
         watermark_state: Any = _WATERMARK_PARAM,
         tick: Any = _TICK_PARAM,
     ) -> Iterator[Any]:
-        key, batch = element
-        windows: dict[int, _WindowState] = windows_state.read() or {}
+        # State is kept per shard of keys, not per key: the local runner's state cache
+        # measures every value it stores, which costs far more than the values themselves.
+        _, parts = element
+        windows: dict[tuple[str, int], _WindowState] = windows_state.read() or {}
         known = watermark_state.read()
         watermark: int = NO_TIME if known is None else known
+        for key, batch in parts:
+            yield from self._add(key, batch, windows, watermark)
+        windows_state.write(windows)
+        self._set_tick(tick, windows)
+
+    def _add(
+        self,
+        key: str,
+        batch: pa.RecordBatch,
+        windows: dict[tuple[str, int], _WindowState],
+        watermark: int,
+    ) -> Iterator[Any]:
         decision = assign_rows(batch, self._agg, watermark)
         for i in decision.no_time_rows:
             yield beam.pvalue.TaggedOutput(
@@ -464,12 +483,10 @@ class _WindowedAggregateDoFn(beam.DoFn):
         counts[(MISSED_WINDOWS, self._agg.step, "")] += decision.missed
         yield beam.pvalue.TaggedOutput(COUNTS, +counts)
         for start, acc in decision.updates.items():
-            state = windows.setdefault(start, _WindowState(Accumulator()))
+            state = windows.setdefault((key, start), _WindowState(Accumulator()))
             state.acc.merge(acc)
             if state.emitted:
                 yield self._row(key, start, state, LATE_PANE)
-        windows_state.write(windows)
-        self._set_tick(tick, windows)
 
     def _why(self, batch: pa.RecordBatch, i: int, watermark: int) -> str:
         times = event_times_us(batch.column(self._agg.time_column))
@@ -483,7 +500,6 @@ class _WindowedAggregateDoFn(beam.DoFn):
     def on_tick(
         self,
         fired: Any = beam.DoFn.TimestampParam,
-        key: Any = beam.DoFn.KeyParam,
         windows_state: Any = _WINDOWS_PARAM,
         watermark_state: Any = _WATERMARK_PARAM,
         tick: Any = _TICK_PARAM,
@@ -491,16 +507,16 @@ class _WindowedAggregateDoFn(beam.DoFn):
         known = watermark_state.read()
         watermark = fired.micros if known is None else max(known, fired.micros)
         watermark_state.write(watermark)
-        windows: dict[int, _WindowState] = windows_state.read() or {}
+        windows: dict[tuple[str, int], _WindowState] = windows_state.read() or {}
         size, lateness = self._agg.window.size_us, self._agg.lateness_us
-        for start in sorted(windows):
-            state = windows[start]
+        for key, start in sorted(windows, key=lambda ks: (ks[1], ks[0])):
+            state = windows[(key, start)]
             end = start + size
             if not state.emitted and end <= watermark:
                 state.emitted = True
                 yield self._row(key, start, state, ON_TIME)
             if watermark > end + lateness:
-                del windows[start]
+                del windows[(key, start)]
         windows_state.write(windows)
         self._set_tick(tick, windows)
 
@@ -524,8 +540,11 @@ class AggregateWindows(beam.PTransform):
     ``beamforge/late_window_assignments``.
     """
 
-    def __init__(self, *, aggregation: Aggregation, pipeline: str) -> None:
+    def __init__(self, *, aggregation: Aggregation, pipeline: str, shards: int = 16) -> None:
         super().__init__()
+        if shards < 1:
+            raise ValueError(f"shards must be >= 1, got {shards}")
+        self._shards = shards
         if not isinstance(aggregation, Aggregation):
             raise TypeError(f"aggregation must be an Aggregation, got {type(aggregation)}")
         aggregation.validate()
@@ -536,8 +555,9 @@ class AggregateWindows(beam.PTransform):
         agg = self._agg
         return (
             batches
-            | "SplitByKey" >> beam.ParDo(_SplitByKeyDoFn(agg.keys, agg.input_columns()))
-            | "KeyType" >> beam.Map(lambda kv: kv).with_output_types(tuple[str, Any])
+            | "SplitByKey"
+            >> beam.ParDo(_SplitByKeyDoFn(agg.keys, agg.input_columns(), self._shards))
+            | "KeyType" >> beam.Map(lambda kv: kv).with_output_types(tuple[int, Any])
             | "Aggregate"
             >> beam.ParDo(_WindowedAggregateDoFn(agg, self._pipeline)).with_outputs(
                 ERRORS, COUNTS, main="rows"
