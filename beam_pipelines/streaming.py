@@ -1,0 +1,441 @@
+"""The streaming pipeline: arriving files or Pub/Sub -> clean + features -> sinks.
+
+``build(p, plan)`` wires it for a validated :class:`StreamingSpec` (the spec's
+``streaming:`` section); ``run_streaming(spec, ...)`` runs it. The artifact fitted by a
+batch run is applied by the same engine (:func:`transforms.engine.apply_steps`), reloaded
+when a newer one is published; windowed aggregates are computed per key
+(:mod:`transforms.windows`), with rows too late for their windows sent to the errors.
+
+Output layout under ``streaming.output.path`` (local or gs://)::
+
+    rows/part-*.{jsonl,parquet}          transformed rows (artifact output columns)
+    aggregates/{name}/part-*.jsonl       one line per key, window and pane
+    errors/part-*.jsonl                  every rejected, undecodable or late row
+    summary.json                         counts, written when a bounded local run ends
+
+Local runs: the file source runs on the pinned local runner (FnApiRunner) and ends after
+``max_files`` files or at its deadline; Pub/Sub runs on the streaming local runner and is
+cancelled at ``deadline_seconds``. On Dataflow the job keeps running.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
+
+import apache_beam as beam
+import pyarrow as pa
+import pyarrow.parquet as pq
+from apache_beam.io.filesystems import FileSystems
+
+from beam_pipelines.spec import JobSpec
+from transforms.artifact import read_artifact
+from transforms.config import SpecError, from_mapping
+from transforms.errors import ErrorRecord
+from transforms.read import resolve_schema
+from transforms.schema import arrow_schema
+from transforms.side_artifact import ApplyLatestArtifact
+from transforms.stream_sources import (
+    DecodeMessages,
+    Decoding,
+    ReadArrivingFiles,
+    message_from_pubsub,
+)
+from transforms.windows import AggregateWindows, Aggregation
+from transforms.write import conform, encode_jsonl
+
+
+@dataclasses.dataclass
+class FilesSource:
+    """``streaming.files``: a folder watched for new files (read with ``source``'s format).
+
+    Attributes:
+        path: Glob of the files, local or gs:// (e.g. ``incoming/*.csv``).
+        poll_seconds: Time between two listings.
+        max_files: Stop after this many files (bounded runs).
+        deadline_seconds: Stop polling this long after the start (bounded runs).
+        event_time_field: Column holding the event time; else the time a file was found.
+    """
+
+    path: str
+    poll_seconds: float = 1.0
+    max_files: int | None = None
+    deadline_seconds: float | None = None
+    event_time_field: str | None = None
+
+
+@dataclasses.dataclass
+class PubsubSource(Decoding):
+    """``streaming.pubsub``: a subscription (or a topic) and how messages decode.
+
+    Attributes:
+        subscription: ``projects/P/subscriptions/S``.
+        topic: ``projects/P/topics/T`` (a subscription is created by the runner).
+        batch_size: Messages per decoded batch at most.
+        max_latency_seconds: Longest time a message waits for its batch.
+        deadline_seconds: Local runs: cancel the job this long after the start.
+    """
+
+    subscription: str | None = None
+    topic: str | None = None
+    batch_size: int = 500
+    max_latency_seconds: float = 1.0
+    deadline_seconds: float | None = None
+
+    def validate(self) -> None:
+        super().validate()
+        if bool(self.subscription) == bool(self.topic):
+            raise ValueError("give exactly one of streaming.pubsub.subscription and topic")
+
+
+@dataclasses.dataclass
+class StreamOutput:
+    """``streaming.output``.
+
+    Attributes:
+        path: Root of the rows, aggregates and errors files (local or gs://).
+        format: Format of the row files.
+        topic: Also publish each transformed row as a JSON message to this topic.
+        errors_topic: Also publish each error record to this topic.
+    """
+
+    path: str
+    format: Literal["jsonl", "parquet"] = "jsonl"
+    topic: str | None = None
+    errors_topic: str | None = None
+
+
+@dataclasses.dataclass
+class StreamingSpec:
+    """The ``streaming:`` section of a job spec."""
+
+    source: Literal["files", "pubsub"]
+    artifact: str
+    output: StreamOutput
+    files: FilesSource | None = None
+    pubsub: PubsubSource | None = None
+    artifact_refresh_seconds: float = 30.0
+    aggregations: list[Aggregation] = dataclasses.field(default_factory=list)
+
+    def validate(self) -> None:
+        if getattr(self, self.source) is None:
+            raise ValueError(f"source: {self.source} needs a streaming.{self.source} section")
+        names = [a.name for a in self.aggregations]
+        if len(set(names)) != len(names):
+            raise ValueError(f"aggregation names must be distinct: {names}")
+
+
+def streaming_spec(spec: JobSpec) -> StreamingSpec:
+    """Validates the spec's ``streaming:`` section.
+
+    Raises:
+        SpecError: if it is missing or invalid (naming the YAML path).
+    """
+    raw = getattr(spec, "streaming", None)
+    if raw is None:
+        raw = spec.raw.get("streaming") if isinstance(spec.raw, Mapping) else None
+    if raw is None:
+        raise SpecError(
+            "streaming", "a streaming run needs a 'streaming:' section", source=spec.origin
+        )
+    try:
+        return from_mapping(StreamingSpec, raw, "streaming")
+    except SpecError as exc:
+        raise SpecError(exc.path, exc.problem, source=spec.origin) from None
+
+
+@dataclasses.dataclass
+class StreamPlan:
+    """Everything decided before a streaming job starts."""
+
+    spec: JobSpec
+    stream: StreamingSpec
+    input_schema: pa.Schema
+    output_columns: list[str]
+    output_schema: pa.Schema
+    started: float
+
+
+def plan(
+    spec: JobSpec, *, artifact_dir: str | None = None, output: str | None = None
+) -> StreamPlan:
+    """Reads the artifact and checks the aggregations against its columns."""
+    stream = streaming_spec(spec)
+    if artifact_dir:
+        stream = dataclasses.replace(stream, artifact=artifact_dir)
+    if output:
+        stream = dataclasses.replace(stream, output=dataclasses.replace(stream.output, path=output))
+    artifact = read_artifact(stream.artifact)
+    input_schema = arrow_schema(artifact.input_schema)
+    if spec.source.schema is not None:
+        input_schema = resolve_schema(spec.source, [])
+    available = [*input_schema.names, *artifact.output_columns]
+    for i, agg in enumerate(stream.aggregations):
+        for col in agg.input_columns():
+            if not col.startswith("__") and col not in available:
+                raise SpecError(
+                    f"streaming.aggregations[{i}]",
+                    f"unknown column {col!r}; available columns are {', '.join(available)}",
+                    source=spec.origin,
+                )
+    out_schema = arrow_schema(artifact.output_schema)
+    return StreamPlan(
+        spec=spec,
+        stream=stream,
+        input_schema=input_schema,
+        output_columns=list(artifact.output_columns),
+        output_schema=pa.schema([out_schema.field(c) for c in artifact.output_columns]),
+        started=time.time(),
+    )
+
+
+class _WriteBundleFiles(beam.DoFn):
+    """Writes the elements of each bundle to one new file (windowed output on any runner).
+
+    File names carry a hash of the content, so a retried bundle rewrites the same file.
+    """
+
+    def __init__(self, prefix: str, encode: Any, suffix: str) -> None:
+        self._prefix = prefix
+        self._encode = encode
+        self._suffix = suffix
+        self._items: list[Any] = []
+
+    def start_bundle(self) -> None:
+        self._items = []
+
+    def process(self, item: Any) -> None:
+        self._items.append(item)
+
+    def finish_bundle(self) -> None:
+        if not self._items:
+            return
+        data: bytes = self._encode(self._items)
+        digest = hashlib.sha256(data).hexdigest()[:16]
+        path = f"{self._prefix}-{digest}{self._suffix}"
+        with FileSystems.create(path) as f:
+            f.write(data)
+        self._items = []
+
+
+def _jsonl_rows(rows: Sequence[Mapping[str, Any]]) -> bytes:
+    return "".join(json.dumps(r, default=str, sort_keys=True) + "\n" for r in rows).encode()
+
+
+def _jsonl_errors(records: Sequence[ErrorRecord]) -> bytes:
+    return "".join(e.to_json() + "\n" for e in records).encode()
+
+
+def _batches_encoder(schema: pa.Schema, fmt: str) -> Any:
+    def encode(batches: Sequence[pa.RecordBatch]) -> bytes:
+        conformed = [conform(b, schema) for b in batches]
+        if fmt == "jsonl":
+            return b"".join(encode_jsonl(b) for b in conformed)
+        sink = pa.BufferOutputStream()
+        pq.write_table(pa.Table.from_batches(conformed, schema=schema), sink)
+        return bytes(sink.getvalue().to_pybytes())
+
+    return encode
+
+
+def _read_source(p: beam.Pipeline, plan: StreamPlan) -> tuple[beam.PCollection, beam.PCollection]:
+    stream, spec = plan.stream, plan.spec
+    if stream.source == "files":
+        files = stream.files
+        assert files is not None
+        deadline = None
+        if files.deadline_seconds is not None:
+            deadline = plan.started + files.deadline_seconds
+        read = p | "ReadArrivingFiles" >> ReadArrivingFiles(
+            source=spec.source,
+            schema=plan.input_schema,
+            pipeline=spec.name,
+            pattern=files.path,
+            poll_seconds=files.poll_seconds,
+            max_files=files.max_files,
+            deadline=deadline,
+            event_time_field=files.event_time_field,
+        )
+        return read.batches, read.errors
+    sub = stream.pubsub
+    assert sub is not None
+    messages = (
+        p
+        | "ReadPubSub"
+        >> beam.io.ReadFromPubSub(
+            subscription=sub.subscription, topic=sub.topic, with_attributes=True
+        )
+        | "ToMessage" >> beam.Map(message_from_pubsub)
+    )
+    decoded = messages | "Decode" >> DecodeMessages(
+        decoding=sub,
+        schema=plan.input_schema,
+        pipeline=spec.name,
+        batch_size=sub.batch_size,
+        max_latency_seconds=sub.max_latency_seconds,
+    )
+    return decoded.batches, decoded.errors
+
+
+def build(p: beam.Pipeline, plan: StreamPlan) -> dict[str, beam.PCollection]:
+    """Wires the streaming pipeline onto ``p``; returns the rows, aggregates and errors."""
+    stream, name = plan.stream, plan.spec.name
+    root = stream.output.path
+    batches, read_errors = _read_source(p, plan)
+    applied = batches | "Apply" >> ApplyLatestArtifact(
+        directory=stream.artifact, pipeline=name, refresh_seconds=stream.artifact_refresh_seconds
+    )
+    errors = [read_errors, applied.errors]
+    suffix = ".jsonl" if stream.output.format == "jsonl" else ".parquet"
+    applied.batches | "WriteRows" >> beam.ParDo(
+        _WriteBundleFiles(
+            FileSystems.join(root, "rows", "part"),
+            _batches_encoder(plan.output_schema, stream.output.format),
+            suffix,
+        )
+    )
+    if stream.output.topic:
+        (
+            applied.batches
+            | "RowsJson"
+            >> beam.FlatMap(
+                lambda b, s=plan.output_schema: encode_jsonl(conform(b, s)).splitlines()
+            )
+            | "PublishRows" >> beam.io.WriteToPubSub(stream.output.topic)
+        )
+    aggregates = {}
+    for agg in stream.aggregations:
+        out = applied.batches | f"Aggregate_{agg.name}" >> AggregateWindows(
+            aggregation=agg, pipeline=name
+        )
+        out.rows | f"WriteAggregates_{agg.name}" >> beam.ParDo(
+            _WriteBundleFiles(
+                FileSystems.join(root, "aggregates", agg.name, "part"), _jsonl_rows, ".jsonl"
+            )
+        )
+        errors.append(out.errors)
+        aggregates[agg.name] = out.rows
+    all_errors = errors | "AllErrors" >> beam.Flatten()
+    all_errors | "WriteErrors" >> beam.ParDo(
+        _WriteBundleFiles(FileSystems.join(root, "errors", "part"), _jsonl_errors, ".jsonl")
+    )
+    if stream.output.errors_topic:
+        (
+            all_errors
+            | "ErrorsJson" >> beam.Map(lambda e: e.to_json().encode("utf-8"))
+            | "PublishErrors" >> beam.io.WriteToPubSub(stream.output.errors_topic)
+        )
+    return {"rows": applied.batches, "errors": all_errors, **aggregates}
+
+
+def _lines(pattern: str) -> list[str]:
+    (result,) = FileSystems.match([pattern])
+    out: list[str] = []
+    for m in sorted(result.metadata_list, key=lambda m: m.path):
+        with FileSystems.open(m.path) as f:
+            out += [line for line in f.read().decode("utf-8").splitlines() if line]
+    return out
+
+
+def summarize(root: str, fmt: str = "jsonl") -> dict[str, Any]:
+    """Counts what a run wrote: rows, errors by step and reason, aggregate rows per table."""
+    if fmt == "jsonl":
+        rows = len(_lines(FileSystems.join(root, "rows", "*.jsonl")))
+    else:
+        (result,) = FileSystems.match([FileSystems.join(root, "rows", "*.parquet")])
+        rows = 0
+        for m in result.metadata_list:
+            with FileSystems.open(m.path) as f:
+                rows += pq.read_metadata(f).num_rows
+    by_reason: dict[str, dict[str, int]] = {}
+    for line in _lines(FileSystems.join(root, "errors", "*.jsonl")):
+        e = json.loads(line)
+        by_reason.setdefault(e["step"], {}).setdefault(e["reason"], 0)
+        by_reason[e["step"]][e["reason"]] += 1
+    tables: dict[str, int] = {}
+    (result,) = FileSystems.match([FileSystems.join(root, "aggregates", "*", "*.jsonl")])
+    for m in result.metadata_list:
+        table = m.path.rstrip("/").split("/")[-2]
+        with FileSystems.open(m.path) as f:
+            tables[table] = tables.get(table, 0) + len(f.read().splitlines())
+    rejected = sum(
+        n for step, r in by_reason.items() if not step.startswith("window:") for n in r.values()
+    )
+    return {
+        "rows_written": rows,
+        "rows_rejected": rejected,
+        "errors": by_reason,
+        "aggregate_rows": tables,
+    }
+
+
+def run_streaming(
+    spec: JobSpec,
+    *,
+    artifact_dir: str | None = None,
+    output: str | None = None,
+    beam_args: Sequence[str] = (),
+) -> dict[str, Any]:
+    """Plans, builds and runs a streaming job; on the local runner waits until it is bounded.
+
+    Returns:
+        The summary of what was written (also written as ``summary.json``), or ``{}`` when
+        the job was submitted to a remote runner.
+    """
+    from beam_pipelines.runner import is_local, make_options, make_pipeline
+
+    the_plan = plan(spec, artifact_dir=artifact_dir, output=output)
+    pubsub = the_plan.stream.source == "pubsub"
+    options = make_options(beam_args, streaming=pubsub or not _is_local_args(beam_args))
+    p = make_pipeline(options)
+    build(p, the_plan)
+    result = p.run()
+    if not is_local(options):
+        return {}
+    if pubsub:
+        sub = the_plan.stream.pubsub
+        assert sub is not None
+        if sub.deadline_seconds is None:
+            result.wait_until_finish()
+        else:
+            remaining = the_plan.started + sub.deadline_seconds - time.time()
+            if remaining > 0:
+                time.sleep(remaining)  # the local runner has no bounded wait_until_finish
+            result.cancel()
+    else:
+        result.wait_until_finish()
+    summary = summarize(the_plan.stream.output.path, the_plan.stream.output.format)
+    summary["pipeline"] = spec.name
+    summary["run_id"] = uuid.uuid4().hex
+    with FileSystems.create(FileSystems.join(the_plan.stream.output.path, "summary.json")) as f:
+        f.write(json.dumps(summary, indent=2, sort_keys=True).encode())
+    return summary
+
+
+def _is_local_args(beam_args: Sequence[str]) -> bool:
+    return not any("DataflowRunner" in a for a in beam_args)
+
+
+def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """Entry point: ``python -m beam_pipelines.streaming SPEC [--artifact DIR] [--output DIR]``."""
+    import argparse
+
+    from beam_pipelines.spec import load_spec
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("spec")
+    parser.add_argument("--artifact")
+    parser.add_argument("--output")
+    args, beam_args = parser.parse_known_args(argv)
+    return run_streaming(
+        load_spec(args.spec), artifact_dir=args.artifact, output=args.output, beam_args=beam_args
+    )
+
+
+if __name__ == "__main__":
+    run()
