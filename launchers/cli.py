@@ -47,6 +47,11 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--output", help="output prefix (local or gs://); overrides output.path")
     run.add_argument("--artifact", help="apply this fitted artifact directory instead of fitting")
     run.add_argument("--quiet", action="store_true", help="print only the summary")
+    run.add_argument(
+        "--streaming",
+        action="store_true",
+        help="run the spec's streaming: section (arriving files or Pub/Sub) instead of a batch job",
+    )
     from launchers import cloud_commands
 
     cloud_commands.add_run_flags(run)
@@ -253,6 +258,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_OK
     if args.command == "template":
         return cloud_commands.template_build(args, spec)
+    if args.streaming:
+        return _run_streaming(args, spec, extra)
     if cloud_commands.wants_dataflow(args, extra):
         return cloud_commands.run_on_dataflow(args, spec, extra)
 
@@ -285,6 +292,23 @@ def main(argv: Sequence[str] | None = None) -> int:
             return EXIT_FAILED
         raise
     print(format_summary(result.manifest, result.seconds))
+    return EXIT_OK
+
+
+def _run_streaming(args: argparse.Namespace, spec: Any, extra: Sequence[str]) -> int:
+    import json
+
+    from beam_pipelines.streaming import run_streaming
+    from transforms.config import SpecError
+
+    try:
+        summary = run_streaming(
+            spec, artifact_dir=args.artifact, output=args.output, beam_args=extra
+        )
+    except (SpecError, FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    print(json.dumps(summary, indent=2, sort_keys=True) if summary else "streaming job submitted")
     return EXIT_OK
 
 
