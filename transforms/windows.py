@@ -394,6 +394,10 @@ _TICK = TimerSpec("tick", TimeDomain.WATERMARK)
 _WINDOWS_PARAM = beam.DoFn.StateParam(_WINDOWS)
 _WATERMARK_PARAM = beam.DoFn.StateParam(_WATERMARK)
 _TICK_PARAM = beam.DoFn.TimerParam(_TICK)
+# When the timer was set for: the portable local runner passes another time as the firing's
+# timestamp, so the firing time is also kept in state.
+_NEXT = ReadModifyWriteStateSpec("next", PickleCoder())
+_NEXT_PARAM = beam.DoFn.StateParam(_NEXT)
 
 
 class _WindowedAggregateDoFn(beam.DoFn):
@@ -426,7 +430,9 @@ class _WindowedAggregateDoFn(beam.DoFn):
             event_time=None if times[i] == NO_TIME else _iso(int(times[i])),
         )
 
-    def _set_tick(self, timer: Any, windows: Mapping[tuple[str, int], _WindowState]) -> None:
+    def _set_tick(
+        self, timer: Any, next_state: Any, windows: Mapping[tuple[str, int], _WindowState]
+    ) -> None:
         # One timer per key: the next window end (on-time pane) or expiry (end + allowed
         # lateness). A key without open windows sets none, so nothing loops on idle keys.
         size, lateness = self._agg.window.size_us, self._agg.lateness_us
@@ -436,6 +442,9 @@ class _WindowedAggregateDoFn(beam.DoFn):
         ]
         if events and Timestamp(micros=min(events)) < MAX_TIMESTAMP:
             timer.set(Timestamp(micros=min(events)))
+            next_state.write(min(events))
+        else:
+            next_state.clear()
 
     def process(
         self,
@@ -443,6 +452,7 @@ class _WindowedAggregateDoFn(beam.DoFn):
         windows_state: Any = _WINDOWS_PARAM,
         watermark_state: Any = _WATERMARK_PARAM,
         tick: Any = _TICK_PARAM,
+        next_state: Any = _NEXT_PARAM,
     ) -> Iterator[Any]:
         # State is kept per shard of keys, not per key: the local runner's state cache
         # measures every value it stores, which costs far more than the values themselves.
@@ -453,7 +463,7 @@ class _WindowedAggregateDoFn(beam.DoFn):
         for key, batch in parts:
             yield from self._add(key, batch, windows, watermark)
         windows_state.write(windows)
-        self._set_tick(tick, windows)
+        self._set_tick(tick, next_state, windows)
 
     def _add(
         self,
@@ -503,9 +513,10 @@ class _WindowedAggregateDoFn(beam.DoFn):
         windows_state: Any = _WINDOWS_PARAM,
         watermark_state: Any = _WATERMARK_PARAM,
         tick: Any = _TICK_PARAM,
+        next_state: Any = _NEXT_PARAM,
     ) -> Iterator[TimestampedValue]:
-        known = watermark_state.read()
-        watermark = fired.micros if known is None else max(known, fired.micros)
+        times = [fired.micros, watermark_state.read(), next_state.read()]
+        watermark = max(t for t in times if t is not None)
         watermark_state.write(watermark)
         windows: dict[tuple[str, int], _WindowState] = windows_state.read() or {}
         size, lateness = self._agg.window.size_us, self._agg.lateness_us
@@ -518,7 +529,7 @@ class _WindowedAggregateDoFn(beam.DoFn):
             if watermark > end + lateness:
                 del windows[(key, start)]
         windows_state.write(windows)
-        self._set_tick(tick, windows)
+        self._set_tick(tick, next_state, windows)
 
 
 class AggregateWindows(beam.PTransform):
