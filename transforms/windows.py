@@ -568,6 +568,9 @@ class AggregateWindows(beam.PTransform):
             batches
             | "SplitByKey"
             >> beam.ParDo(_SplitByKeyDoFn(agg.keys, agg.input_columns(), self._shards))
+            # Its own stage: the portable local runner loses the timers of all but one of
+            # several stateful DoFns fused into one stage.
+            | "Stage" >> beam.Reshuffle()
             | "KeyType" >> beam.Map(lambda kv: kv).with_output_types(tuple[int, Any])
             | "Aggregate"
             >> beam.ParDo(_WindowedAggregateDoFn(agg, self._pipeline)).with_outputs(
