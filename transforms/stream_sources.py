@@ -91,7 +91,7 @@ def parse_event_time(value: Any) -> int | None:
     return None
 
 
-def with_event_time(batch: pa.RecordBatch, times_us: Sequence[int]) -> pa.RecordBatch:
+def with_event_time(batch: pa.RecordBatch, times_us: Sequence[int] | np.ndarray) -> pa.RecordBatch:
     """Appends (or replaces) the hidden ``__event_time`` column."""
     column = pa.array(np.asarray(times_us, dtype=np.int64), pa.int64()).cast(
         pa.timestamp("us", tz="UTC")
@@ -246,7 +246,7 @@ def decode_messages(
     if not rows:
         return None, found
     batch, bad = _to_batch(rows, target, decoding)
-    for i in np.flatnonzero(bad):
+    for i in [k for k, problem in enumerate(bad) if problem]:
         found.append(
             ErrorRecord(
                 pipeline=pipeline,
@@ -279,13 +279,15 @@ def _to_batch(
     for field in target:
         values = [r.get(field.name) for r in rows]
         if decoding.format == "csv":
-            strings = pa.array(values, pa.string())
+            # Empty fields are null, as the CSV reader's default null_values say.
+            strings = pa.array([None if v == "" else v for v in values], pa.string())
             converted, invalid = convert_strings(strings, field.type)
             if invalid is not None:
-                for i in np.flatnonzero(invalid):
-                    bad[i] = bad[i] or (
+                for j in np.flatnonzero(invalid):
+                    k = int(j)
+                    bad[k] = bad[k] or (
                         f"column {field.name!r}: expected {schema_lib.type_name(field.type)}, "
-                        f"got {values[i]!r}"
+                        f"got {values[k]!r}"
                     )
             arrays.append(converted)
             continue

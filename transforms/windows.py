@@ -281,10 +281,11 @@ class Accumulator:
         """The metric values (None where a column had no value)."""
         out: dict[str, Any] = {}
         for m in metrics:
-            col = m.column
             if m.op == "count":
-                out[m.output] = self.rows if col is None else self.count.get(col, 0)
-            elif m.op == "sum":
+                out[m.output] = self.rows if m.column is None else self.count.get(m.column, 0)
+                continue
+            col = m.column or ""
+            if m.op == "sum":
                 out[m.output] = self.sum.get(col, 0.0) if self.count.get(col) else None
             elif m.op == "mean":
                 n = self.count.get(col, 0)
