@@ -1,4 +1,4 @@
-"""Local Google Cloud emulators for the tests: GCS and BigQuery on free ports on 127.0.0.1.
+"""Local Google Cloud emulators for the tests: GCS, BigQuery and Pub/Sub on free ports.
 
 Loaded as a pytest plugin (``pytest_plugins`` in tests that use it). The emulators run in
 subprocesses for the whole session and are torn down after it:
@@ -7,6 +7,7 @@ subprocesses for the whole session and are torn down after it:
   so the BigQuery emulator can read what Beam wrote to gs:// (load jobs).
 - BigQuery: ``bqemulator`` from its own venv (``.venv/bqemulator``, created by
   ``tools/bqemulator-venv.sh``; its pins conflict with the project's).
+- Pub/Sub: the official emulator of the Google Cloud SDK (Java), one per test.
 
 Where an emulator is not installed the tests that need it skip and say how to install it.
 Tests using them are marked ``emulator``.
@@ -220,3 +221,113 @@ def bigquery_emulator(gcs_emulator: Gcs) -> Iterator[BigQuery]:
                 os.environ[n] = v
         _stop(proc)
         shutil.rmtree(data, ignore_errors=True)
+
+
+PUBSUB_EMULATOR = pathlib.Path(
+    "/usr/lib/google-cloud-sdk/platform/pubsub-emulator/bin/cloud-pubsub-emulator"
+)
+
+
+@dataclasses.dataclass
+class PubSub:
+    """A running Pub/Sub emulator with one topic and one subscription on it."""
+
+    host: str
+    topic: str
+    subscription: str
+    project: str = PROJECT
+
+    def publisher(self) -> Any:
+        """A google-cloud-pubsub publisher talking to the emulator."""
+        from google.auth.credentials import AnonymousCredentials
+        from google.cloud import pubsub_v1
+
+        return pubsub_v1.PublisherClient(credentials=AnonymousCredentials())
+
+    def subscriber(self) -> Any:
+        """A google-cloud-pubsub subscriber talking to the emulator."""
+        from google.auth.credentials import AnonymousCredentials
+        from google.cloud import pubsub_v1
+
+        return pubsub_v1.SubscriberClient(credentials=AnonymousCredentials())
+
+    def new_topic(self, name: str) -> str:
+        """Creates another topic and returns its path."""
+        path = f"projects/{self.project}/topics/{name}"
+        self.publisher().create_topic(name=path)
+        return path
+
+    def new_subscription(self, topic: str, name: str) -> str:
+        """Creates a subscription to ``topic`` and returns its path."""
+        path = f"projects/{self.project}/subscriptions/{name}"
+        self.subscriber().create_subscription(name=path, topic=topic)
+        return path
+
+
+def _wait_port(port: int, proc: subprocess.Popen, what: str, log: pathlib.Path) -> None:
+    deadline = time.monotonic() + START_SECONDS
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with {proc.returncode}: {log.read_text()[-2000:]}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"{what} did not listen on {port} within {START_SECONDS} s"
+                ) from None
+            time.sleep(0.05)
+
+
+@pytest.fixture
+def pubsub_emulator() -> Iterator[PubSub]:
+    """A fresh Pub/Sub emulator per test, with topic ``rows`` and subscription ``rows-sub``.
+
+    A fresh emulator (about 1 s to start) keeps tests from seeing each other's messages.
+    Sets ``PUBSUB_EMULATOR_HOST``, which google-cloud-pubsub and Beam's Pub/Sub IO honour.
+    """
+    if not PUBSUB_EMULATOR.exists():
+        pytest.skip(f"the Pub/Sub emulator is not installed (Google Cloud SDK): {PUBSUB_EMULATOR}")
+    if shutil.which("java") is None:
+        pytest.skip("the Pub/Sub emulator needs Java (17 or later) on PATH")
+    port = free_port()
+    data = pathlib.Path(tempfile.mkdtemp(prefix="pubsub-emulator-"))
+    log = data / "emulator.log"
+    with log.open("wb") as out:
+        # Its own process group: the launcher script starts java as a child.
+        proc = subprocess.Popen(
+            [str(PUBSUB_EMULATOR), "--host=127.0.0.1", f"--port={port}", f"--dir={data}"],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    host = f"127.0.0.1:{port}"
+    saved = os.environ.get("PUBSUB_EMULATOR_HOST")
+    try:
+        _wait_port(port, proc, "the Pub/Sub emulator", log)
+        os.environ["PUBSUB_EMULATOR_HOST"] = host
+        emulator = PubSub(host=host, topic="", subscription="")
+        emulator.topic = emulator.new_topic("rows")
+        emulator.subscription = emulator.new_subscription(emulator.topic, "rows-sub")
+        yield emulator
+    finally:
+        if saved is None:
+            os.environ.pop("PUBSUB_EMULATOR_HOST", None)
+        else:
+            os.environ["PUBSUB_EMULATOR_HOST"] = saved
+        _stop_group(proc)
+        shutil.rmtree(data, ignore_errors=True)
+
+
+def _stop_group(proc: subprocess.Popen) -> None:
+    import signal
+
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=10)
+    except ProcessLookupError:
+        return
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
