@@ -344,6 +344,18 @@ def message_from_pubsub(message: Any) -> Message:
     )
 
 
+HEARTBEAT_ATTRIBUTE = "heartbeat"
+
+
+def is_heartbeat(message: Message) -> bool:
+    """True for a keep-alive message (attribute ``heartbeat=1``), which carries no row.
+
+    Publishers of quiet topics send them so that local runs, whose Pub/Sub reader blocks
+    on an idle subscription, keep moving; they are dropped before decoding.
+    """
+    return message.attributes.get(HEARTBEAT_ATTRIBUTE) == "1"
+
+
 class _DecodeDoFn(beam.DoFn):
     def __init__(self, decoding: Decoding, schema: pa.Schema, pipeline: str) -> None:
         self._decoding = decoding
