@@ -44,6 +44,7 @@ from transforms.stream_sources import (
     DecodeMessages,
     Decoding,
     ReadArrivingFiles,
+    is_heartbeat,
     message_from_pubsub,
 )
 from transforms.windows import AggregateWindows, Aggregation
@@ -271,6 +272,7 @@ def _read_source(p: beam.Pipeline, plan: StreamPlan) -> tuple[beam.PCollection, 
             subscription=sub.subscription, topic=sub.topic, with_attributes=True
         )
         | "ToMessage" >> beam.Map(message_from_pubsub)
+        | "DropHeartbeats" >> beam.Filter(lambda m: not is_heartbeat(m))
     )
     decoded = messages | "Decode" >> DecodeMessages(
         decoding=sub,
