@@ -1,0 +1,168 @@
+"""Streaming from Pub/Sub for real: the official emulator, Beam's Pub/Sub reader, the taxi rows.
+
+A batch run fits the artifact on a few hundred taxi rows; the same rows are then published as
+JSON messages (event times near now: the local runner's watermark is wall-clock), with
+malformed messages and heartbeats mixed in, and the streaming pipeline runs until its
+deadline. Heartbeats keep the local reader from blocking on a quiet subscription.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import pathlib
+import threading
+import time
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from beam_pipelines.dataset import run_job
+from beam_pipelines.spec import load_spec, parse_spec
+from beam_pipelines.streaming import run_streaming
+from tests.emulators import PubSub
+from transforms.stream_sources import Message, is_heartbeat
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+SAMPLE = REPO / "examples" / "chicago_taxi" / "data" / "sample.csv"
+STREAMING_YAML = REPO / "examples" / "chicago_taxi" / "streaming.yaml"
+ROWS = 300
+DEADLINE_SECONDS = 25
+
+
+def test_heartbeats_are_recognised_by_their_attribute() -> None:
+    assert is_heartbeat(Message(b"", {"heartbeat": "1"}))
+    assert not is_heartbeat(Message(b"", {"heartbeat": "0"}))
+    assert not is_heartbeat(Message(b"{}", {}))
+
+
+def _subset(folder: pathlib.Path) -> pathlib.Path:
+    header, *lines = SAMPLE.read_text().splitlines()
+    path = folder / "rows.csv"
+    path.write_text("\n".join([header, *lines[:ROWS]]) + "\n")
+    return path
+
+
+def _spec(root: pathlib.Path, artifact: pathlib.Path, subscription: str) -> Any:
+    data = yaml.safe_load(STREAMING_YAML.read_text())
+    stream = data["streaming"]
+    stream["source"] = "pubsub"
+    del stream["files"]
+    stream["pubsub"] = {
+        "subscription": subscription,
+        "format": "json",
+        "event_time_attribute": "event_time",
+        "id_attribute": "id",
+        "batch_size": 100,
+        "max_latency_seconds": 0.5,
+        "deadline_seconds": DEADLINE_SECONDS,
+    }
+    for agg in stream["aggregations"]:
+        # The local runner's watermark is wall-clock: see _publish for the event times.
+        agg["allowed_lateness_seconds"] = 600
+    stream["artifact"] = str(artifact)
+    stream["output"]["path"] = str(root / "out")
+    return parse_spec(data, origin="test")
+
+
+def _publish(emulator: PubSub, rows_csv: pathlib.Path, stop: threading.Event) -> dict[str, str]:
+    """Publishes the rows, two malformed messages, then heartbeats until ``stop``.
+
+    Returns:
+        The Pub/Sub message id of each malformed message, by its payload.
+    """
+    publisher = emulator.publisher()
+    now_ms = int(time.time() * 1000)
+    with rows_csv.open() as f:
+        records = list(csv.DictReader(f))
+    futures = []
+    for i, record in enumerate(records):
+        # Empty CSV fields are null. Event times lie 120 s to 100 s back, so every window
+        # (60 s at most) ends, and fires on the wall-clock watermark, before the deadline;
+        # the generous lateness keeps the rows on time.
+        row = {k: (v if v != "" else None) for k, v in record.items()}
+        when = now_ms - 120_000 + (20_000 * i) // len(records)
+        futures.append(
+            publisher.publish(
+                emulator.topic,
+                json.dumps(row).encode(),
+                event_time=str(when),
+                id=f"row-{i}",
+            )
+        )
+    bad: dict[str, Any] = {}
+    for payload in ("{not json", "[1, 2]"):
+        # No id attribute: the error names the Pub/Sub message id.
+        bad[payload] = publisher.publish(emulator.topic, payload.encode(), event_time=str(now_ms))
+    for future in futures:
+        future.result(timeout=30)
+    ids = {payload: future.result(timeout=30) for payload, future in bad.items()}
+    while not stop.wait(0.5):
+        publisher.publish(emulator.topic, b"", heartbeat="1").result(timeout=30)
+    return ids
+
+
+def _jsonl(pattern: str, root: pathlib.Path) -> list[dict]:
+    return [
+        json.loads(line) for p in sorted(root.glob(pattern)) for line in p.read_text().splitlines()
+    ]
+
+
+@pytest.fixture
+def pubsub_run(pubsub_emulator: PubSub, tmp_path: pathlib.Path) -> tuple:
+    rows_csv = _subset(tmp_path)
+    batch = tmp_path / "batch"
+    run_job(load_spec(str(STREAMING_YAML)), inputs=[str(rows_csv)], output=str(batch))
+    stop = threading.Event()
+    published: dict[str, str] = {}
+
+    def publish() -> None:
+        published.update(_publish(pubsub_emulator, rows_csv, stop))
+
+    writer = threading.Thread(target=publish)
+    writer.start()
+    try:
+        summary = run_streaming(_spec(tmp_path, batch / "artifact", pubsub_emulator.subscription))
+    finally:
+        stop.set()
+        writer.join(timeout=30)
+    return tmp_path / "out", summary, batch, published
+
+
+@pytest.mark.slow
+@pytest.mark.emulator
+@pytest.mark.timeout(120)
+def test_pubsub_run_matches_the_batch_run(pubsub_run: tuple) -> None:
+    out, summary, batch_dir, published = pubsub_run
+    # Rows: the same feature values as the batch run gave the same rows.
+    table = pa.concat_tables([pq.read_table(p) for p in sorted(batch_dir.glob("*/part-*.parquet"))])
+    streamed = pa.Table.from_pylist(_jsonl("rows/*.jsonl", out), schema=table.schema).to_pylist()
+
+    def canonical(rows: list[dict]) -> list[str]:
+        return sorted(json.dumps(r, sort_keys=True) for r in rows)
+
+    assert len(streamed) == table.num_rows > 0
+    assert canonical(streamed) == canonical(table.to_pylist())
+    assert summary["rows_written"] == table.num_rows
+    # Errors: exactly the two malformed messages, named by their Pub/Sub message ids;
+    # heartbeats are dropped before decoding, so none of them is an error.
+    errors = _jsonl("errors/*.jsonl", out)
+    assert sorted((e["step"], e["reason"], e["source"], e["payload"]) for e in errors) == sorted(
+        ("read", "malformed_record", published[payload], payload) for payload in published
+    )
+    assert len(published) == 2
+    # Windowed aggregates: per key and window the largest pane counts every row once.
+    last: dict[tuple, int] = {}
+    for pane in _jsonl("aggregates/fares_per_company/*.jsonl", out):
+        key = (pane["company"], pane["window_start"])
+        last[key] = max(last.get(key, 0), pane["trips"])
+    assert sum(last.values()) == table.num_rows
+    sliding: dict[tuple, int] = {}
+    for pane in _jsonl("aggregates/trips_per_area/*.jsonl", out):
+        key = (pane["pickup_community_area"], pane["window_start"])
+        sliding[key] = max(sliding.get(key, 0), pane["trips"])
+    # Sliding windows of 60 s every 20 s: each row is in three windows.
+    assert sum(sliding.values()) == 3 * table.num_rows
