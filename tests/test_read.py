@@ -20,6 +20,7 @@ from apache_beam.testing.util import assert_that, equal_to
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from examples.chicago_taxi.schema import RAW_SCHEMA
 from transforms import errors
 from transforms.config import SpecError, from_mapping
 from transforms.errors import ErrorRecord
@@ -34,26 +35,7 @@ from transforms.read import (
 )
 from transforms.tf_example import encode_tf_examples, tfrecord_frame
 
-TAXI_SCHEMA = {
-    "pickup_community_area": "int64",
-    "fare": "float32",
-    "trip_start_month": "int64",
-    "trip_start_hour": "int64",
-    "trip_start_day": "int64",
-    "trip_start_timestamp": "int64",
-    "pickup_latitude": "float32",
-    "pickup_longitude": "float32",
-    "dropoff_latitude": "float32",
-    "dropoff_longitude": "float32",
-    "trip_miles": "float32",
-    "pickup_census_tract": "int64",
-    "dropoff_census_tract": "int64",
-    "payment_type": "string",
-    "company": "string",
-    "trip_seconds": "int64",
-    "dropoff_community_area": "int64",
-    "tips": "float32",
-}
+TAXI_SCHEMA = RAW_SCHEMA
 ABC = {"a": "int64", "b": "float32", "c": "string"}
 
 

@@ -24,6 +24,7 @@ import yaml
 from beam_pipelines.dataset import run_job
 from beam_pipelines.spec import parse_spec
 from examples.chicago_taxi import taxi_preprocessing as taxi
+from examples.chicago_taxi.schema import RAW_SCHEMA
 from transforms.schema import arrow_schema
 
 pytestmark = [pytest.mark.tft, pytest.mark.slow]
@@ -32,26 +33,7 @@ PIPELINE_YAML = (
     pathlib.Path(__file__).resolve().parent.parent / "examples/chicago_taxi/pipeline.yaml"
 )
 
-SCHEMA = {
-    "pickup_community_area": "int64",
-    "fare": "float32",
-    "trip_start_month": "int64",
-    "trip_start_hour": "int64",
-    "trip_start_day": "int64",
-    "trip_start_timestamp": "int64",
-    "pickup_latitude": "float32",
-    "pickup_longitude": "float32",
-    "dropoff_latitude": "float32",
-    "dropoff_longitude": "float32",
-    "trip_miles": "float32",
-    "pickup_census_tract": "int64",
-    "dropoff_census_tract": "int64",
-    "payment_type": "string",
-    "company": "string",
-    "trip_seconds": "int64",
-    "dropoff_community_area": "int64",
-    "tips": "float32",
-}
+SCHEMA = RAW_SCHEMA
 DENSE_FLOAT = taxi.DENSE_FLOAT_FEATURE_KEYS
 VOCAB = taxi.VOCAB_FEATURE_KEYS
 BUCKET = taxi.BUCKET_FEATURE_KEYS

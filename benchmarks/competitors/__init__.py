@@ -15,27 +15,10 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
+from examples.chicago_taxi.schema import RAW_SCHEMA
+
 # The raw columns in the file's order, with the types TFX's schema gives them.
-RAW_TYPES: dict[str, str] = {
-    "pickup_community_area": "int64",
-    "fare": "float32",
-    "trip_start_month": "int64",
-    "trip_start_hour": "int64",
-    "trip_start_day": "int64",
-    "trip_start_timestamp": "int64",
-    "pickup_latitude": "float32",
-    "pickup_longitude": "float32",
-    "dropoff_latitude": "float32",
-    "dropoff_longitude": "float32",
-    "trip_miles": "float32",
-    "pickup_census_tract": "int64",
-    "dropoff_census_tract": "int64",
-    "payment_type": "string",
-    "company": "string",
-    "trip_seconds": "int64",
-    "dropoff_community_area": "int64",
-    "tips": "float32",
-}
+RAW_TYPES: dict[str, str] = dict(RAW_SCHEMA)
 
 # TFX taxi_utils_native_keras.py's feature groups.
 Z_SCORE_KEYS = ["trip_miles", "fare", "trip_seconds"]

@@ -14,13 +14,10 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Sequence
-from typing import Any
 
 import apache_beam as beam
 import pyarrow as pa
 import pyarrow.compute as pc
-import tensorflow as tf
-import tensorflow_transform as tft
 import tensorflow_transform.beam as tft_beam
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.portability.fn_api_runner import fn_runner
@@ -28,20 +25,13 @@ from tensorflow_metadata.proto.v0 import schema_pb2
 from tfx_bsl.public import tfxio
 
 from benchmarks.competitors import (
-    BUCKET_COUNT,
-    BUCKET_KEYS,
-    FARE_KEY,
-    LABEL_KEY,
-    OOV_SIZE,
     OUTPUT_NAMES,
-    PASSTHROUGH_KEYS,
     RAW_TYPES,
-    VOCAB_KEYS,
-    VOCAB_SIZE,
     Z_SCORE_KEYS,
     parse_args,
     xf,
 )
+from examples.chicago_taxi.taxi_preprocessing import preprocessing_fn
 
 _FEATURE_TYPES = {
     "int64": schema_pb2.INT,
@@ -65,42 +55,6 @@ def raw_schema() -> schema_pb2.Schema:
         feature.name = name
         feature.type = _FEATURE_TYPES[tp]
     return schema
-
-
-def _fill_in_missing(x: Any) -> Any:
-    """TFX's helper: a [batch, 0 or 1] sparse tensor to a dense [batch] one, 0 or '' filled."""
-    if not isinstance(x, tf.sparse.SparseTensor):
-        return x
-    default_value = "" if x.dtype == tf.string else 0
-    return tf.squeeze(
-        tf.sparse.to_dense(
-            tf.SparseTensor(x.indices, x.values, [x.dense_shape[0], 1]), default_value
-        ),
-        axis=1,
-    )
-
-
-def preprocessing_fn(inputs: dict[str, Any]) -> dict[str, Any]:
-    """TFX's taxi ``preprocessing_fn``."""
-    outputs = {}
-    for key in Z_SCORE_KEYS:
-        outputs[xf(key)] = tft.scale_to_z_score(_fill_in_missing(inputs[key]))
-    for key in VOCAB_KEYS:
-        outputs[xf(key)] = tft.compute_and_apply_vocabulary(
-            _fill_in_missing(inputs[key]), top_k=VOCAB_SIZE, num_oov_buckets=OOV_SIZE
-        )
-    for key in BUCKET_KEYS:
-        outputs[xf(key)] = tft.bucketize(_fill_in_missing(inputs[key]), BUCKET_COUNT)
-    for key in PASSTHROUGH_KEYS:
-        outputs[xf(key)] = _fill_in_missing(inputs[key])
-    taxi_fare = _fill_in_missing(inputs[FARE_KEY])
-    tips = _fill_in_missing(inputs[LABEL_KEY])
-    outputs[xf(LABEL_KEY)] = tf.where(
-        tf.math.is_nan(taxi_fare),
-        tf.cast(tf.zeros_like(taxi_fare), tf.int64),
-        tf.cast(tf.greater(tips, tf.multiply(taxi_fare, tf.constant(0.2))), tf.int64),
-    )
-    return outputs
 
 
 def to_table(batch: pa.RecordBatch) -> pa.Table:
