@@ -35,11 +35,14 @@ from typing import Any, Literal
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
-from apache_beam.coders import PickleCoder
+from apache_beam.coders import BooleanCoder, PickleCoder
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.io.iobase import RestrictionProgress, RestrictionTracker
 from apache_beam.io.watermark_estimators import ManualWatermarkEstimator
+from apache_beam.metrics import Metrics
 from apache_beam.transforms.core import RestrictionProvider
+from apache_beam.transforms.timeutil import TimeDomain
+from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec, on_timer
 from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Duration, Timestamp
 
@@ -354,6 +357,83 @@ def is_heartbeat(message: Message) -> bool:
     on an idle subscription, keep moving; they are dropped before decoding.
     """
     return message.attributes.get(HEARTBEAT_ATTRIBUTE) == "1"
+
+
+DUPLICATES_COUNTER = "duplicate_messages"
+DUPLICATES = "duplicates"
+MESSAGES = "messages"
+
+
+def message_key(message: Message, id_attribute: str | None) -> str:
+    """The id a message is de-duplicated by: the id attribute's value, else Pub/Sub's id."""
+    if id_attribute:
+        return message.attributes.get(id_attribute) or message.message_id
+    return message.message_id
+
+
+_SEEN = ReadModifyWriteStateSpec("seen", BooleanCoder())
+_EXPIRY = TimerSpec("expiry", TimeDomain.WATERMARK)
+_SEEN_PARAM = beam.DoFn.StateParam(_SEEN)
+_EXPIRY_PARAM = beam.DoFn.TimerParam(_EXPIRY)
+
+
+class _DedupeFn(beam.DoFn):
+    """Passes the first message of each id; later ones, until the id expires, are dropped."""
+
+    def __init__(self, ttl_seconds: float) -> None:
+        self._ttl = Duration(seconds=ttl_seconds)
+        self._duplicates = Metrics.counter("beamforge", DUPLICATES_COUNTER)
+
+    def process(
+        self,
+        keyed: tuple[str, Message],
+        timestamp: Any = beam.DoFn.TimestampParam,
+        seen: Any = _SEEN_PARAM,
+        expiry: Any = _EXPIRY_PARAM,
+    ) -> Iterator[Any]:
+        if seen.read():
+            self._duplicates.inc()
+            yield beam.pvalue.TaggedOutput(DUPLICATES, keyed[0])
+            return
+        seen.write(True)
+        # An event-time timer bounds the state: an id is remembered for ttl after its
+        # first message, which covers Pub/Sub's redelivery and publisher retries.
+        expiry.set(timestamp + self._ttl)
+        yield keyed[1]
+
+    @on_timer(_EXPIRY)
+    def expire(self, seen: Any = _SEEN_PARAM) -> None:
+        seen.clear()
+
+
+class DedupeMessages(beam.PTransform):
+    """Drops messages whose id was seen in the last ``ttl_seconds`` of event time.
+
+    Pub/Sub delivers at least once, and publishers retry: Dataflow de-duplicates by the
+    reader's ``id_label``, local runners ignore it, so this stateful step (keyed by
+    :func:`message_key`) does it everywhere. Duplicates are dropped on purpose and counted
+    (``beamforge/duplicate_messages``).
+
+    Input: ``PCollection[Message]``. Outputs (a tagged tuple): ``messages``, the first of
+    each id; ``duplicates``, the id of every message dropped.
+    """
+
+    def __init__(self, *, id_attribute: str | None = None, ttl_seconds: float = 600.0) -> None:
+        super().__init__()
+        if ttl_seconds <= 0:
+            raise ValueError(f"ttl_seconds must be > 0, got {ttl_seconds}")
+        self._id_attribute = id_attribute
+        self._ttl = ttl_seconds
+
+    def expand(self, messages: beam.PCollection) -> beam.pvalue.DoOutputsTuple:
+        attribute = self._id_attribute
+        return (
+            messages
+            | "ById"
+            >> beam.Map(lambda m: (message_key(m, attribute), m)).with_output_types(tuple[str, Any])
+            | "FirstOfEachId"
+            >> beam.ParDo(_DedupeFn(self._ttl)).with_outputs(DUPLICATES, main=MESSAGES)
+        )
 
 
 class _DecodeDoFn(beam.DoFn):
