@@ -13,7 +13,8 @@ line.
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Callable, Sequence
 
 from examples.chicago_taxi.schema import RAW_SCHEMA
 
@@ -58,3 +59,19 @@ def parse_args(description: str, argv: Sequence[str] | None = None) -> argparse.
     parser.add_argument("--output", required=True, help="directory for the Parquet output")
     parser.add_argument("--temp", help="scratch directory (default: a new temporary one)")
     return parser.parse_args(argv)
+
+
+def main_with_scratch(
+    description: str,
+    run: Callable[[str, str, str], None],
+    prefix: str,
+    argv: Sequence[str] | None = None,
+) -> None:
+    """Command line of a Beam competitor: ``run(input, output, scratch)``, with ``--temp`` or a
+    temporary scratch directory removed afterwards."""
+    args = parse_args(description, argv)
+    if args.temp:
+        run(args.input, args.output, args.temp)
+        return
+    with tempfile.TemporaryDirectory(prefix=prefix) as temp:
+        run(args.input, args.output, temp)

@@ -12,7 +12,6 @@ the Prism runner, which downloads a binary.
 from __future__ import annotations
 
 import csv
-import tempfile
 from collections.abc import Sequence
 from typing import Any
 
@@ -36,7 +35,7 @@ from benchmarks.competitors import (
     VOCAB_KEYS,
     VOCAB_SIZE,
     Z_SCORE_KEYS,
-    parse_args,
+    main_with_scratch,
     xf,
 )
 
@@ -115,12 +114,7 @@ def run(input_path: str, output_dir: str, temp_dir: str) -> None:
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Command line: ``--input CSV --output DIR [--temp DIR]``."""
-    args = parse_args(__doc__ or "", argv)
-    if args.temp:
-        run(args.input, args.output, args.temp)
-        return
-    with tempfile.TemporaryDirectory(prefix="mltransform_taxi_") as temp:
-        run(args.input, args.output, temp)
+    main_with_scratch(__doc__ or "", run, "mltransform_taxi_", argv)
 
 
 if __name__ == "__main__":

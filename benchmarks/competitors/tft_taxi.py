@@ -12,7 +12,6 @@ first tries the Prism runner, which downloads a binary.
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Sequence
 
 import apache_beam as beam
@@ -28,7 +27,7 @@ from benchmarks.competitors import (
     OUTPUT_NAMES,
     RAW_TYPES,
     Z_SCORE_KEYS,
-    parse_args,
+    main_with_scratch,
     xf,
 )
 from examples.chicago_taxi.taxi_preprocessing import preprocessing_fn
@@ -101,12 +100,7 @@ def run(input_path: str, output_dir: str, temp_dir: str) -> None:
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Command line: ``--input CSV --output DIR [--temp DIR]``."""
-    args = parse_args(__doc__ or "", argv)
-    if args.temp:
-        run(args.input, args.output, args.temp)
-        return
-    with tempfile.TemporaryDirectory(prefix="tft_taxi_") as temp:
-        run(args.input, args.output, temp)
+    main_with_scratch(__doc__ or "", run, "tft_taxi_", argv)
 
 
 if __name__ == "__main__":
