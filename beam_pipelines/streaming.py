@@ -43,6 +43,7 @@ from transforms.side_artifact import ApplyLatestArtifact
 from transforms.stream_sources import (
     DecodeMessages,
     Decoding,
+    DedupeMessages,
     ReadArrivingFiles,
     is_heartbeat,
     message_from_pubsub,
@@ -80,6 +81,7 @@ class PubsubSource(Decoding):
         batch_size: Messages per decoded batch at most.
         max_latency_seconds: Longest time a message waits for its batch.
         deadline_seconds: Local runs: cancel the job this long after the start.
+        dedupe_seconds: How long (event time) a message id is remembered to drop repeats.
     """
 
     subscription: str | None = None
@@ -87,9 +89,12 @@ class PubsubSource(Decoding):
     batch_size: int = 500
     max_latency_seconds: float = 1.0
     deadline_seconds: float | None = None
+    dedupe_seconds: float = 600.0
 
     def validate(self) -> None:
         super().validate()
+        if self.dedupe_seconds <= 0:
+            raise ValueError("streaming.pubsub.dedupe_seconds must be > 0")
         if bool(self.subscription) == bool(self.topic):
             raise ValueError("give exactly one of streaming.pubsub.subscription and topic")
 
@@ -263,17 +268,25 @@ def _read_source(p: beam.Pipeline, plan: StreamPlan) -> tuple[beam.PCollection, 
             event_time_field=files.event_time_field,
         )
         return read.batches, read.errors
+    from beam_pipelines.runner import is_local
+
     sub = stream.pubsub
     assert sub is not None
     messages = (
         p
         | "ReadPubSub"
         >> beam.io.ReadFromPubSub(
-            subscription=sub.subscription, topic=sub.topic, with_attributes=True
+            subscription=sub.subscription,
+            topic=sub.topic,
+            with_attributes=True,
+            # Dataflow de-duplicates by this attribute; the local runner refuses it, and
+            # Dedupe below does the same everywhere.
+            id_label=None if is_local(p.options) else sub.id_attribute,
         )
         | "ToMessage" >> beam.Map(message_from_pubsub)
         | "DropHeartbeats" >> beam.Filter(lambda m: not is_heartbeat(m))
-    )
+        | "Dedupe" >> DedupeMessages(id_attribute=sub.id_attribute, ttl_seconds=sub.dedupe_seconds)
+    ).messages
     decoded = messages | "Decode" >> DecodeMessages(
         decoding=sub,
         schema=plan.input_schema,
