@@ -148,6 +148,15 @@ def _publish(emulator: PubSub, rows_csv: pathlib.Path, stop: threading.Event) ->
                 id=f"row-{i}",
             )
         )
+    # A repeat of row 0 (a publisher retry): the same id, dropped by the pipeline.
+    futures.append(
+        publisher.publish(
+            emulator.topic,
+            json.dumps({k: (v if v != "" else None) for k, v in records[0].items()}).encode(),
+            event_time=str(now_ms - 120_000),
+            id="row-0",
+        )
+    )
     bad: dict[str, Any] = {}
     for payload in ("{not json", "[1, 2]"):
         # No id attribute: the error names the Pub/Sub message id.
