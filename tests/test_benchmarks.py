@@ -234,3 +234,34 @@ def test_wait_for_idle_without_budget_measures_nothing() -> None:
 def test_wait_for_idle_returns_the_last_busy_percentage() -> None:
     busy = run.wait_for_idle(0.5, threshold=101.0)
     assert 0.0 <= busy <= 100.0
+
+
+@pytest.mark.slow
+@pytest.mark.tft
+def test_smoke_every_system_at_small_n(tmp_path: Path) -> None:
+    """The whole benchmark at a small N: every system runs, writes N rows and agrees."""
+    results_dir = tmp_path / "results"
+    code = run.main(
+        [
+            *["--rows", str(ROWS), "--results-dir", str(results_dir)],
+            *["--work-dir", str(tmp_path / "work"), "--timeout", "300"],
+        ]
+    )
+    assert code == 0
+    report = json.loads((results_dir / "latest.json").read_text())
+    assert sorted((r["system"], r["rows_out"], r["status"]) for r in report["results"]) == [
+        ("beamforge", ROWS, "ok"),
+        ("beamforge_mp2", ROWS, "ok"),
+        ("mltransform", ROWS, "ok"),
+        ("numpy", ROWS, "ok"),
+        ("tft", ROWS, "ok"),
+    ]
+    for result in report["results"]:
+        agreement = result["agreement"]
+        assert agreement["differing"] == [], result["system"]
+    # Ratios are reported (never asserted: timing belongs to benchmarks, not tests).
+    assert {(r["beamforge"], r["versus"]) for r in report["ratios"]} >= {
+        ("beamforge", "tft"),
+        ("beamforge", "mltransform"),
+        ("beamforge", "numpy"),
+    }
