@@ -13,6 +13,8 @@ Output layout under ``streaming.output.path`` (local or gs://)::
     errors/part-*.jsonl                  every rejected, undecodable or late row
     summary.json                         counts, written when a bounded local run ends
 
+and, with ``streaming.output.bigquery``, the rows streamed into one BigQuery table.
+
 Local runs: the file source runs on the pinned local runner (FnApiRunner) and ends after
 ``max_files`` files or at its deadline; Pub/Sub runs on the streaming local runner and is
 cancelled at ``deadline_seconds``. On Dataflow the job keeps running.
@@ -35,6 +37,13 @@ from apache_beam.io.filesystems import FileSystems
 
 from beam_pipelines.spec import JobSpec
 from transforms.artifact import read_artifact
+from transforms.bigquery import (
+    BigQuerySink,
+    WriteToBigQuery,
+    make_client,
+    parse_table,
+    prepare_table,
+)
 from transforms.config import SpecError, from_mapping
 from transforms.errors import ErrorRecord
 from transforms.read import resolve_schema
@@ -108,12 +117,27 @@ class StreamOutput:
         format: Format of the row files.
         topic: Also publish each transformed row as a JSON message to this topic.
         errors_topic: Also publish each error record to this topic.
+        bigquery: Also stream the rows into one BigQuery table (STREAMING_INSERTS); rows
+            BigQuery rejects go to the errors.
     """
 
     path: str
     format: Literal["jsonl", "parquet"] = "jsonl"
     topic: str | None = None
     errors_topic: str | None = None
+    bigquery: BigQuerySink | None = None
+
+    def validate(self) -> None:
+        sink = self.bigquery
+        if sink is None:
+            return
+        if sink.per_split:
+            raise ValueError("streaming.output.bigquery.table is one table: no {split} in it")
+        if sink.resolved_method(streaming=True) != "STREAMING_INSERTS":
+            raise ValueError(
+                "streaming.output.bigquery.method must be STREAMING_INSERTS (rows are "
+                "inserted as they come, and rows BigQuery rejects go to the errors)"
+            )
 
 
 @dataclasses.dataclass
@@ -190,12 +214,21 @@ def plan(
                     source=spec.origin,
                 )
     out_schema = arrow_schema(artifact.output_schema)
+    output_schema = pa.schema([out_schema.field(c) for c in artifact.output_columns])
+    sink = stream.output.bigquery
+    if sink is not None:
+        # As the batch pipeline does: create or check the table before the job starts.
+        ref = parse_table(sink.table)
+        try:
+            prepare_table(make_client(ref.project), ref, sink, output_schema)
+        except ValueError as exc:
+            raise SpecError("streaming.output.bigquery", str(exc), source=spec.origin) from None
     return StreamPlan(
         spec=spec,
         stream=stream,
         input_schema=input_schema,
         output_columns=list(artifact.output_columns),
-        output_schema=pa.schema([out_schema.field(c) for c in artifact.output_columns]),
+        output_schema=output_schema,
         started=time.time(),
     )
 
@@ -323,6 +356,14 @@ def build(p: beam.Pipeline, plan: StreamPlan) -> dict[str, beam.PCollection]:
             )
             | "PublishRows" >> beam.io.WriteToPubSub(stream.output.topic)
         )
+    if stream.output.bigquery is not None:
+        written = applied.batches | "WriteBigQuery" >> WriteToBigQuery(
+            table=stream.output.bigquery.table,
+            schema=plan.output_schema,
+            method="STREAMING_INSERTS",
+            pipeline=name,
+        )
+        errors.append(written.errors)
     aggregates = {}
     for agg in stream.aggregations:
         out = applied.batches | f"Aggregate_{agg.name}" >> AggregateWindows(
