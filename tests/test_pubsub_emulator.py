@@ -101,7 +101,12 @@ def _subset(folder: pathlib.Path) -> pathlib.Path:
     return path
 
 
-def _spec(root: pathlib.Path, artifact: pathlib.Path, subscription: str) -> Any:
+def _spec(
+    root: pathlib.Path,
+    artifact: pathlib.Path,
+    subscription: str,
+    bigquery: dict[str, Any] | None = None,
+) -> Any:
     data = yaml.safe_load(STREAMING_YAML.read_text())
     stream = data["streaming"]
     stream["source"] = "pubsub"
@@ -120,6 +125,8 @@ def _spec(root: pathlib.Path, artifact: pathlib.Path, subscription: str) -> Any:
         agg["allowed_lateness_seconds"] = 600
     stream["artifact"] = str(artifact)
     stream["output"]["path"] = str(root / "out")
+    if bigquery is not None:
+        stream["output"]["bigquery"] = bigquery
     return parse_spec(data, origin="test")
 
 
@@ -175,25 +182,31 @@ def _jsonl(pattern: str, root: pathlib.Path) -> list[dict]:
     ]
 
 
-@pytest.fixture
-def pubsub_run(pubsub_emulator: PubSub, tmp_path: pathlib.Path) -> tuple:
-    rows_csv = _subset(tmp_path)
-    batch = tmp_path / "batch"
+def _run(emulator: PubSub, root: pathlib.Path, bigquery: dict[str, Any] | None = None) -> tuple:
+    """Fits on the rows in batch, publishes them, runs the streaming job until its deadline."""
+    rows_csv = _subset(root)
+    batch = root / "batch"
     run_job(load_spec(str(STREAMING_YAML)), inputs=[str(rows_csv)], output=str(batch))
+    spec = _spec(root, batch / "artifact", emulator.subscription, bigquery)
     stop = threading.Event()
     published: dict[str, str] = {}
 
     def publish() -> None:
-        published.update(_publish(pubsub_emulator, rows_csv, stop))
+        published.update(_publish(emulator, rows_csv, stop))
 
     writer = threading.Thread(target=publish)
     writer.start()
     try:
-        summary = run_streaming(_spec(tmp_path, batch / "artifact", pubsub_emulator.subscription))
+        summary = run_streaming(spec)
     finally:
         stop.set()
         writer.join(timeout=30)
-    return tmp_path / "out", summary, batch, published
+    return root / "out", summary, batch, published
+
+
+@pytest.fixture
+def pubsub_run(pubsub_emulator: PubSub, tmp_path: pathlib.Path) -> tuple:
+    return _run(pubsub_emulator, tmp_path)
 
 
 @pytest.mark.slow
@@ -230,3 +243,47 @@ def test_pubsub_run_matches_the_batch_run(pubsub_run: tuple) -> None:
         sliding[key] = max(sliding.get(key, 0), pane["trips"])
     # Sliding windows of 60 s every 20 s: each row is in three windows.
     assert sum(sliding.values()) == 3 * table.num_rows
+
+
+@pytest.mark.slow
+@pytest.mark.emulator
+@pytest.mark.timeout(120)
+def test_pubsub_rows_stream_into_bigquery(
+    pubsub_emulator: PubSub, bigquery_emulator: Any, tmp_path: pathlib.Path
+) -> None:
+    client = bigquery_emulator.client()
+    client.create_dataset("stream_out", exists_ok=True)
+    table = f"{bigquery_emulator.project}.stream_out.taxi"
+    out, summary, batch_dir, _ = _run(pubsub_emulator, tmp_path, bigquery={"table": table})
+    files = _jsonl("rows/*.jsonl", out)
+    # The dataset's schema: float32 features travel as FLOAT64 in BigQuery, exactly.
+    schema = pq.read_schema(next(batch_dir.glob("*/part-*.parquet")))
+    inserted = [dict(r.items()) for r in client.list_rows(table)]
+
+    def canonical(rows: list[dict]) -> list[str]:
+        typed = pa.Table.from_pylist(rows, schema=schema).to_pylist()
+        return sorted(json.dumps(r, sort_keys=True) for r in typed)
+
+    # Every row written to the files is in the table, once; BigQuery rejected none.
+    assert len(inserted) == summary["rows_written"] == len(files) > 0
+    assert canonical(inserted) == canonical(files)
+    assert "bigquery" not in summary["errors"]
+
+
+@pytest.mark.parametrize(
+    ("sink", "problem"),
+    [
+        ({"table": "p-proj.ds.t_{split}"}, r"one table: no \{split\}"),
+        ({"table": "p-proj.ds.t", "method": "FILE_LOADS"}, "must be STREAMING_INSERTS"),
+    ],
+)
+def test_the_streaming_bigquery_sink_is_one_table_with_streaming_inserts(
+    sink: dict[str, Any], problem: str
+) -> None:
+    from beam_pipelines.streaming import streaming_spec
+    from transforms.config import SpecError
+
+    data = yaml.safe_load(STREAMING_YAML.read_text())
+    data["streaming"]["output"]["bigquery"] = sink
+    with pytest.raises(SpecError, match=problem):
+        streaming_spec(parse_spec(data, origin="test"))
