@@ -211,6 +211,7 @@ def pubsub_run(pubsub_emulator: PubSub, tmp_path: pathlib.Path) -> tuple:
 
 @pytest.mark.slow
 @pytest.mark.emulator
+@pytest.mark.wallclock
 @pytest.mark.timeout(120)
 def test_pubsub_run_matches_the_batch_run(pubsub_run: tuple) -> None:
     out, summary, batch_dir, published = pubsub_run
