@@ -516,8 +516,11 @@ class _WindowedAggregateDoFn(beam.DoFn):
         tick: Any = _TICK_PARAM,
         next_state: Any = _NEXT_PARAM,
     ) -> Iterator[TimestampedValue]:
-        times = [fired.micros, watermark_state.read(), next_state.read()]
-        watermark = max(t for t in times if t is not None)
+        # The watermark is at least the time this timer was set for (kept in state): trust
+        # that lower bound, not the firing timestamp, which local runners may report as a
+        # later time (up to the end of time), turning every following row into a late one.
+        known = [t for t in (watermark_state.read(), next_state.read()) if t is not None]
+        watermark = max(known) if known else fired.micros
         watermark_state.write(watermark)
         windows: dict[tuple[str, int], _WindowState] = windows_state.read() or {}
         size, lateness = self._agg.window.size_us, self._agg.lateness_us
