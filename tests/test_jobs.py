@@ -6,9 +6,6 @@ that records every request and answers with scripted job states.
 
 from __future__ import annotations
 
-import http.server
-import json
-import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -34,6 +31,7 @@ from launchers.jobs import (
     templates_client,
     wait_for_job,
 )
+from tests.fake_rest import JsonHandler, RecordingServer, serving
 
 PROJECT = "my-proj-123"
 REGION = "us-central1"
@@ -42,76 +40,51 @@ URL = f"https://console.cloud.google.com/dataflow/jobs/{REGION}/job-1?project={P
 TINY = Backoff(initial=0.001, factor=2.0, maximum=0.004)
 
 
-class FakeDataflow(http.server.ThreadingHTTPServer):
+class FakeDataflow(RecordingServer):
     """Records requests; answers get_job with the scripted states (the last one repeats)."""
 
     def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
-        self.requests: list[tuple[str, str, Any]] = []
+        super().__init__(_Handler)
         self.states: list[str] = ["JOB_STATE_RUNNING"]
-
-    @property
-    def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
 
     def next_state(self) -> str:
         return self.states.pop(0) if len(self.states) > 1 else self.states[0]
 
 
-class _Handler(http.server.BaseHTTPRequestHandler):
+class _Handler(JsonHandler):
     server: FakeDataflow
 
-    def log_message(self, *args: Any) -> None:
-        pass
-
-    def _reply(self, body: dict[str, Any], status: int = 200) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
     def _record(self) -> tuple[str, Any]:
-        path = self.path.split("?", 1)[0]
-        length = int(self.headers.get("Content-Length") or 0)
-        body = json.loads(self.rfile.read(length)) if length else None
-        self.server.requests.append((self.command, path, body))
+        path, _, body = self.record()
         return path, body
 
     def do_POST(self) -> None:
         path, body = self._record()
         if path == f"{BASE}/flexTemplates:launch":
             if body.get("validateOnly"):
-                self._reply({})
+                self.reply({})
                 return
             name = body["launchParameter"]["jobName"]
-            self._reply({"job": {"id": "job-1", "name": name, "projectId": PROJECT}})
+            self.reply({"job": {"id": "job-1", "name": name, "projectId": PROJECT}})
         else:
-            self._reply({"error": {"code": 404, "message": path}}, 404)
+            self.reply({"error": {"code": 404, "message": path}}, 404)
 
     def do_GET(self) -> None:
         path, _ = self._record()
         if path.startswith(f"{BASE}/jobs/"):
             job_id = path.rsplit("/", 1)[1]
-            self._reply({"id": job_id, "currentState": self.server.next_state()})
+            self.reply({"id": job_id, "currentState": self.server.next_state()})
         else:
-            self._reply({"error": {"code": 404, "message": path}}, 404)
+            self.reply({"error": {"code": 404, "message": path}}, 404)
 
     def do_PUT(self) -> None:
         path, body = self._record()
-        self._reply({"id": path.rsplit("/", 1)[1], "requestedState": body["requestedState"]})
+        self.reply({"id": path.rsplit("/", 1)[1], "requestedState": body["requestedState"]})
 
 
 @pytest.fixture
 def fake() -> Iterator[FakeDataflow]:
-    server = FakeDataflow()
-    thread = threading.Thread(target=server.serve_forever, args=(0.01,), daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
-    thread.join(timeout=5)
+    yield from serving(FakeDataflow())
 
 
 class FakeClock:

@@ -9,14 +9,12 @@ separate test checks that real builds pin the installed versions.
 from __future__ import annotations
 
 import gzip
-import http.server
 import importlib.metadata as md
 import io
 import json
 import os
 import pathlib
 import tarfile
-import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -41,6 +39,7 @@ from launchers.templates import (
     submit_cloud_build,
 )
 from tests.conftest import REPO, TAXI_SAMPLE
+from tests.fake_rest import JsonHandler, RecordingServer, serving
 
 GOLDEN = REPO / "tests" / "golden" / "templates" / "chicago_taxi"
 TAXI_SPEC = REPO / "examples" / "chicago_taxi" / "pipeline.yaml"
@@ -256,22 +255,17 @@ def test_docker_without_a_daemon_fails_clearly() -> None:
         docker_build(build_context(files), IMAGE, docker=docker)
 
 
-class _FakeCloudBuild(http.server.ThreadingHTTPServer):
+class _FakeCloudBuild(RecordingServer):
     def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), _CloudBuildHandler)
-        self.requests: list[tuple[str, Any]] = []
+        super().__init__(_CloudBuildHandler)
 
 
-class _CloudBuildHandler(http.server.BaseHTTPRequestHandler):
+class _CloudBuildHandler(JsonHandler):
     server: _FakeCloudBuild
 
-    def log_message(self, *args: Any) -> None:
-        pass
-
     def do_POST(self) -> None:
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        self.server.requests.append((self.path.split("?")[0], body))
-        data = json.dumps(
+        self.record()
+        self.reply(
             {
                 "name": "projects/my-proj-123/operations/op-1",
                 "metadata": {
@@ -279,23 +273,12 @@ class _CloudBuildHandler(http.server.BaseHTTPRequestHandler):
                     "build": {"id": "build-7", "status": "QUEUED"},
                 },
             }
-        ).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        )
 
 
 @pytest.fixture
 def fake_cloud_build() -> Iterator[_FakeCloudBuild]:
-    server = _FakeCloudBuild()
-    thread = threading.Thread(target=server.serve_forever, args=(0.01,), daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
-    thread.join(timeout=5)
+    yield from serving(_FakeCloudBuild())
 
 
 def test_cloud_build_request_at_the_client_boundary(fake_cloud_build: _FakeCloudBuild) -> None:
@@ -312,6 +295,7 @@ def test_cloud_build_request_at_the_client_boundary(fake_cloud_build: _FakeCloud
     assert build_id == "build-7"
     assert fake_cloud_build.requests == [
         (
+            "POST",
             "/v1/projects/my-proj-123/builds",
             {
                 "source": {

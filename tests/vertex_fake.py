@@ -7,11 +7,11 @@ deployment; every long-running operation is already done when it is returned.
 
 from __future__ import annotations
 
-import http.server
-import json
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
+
+from tests.fake_rest import JsonHandler, RecordingServer, serving
 
 PROJECT = "test-project"
 REGION = "us-central1"
@@ -19,12 +19,11 @@ PARENT = f"projects/{PROJECT}/locations/{REGION}"
 TYPE = "type.googleapis.com/google.cloud.aiplatform.v1."
 
 
-class FakeVertex(http.server.ThreadingHTTPServer):
+class FakeVertex(RecordingServer):
     """Records requests; answers custom job GETs with the scripted states (the last repeats)."""
 
     def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
-        self.requests: list[tuple[str, str, Any]] = []
+        super().__init__(_Handler)
         self.job_states: list[str] = ["JOB_STATE_SUCCEEDED"]
         self.jobs: dict[str, dict[str, Any]] = {}
         self.models: dict[str, dict[str, Any]] = {}
@@ -33,10 +32,6 @@ class FakeVertex(http.server.ThreadingHTTPServer):
         # Stands in for the training container: called with each created job.
         self.trainer: Callable[[dict[str, Any]], None] | None = None
         self._ids = 0
-
-    @property
-    def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
 
     def new_id(self) -> str:
         self._ids += 1
@@ -58,25 +53,11 @@ def _operation(name: str, response: dict[str, Any], kind: str) -> dict[str, Any]
     }
 
 
-class _Handler(http.server.BaseHTTPRequestHandler):
+class _Handler(JsonHandler):
     server: FakeVertex
 
-    def log_message(self, *args: Any) -> None:
-        pass
-
-    def _reply(self, body: dict[str, Any], status: int = 200) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
     def _record(self) -> tuple[str, str, Any]:
-        path, _, query = self.path.partition("?")
-        length = int(self.headers.get("Content-Length") or 0)
-        body = json.loads(self.rfile.read(length)) if length else None
-        self.server.requests.append((self.command, path, body))
+        path, query, body = self.record()
         return path.removeprefix("/v1/"), query, body
 
     def do_GET(self) -> None:
@@ -84,17 +65,17 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         s = self.server
         with s.lock:
             if "/operations/" in path:
-                return self._reply({"name": path, "done": True})
+                return self.reply({"name": path, "done": True})
             if path in s.jobs:
                 job = dict(s.jobs[path], state=s.next_state())
                 if job["state"] == "JOB_STATE_FAILED":
                     job["error"] = {"code": 3, "message": "trainer exited with code 1"}
                 s.jobs[path] = job
-                return self._reply(job)
+                return self.reply(job)
             if path in s.models:
-                return self._reply(s.models[path])
+                return self.reply(s.models[path])
             if path in s.endpoints:
-                return self._reply(s.endpoints[path])
+                return self.reply(s.endpoints[path])
             if path == f"{PARENT}/endpoints":
                 found = [
                     e
@@ -102,8 +83,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                     if f"display_name%3D%22{e['displayName']}%22" in query
                     or f'display_name="{e["displayName"]}"' in query
                 ]
-                return self._reply({"endpoints": found})
-        self._reply({"error": {"code": 404, "message": f"no {path}"}}, 404)
+                return self.reply({"endpoints": found})
+        self.reply({"error": {"code": 404, "message": f"no {path}"}}, 404)
 
     def do_POST(self) -> None:
         path, _, body = self._record()
@@ -114,9 +95,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 s.jobs[name] = {**body, "name": name, "state": "JOB_STATE_PENDING"}
                 if s.trainer is not None:
                     s.trainer(body)
-                return self._reply(s.jobs[name])
+                return self.reply(s.jobs[name])
             if path.endswith(":cancel") and path.removesuffix(":cancel") in s.jobs:
-                return self._reply({})
+                return self.reply({})
             if path == f"{PARENT}/models:upload":
                 name = f"{PARENT}/models/{s.new_id()}"
                 s.models[name] = {
@@ -124,11 +105,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                     "name": name,
                     "supportedDeploymentResourcesTypes": ["DEDICATED_RESOURCES"],
                 }
-                return self._reply(_operation(name, {"model": name}, "UploadModelResponse"))
+                return self.reply(_operation(name, {"model": name}, "UploadModelResponse"))
             if path == f"{PARENT}/endpoints":
                 name = f"{PARENT}/endpoints/{s.new_id()}"
                 s.endpoints[name] = {**body, "name": name, "deployedModels": [], "trafficSplit": {}}
-                return self._reply(_operation(name, s.endpoints[name], "Endpoint"))
+                return self.reply(_operation(name, s.endpoints[name], "Endpoint"))
             if path.endswith(":deployModel"):
                 name = path.removesuffix(":deployModel")
                 endpoint = s.endpoints[name]
@@ -137,7 +118,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 split = {k: v for k, v in body.get("trafficSplit", {}).items() if k != "0"}
                 split[deployed["id"]] = body.get("trafficSplit", {}).get("0", 100)
                 endpoint["trafficSplit"] = split
-                return self._reply(
+                return self.reply(
                     _operation(name, {"deployedModel": deployed}, "DeployModelResponse")
                 )
             if path.endswith(":undeployModel"):
@@ -151,17 +132,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                     k: v for k, v in endpoint["trafficSplit"].items() if k != gone
                 }
                 endpoint["trafficSplit"] = split
-                return self._reply(_operation(name, {}, "UndeployModelResponse"))
-        self._reply({"error": {"code": 404, "message": f"no {path}"}}, 404)
+                return self.reply(_operation(name, {}, "UndeployModelResponse"))
+        self.reply({"error": {"code": 404, "message": f"no {path}"}}, 404)
 
 
 def serve() -> Iterator[FakeVertex]:
     """Runs a fake in a thread for the duration of the generator (a fixture body)."""
-    server = FakeVertex()
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield server
-    finally:
-        server.shutdown()
-        server.server_close()
+    yield from serving(FakeVertex())
