@@ -257,7 +257,7 @@ def parse_spec(data: Any, *, origin: str = "<spec>") -> JobSpec:
         if spec.source.schema is not None:
             check_columns(spec, list(spec.source.schema))
     except SpecError as exc:
-        raise SpecError(exc.path, exc.problem, source=origin) from None
+        raise exc.located(origin) from None
     return spec
 
 

@@ -176,7 +176,7 @@ def streaming_spec(spec: JobSpec) -> StreamingSpec:
     try:
         return from_mapping(StreamingSpec, raw, "streaming")
     except SpecError as exc:
-        raise SpecError(exc.path, exc.problem, source=spec.origin) from None
+        raise exc.located(spec.origin) from None
 
 
 @dataclasses.dataclass

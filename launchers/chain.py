@@ -333,7 +333,7 @@ def parse_chain(data: Any, *, origin: str = "<chain>") -> ChainSpec:
         if not steps:
             raise SpecError("steps", "a chain needs at least one step")
     except SpecError as exc:
-        raise SpecError(exc.path, exc.problem, source=origin) from None
+        raise exc.located(origin) from None
     return ChainSpec(
         name=raw.name, workdir=raw.workdir, steps=steps, state=raw.state, gcp=gcp, origin=origin
     )
@@ -374,7 +374,7 @@ def check_target(spec: ChainSpec, target: str) -> None:
                     f"steps[{i}].gcp", f"the gcp target needs {step.name}'s gcp section"
                 )
     except SpecError as exc:
-        raise SpecError(exc.path, exc.problem, source=spec.origin) from None
+        raise exc.located(spec.origin) from None
 
 
 # ---------------------------------------------------------------------------------------------

@@ -31,6 +31,10 @@ class SpecError(ValueError):
         where = f"{source}: " if source else ""
         super().__init__(f"{where}{path or '<root>'}: {problem}")
 
+    def located(self, source: str) -> SpecError:
+        """The same error, naming the file it was found in."""
+        return SpecError(self.path, self.problem, source=source)
+
 
 def _type_name(tp: Any) -> str:
     origin = get_origin(tp)
