@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 
 import apache_beam as beam
@@ -277,6 +278,171 @@ def test_panes_late_rows_and_counters_on_test_stream() -> None:
                 [(late, 1)],  # b, batch 3
             ]
         ),
+        label="Counts",
+    )
+    p.run().wait_until_finish()
+
+
+# --- quiet spells: the shard keeps ticking on the expiry grid for a bounded time -----------
+
+
+def _errors(out: beam.pvalue.DoOutputsTuple) -> beam.PCollection:
+    return out.errors | beam.Map(
+        lambda e: (e.step, e.reason, e.source, e.event_time, e.payload, e.message)
+    )
+
+
+def _late_message(seconds: int, watermark: str, lateness: int = 5) -> str:
+    return (
+        f"event time {_t(seconds).isoformat()} is too late for aggregation 'fares': the "
+        f"watermark was at 1970-01-01T00:00:{watermark}+00:00, past the end of its windows "
+        f"plus the allowed lateness of {lateness} s"
+    )
+
+
+def test_row_for_a_window_that_expired_during_a_quiet_spell_is_late() -> None:
+    # a's only window [0, 10) fires at 10 s and expires at 15 s + 1 us; the shard then has no
+    # open window. The watermark reaches 30 s: [10, 20) expired at 25 s + 1 us although the
+    # shard never held it. Without ticks on the expiry grid the shard would still believe the
+    # watermark was at 15 s and aggregate the row at 12 s into an on-time pane.
+    stream = (
+        TestStream()
+        .add_elements([TimestampedValue(_batch([("a", 1, 10, 2), ("a", 2, 20, 3)]), 1)])
+        .advance_watermark_to(30)
+        .add_elements([TimestampedValue(_batch([("a", 8, 5, 4), ("a", 12, 7, 5)]), 30)])
+        .advance_watermark_to(100)
+        .advance_watermark_to_infinity()
+    )
+    p = _pipeline()
+    out = p | stream | AggregateWindows(aggregation=AGG, pipeline="job")
+    assert_that(out.rows, equal_to([_pane("a", 0, "on_time", 2, 15.0, 20.0)]), label="Panes")
+    assert_that(
+        _errors(out),
+        equal_to(
+            [
+                (
+                    "window:fares",
+                    "late",
+                    "trips.csv:4",
+                    "1970-01-01T00:00:08+00:00",
+                    '{"area": "a", "fare": 5.0}',
+                    _late_message(8, "25.000001"),
+                ),
+                (
+                    "window:fares",
+                    "late",
+                    "trips.csv:5",
+                    "1970-01-01T00:00:12+00:00",
+                    '{"area": "a", "fare": 7.0}',
+                    _late_message(12, "25.000001"),
+                ),
+            ]
+        ),
+        label="Late",
+    )
+    agg, late = ("aggregated", "window:fares", ""), ("rejected", "window:fares", "late")
+    assert_that(
+        out.counts | beam.Map(lambda c: sorted(c.items())),
+        equal_to([[(agg, 2)], [(late, 2)]]),
+        label="Counts",
+    )
+    p.run().wait_until_finish()
+
+
+def test_first_row_of_a_window_whose_end_has_passed_is_a_late_pane() -> None:
+    # Lateness 15 s: [0, 10) expires at 25 s + 1 us, the grid then ticks at 35 s + 1 us, so at
+    # a watermark of 37 s the shard knows [20, 30) has ended but not expired (45 s + 1 us).
+    # Beam emits data arriving after its window's end at once, in a late pane: so does this.
+    agg = dataclasses.replace(AGG, allowed_lateness_seconds=15)
+    stream = (
+        TestStream()
+        .add_elements([TimestampedValue(_batch([("a", 1, 10, 2), ("a", 2, 20, 3)]), 1)])
+        .advance_watermark_to(37)
+        .add_elements([TimestampedValue(_batch([("a", 25, 4, 4)]), 37)])
+        .advance_watermark_to(100)
+        .advance_watermark_to_infinity()
+    )
+    p = _pipeline()
+    out = p | stream | AggregateWindows(aggregation=agg, pipeline="job")
+    assert_that(
+        out.rows,
+        equal_to([_pane("a", 0, "on_time", 2, 15.0, 20.0), _pane("a", 20, "late", 1, 4.0, 4.0)]),
+        label="Panes",
+    )
+    assert_that(out.errors, equal_to([]), label="NoErrors")
+    agg_count = ("aggregated", "window:fares", "")
+    assert_that(
+        out.counts | beam.Map(lambda c: sorted(c.items())),
+        equal_to([[(agg_count, 2)], [(agg_count, 1)]]),
+        label="Counts",
+    )
+    p.run().wait_until_finish()
+
+
+def test_row_past_its_window_end_between_grid_ticks_gets_an_on_time_pane() -> None:
+    # The documented approximation: with 5 s lateness the grid (…, 25 s, 35 s, + 1 us) never
+    # falls within [end, end + lateness], so at a watermark of 32 s the shard only knows
+    # 25 s + 1 us. The row at 25 s opens [20, 30) (not expired: 35 s) and is emitted at the
+    # next firing as on time, where Beam would say late. It is still aggregated, never lost.
+    stream = (
+        TestStream()
+        .add_elements([TimestampedValue(_batch([("a", 1, 10, 2), ("a", 2, 20, 3)]), 1)])
+        .advance_watermark_to(32)
+        .add_elements([TimestampedValue(_batch([("a", 25, 4, 4)]), 32)])
+        .advance_watermark_to(100)
+        .advance_watermark_to_infinity()
+    )
+    p = _pipeline()
+    out = p | stream | AggregateWindows(aggregation=AGG, pipeline="job")
+    assert_that(
+        out.rows,
+        equal_to([_pane("a", 0, "on_time", 2, 15.0, 20.0), _pane("a", 20, "on_time", 1, 4.0, 4.0)]),
+        label="Panes",
+    )
+    assert_that(out.errors, equal_to([]), label="NoErrors")
+    p.run().wait_until_finish()
+
+
+def test_quiet_spell_longer_than_the_horizon() -> None:
+    # a's last expiry is at 15 s + 1 us: the grid is followed up to 30 s + 1 us (25 s + 1 us is
+    # its last tick). At a watermark of 100 s a row for [10, 20), which started before the
+    # last expiry, is still known late; a row for [50, 60), which starts after it and expired
+    # at 65 s + 1 us unseen, is aggregated into a pane (the documented approximation).
+    stream = (
+        TestStream()
+        .add_elements([TimestampedValue(_batch([("a", 1, 10, 2), ("a", 2, 20, 3)]), 1)])
+        .advance_watermark_to(100)
+        .add_elements([TimestampedValue(_batch([("a", 18, 5, 4), ("a", 50, 6, 5)]), 100)])
+        .advance_watermark_to(200)
+        .advance_watermark_to_infinity()
+    )
+    p = _pipeline()
+    out = p | stream | AggregateWindows(aggregation=AGG, pipeline="job")
+    assert_that(
+        out.rows,
+        equal_to([_pane("a", 0, "on_time", 2, 15.0, 20.0), _pane("a", 50, "on_time", 1, 6.0, 6.0)]),
+        label="Panes",
+    )
+    assert_that(
+        _errors(out),
+        equal_to(
+            [
+                (
+                    "window:fares",
+                    "late",
+                    "trips.csv:4",
+                    "1970-01-01T00:00:18+00:00",
+                    '{"area": "a", "fare": 5.0}',
+                    _late_message(18, "25.000001"),
+                )
+            ]
+        ),
+        label="Late",
+    )
+    agg, late = ("aggregated", "window:fares", ""), ("rejected", "window:fares", "late")
+    assert_that(
+        out.counts | beam.Map(lambda c: sorted(c.items())),
+        equal_to([[(agg, 2)], [(agg, 1), (late, 1)]]),
         label="Counts",
     )
     p.run().wait_until_finish()

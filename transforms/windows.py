@@ -17,13 +17,35 @@ state of a stateful DoFn per key, driven by one event-time timer:
   not others is aggregated into the open ones and the missed windows are counted
   (``beamforge/late_window_assignments``).
 
-The watermark a key's DoFn knows is the last time its timer fired (at each of its windows'
-end and expiry), so while a key has open windows its decisions match Beam's exactly. A key
-without open windows sets no timer; a row arriving after such a quiet spell for a window
-that expired meanwhile is aggregated and emitted in a pane at the next firing instead of
-being rejected: decided differently from Beam, but never lost. Everything is in microseconds since the epoch (UTC), as Arrow timestamps.
+The watermark a shard of keys knows is a lower bound: the time its timer was last set for.
+The timer is set for the next of its windows' ends (on-time pane) and expiries (``end +
+allowed lateness``), and, for ``size + allowed lateness`` past the shard's last expiry (its
+*idle horizon*), for every instant on the grid of expiries (``start + size + allowed lateness``
+plus one microsecond, for every grid-aligned window start), whether or not the shard still
+has open windows. So after a quiet spell the shard still knows the watermark exactly at the expiry of every
+window that starts before its last expiry, and a row for such a window arriving after it
+expired is routed ``late``, as Beam would drop it. The ticks stop at the horizon, so when the watermark
+jumps to the end of time (a bounded run ends, a Dataflow drain) an idle shard fires at most
+``(size + allowed lateness) / period + 1`` more times and never loops. A row opening a window
+whose end the known watermark has passed is emitted at once in a ``late`` pane, as Beam emits
+data arriving after the watermark passed its window's end.
 
-The pure pieces (window assignment, accumulators, per-key splitting) are tested without Beam.
+What remains approximate (decided differently from Beam, never lost: such rows are aggregated
+and counted as aggregated):
+
+- a row arriving after the shard went more than the idle horizon without an expiry, for a
+  window that starts after the shard's last expiry and that the watermark passed meanwhile,
+  is aggregated and emitted in a pane instead of being routed ``late``;
+- a shard knows no watermark before its first timer fires: every row it receives until then
+  is taken as on time;
+- a row opening a window whose end the watermark has passed but the shard's known watermark
+  has not (the expiry grid need not fall between a window's end and its expiry) is emitted in
+  an ``on_time`` pane at the next firing rather than a ``late`` one.
+
+Everything is in microseconds since the epoch (UTC), as Arrow timestamps.
+
+The pure pieces (window assignment, accumulators, per-key splitting, the next tick) are tested
+without Beam.
 """
 
 from __future__ import annotations
@@ -361,6 +383,41 @@ def assign_rows(batch: pa.RecordBatch, aggregation: Aggregation, watermark_us: i
     return Decision(updates, np.flatnonzero(late), np.flatnonzero(no_time), missed)
 
 
+def next_tick(
+    watermark_us: int, last_expiry_us: int | None, window: Window, lateness_us: int
+) -> int | None:
+    """The next instant after the watermark at which some window expires, within the horizon.
+
+    Windows start at ``offset + k * period`` and expire once the watermark passes ``start +
+    size + lateness``, i.e. at the instants ``start + size + lateness + 1`` (microseconds): the
+    expiry grid. A shard whose timer fires at each of them knows, at every moment, whether any
+    window on the grid has expired, whether it held data or not. The grid is only followed up
+    to ``last_expiry + size + lateness`` (the idle horizon), the last instant at which a window
+    starting before the last expiry can expire, so that a watermark jumping to the end of time
+    fires a bounded number of ticks.
+
+    Args:
+        watermark_us: The watermark the shard knows (the time its timer last fired for).
+        last_expiry_us: When the shard's last window expired (the watermark of that firing);
+            None if none has yet, in which case there is nothing to follow.
+        window: The windows.
+        lateness_us: The allowed lateness.
+
+    Returns:
+        The smallest grid instant greater than ``watermark_us``, or None if it lies beyond
+        the horizon or at or after the end of time.
+    """
+    if last_expiry_us is None:
+        return None
+    period = window.period_us
+    first = window.offset_us + window.size_us + lateness_us + 1
+    tick = watermark_us + period - (watermark_us - first) % period
+    horizon = last_expiry_us + window.size_us + lateness_us
+    if tick > horizon or tick >= MAX_TIMESTAMP.micros:
+        return None
+    return tick
+
+
 # ---------------------------------------------------------------------------------------
 # Beam.
 
@@ -399,6 +456,9 @@ _TICK_PARAM = beam.DoFn.TimerParam(_TICK)
 # timestamp, so the firing time is also kept in state.
 _NEXT = ReadModifyWriteStateSpec("next", PickleCoder())
 _NEXT_PARAM = beam.DoFn.StateParam(_NEXT)
+# When the shard's last window expired: the expiry grid is followed for a bounded time after.
+_EXPIRED = ReadModifyWriteStateSpec("expired", PickleCoder())
+_EXPIRED_PARAM = beam.DoFn.StateParam(_EXPIRED)
 
 
 class _WindowedAggregateDoFn(beam.DoFn):
@@ -410,6 +470,7 @@ class _WindowedAggregateDoFn(beam.DoFn):
         self._late = Metrics.counter("beamforge", "late_rows")
         self._missed = Metrics.counter("beamforge", "late_window_assignments")
         self._rows = Metrics.counter("beamforge", "rows_aggregated")
+        self._ticks = Metrics.counter("beamforge", "window_ticks")
 
     def _row(self, key: str, start: int, state: _WindowState, pane: str) -> TimestampedValue:
         end = start + self._agg.window.size_us
@@ -432,15 +493,25 @@ class _WindowedAggregateDoFn(beam.DoFn):
         )
 
     def _set_tick(
-        self, timer: Any, next_state: Any, windows: Mapping[tuple[str, int], _WindowState]
+        self,
+        timer: Any,
+        next_state: Any,
+        windows: Mapping[tuple[str, int], _WindowState],
+        watermark: int,
+        last_expiry: int | None,
     ) -> None:
-        # One timer per key: the next window end (on-time pane) or expiry (end + allowed
-        # lateness). A key without open windows sets none, so nothing loops on idle keys.
+        # One timer per shard: the next window end (on-time pane) or expiry (end + allowed
+        # lateness), or the next instant on the expiry grid within the idle horizon, so that the
+        # known watermark stays exact for windows the shard never held. Past the horizon a
+        # shard without open windows sets none, so nothing loops on idle shards.
         size, lateness = self._agg.window.size_us, self._agg.lateness_us
         events = [
             start + size + lateness + 1 if state.emitted else start + size
             for (_, start), state in windows.items()
         ]
+        if watermark != NO_TIME:
+            tick = next_tick(watermark, last_expiry, self._agg.window, lateness)
+            events += [] if tick is None else [tick]
         if events and Timestamp(micros=min(events)) < MAX_TIMESTAMP:
             timer.set(Timestamp(micros=min(events)))
             next_state.write(min(events))
@@ -454,6 +525,7 @@ class _WindowedAggregateDoFn(beam.DoFn):
         watermark_state: Any = _WATERMARK_PARAM,
         tick: Any = _TICK_PARAM,
         next_state: Any = _NEXT_PARAM,
+        expired_state: Any = _EXPIRED_PARAM,
     ) -> Iterator[Any]:
         # State is kept per shard of keys, not per key: the local runner's state cache
         # measures every value it stores, which costs far more than the values themselves.
@@ -464,7 +536,7 @@ class _WindowedAggregateDoFn(beam.DoFn):
         for key, batch in parts:
             yield from self._add(key, batch, windows, watermark)
         windows_state.write(windows)
-        self._set_tick(tick, next_state, windows)
+        self._set_tick(tick, next_state, windows, watermark, expired_state.read())
 
     def _add(
         self,
@@ -496,7 +568,10 @@ class _WindowedAggregateDoFn(beam.DoFn):
         for start, acc in decision.updates.items():
             state = windows.setdefault((key, start), _WindowState(Accumulator()))
             state.acc.merge(acc)
-            if state.emitted:
+            # A window the watermark is known to have passed the end of gets no on-time pane:
+            # like Beam, its first data is emitted at once as a late pane.
+            if state.emitted or start + self._agg.window.size_us <= watermark:
+                state.emitted = True
                 yield self._row(key, start, state, LATE_PANE)
 
     def _why(self, batch: pa.RecordBatch, i: int, watermark: int) -> str:
@@ -515,6 +590,7 @@ class _WindowedAggregateDoFn(beam.DoFn):
         watermark_state: Any = _WATERMARK_PARAM,
         tick: Any = _TICK_PARAM,
         next_state: Any = _NEXT_PARAM,
+        expired_state: Any = _EXPIRED_PARAM,
     ) -> Iterator[TimestampedValue]:
         # The watermark is at least the time this timer was set for (kept in state): trust
         # that lower bound, not the firing timestamp, which local runners may report as a
@@ -522,7 +598,9 @@ class _WindowedAggregateDoFn(beam.DoFn):
         known = [t for t in (watermark_state.read(), next_state.read()) if t is not None]
         watermark = max(known) if known else fired.micros
         watermark_state.write(watermark)
+        self._ticks.inc()
         windows: dict[tuple[str, int], _WindowState] = windows_state.read() or {}
+        last_expiry: int | None = expired_state.read()
         size, lateness = self._agg.window.size_us, self._agg.lateness_us
         for key, start in sorted(windows, key=lambda ks: (ks[1], ks[0])):
             state = windows[(key, start)]
@@ -532,8 +610,11 @@ class _WindowedAggregateDoFn(beam.DoFn):
                 yield self._row(key, start, state, ON_TIME)
             if watermark > end + lateness:
                 del windows[(key, start)]
+                last_expiry = watermark
         windows_state.write(windows)
-        self._set_tick(tick, next_state, windows)
+        if last_expiry is not None:
+            expired_state.write(last_expiry)
+        self._set_tick(tick, next_state, windows, watermark, last_expiry)
 
 
 class AggregateWindows(beam.PTransform):
@@ -552,7 +633,8 @@ class AggregateWindows(beam.PTransform):
     (rows in = aggregated + rejected).
 
     Metrics: ``beamforge/rows_aggregated``, ``beamforge/late_rows``,
-    ``beamforge/late_window_assignments``.
+    ``beamforge/late_window_assignments``, ``beamforge/window_ticks`` (timer firings: bounded
+    after the input ends, see the module docstring).
     """
 
     def __init__(self, *, aggregation: Aggregation, pipeline: str, shards: int = 16) -> None:
@@ -599,6 +681,7 @@ __all__ = [
     "Window",
     "assign_rows",
     "event_times_us",
+    "next_tick",
     "rows_to_batch",
     "split_by_key",
     "window_starts",
