@@ -9,12 +9,14 @@ import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 import pytest
+from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 from apache_beam.runners.direct.direct_runner import BundleBasedDirectRunner
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.test_stream import TestStream
 from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms.window import TimestampedValue
+from apache_beam.utils.timestamp import MAX_TIMESTAMP
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -27,6 +29,7 @@ from transforms.windows import (
     Window,
     assign_rows,
     event_times_us,
+    next_tick,
     split_by_key,
     window_starts,
 )
@@ -177,6 +180,90 @@ def test_sliding_row_partly_late_counts_missed_windows() -> None:
     assert list(decision.updates) == [10 * US]
     assert decision.missed == 1
     assert decision.late_rows.tolist() == []
+
+
+def test_next_tick_follows_the_expiry_grid_up_to_the_horizon() -> None:
+    # 10 s windows, 5 s lateness: windows expire at k * 10 s + 15 s + 1 us.
+    window, lateness = Window(size_seconds=10), 5 * US
+    expired = 15 * US + 1  # [0, 10) expired: the horizon is 30 s + 1 us.
+    assert next_tick(expired, expired, window, lateness) == 25 * US + 1
+    assert next_tick(25 * US, expired, window, lateness) == 25 * US + 1
+    assert next_tick(25 * US + 1, expired, window, lateness) is None
+    assert next_tick(-3 * US, expired, window, lateness) == 5 * US + 1
+    assert next_tick(0, None, window, lateness) is None
+    # Never at or beyond the end of time: 1 s windows without lateness expire at k s + 1 us.
+    end = MAX_TIMESTAMP.micros
+    last = end - end % US + 1
+    assert next_tick(last - 1, end, Window(size_seconds=1), 0) == last
+    assert next_tick(last, end, Window(size_seconds=1), 0) is None
+
+
+@given(
+    period=st.integers(min_value=1, max_value=10**7),
+    k=st.integers(min_value=1, max_value=5),
+    offset=st.integers(min_value=0, max_value=10**7),
+    lateness=st.integers(min_value=0, max_value=3 * 10**7),
+    expired=st.integers(min_value=-(10**14), max_value=10**14),
+    behind=st.integers(min_value=0, max_value=10**8),
+)
+def test_next_tick_is_the_next_expiry_within_the_horizon(
+    period: int, k: int, offset: int, lateness: int, expired: int, behind: int
+) -> None:
+    window = Window(
+        size_seconds=period * k / US,
+        kind="sliding",
+        period_seconds=period / US,
+        offset_seconds=offset / US,
+    )
+    size = window.size_us
+    horizon = expired + size + lateness
+    watermark = expired + behind
+    tick = next_tick(watermark, expired, window, lateness)
+    # The first grid instant after the watermark, by walking the grid.
+    first = window.offset_us + size + lateness + 1
+    candidate = first + ((watermark - first) // period) * period
+    while candidate <= watermark:
+        candidate += period
+    if candidate > horizon:
+        assert tick is None
+    else:
+        assert tick == candidate
+        assert (tick - window.offset_us - size - lateness - 1) % period == 0
+        assert watermark < tick <= horizon
+
+
+@given(
+    period=st.integers(min_value=1, max_value=10**6),
+    k=st.integers(min_value=1, max_value=5),
+    offset=st.integers(min_value=0, max_value=10**6),
+    periods=st.integers(min_value=0, max_value=20),
+    extra=st.integers(min_value=0, max_value=10**6),
+    expired=st.integers(min_value=-(10**12), max_value=10**12),
+)
+def test_ticks_after_the_last_expiry_cover_every_earlier_window_and_stop(
+    period: int, k: int, offset: int, periods: int, extra: int, expired: int
+) -> None:
+    # Any lateness, in a bounded number of periods so that walking the ticks stays quick.
+    lateness = periods * period + extra % period
+    window = Window(
+        size_seconds=period * k / US,
+        kind="sliding",
+        period_seconds=period / US,
+        offset_seconds=offset / US,
+    )
+    size = window.size_us
+    # What an idle shard fires when the watermark jumps to the end of time.
+    ticks, watermark = [], expired
+    while (tick := next_tick(watermark, expired, window, lateness)) is not None:
+        ticks.append(tick)
+        watermark = tick
+    assert len(ticks) <= (size + lateness) // period + 1
+    # Every window that starts before the last expiry and has not expired by then expires
+    # exactly at one of the ticks: the shard knows when it does.
+    start = expired - 1 - (expired - 1 - window.offset_us) % period
+    while start + size + lateness + 1 > expired:
+        assert start + size + lateness + 1 in ticks
+        start -= period
 
 
 # --- Beam: TestStream with explicit watermarks --------------------------------------------
@@ -446,3 +533,26 @@ def test_quiet_spell_longer_than_the_horizon() -> None:
         label="Counts",
     )
     p.run().wait_until_finish()
+
+
+def test_a_bounded_run_ends_after_a_bounded_number_of_ticks() -> None:
+    # At the end of a bounded run the watermark jumps to the end of time and each shard fires
+    # through its timers one by one. With 10 s windows and 5 s lateness shard a (and b, in
+    # another shard) fires at 10 s (on-time pane), at 15 s + 1 us ([0, 10) expires) and at the
+    # one grid instant left within 15 s of that expiry, 25 s + 1 us: three ticks each.
+    p = beam.Pipeline(runner="DirectRunner", options=PipelineOptions())
+    batch = _batch([("a", 1, 10, 2), ("a", 2, 20, 3), ("b", 3, 5, 4)])
+    out = (
+        p
+        | beam.Create([batch])
+        | beam.Map(lambda b: TimestampedValue(b, 1))
+        | AggregateWindows(aggregation=AGG, pipeline="job")
+    )
+    assert_that(
+        out.rows,
+        equal_to([_pane("a", 0, "on_time", 2, 15.0, 20.0), _pane("b", 0, "on_time", 1, 5.0, 5.0)]),
+    )
+    result = p.run()
+    result.wait_until_finish()
+    ticks = result.metrics().query(MetricsFilter().with_name("window_ticks"))["counters"]
+    assert [c.committed for c in ticks] == [6]
