@@ -20,15 +20,16 @@ state of a stateful DoFn per key, driven by one event-time timer:
 The watermark a shard of keys knows is a lower bound: the time its timer was last set for.
 The timer is set for the next of its windows' ends (on-time pane) and expiries (``end +
 allowed lateness``), and, for ``size + allowed lateness`` past the shard's last expiry (its
-*idle horizon*), for every instant on the grid of expiries (``start + size + allowed lateness``
-plus one microsecond, for every grid-aligned window start), whether or not the shard still
-has open windows. So after a quiet spell the shard still knows the watermark exactly at the expiry of every
-window that starts before its last expiry, and a row for such a window arriving after it
-expired is routed ``late``, as Beam would drop it. The ticks stop at the horizon, so when the watermark
-jumps to the end of time (a bounded run ends, a Dataflow drain) an idle shard fires at most
-``(size + allowed lateness) / period + 1`` more times and never loops. A row opening a window
-whose end the known watermark has passed is emitted at once in a ``late`` pane, as Beam emits
-data arriving after the watermark passed its window's end.
+*idle horizon*), for every instant on the grid of expiries (``start + size + allowed
+lateness`` plus one microsecond, for every grid-aligned window start), whether or not the
+shard still has open windows. So after a quiet spell the shard still knows the watermark
+exactly at the expiry of every window that starts before its last expiry, and a row for such
+a window arriving after it expired is routed ``late``, as Beam would drop it. The ticks stop
+at the horizon, so when the watermark jumps to the end of time (a bounded run ends, a
+Dataflow drain) an idle shard fires at most ``(size + allowed lateness) / period + 1`` more
+times and never loops. A row opening a window whose end the known watermark has passed is
+emitted at once in a ``late`` pane, as Beam emits data arriving after the watermark passed
+its window's end.
 
 What remains approximate (decided differently from Beam, never lost: such rows are aggregated
 and counted as aggregated):
@@ -397,7 +398,7 @@ def next_tick(
     fires a bounded number of ticks.
 
     Args:
-        watermark_us: The watermark the shard knows (the time its timer last fired for).
+        watermark_us: The watermark the shard knows (the time its timer was last set for).
         last_expiry_us: When the shard's last window expired (the watermark of that firing);
             None if none has yet, in which case there is nothing to follow.
         window: The windows.
