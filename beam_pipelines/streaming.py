@@ -15,9 +15,11 @@ Output layout under ``streaming.output.path`` (local or gs://)::
 
 and, with ``streaming.output.bigquery``, the rows streamed into one BigQuery table.
 
-Local runs: the file source runs on the pinned local runner (FnApiRunner) and ends after
-``max_files`` files or at its deadline; Pub/Sub runs on the streaming local runner and is
-cancelled at ``deadline_seconds``. On Dataflow the job keeps running.
+Local runs (the pinned FnApiRunner): the file source ends after ``max_files`` files or at
+its deadline; Pub/Sub is pulled (:mod:`transforms.pubsub_pull`) until ``max_messages``,
+``idle_seconds`` or ``deadline_seconds``. Either way the source then drains: the watermark
+goes to the end of time, every window fires, and the run ends with everything written. On
+Dataflow the job keeps running (Beam's ``ReadFromPubSub``) until drained or cancelled.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ import apache_beam as beam
 import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
+from apache_beam.options.pipeline_options import StandardOptions
 
 from beam_pipelines.spec import JobSpec
 from transforms.artifact import read_artifact
@@ -46,6 +49,7 @@ from transforms.bigquery import (
 )
 from transforms.config import SpecError, from_mapping
 from transforms.errors import ErrorRecord
+from transforms.pubsub_pull import Limits, PullPubSub, create_subscription, delete_subscription
 from transforms.read import resolve_schema
 from transforms.schema import arrow_schema
 from transforms.side_artifact import ApplyLatestArtifact
@@ -89,23 +93,34 @@ class PubsubSource(Decoding):
         topic: ``projects/P/topics/T`` (a subscription is created by the runner).
         batch_size: Messages per decoded batch at most.
         max_latency_seconds: Longest time a message waits for its batch.
-        deadline_seconds: Local runs: cancel the job this long after the start.
         dedupe_seconds: How long (event time) a message id is remembered to drop repeats.
+        max_messages: Local runs: stop reading after this many messages (heartbeats not
+            counted), then drain.
+        idle_seconds: Local runs: stop reading when no message came for this long.
+        deadline_seconds: Local runs: stop reading this long after the start.
     """
 
     subscription: str | None = None
     topic: str | None = None
     batch_size: int = 500
     max_latency_seconds: float = 1.0
-    deadline_seconds: float | None = None
     dedupe_seconds: float = 600.0
+    max_messages: int | None = None
+    idle_seconds: float | None = None
+    deadline_seconds: float | None = None
 
     def validate(self) -> None:
         super().validate()
         if self.dedupe_seconds <= 0:
             raise ValueError("streaming.pubsub.dedupe_seconds must be > 0")
+        self.limits(started=0.0).validate()
         if bool(self.subscription) == bool(self.topic):
             raise ValueError("give exactly one of streaming.pubsub.subscription and topic")
+
+    def limits(self, started: float) -> Limits:
+        """When a local run stops reading, for a run started at ``started`` (Unix time)."""
+        deadline = None if self.deadline_seconds is None else started + self.deadline_seconds
+        return Limits(self.max_messages, self.idle_seconds, deadline)
 
 
 @dataclasses.dataclass
@@ -189,6 +204,10 @@ class StreamPlan:
     output_columns: list[str]
     output_schema: pa.Schema
     started: float
+    # Local Pub/Sub runs: the subscription read (one made for the run when given a topic),
+    # and the reader, which tells whether it ran to a limit.
+    subscription: str | None = None
+    pull: PullPubSub | None = None
 
 
 def plan(
@@ -305,19 +324,32 @@ def _read_source(p: beam.Pipeline, plan: StreamPlan) -> tuple[beam.PCollection, 
 
     sub = stream.pubsub
     assert sub is not None
-    messages = (
-        p
-        | "ReadPubSub"
-        >> beam.io.ReadFromPubSub(
-            subscription=sub.subscription,
-            topic=sub.topic,
-            with_attributes=True,
-            # Dataflow de-duplicates by this attribute; the local runner refuses it, and
-            # Dedupe below does the same everywhere.
-            id_label=None if is_local(p.options) else sub.id_attribute,
+    if is_local(p.options):
+        # Locally: a reader that ends (at a limit) and drains, so every window is written.
+        assert plan.subscription is not None
+        plan.pull = PullPubSub(
+            subscription=plan.subscription,
+            limits=sub.limits(plan.started),
+            batch_size=sub.batch_size,
         )
-        | "ToMessage" >> beam.Map(message_from_pubsub)
-        | "DropHeartbeats" >> beam.Filter(lambda m: not is_heartbeat(m))
+        received = p | "PullPubSub" >> plan.pull
+    else:
+        received = (
+            p
+            | "ReadPubSub"
+            >> beam.io.ReadFromPubSub(
+                subscription=sub.subscription,
+                topic=sub.topic,
+                with_attributes=True,
+                # Dataflow de-duplicates by this attribute; Dedupe below catches what a
+                # publisher sends twice with the same id across Dataflow's dedupe window.
+                id_label=sub.id_attribute,
+            )
+            | "ToMessage" >> beam.Map(message_from_pubsub)
+            | "DropHeartbeats" >> beam.Filter(lambda m: not is_heartbeat(m))
+        )
+    messages = (
+        received
         | "Dedupe" >> DedupeMessages(id_attribute=sub.id_attribute, ttl_seconds=sub.dedupe_seconds)
     ).messages
     decoded = messages | "Decode" >> DecodeMessages(
@@ -446,35 +478,38 @@ def run_streaming(
     from beam_pipelines.runner import is_local, make_options, make_pipeline
 
     the_plan = plan(spec, artifact_dir=artifact_dir, output=output)
-    pubsub = the_plan.stream.source == "pubsub"
-    options = make_options(beam_args, streaming=pubsub or not _is_local_args(beam_args))
+    sub = the_plan.stream.pubsub if the_plan.stream.source == "pubsub" else None
+    options = make_options(beam_args)
+    local = is_local(options)
+    # Local file runs stay on the batch runner (its splittable DoFns watch the folder); Pub/Sub
+    # runs locally on the streaming runner, fed by the pulling reader.
+    if not local or sub is not None:
+        options.view_as(StandardOptions).streaming = True
     p = make_pipeline(options)
-    build(p, the_plan)
-    result = p.run()
-    if not is_local(options):
-        return {}
-    if pubsub:
-        sub = the_plan.stream.pubsub
-        assert sub is not None
-        if sub.deadline_seconds is None:
-            result.wait_until_finish()
-        else:
-            remaining = the_plan.started + sub.deadline_seconds - time.time()
-            if remaining > 0:
-                time.sleep(remaining)  # the local runner has no bounded wait_until_finish
-            result.cancel()
-    else:
+    made = None
+    if local and sub is not None:
+        if sub.subscription is None:
+            assert sub.topic is not None
+            made = create_subscription(sub.topic)
+        the_plan.subscription = sub.subscription or made
+    try:
+        build(p, the_plan)
+        result = p.run()
+        if not local:
+            return {}
+        # Local sources end at their limits and drain: every window fires before this returns.
         result.wait_until_finish()
+        if the_plan.pull is not None:
+            the_plan.pull.check_completed()
+    finally:
+        if made is not None:
+            delete_subscription(made)
     summary = summarize(the_plan.stream.output.path, the_plan.stream.output.format)
     summary["pipeline"] = spec.name
     summary["run_id"] = uuid.uuid4().hex
     with FileSystems.create(FileSystems.join(the_plan.stream.output.path, "summary.json")) as f:
         f.write(json.dumps(summary, indent=2, sort_keys=True).encode())
     return summary
-
-
-def _is_local_args(beam_args: Sequence[str]) -> bool:
-    return not any("DataflowRunner" in a for a in beam_args)
 
 
 def run(argv: Sequence[str] | None = None) -> dict[str, Any]:

@@ -1,18 +1,18 @@
 """Streaming from Pub/Sub for real: the official emulator, Beam's Pub/Sub reader, the taxi rows.
 
 A batch run fits the artifact on a few hundred taxi rows; the same rows are then published as
-JSON messages (event times near now: the local runner's watermark is wall-clock), with
-malformed messages and heartbeats mixed in, and the streaming pipeline runs until its
-deadline. Heartbeats keep the local reader from blocking on a quiet subscription.
+JSON messages, with a repeated message, malformed messages and heartbeats mixed in, and the
+streaming pipeline reads them until it has seen every message, then drains: every window
+fires before the run ends, so the outputs are exact whatever the timing.
 De-duplication by message id is tested on its own with TestStream.
 """
 
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import json
 import pathlib
-import threading
 import time
 from typing import Any
 
@@ -37,7 +37,9 @@ REPO = pathlib.Path(__file__).resolve().parent.parent
 SAMPLE = REPO / "examples" / "chicago_taxi" / "data" / "sample.csv"
 STREAMING_YAML = REPO / "examples" / "chicago_taxi" / "streaming.yaml"
 ROWS = 300
-DEADLINE_SECONDS = 25
+# The rows, one repeat and two malformed messages (heartbeats are not counted).
+MESSAGES = ROWS + 3
+DEADLINE_SECONDS = 90
 
 
 def test_heartbeats_are_recognised_by_their_attribute() -> None:
@@ -106,6 +108,7 @@ def _spec(
     artifact: pathlib.Path,
     subscription: str,
     bigquery: dict[str, Any] | None = None,
+    topics: dict[str, str] | None = None,
 ) -> Any:
     data = yaml.safe_load(STREAMING_YAML.read_text())
     stream = data["streaming"]
@@ -118,35 +121,40 @@ def _spec(
         "id_attribute": "id",
         "batch_size": 100,
         "max_latency_seconds": 0.5,
+        "max_messages": MESSAGES,
+        # A safety net only: the run ends when it has read every message.
         "deadline_seconds": DEADLINE_SECONDS,
     }
     for agg in stream["aggregations"]:
-        # The local runner's watermark is wall-clock: see _publish for the event times.
+        # The reader's watermark follows publish times (now): the event times, up to 120 s
+        # back, are on time with this lateness.
         agg["allowed_lateness_seconds"] = 600
     stream["artifact"] = str(artifact)
     stream["output"]["path"] = str(root / "out")
     if bigquery is not None:
         stream["output"]["bigquery"] = bigquery
+    stream["output"].update(topics or {})
     return parse_spec(data, origin="test")
 
 
-def _publish(emulator: PubSub, rows_csv: pathlib.Path, stop: threading.Event) -> dict[str, str]:
-    """Publishes the rows, two malformed messages, then heartbeats until ``stop``.
+def _publish(emulator: PubSub, rows_csv: pathlib.Path) -> tuple[dict[str, str], list[int]]:
+    """Publishes the rows, a repeat, two malformed messages and heartbeats.
 
     Returns:
-        The Pub/Sub message id of each malformed message, by its payload.
+        The Pub/Sub message id of each malformed message, by its payload, and the event
+        time (ms) each row was published with.
     """
     publisher = emulator.publisher()
     now_ms = int(time.time() * 1000)
     with rows_csv.open() as f:
         records = list(csv.DictReader(f))
     futures = []
+    times: list[int] = []
     for i, record in enumerate(records):
-        # Empty CSV fields are null. Event times lie 120 s to 100 s back, so every window
-        # (60 s at most) ends, and fires on the wall-clock watermark, before the deadline;
-        # the generous lateness keeps the rows on time.
+        # Empty CSV fields are null. Event times lie 120 s to 100 s back.
         row = {k: (v if v != "" else None) for k, v in record.items()}
         when = now_ms - 120_000 + (20_000 * i) // len(records)
+        times.append(when)
         futures.append(
             publisher.publish(
                 emulator.topic,
@@ -168,12 +176,11 @@ def _publish(emulator: PubSub, rows_csv: pathlib.Path, stop: threading.Event) ->
     for payload in ("{not json", "[1, 2]"):
         # No id attribute: the error names the Pub/Sub message id.
         bad[payload] = publisher.publish(emulator.topic, payload.encode(), event_time=str(now_ms))
+    # Keep-alive messages: dropped by the reader, counted nowhere.
+    futures += [publisher.publish(emulator.topic, b"", heartbeat="1") for _ in range(3)]
     for future in futures:
         future.result(timeout=30)
-    ids = {payload: future.result(timeout=30) for payload, future in bad.items()}
-    while not stop.wait(0.5):
-        publisher.publish(emulator.topic, b"", heartbeat="1").result(timeout=30)
-    return ids
+    return {payload: future.result(timeout=30) for payload, future in bad.items()}, times
 
 
 def _jsonl(pattern: str, root: pathlib.Path) -> list[dict]:
@@ -182,26 +189,29 @@ def _jsonl(pattern: str, root: pathlib.Path) -> list[dict]:
     ]
 
 
-def _run(emulator: PubSub, root: pathlib.Path, bigquery: dict[str, Any] | None = None) -> tuple:
-    """Fits on the rows in batch, publishes them, runs the streaming job until its deadline."""
+def _jsonl_lines(pattern: str, root: pathlib.Path) -> list[str]:
+    return [line for p in sorted(root.glob(pattern)) for line in p.read_text().splitlines()]
+
+
+def _run(
+    emulator: PubSub,
+    root: pathlib.Path,
+    bigquery: dict[str, Any] | None = None,
+    topics: dict[str, str] | None = None,
+) -> tuple:
+    """Fits on the rows in batch, publishes them, runs the streaming job until it drains."""
     rows_csv = _subset(root)
     batch = root / "batch"
     run_job(load_spec(str(STREAMING_YAML)), inputs=[str(rows_csv)], output=str(batch))
-    spec = _spec(root, batch / "artifact", emulator.subscription, bigquery)
-    stop = threading.Event()
-    published: dict[str, str] = {}
-
-    def publish() -> None:
-        published.update(_publish(emulator, rows_csv, stop))
-
-    writer = threading.Thread(target=publish)
-    writer.start()
-    try:
-        summary = run_streaming(spec)
-    finally:
-        stop.set()
-        writer.join(timeout=30)
-    return root / "out", summary, batch, published
+    spec = _spec(root, batch / "artifact", emulator.subscription, bigquery, topics)
+    published, times = _publish(emulator, rows_csv)
+    started = time.monotonic()
+    summary = run_streaming(spec)
+    # Ended by reading every message, not by the deadline.
+    assert time.monotonic() - started < DEADLINE_SECONDS
+    with rows_csv.open() as f:
+        records = list(csv.DictReader(f))
+    return root / "out", summary, batch, published, list(zip(records, times, strict=True))
 
 
 @pytest.fixture
@@ -211,10 +221,9 @@ def pubsub_run(pubsub_emulator: PubSub, tmp_path: pathlib.Path) -> tuple:
 
 @pytest.mark.slow
 @pytest.mark.emulator
-@pytest.mark.wallclock
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(180)
 def test_pubsub_run_matches_the_batch_run(pubsub_run: tuple) -> None:
-    out, summary, batch_dir, published = pubsub_run
+    out, summary, batch_dir, published, sent = pubsub_run
     # Rows: the same feature values as the batch run gave the same rows.
     table = pa.concat_tables([pq.read_table(p) for p in sorted(batch_dir.glob("*/part-*.parquet"))])
     streamed = pa.Table.from_pylist(_jsonl("rows/*.jsonl", out), schema=table.schema).to_pylist()
@@ -232,30 +241,43 @@ def test_pubsub_run_matches_the_batch_run(pubsub_run: tuple) -> None:
         ("read", "malformed_record", published[payload], payload) for payload in published
     )
     assert len(published) == 2
-    # Windowed aggregates: per key and window the largest pane counts every row once.
-    last: dict[tuple, int] = {}
+    # Windowed aggregates: the last pane of each company and 30 s window holds exactly the
+    # rows published with event times in it (the run drains: every window fires).
+    expected: dict[tuple, list[float]] = {}
+    for record, when in sent:
+        start = when // 1000 // 30 * 30
+        fare = float(record["fare"] or 0)
+        expected.setdefault((record["company"] or "", start), []).append(fare)
+    last: dict[tuple, dict] = {}
     for pane in _jsonl("aggregates/fares_per_company/*.jsonl", out):
-        key = (pane["company"], pane["window_start"])
-        last[key] = max(last.get(key, 0), pane["trips"])
-    assert sum(last.values()) == table.num_rows
+        start = int(dt.datetime.fromisoformat(pane["window_start"]).timestamp())
+        key = (pane["company"], start)
+        if key not in last or pane["trips"] > last[key]["trips"]:
+            last[key] = pane
+    assert {k: p["trips"] for k, p in last.items()} == {k: len(v) for k, v in expected.items()}
+    for key, pane in last.items():
+        assert pane["fare_sum"] == pytest.approx(sum(expected[key]), rel=1e-6)
+        assert pane["fare_max"] == pytest.approx(max(expected[key]), rel=1e-6)
     sliding: dict[tuple, int] = {}
     for pane in _jsonl("aggregates/trips_per_area/*.jsonl", out):
         key = (pane["pickup_community_area"], pane["window_start"])
         sliding[key] = max(sliding.get(key, 0), pane["trips"])
     # Sliding windows of 60 s every 20 s: each row is in three windows.
     assert sum(sliding.values()) == 3 * table.num_rows
+    # Every message is accounted for: rows written, the repeat dropped, two errors.
+    assert summary["rows_written"] + len(errors) + 1 == MESSAGES
 
 
 @pytest.mark.slow
 @pytest.mark.emulator
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(180)
 def test_pubsub_rows_stream_into_bigquery(
     pubsub_emulator: PubSub, bigquery_emulator: Any, tmp_path: pathlib.Path
 ) -> None:
     client = bigquery_emulator.client()
     client.create_dataset("stream_out", exists_ok=True)
     table = f"{bigquery_emulator.project}.stream_out.taxi"
-    out, summary, batch_dir, _ = _run(pubsub_emulator, tmp_path, bigquery={"table": table})
+    out, summary, batch_dir, *_ = _run(pubsub_emulator, tmp_path, bigquery={"table": table})
     files = _jsonl("rows/*.jsonl", out)
     # The dataset's schema: float32 features travel as FLOAT64 in BigQuery, exactly.
     schema = pq.read_schema(next(batch_dir.glob("*/part-*.parquet")))
@@ -288,3 +310,52 @@ def test_the_streaming_bigquery_sink_is_one_table_with_streaming_inserts(
     data["streaming"]["output"]["bigquery"] = sink
     with pytest.raises(SpecError, match=problem):
         streaming_spec(parse_spec(data, origin="test"))
+
+
+def _drain_subscription(emulator: PubSub, subscription: str) -> list[bytes]:
+    """Every message on a subscription (acknowledged), until a pull comes back empty."""
+    from google.api_core import exceptions
+
+    client = emulator.subscriber()
+    out: list[bytes] = []
+    while True:
+        try:
+            response = client.pull(
+                request={"subscription": subscription, "max_messages": 1000},
+                timeout=3,
+                retry=None,
+            )
+        except exceptions.DeadlineExceeded:
+            return out
+        if not response.received_messages:
+            return out
+        out += [r.message.data for r in response.received_messages]
+        ack_ids = [r.ack_id for r in response.received_messages]
+        client.acknowledge(request={"subscription": subscription, "ack_ids": ack_ids})
+
+
+@pytest.mark.slow
+@pytest.mark.emulator
+@pytest.mark.timeout(180)
+def test_rows_and_errors_are_published_back_to_pubsub(
+    pubsub_emulator: PubSub, tmp_path: pathlib.Path
+) -> None:
+    rows_topic = pubsub_emulator.new_topic("rows-out")
+    errors_topic = pubsub_emulator.new_topic("errors-out")
+    rows_sub = pubsub_emulator.new_subscription(rows_topic, "rows-out-sub")
+    errors_sub = pubsub_emulator.new_subscription(errors_topic, "errors-out-sub")
+    topics = {"topic": rows_topic, "errors_topic": errors_topic}
+    out, summary, *_ = _run(pubsub_emulator, tmp_path, topics=topics)
+    # The messages are the lines of the files, one each, in no particular order.
+    rows = _drain_subscription(pubsub_emulator, rows_sub)
+    lines = _jsonl_lines("rows/*.jsonl", out)
+    assert len(rows) == summary["rows_written"] == len(lines) > 0
+
+    def canonical(texts: list[Any]) -> list[str]:
+        return sorted(json.dumps(json.loads(t), sort_keys=True) for t in texts)
+
+    assert canonical(rows) == canonical(lines)
+    # Error records are the ones in the files: the two malformed messages.
+    errors = _drain_subscription(pubsub_emulator, errors_sub)
+    assert canonical(errors) == canonical(_jsonl_lines("errors/*.jsonl", out))
+    assert sorted(json.loads(e)["payload"] for e in errors) == ["[1, 2]", "{not json"]

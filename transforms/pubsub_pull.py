@@ -1,0 +1,360 @@
+"""A bounded Pub/Sub reader for local runs: synchronous pull, fed to the streaming runner.
+
+On Dataflow, Pub/Sub is read by Beam's ``ReadFromPubSub`` (the service's own source, with
+exact watermarks and ``id_label`` de-duplication). Locally that reader cannot end: the
+local runner has no bounded wait, so a demo or a test would have to cancel the job at a
+wall-clock deadline, and whatever windows had not fired by then are never written.
+
+:class:`PullPubSub` pulls with the Pub/Sub client instead, in a thread of the process, and
+hands the runner events: elements, watermark and processing-time advances
+(:func:`pull_events`, pure apart from its two callbacks). It stops when a limit is reached
+(``max_messages`` data messages, ``idle_seconds`` without any message, or a deadline), and
+ending is a *drain*: the watermark goes to the end of time, every open window fires, and
+the job finishes on its own with every row accounted for.
+
+Elements are :class:`~transforms.stream_sources.Message` timestamped with their publish
+time, as ``ReadFromPubSub`` does without a timestamp attribute; the watermark follows the
+oldest publish time of the latest pull (heartbeats included).
+Messages are acknowledged once handed to the runner (see :func:`pull_events`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import apache_beam as beam
+from apache_beam.coders import PickleCoder
+from apache_beam.metrics import Metrics
+from apache_beam.utils.timestamp import MAX_TIMESTAMP
+
+from transforms.stream_sources import Message, is_heartbeat
+
+_US = 1_000_000
+READ_COUNTER = "pubsub_messages_read"
+# The last watermark of a bounded read: a day before the end of Beam's time, after every
+# timer a pipeline sets for event times near now.
+DRAIN_WATERMARK_US = int(MAX_TIMESTAMP.micros) - 86_400 * _US
+# Time between two pulls of an idle subscription, and the longest a pull waits for messages.
+_IDLE_POLL_SECONDS = 0.2
+_PULL_WAIT_SECONDS = 1.0
+
+
+def subscriber_client() -> Any:
+    """A Pub/Sub subscriber client (``PUBSUB_EMULATOR_HOST`` is honoured by the library)."""
+    import os
+
+    # The package builds its public names at import time, which mypy cannot see.
+    from google.cloud import pubsub_v1  # type: ignore[attr-defined]
+
+    if os.environ.get("PUBSUB_EMULATOR_HOST"):
+        # The emulator takes no credentials; do not look for any.
+        from google.auth.credentials import AnonymousCredentials
+
+        return pubsub_v1.SubscriberClient(credentials=AnonymousCredentials())
+    return pubsub_v1.SubscriberClient()
+
+
+def create_subscription(topic: str, client: Any = None) -> str:
+    """Creates a subscription to ``topic`` for one run; returns its path.
+
+    As ``ReadFromPubSub`` does when given a topic, the run reads messages published after
+    it started. Delete it with :func:`delete_subscription` when the run ends.
+    """
+    import uuid
+
+    if not topic.startswith("projects/") or "/topics/" not in topic:
+        raise ValueError(f"topic must be projects/PROJECT/topics/NAME, got {topic!r}")
+    project = topic.split("/")[1]
+    path = f"projects/{project}/subscriptions/beamforge-{uuid.uuid4().hex[:12]}"
+    (client or subscriber_client()).create_subscription(request={"name": path, "topic": topic})
+    return path
+
+
+def delete_subscription(path: str, client: Any = None) -> None:
+    """Deletes a subscription made by :func:`create_subscription`."""
+    (client or subscriber_client()).delete_subscription(request={"subscription": path})
+
+
+def to_message(received: Any) -> Message:
+    """A :class:`Message` from the client library's ``ReceivedMessage``."""
+    msg = received.message
+    publish = msg.publish_time
+    publish_us = round(publish.timestamp() * _US) if publish else round(time.time() * _US)
+    return Message(
+        data=bytes(msg.data),
+        attributes=dict(msg.attributes),
+        message_id=msg.message_id,
+        publish_time_us=publish_us,
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class Limits:
+    """When a bounded pull ends (the first limit reached); none of them: it never ends.
+
+    Attributes:
+        max_messages: Data messages (heartbeats are not counted) to read.
+        idle_seconds: Time without any message (heartbeats included) after which to stop.
+        deadline: Unix time after which to stop.
+    """
+
+    max_messages: int | None = None
+    idle_seconds: float | None = None
+    deadline: float | None = None
+
+    def validate(self) -> None:
+        if self.max_messages is not None and self.max_messages < 1:
+            raise ValueError(f"max_messages must be >= 1, got {self.max_messages}")
+        if self.idle_seconds is not None and self.idle_seconds <= 0:
+            raise ValueError(f"idle_seconds must be > 0, got {self.idle_seconds}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Elements:
+    """Messages to emit, timestamped with their publish times."""
+
+    messages: list[Message]
+
+
+@dataclasses.dataclass(frozen=True)
+class Watermark:
+    """The source's watermark moved to ``micros`` (since the epoch)."""
+
+    micros: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Elapsed:
+    """Processing time moved on by ``micros``."""
+
+    micros: int
+
+
+Event = Elements | Watermark | Elapsed
+
+
+def pull_events(
+    pull: Callable[[int], list[Any]],
+    acknowledge: Callable[[list[str]], None],
+    limits: Limits,
+    *,
+    batch_size: int = 500,
+    clock: Callable[[], float] = time.time,
+) -> Iterator[Event]:
+    """The events of a bounded read of a subscription, until a limit is reached.
+
+    Each pull of up to ``batch_size`` messages yields its data messages (heartbeats are
+    acknowledged and dropped), then the watermark: the oldest publish time of the pull
+    (never moving back), and the processing time elapsed since the previous event, so
+    processing-time timers downstream (batching latency) fire on the real clock. While the
+    subscription is idle the watermark holds: a message published earlier may still be on
+    its way, and only Pub/Sub's backlog metrics (which Dataflow reads) could say otherwise.
+    Heartbeat messages move it on.
+
+    Args:
+        pull: Pulls up to n ``ReceivedMessage``; returns [] when none came in time.
+        acknowledge: Acknowledges ack ids.
+        limits: When to stop.
+        batch_size: Messages per pull at most.
+        clock: Time source, seconds since the epoch.
+    """
+    read = 0
+    last_seen = last_tick = clock()
+    mark: int | None = None
+    while True:
+        want = batch_size
+        if limits.max_messages is not None:
+            want = min(want, limits.max_messages - read)
+        received = pull(want) if want > 0 else []
+        now = clock()
+        if received:
+            last_seen = now
+            messages = [to_message(r) for r in received]
+            data = [m for m in messages if not is_heartbeat(m)]
+            if data:
+                yield Elements(data)
+            # Handed to the runner: the local runner keeps no checkpoint a redelivery
+            # could resume from, so later acknowledgement would only add duplicates.
+            acknowledge([r.ack_id for r in received])
+            read += len(data)
+            oldest = min(m.publish_time_us for m in messages)
+            if mark is None or oldest > mark:
+                mark = oldest
+                yield Watermark(mark)
+        yield Elapsed(round((now - last_tick) * _US))
+        last_tick = now
+        full = limits.max_messages is not None and read >= limits.max_messages
+        late = limits.deadline is not None and now >= limits.deadline
+        idle = limits.idle_seconds is not None and now - last_seen >= limits.idle_seconds
+        if full or late or idle:
+            # The drain: the local runner does not fire event-time timers when the watermark
+            # jumps to the end of time, so it first passes through a finite time after them.
+            yield Watermark(DRAIN_WATERMARK_US)
+            return
+        if not received:
+            time.sleep(_IDLE_POLL_SECONDS)
+
+
+class _EventReader:
+    """Serves :func:`pull_events` as TestStreamService events (``read_multiple``)."""
+
+    def __init__(self, events: Callable[[], Iterator[Event]], coder: Any) -> None:
+        self._events = events
+        self._coder = coder
+        self.finished = threading.Event()
+        # Whether the events ran to a limit (not cut short by an error or the runner).
+        self.completed = False
+
+    def read_multiple(self, specs: Any) -> Iterator[Any]:
+        from apache_beam.portability.api import beam_runner_api_pb2
+
+        payload = beam_runner_api_pb2.TestStreamPayload
+        try:
+            for event in self._events():
+                if isinstance(event, Elements):
+                    elements = [
+                        payload.TimestampedElement(
+                            encoded_element=self._coder.encode(m), timestamp=m.publish_time_us
+                        )
+                        for m in event.messages
+                    ]
+                    yield payload.Event(element_event=payload.Event.AddElements(elements=elements))
+                elif isinstance(event, Watermark):
+                    advance = payload.Event.AdvanceWatermark(new_watermark=event.micros)
+                    yield payload.Event(watermark_event=advance)
+                else:
+                    elapsed = payload.Event.AdvanceProcessingTime(advance_duration=event.micros)
+                    yield payload.Event(processing_time_event=elapsed)
+            self.completed = True
+        finally:
+            self.finished.set()
+
+
+class PullPubSub(beam.PTransform):
+    """Reads a Pub/Sub subscription on the local streaming runner until a limit, then drains.
+
+    Applied to a pipeline root. Output: ``PCollection[Message]`` (unbounded; heartbeats
+    dropped) timestamped with publish times; counted in ``beamforge/pubsub_messages_read``. The messages are pulled by a thread of this
+    process and fed to the runner through Beam's ``TestStream`` service (the mechanism
+    behind interactive Beam), which lets the source set the watermark, advance processing
+    time, and end: at the end the watermark goes to the end of time, every window and timer
+    fires, and ``wait_until_finish`` returns. One such source per pipeline: the local
+    runner reads one event stream.
+
+    Args:
+        subscription: ``projects/P/subscriptions/S``.
+        limits: When to stop (see :class:`Limits`).
+        batch_size: Messages per pull at most.
+        client: Factory of the subscriber client (the library's by default).
+    """
+
+    def __init__(
+        self,
+        *,
+        subscription: str,
+        limits: Limits = Limits(),
+        batch_size: int = 500,
+        client: Callable[[], Any] = subscriber_client,
+    ) -> None:
+        super().__init__()
+        if not subscription.startswith("projects/") or "/subscriptions/" not in subscription:
+            raise ValueError(
+                f"subscription must be projects/PROJECT/subscriptions/NAME, got {subscription!r}"
+            )
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        limits.validate()
+        self._subscription = subscription
+        self._limits = limits
+        self._batch_size = batch_size
+        self._client = client
+        self._reader: _EventReader | None = None
+
+    def check_completed(self) -> None:
+        """Raises unless the read ran to one of its limits.
+
+        The local runner treats a lost connection to the event stream as its end; this
+        tells the two apart after ``wait_until_finish``.
+
+        Raises:
+            RuntimeError: if the source was never run or stopped before a limit.
+        """
+        if self._reader is None or not self._reader.completed:
+            raise RuntimeError(
+                f"reading {self._subscription} stopped before any of its limits was reached; "
+                "see the log above for the cause"
+            )
+
+    def _events(self) -> Iterator[Event]:
+        from google.api_core import exceptions
+
+        client, subscription = self._client(), self._subscription
+
+        def pull(n: int) -> list[Any]:
+            try:
+                # A pull waits while the subscription is empty: bound the wait, so the
+                # limits are checked and time moves on while it is idle.
+                response = client.pull(
+                    request={"subscription": subscription, "max_messages": n},
+                    timeout=_PULL_WAIT_SECONDS,
+                    retry=None,
+                )
+            except exceptions.DeadlineExceeded:
+                return []
+            return list(response.received_messages)
+
+        def acknowledge(ack_ids: list[str]) -> None:
+            for start in range(0, len(ack_ids), 1000):
+                chunk = ack_ids[start : start + 1000]
+                client.acknowledge(request={"subscription": subscription, "ack_ids": chunk})
+
+        yield from pull_events(pull, acknowledge, self._limits, batch_size=self._batch_size)
+
+    def expand(self, pbegin: beam.pvalue.PBegin) -> beam.PCollection:
+        from apache_beam.testing.test_stream import TestStream
+        from apache_beam.testing.test_stream_service import TestStreamServiceController
+
+        coder = PickleCoder()
+        reader = self._reader = _EventReader(self._events, coder)
+        server = TestStreamServiceController(reader)
+        server.start()
+
+        def stop_when_done() -> None:
+            reader.finished.wait()
+            time.sleep(1.0)  # let the runner read the end of the stream first
+            server.stop()
+
+        threading.Thread(target=stop_when_done, daemon=True).start()
+        return (
+            pbegin
+            | "Pull" >> TestStream(coder=coder, endpoint=server.endpoint)
+            | "Count" >> beam.ParDo(_CountRead())
+        )
+
+
+class _CountRead(beam.DoFn):
+    def __init__(self) -> None:
+        self._read = Metrics.counter("beamforge", READ_COUNTER)
+
+    def process(self, message: Message) -> Iterator[Message]:
+        self._read.inc()
+        yield message
+
+
+__all__ = [
+    "Elapsed",
+    "Elements",
+    "Event",
+    "Limits",
+    "PullPubSub",
+    "Watermark",
+    "create_subscription",
+    "delete_subscription",
+    "pull_events",
+    "subscriber_client",
+    "to_message",
+]
