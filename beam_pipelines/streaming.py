@@ -11,6 +11,7 @@ Output layout under ``streaming.output.path`` (local or gs://)::
     rows/part-*.{jsonl,parquet}          transformed rows (artifact output columns)
     aggregates/{name}/part-*.jsonl       one line per key, window and pane
     errors/part-*.jsonl                  every rejected, undecodable or late row
+    counts/part-*.jsonl                  the ledger: [kind, step, reason, n] per bundle
     summary.json                         counts, written when a bounded local run ends
 
 and, with ``streaming.output.bigquery``, the rows streamed into one BigQuery table.
@@ -24,6 +25,7 @@ Dataflow the job keeps running (Beam's ``ReadFromPubSub``) until drained or canc
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import hashlib
 import json
@@ -48,7 +50,15 @@ from transforms.bigquery import (
     prepare_table,
 )
 from transforms.config import SpecError, from_mapping
+from transforms.engine import DROPPED, READ, REJECTED, WRITTEN
 from transforms.errors import ErrorRecord
+from transforms.manifest import (
+    CountKey,
+    CountsMismatchError,
+    check_balance,
+    nest_counts,
+    sum_counts,
+)
 from transforms.pubsub_pull import Limits, PullPubSub, create_subscription, delete_subscription
 from transforms.read import resolve_schema
 from transforms.schema import arrow_schema
@@ -61,7 +71,7 @@ from transforms.stream_sources import (
     is_heartbeat,
     message_from_pubsub,
 )
-from transforms.windows import AggregateWindows, Aggregation
+from transforms.windows import MISSED_WINDOWS, STEP_PREFIX, AggregateWindows, Aggregation
 from transforms.write import conform, encode_jsonl
 
 
@@ -301,7 +311,10 @@ def _batches_encoder(schema: pa.Schema, fmt: str) -> Any:
     return encode
 
 
-def _read_source(p: beam.Pipeline, plan: StreamPlan) -> tuple[beam.PCollection, beam.PCollection]:
+def _read_source(
+    p: beam.Pipeline, plan: StreamPlan
+) -> tuple[beam.PCollection, beam.PCollection, list[beam.PCollection]]:
+    """The source's record batches, read errors, and counts of what it dropped on purpose."""
     stream, spec = plan.stream, plan.spec
     if stream.source == "files":
         files = stream.files
@@ -319,7 +332,7 @@ def _read_source(p: beam.Pipeline, plan: StreamPlan) -> tuple[beam.PCollection, 
             deadline=deadline,
             event_time_field=files.event_time_field,
         )
-        return read.batches, read.errors
+        return read.batches, read.errors, []
     from beam_pipelines.runner import is_local
 
     sub = stream.pubsub
@@ -348,29 +361,42 @@ def _read_source(p: beam.Pipeline, plan: StreamPlan) -> tuple[beam.PCollection, 
             | "ToMessage" >> beam.Map(message_from_pubsub)
             | "DropHeartbeats" >> beam.Filter(lambda m: not is_heartbeat(m))
         )
-    messages = (
-        received
-        | "Dedupe" >> DedupeMessages(id_attribute=sub.id_attribute, ttl_seconds=sub.dedupe_seconds)
-    ).messages
-    decoded = messages | "Decode" >> DecodeMessages(
+    deduped = received | "Dedupe" >> DedupeMessages(
+        id_attribute=sub.id_attribute, ttl_seconds=sub.dedupe_seconds
+    )
+    # A repeated message is read and dropped on purpose: in the ledger as such.
+    duplicates = deduped.duplicates | "CountDuplicates" >> beam.Map(
+        lambda _: collections.Counter({(READ, "read", ""): 1, (DROPPED, "read", DUPLICATE): 1})
+    )
+    decoded = deduped.messages | "Decode" >> DecodeMessages(
         decoding=sub,
         schema=plan.input_schema,
         pipeline=spec.name,
         batch_size=sub.batch_size,
         max_latency_seconds=sub.max_latency_seconds,
     )
-    return decoded.batches, decoded.errors
+    return decoded.batches, decoded.errors, [duplicates]
 
 
 def build(p: beam.Pipeline, plan: StreamPlan) -> dict[str, beam.PCollection]:
     """Wires the streaming pipeline onto ``p``; returns the rows, aggregates and errors."""
     stream, name = plan.stream, plan.spec.name
     root = stream.output.path
-    batches, read_errors = _read_source(p, plan)
+    batches, read_errors, source_counts = _read_source(p, plan)
     applied = batches | "Apply" >> ApplyLatestArtifact(
         directory=stream.artifact, pipeline=name, refresh_seconds=stream.artifact_refresh_seconds
     )
     errors = [read_errors, applied.errors]
+    # The ledger: every record read is written, rejected or dropped, and every row written
+    # is aggregated or rejected by each aggregation (counts/, checked when a local run ends).
+    counts = [
+        *source_counts,
+        batches | "CountRead" >> beam.Map(lambda b: collections.Counter({_READ: b.num_rows})),
+        read_errors | "CountReadErrors" >> beam.Map(_read_error_counts),
+        applied.counts,
+        applied.batches
+        | "CountWritten" >> beam.Map(lambda b: collections.Counter({_WRITTEN: b.num_rows})),
+    ]
     suffix = ".jsonl" if stream.output.format == "jsonl" else ".parquet"
     applied.batches | "WriteRows" >> beam.ParDo(
         _WriteBundleFiles(
@@ -394,6 +420,7 @@ def build(p: beam.Pipeline, plan: StreamPlan) -> dict[str, beam.PCollection]:
             schema=plan.output_schema,
             method="STREAMING_INSERTS",
             pipeline=name,
+            step=BIGQUERY_STEP,
         )
         errors.append(written.errors)
     aggregates = {}
@@ -407,6 +434,7 @@ def build(p: beam.Pipeline, plan: StreamPlan) -> dict[str, beam.PCollection]:
             )
         )
         errors.append(out.errors)
+        counts.append(out.counts)
         aggregates[agg.name] = out.rows
     all_errors = errors | "AllErrors" >> beam.Flatten()
     all_errors | "WriteErrors" >> beam.ParDo(
@@ -418,7 +446,27 @@ def build(p: beam.Pipeline, plan: StreamPlan) -> dict[str, beam.PCollection]:
             | "ErrorsJson" >> beam.Map(lambda e: e.to_json().encode("utf-8"))
             | "PublishErrors" >> beam.io.WriteToPubSub(stream.output.errors_topic)
         )
-    return {"rows": applied.batches, "errors": all_errors, **aggregates}
+    all_counts = counts | "AllCounts" >> beam.Flatten()
+    all_counts | "WriteCounts" >> beam.ParDo(
+        _WriteBundleFiles(FileSystems.join(root, "counts", "part"), _jsonl_counts, ".jsonl")
+    )
+    return {"rows": applied.batches, "errors": all_errors, "counts": all_counts, **aggregates}
+
+
+_READ: CountKey = (READ, "read", "")
+BIGQUERY_STEP = "bigquery"
+_WRITTEN: CountKey = (WRITTEN, "rows", "")
+DUPLICATE = "duplicate_message"
+
+
+def _read_error_counts(error: ErrorRecord) -> collections.Counter[CountKey]:
+    return collections.Counter({_READ: 1, (REJECTED, error.step, error.reason): 1})
+
+
+def _jsonl_counts(counters: Sequence[Mapping[CountKey, int]]) -> bytes:
+    # One line per bundle: its counters summed, as [kind, step, reason, n].
+    total = sum_counts(counters)
+    return (json.dumps([[*key, n] for key, n in sorted(total.items()) if n]) + "\n").encode()
 
 
 def _lines(pattern: str) -> list[str]:
@@ -430,8 +478,24 @@ def _lines(pattern: str) -> list[str]:
     return out
 
 
+def _ledger(root: str) -> collections.Counter[CountKey]:
+    total: collections.Counter[CountKey] = collections.Counter()
+    for line in _lines(FileSystems.join(root, "counts", "*.jsonl")):
+        for kind, step, reason, n in json.loads(line):
+            total[(kind, step, reason)] += n
+    return total
+
+
 def summarize(root: str, fmt: str = "jsonl") -> dict[str, Any]:
-    """Counts what a run wrote: rows, errors by step and reason, aggregate rows per table."""
+    """Counts what a run wrote, and checks that every record is accounted for.
+
+    Returns:
+        ``rows_written``, ``rows_rejected``, ``errors`` (by step and reason) and
+        ``aggregate_rows`` (per table) counted in the files; ``counts`` (the ledger: read,
+        written, rejected and dropped by step and reason) and ``aggregations`` (rows each
+        aggregation took in, aggregated and rejected); ``balanced`` and the ``problems``
+        found when it is not.
+    """
     if fmt == "jsonl":
         rows = len(_lines(FileSystems.join(root, "rows", "*.jsonl")))
     else:
@@ -452,14 +516,79 @@ def summarize(root: str, fmt: str = "jsonl") -> dict[str, Any]:
         with FileSystems.open(m.path) as f:
             tables[table] = tables.get(table, 0) + len(f.read().splitlines())
     rejected = sum(
-        n for step, r in by_reason.items() if not step.startswith("window:") for n in r.values()
+        n for step, r in by_reason.items() if not step.startswith(STEP_PREFIX) for n in r.values()
     )
-    return {
+    ledger = _ledger(root)
+    windows = {k: n for k, n in ledger.items() if k[1].startswith(STEP_PREFIX)}
+    nested = nest_counts({k: n for k, n in ledger.items() if k not in windows})
+    aggregations: dict[str, dict[str, Any]] = {}
+    for (kind, step, reason), n in sorted(windows.items()):
+        agg = aggregations.setdefault(
+            step[len(STEP_PREFIX) :], {"aggregated": 0, "rejected": {}, MISSED_WINDOWS: 0}
+        )
+        if kind == REJECTED:
+            agg["rejected"][reason] = agg["rejected"].get(reason, 0) + n
+        else:
+            agg[kind] += n
+    for agg in aggregations.values():
+        agg["rows_in"] = agg["aggregated"] + sum(agg["rejected"].values())
+    summary = {
         "rows_written": rows,
         "rows_rejected": rejected,
         "errors": by_reason,
         "aggregate_rows": tables,
+        "counts": nested,
+        "aggregations": aggregations,
     }
+    problems = balance_problems(summary)
+    summary["balanced"] = not problems
+    summary["problems"] = problems
+    return summary
+
+
+def balance_problems(summary: Mapping[str, Any]) -> list[str]:
+    """What does not add up in a :func:`summarize` result (empty when everything does).
+
+    Every record read is written, rejected or dropped; the ledger's written rows are the
+    rows in the files; every aggregation took in every written row; every rejection has its
+    error record (rows BigQuery rejects are error records only: they were written to the
+    files first).
+    """
+    nested = summary["counts"]
+    problems = []
+    try:
+        check_balance(nested)
+    except CountsMismatchError as exc:
+        problems.append(str(exc))
+    if nested["total_written"] != summary["rows_written"]:
+        problems.append(
+            f"{nested['total_written']} rows were written but the row files hold "
+            f"{summary['rows_written']}"
+        )
+    for name, agg in sorted(summary["aggregations"].items()):
+        if agg["rows_in"] != nested["total_written"]:
+            problems.append(
+                f"aggregation {name!r} took in {agg['rows_in']} rows (aggregated "
+                f"{agg['aggregated']}, rejected {agg['rejected']}) of "
+                f"{nested['total_written']} written"
+            )
+    expected = {
+        (step, reason): n for step, r in nested["rejected"].items() for reason, n in r.items()
+    }
+    expected.update(
+        ((STEP_PREFIX + name, reason), n)
+        for name, agg in summary["aggregations"].items()
+        for reason, n in agg["rejected"].items()
+    )
+    found = {
+        (step, reason): n
+        for step, r in summary["errors"].items()
+        if step != BIGQUERY_STEP
+        for reason, n in r.items()
+    }
+    if {k: n for k, n in expected.items() if n} != found:
+        problems.append(f"rejections counted {expected} but error records {found}")
+    return problems
 
 
 def run_streaming(
@@ -509,6 +638,10 @@ def run_streaming(
     summary["run_id"] = uuid.uuid4().hex
     with FileSystems.create(FileSystems.join(the_plan.stream.output.path, "summary.json")) as f:
         f.write(json.dumps(summary, indent=2, sort_keys=True).encode())
+    if not summary["balanced"]:
+        raise CountsMismatchError(
+            "the streaming run's counts do not balance: " + "; ".join(summary["problems"])
+        )
     return summary
 
 

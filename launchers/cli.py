@@ -300,6 +300,7 @@ def _run_streaming(args: argparse.Namespace, spec: Any, extra: Sequence[str]) ->
 
     from beam_pipelines.streaming import run_streaming
     from transforms.config import SpecError
+    from transforms.manifest import CountsMismatchError
 
     try:
         summary = run_streaming(
@@ -308,6 +309,10 @@ def _run_streaming(args: argparse.Namespace, spec: Any, extra: Sequence[str]) ->
     except (SpecError, FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_INVALID
+    except CountsMismatchError as exc:
+        # summary.json, written before the check, holds the counts and the problems.
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
     print(json.dumps(summary, indent=2, sort_keys=True) if summary else "streaming job submitted")
     return EXIT_OK
 

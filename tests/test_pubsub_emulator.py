@@ -264,8 +264,25 @@ def test_pubsub_run_matches_the_batch_run(pubsub_run: tuple) -> None:
         sliding[key] = max(sliding.get(key, 0), pane["trips"])
     # Sliding windows of 60 s every 20 s: each row is in three windows.
     assert sum(sliding.values()) == 3 * table.num_rows
-    # Every message is accounted for: rows written, the repeat dropped, two errors.
-    assert summary["rows_written"] + len(errors) + 1 == MESSAGES
+    # Every message is accounted for: rows written, the repeat dropped, two errors; each
+    # aggregation took in every row.
+    assert summary["counts"] == {
+        "read": MESSAGES,
+        "written": {"rows": ROWS},
+        "rejected": {"read": {"malformed_record": 2}},
+        "dropped": {"read": {"duplicate_message": 1}},
+        "total_written": ROWS,
+        "total_rejected": 2,
+        "total_dropped": 1,
+    }
+    for name in ("fares_per_company", "trips_per_area"):
+        assert summary["aggregations"][name] == {
+            "aggregated": ROWS,
+            "rejected": {},
+            "missed_windows": 0,
+            "rows_in": ROWS,
+        }
+    assert (summary["balanced"], summary["problems"]) == (True, [])
 
 
 @pytest.mark.slow

@@ -15,7 +15,7 @@ import yaml
 
 from beam_pipelines.dataset import run_job
 from beam_pipelines.spec import load_spec, parse_spec
-from beam_pipelines.streaming import run_streaming, streaming_spec
+from beam_pipelines.streaming import balance_problems, run_streaming, streaming_spec
 from transforms.artifact import read_artifact, write_artifact
 from transforms.config import SpecError
 from transforms.side_artifact import ArtifactWatcher
@@ -94,6 +94,20 @@ def test_file_arrival_run_balances(stream_run: tuple, batch_run: pathlib.Path) -
     assert summary["rows_written"] + summary["rows_rejected"] == data_rows
     assert summary["rows_rejected"] == batch_rejected
     assert json.loads((out / "summary.json").read_text())["rows_written"] == summary["rows_written"]
+    # The ledger: every row read is accounted for, and each aggregation took in every row.
+    written = summary["rows_written"]
+    assert summary["counts"]["read"] == data_rows
+    assert summary["counts"]["written"] == {"rows": written}
+    assert summary["counts"]["total_rejected"] == summary["rows_rejected"]
+    assert summary["counts"]["total_dropped"] == 0
+    for name in ("fares_per_company", "trips_per_area"):
+        assert summary["aggregations"][name] == {
+            "aggregated": written,
+            "rejected": {},
+            "missed_windows": 0,
+            "rows_in": written,
+        }
+    assert (summary["balanced"], summary["problems"]) == (True, [])
     # Windowed features: per key and window the last pane counts every row once (fixed
     # windows; generous lateness, so no row is late).
     panes = _jsonl("aggregates/fares_per_company/*.jsonl", out)
@@ -163,3 +177,52 @@ def test_watcher_reloads_a_newer_artifact(batch_run: pathlib.Path, tmp_path: pat
     now[0] = 10.0
     _, fitted, digest = watcher.current()
     assert (digest, fitted["z_score:fare"]["mean"], watcher.loads) == (second, 0.0, 2)
+
+
+def _summary(**changes: Any) -> dict[str, Any]:
+    """A balanced summary of 10 rows read: 7 written, 2 rejected, 1 dropped; one aggregation."""
+    summary: dict[str, Any] = {
+        "rows_written": 7,
+        "errors": {"clean": {"bad_value": 2}, "window:w": {"late": 1}},
+        "counts": {
+            "read": 10,
+            "written": {"rows": 7},
+            "rejected": {"clean": {"bad_value": 2}},
+            "dropped": {"read": {"duplicate_message": 1}},
+            "total_written": 7,
+            "total_rejected": 2,
+            "total_dropped": 1,
+        },
+        "aggregations": {
+            "w": {"aggregated": 6, "rejected": {"late": 1}, "missed_windows": 0, "rows_in": 7}
+        },
+    }
+    summary.update(changes)
+    return summary
+
+
+def test_a_balanced_summary_has_no_problems() -> None:
+    assert balance_problems(_summary()) == []
+
+
+def test_every_kind_of_imbalance_is_named() -> None:
+    counts = dict(_summary()["counts"], read=11)
+    assert balance_problems(_summary(counts=counts)) == [
+        "row counts do not balance: read 11 but written 7 + rejected 2 + dropped 1 = 10"
+    ]
+    assert balance_problems(_summary(rows_written=6)) == [
+        "7 rows were written but the row files hold 6"
+    ]
+    short = {"w": {"aggregated": 5, "rejected": {"late": 1}, "missed_windows": 0, "rows_in": 6}}
+    assert balance_problems(_summary(aggregations=short)) == [
+        "aggregation 'w' took in 6 rows (aggregated 5, rejected {'late': 1}) of 7 written"
+    ]
+    # A rejection without its error record.
+    lost = {"clean": {"bad_value": 1}, "window:w": {"late": 1}}
+    assert balance_problems(_summary(errors=lost)) == [
+        "rejections counted {('clean', 'bad_value'): 2, ('window:w', 'late'): 1} but error "
+        "records {('clean', 'bad_value'): 1, ('window:w', 'late'): 1}"
+    ]
+    # Rows BigQuery rejected are error records only: they were written to the files first.
+    bigquery = {**_summary()["errors"], "bigquery": {"invalid": 3}}
+    assert balance_problems(_summary(errors=bigquery)) == []
