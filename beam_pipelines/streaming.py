@@ -221,9 +221,20 @@ class StreamPlan:
 
 
 def plan(
-    spec: JobSpec, *, artifact_dir: str | None = None, output: str | None = None
+    spec: JobSpec,
+    *,
+    artifact_dir: str | None = None,
+    output: str | None = None,
+    prepare_sinks: bool = True,
 ) -> StreamPlan:
-    """Reads the artifact and checks the aggregations against its columns."""
+    """Reads the artifact and checks the aggregations against its columns.
+
+    Args:
+        spec: The job spec, with its ``streaming:`` section.
+        artifact_dir: Apply this artifact instead of ``streaming.artifact``.
+        output: Write under this path instead of ``streaming.output.path``.
+        prepare_sinks: Create or check the BigQuery table now (not in a dry run).
+    """
     stream = streaming_spec(spec)
     if artifact_dir:
         stream = dataclasses.replace(stream, artifact=artifact_dir)
@@ -245,7 +256,7 @@ def plan(
     out_schema = arrow_schema(artifact.output_schema)
     output_schema = pa.schema([out_schema.field(c) for c in artifact.output_columns])
     sink = stream.output.bigquery
-    if sink is not None:
+    if sink is not None and prepare_sinks:
         # As the batch pipeline does: create or check the table before the job starts.
         ref = parse_table(sink.table)
         try:

@@ -258,10 +258,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_OK
     if args.command == "template":
         return cloud_commands.template_build(args, spec)
-    if args.streaming:
-        return _run_streaming(args, spec, extra)
     if cloud_commands.wants_dataflow(args, extra):
         return cloud_commands.run_on_dataflow(args, spec, extra)
+    if args.streaming:
+        return _run_streaming(args, spec, extra)
 
     from beam_pipelines.dataset import run_job
     from transforms.manifest import CountsMismatchError

@@ -64,24 +64,39 @@ def _error(message: object) -> int:
 
 
 def run_on_dataflow(args: argparse.Namespace, spec: Any, extra: Sequence[str]) -> int:
-    """``beamforge run`` on Dataflow: validate settings, submit (or dry-run), optionally wait."""
+    """``beamforge run`` on Dataflow: validate settings, submit (or dry-run), optionally wait.
+
+    With ``--streaming`` the spec's streaming job is submitted; it runs until drained, so
+    ``--wait`` does not apply.
+    """
     from launchers.dataflow import DataflowSettings, resolve_settings
-    from launchers.submit import DryRunJob, submit
+    from launchers.submit import DryRunJob, SubmittedJob, submit, submit_streaming
     from transforms.config import SpecError
 
     start = time.monotonic()
     settings: DataflowSettings
+    job: SubmittedJob | DryRunJob
     try:
         settings, rest = resolve_settings(spec.dataflow, extra)
-        job = submit(
-            spec,
-            settings,
-            output=args.output,
-            inputs=args.input,
-            artifact_dir=args.artifact,
-            beam_args=rest,
-            dry_run=args.dry_run,
-        )
+        if args.streaming:
+            job = submit_streaming(
+                spec,
+                settings,
+                output=args.output,
+                artifact_dir=args.artifact,
+                beam_args=rest,
+                dry_run=args.dry_run,
+            )
+        else:
+            job = submit(
+                spec,
+                settings,
+                output=args.output,
+                inputs=args.input,
+                artifact_dir=args.artifact,
+                beam_args=rest,
+                dry_run=args.dry_run,
+            )
     except (SpecError, FileNotFoundError, ValueError) as exc:
         return _error(exc)
     if isinstance(job, DryRunJob):
@@ -91,7 +106,7 @@ def run_on_dataflow(args: argparse.Namespace, spec: Any, extra: Sequence[str]) -
             print(f"  job JSON      {args.job_json}")
         return EXIT_OK
     print(f"submitted {job.job_name} as Dataflow job {job.job_id}\n  {job.console_url}")
-    if not args.wait:
+    if not args.wait or args.streaming:
         return EXIT_OK
     from launchers.jobs import JobError, JobRef, jobs_client, wait_for_job
 

@@ -152,6 +152,63 @@ def submit(
     return job
 
 
+def submit_streaming(
+    spec: JobSpec,
+    settings: DataflowSettings,
+    *,
+    output: str | None = None,
+    artifact_dir: str | None = None,
+    beam_args: Sequence[str] = (),
+    dry_run: bool = False,
+) -> SubmittedJob | DryRunJob:
+    """Builds the streaming job of ``spec`` and submits it to Dataflow (or only builds it).
+
+    Pub/Sub is read by the service's own source (``ReadFromPubSub`` with ``id_label``); the
+    job runs until drained or cancelled (``beamforge jobs drain|cancel``).
+
+    Args:
+        spec: The validated job spec, with its ``streaming:`` section.
+        settings: Validated Dataflow settings.
+        output: Output root (gs://); overrides ``streaming.output.path``.
+        artifact_dir: The artifact to apply (gs://); overrides ``streaming.artifact``.
+        beam_args: Further Beam options.
+        dry_run: Build the job without staging anything or submitting it.
+
+    Returns:
+        The submitted job's id and name, or the dry-run job.
+
+    Raises:
+        ValueError: for a local output or artifact (workers cannot read or write it).
+    """
+    from beam_pipelines.runner import make_options, make_pipeline
+    from beam_pipelines.streaming import build, plan
+
+    the_plan = plan(spec, artifact_dir=artifact_dir, output=output, prepare_sinks=not dry_run)
+    for what, path in (
+        ("output", the_plan.stream.output.path),
+        ("artifact", the_plan.stream.artifact),
+    ):
+        if not path.startswith("gs://"):
+            raise ValueError(
+                f"streaming {what} {path!r} is not a gs:// path; Dataflow workers cannot use it"
+            )
+    args = [*beam_args_for(spec, settings, beam_args, dry_run=dry_run), "--streaming"]
+    p = make_pipeline(make_options(args))
+    build(p, the_plan)
+    # A DataflowPipelineResult: its job (and id) are not on the base class.
+    result: Any = p.run()
+    if dry_run:
+        return dry_run_job(result.job)
+    job = SubmittedJob(
+        job_id=result.job_id(),
+        job_name=result._job.name,
+        project=str(settings.project),
+        region=str(settings.region),
+    )
+    _LOG.info("submitted streaming Dataflow job %s (%s)", job.job_name, job.job_id)
+    return job
+
+
 def _build_offline(
     spec: JobSpec,
     output: str | None,

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from beam_pipelines.dataset import run_job
 from beam_pipelines.spec import load_spec, parse_spec
 from launchers.cli import main
 from launchers.dataflow import REPO_SETUP_FILE, resolve_settings
@@ -327,3 +328,86 @@ def test_cli_bad_settings_exit_2_before_building(
 
     assert code == 2
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.emulator
+@pytest.mark.timeout(180)
+def test_a_streaming_pubsub_job_is_built_for_dataflow(
+    gcs_emulator: Any, tmp_path: pathlib.Path
+) -> None:
+    """The Dataflow streaming job: the service's Pub/Sub source with id_label, every stage."""
+    import yaml
+    from apache_beam.portability.api import beam_runner_api_pb2
+
+    from launchers.submit import submit_streaming
+
+    streaming_yaml = REPO / "examples" / "chicago_taxi" / "streaming.yaml"
+    run_job(load_spec(str(streaming_yaml)), inputs=[str(TAXI_SAMPLE)], output=str(tmp_path))
+    bucket = gcs_emulator.new_bucket("stream-dry-run")
+    client = gcs_emulator.client()
+    for path in (tmp_path / "artifact").rglob("*"):
+        if path.is_file():
+            name = f"artifact/{path.relative_to(tmp_path / 'artifact')}"
+            client.bucket(bucket).blob(name).upload_from_filename(str(path))
+    data = yaml.safe_load(streaming_yaml.read_text())
+    data["streaming"].update(
+        source="pubsub",
+        pubsub={
+            "subscription": "projects/my-proj-123/subscriptions/trips",
+            "format": "json",
+            "id_attribute": "trip_id",
+            "event_time_attribute": "ts",
+        },
+        artifact=f"gs://{bucket}/artifact",
+    )
+    data["streaming"].pop("files")
+    data["streaming"]["output"].update(
+        path=f"gs://{bucket}/stream", topic="projects/my-proj-123/topics/rows-out"
+    )
+    settings, rest = resolve_settings(SETTINGS)
+    job = submit_streaming(parse_spec(data, origin="test"), settings, beam_args=rest, dry_run=True)
+    assert isinstance(job, DryRunJob)
+    assert job.options["streaming"] is True
+    assert job.options["project"] == "my-proj-123"
+    for name in (
+        "ReadPubSub",
+        "Dedupe",
+        "Decode",
+        "Apply",
+        "Aggregate_trips_per_area",
+        "Aggregate_fares_per_company",
+        "WriteRows",
+        "WriteErrors",
+        "WriteCounts",
+        "PublishRows",
+    ):
+        assert name in job.transforms
+    reads = [
+        beam_runner_api_pb2.PubSubReadPayload.FromString(t.spec.payload)
+        for t in job.pipeline.components.transforms.values()
+        if t.spec.urn == "beam:transform:pubsub_read:v1"
+    ]
+    assert [(r.subscription, r.id_attribute, r.with_attributes) for r in reads] == [
+        ("projects/my-proj-123/subscriptions/trips", "trip_id", True)
+    ]
+    writes = [
+        beam_runner_api_pb2.PubSubWritePayload.FromString(t.spec.payload).topic
+        for t in job.pipeline.components.transforms.values()
+        if t.spec.urn == "beam:transform:pubsub_write:v1"
+    ]
+    assert writes == ["projects/my-proj-123/topics/rows-out"]
+
+
+def test_a_streaming_job_with_a_local_artifact_is_refused(tmp_path: pathlib.Path) -> None:
+    import yaml
+
+    from launchers.submit import submit_streaming
+
+    streaming_yaml = REPO / "examples" / "chicago_taxi" / "streaming.yaml"
+    run_job(load_spec(str(streaming_yaml)), inputs=[str(TAXI_SAMPLE)], output=str(tmp_path))
+    data = yaml.safe_load(streaming_yaml.read_text())
+    data["streaming"]["artifact"] = str(tmp_path / "artifact")
+    data["streaming"]["output"]["path"] = "gs://b/stream"
+    settings, rest = resolve_settings(SETTINGS)
+    with pytest.raises(ValueError, match=r"streaming artifact .* is not a gs:// path"):
+        submit_streaming(parse_spec(data, origin="test"), settings, beam_args=rest, dry_run=True)
