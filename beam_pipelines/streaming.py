@@ -31,7 +31,7 @@ import hashlib
 import json
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
 import apache_beam as beam
@@ -61,9 +61,10 @@ from transforms.manifest import (
 )
 from transforms.pubsub_pull import Limits, PullPubSub, create_subscription, delete_subscription
 from transforms.read import resolve_schema
-from transforms.schema import arrow_schema
+from transforms.schema import FILE_COLUMN, LINE_COLUMN, arrow_schema
 from transforms.side_artifact import ApplyLatestArtifact
 from transforms.stream_sources import (
+    DecodeMessageLists,
     DecodeMessages,
     Decoding,
     DedupeMessages,
@@ -276,13 +277,22 @@ def plan(
 class _WriteBundleFiles(beam.DoFn):
     """Writes the elements of each bundle to one new file (windowed output on any runner).
 
-    File names carry a hash of the content, so a retried bundle rewrites the same file.
+    File names carry a hash of what the elements are (``identity``; their encoded content by
+    default), so a retried bundle rewrites the same file while two bundles never share one:
+    row batches are named by their rows' sources too, as two messages may carry equal rows.
     """
 
-    def __init__(self, prefix: str, encode: Any, suffix: str) -> None:
+    def __init__(
+        self,
+        prefix: str,
+        encode: Any,
+        suffix: str,
+        identity: Callable[[Sequence[Any]], bytes] | None = None,
+    ) -> None:
         self._prefix = prefix
         self._encode = encode
         self._suffix = suffix
+        self._identity = identity
         self._items: list[Any] = []
 
     def start_bundle(self) -> None:
@@ -295,11 +305,32 @@ class _WriteBundleFiles(beam.DoFn):
         if not self._items:
             return
         data: bytes = self._encode(self._items)
-        digest = hashlib.sha256(data).hexdigest()[:16]
+        name = data if self._identity is None else self._identity(self._items)
+        digest = hashlib.sha256(name).hexdigest()[:24]
         path = f"{self._prefix}-{digest}{self._suffix}"
         with FileSystems.create(path) as f:
             f.write(data)
         self._items = []
+
+
+def _batch_sources(batches: Sequence[pa.RecordBatch]) -> bytes:
+    """What a bundle of row batches is: the source (file and line, or message) of each row."""
+    parts = []
+    for b in batches:
+        names = [c for c in (FILE_COLUMN, LINE_COLUMN) if c in b.schema.names]
+        parts.append(json.dumps([b.column(c).to_pylist() for c in names], default=str))
+        if not names:
+            # No sources to tell batches apart: their whole content does.
+            sink = pa.BufferOutputStream()
+            with pa.ipc.new_stream(sink, b.schema) as writer:
+                writer.write_batch(b)
+            parts.append(sink.getvalue().to_pybytes().hex())
+    return "\n".join(parts).encode()
+
+
+def _bundle_id(items: Sequence[Any]) -> bytes:
+    # Counts carry no identity of their own: every bundle gets a file (see docs/streaming.md).
+    return uuid.uuid4().bytes
 
 
 def _jsonl_rows(rows: Sequence[Mapping[str, Any]]) -> bytes:
@@ -350,13 +381,22 @@ def _read_source(
     assert sub is not None
     if is_local(p.options):
         # Locally: a reader that ends (at a limit) and drains, so every window is written.
+        # Each pull is one batch, de-duplicated by the reader, so nothing buffers rows
+        # between the source and the windows (see transforms.pubsub_pull.pull_events).
         assert plan.subscription is not None
         plan.pull = PullPubSub(
             subscription=plan.subscription,
             limits=sub.limits(plan.started),
             batch_size=sub.batch_size,
+            id_attribute=sub.id_attribute,
+            dedupe_seconds=sub.dedupe_seconds,
         )
-        received = p | "PullPubSub" >> plan.pull
+        pulled = p | "PullPubSub" >> plan.pull
+        repeats = pulled | "Repeats" >> beam.FlatMap(lambda e: e.duplicates)
+        messages = pulled | "Messages" >> beam.Map(lambda e: e.messages)
+        decoded = messages | "Decode" >> DecodeMessageLists(
+            decoding=sub, schema=plan.input_schema, pipeline=spec.name
+        )
     else:
         received = (
             p
@@ -372,19 +412,20 @@ def _read_source(
             | "ToMessage" >> beam.Map(message_from_pubsub)
             | "DropHeartbeats" >> beam.Filter(lambda m: not is_heartbeat(m))
         )
-    deduped = received | "Dedupe" >> DedupeMessages(
-        id_attribute=sub.id_attribute, ttl_seconds=sub.dedupe_seconds
-    )
+        deduped = received | "Dedupe" >> DedupeMessages(
+            id_attribute=sub.id_attribute, ttl_seconds=sub.dedupe_seconds
+        )
+        repeats = deduped.duplicates
+        decoded = deduped.messages | "Decode" >> DecodeMessages(
+            decoding=sub,
+            schema=plan.input_schema,
+            pipeline=spec.name,
+            batch_size=sub.batch_size,
+            max_latency_seconds=sub.max_latency_seconds,
+        )
     # A repeated message is read and dropped on purpose: in the ledger as such.
-    duplicates = deduped.duplicates | "CountDuplicates" >> beam.Map(
+    duplicates = repeats | "CountDuplicates" >> beam.Map(
         lambda _: collections.Counter({(READ, "read", ""): 1, (DROPPED, "read", DUPLICATE): 1})
-    )
-    decoded = deduped.messages | "Decode" >> DecodeMessages(
-        decoding=sub,
-        schema=plan.input_schema,
-        pipeline=spec.name,
-        batch_size=sub.batch_size,
-        max_latency_seconds=sub.max_latency_seconds,
     )
     return decoded.batches, decoded.errors, [duplicates]
 
@@ -414,6 +455,7 @@ def build(p: beam.Pipeline, plan: StreamPlan) -> dict[str, beam.PCollection]:
             FileSystems.join(root, "rows", "part"),
             _batches_encoder(plan.output_schema, stream.output.format),
             suffix,
+            identity=_batch_sources,
         )
     )
     if stream.output.topic:
@@ -459,7 +501,9 @@ def build(p: beam.Pipeline, plan: StreamPlan) -> dict[str, beam.PCollection]:
         )
     all_counts = counts | "AllCounts" >> beam.Flatten()
     all_counts | "WriteCounts" >> beam.ParDo(
-        _WriteBundleFiles(FileSystems.join(root, "counts", "part"), _jsonl_counts, ".jsonl")
+        _WriteBundleFiles(
+            FileSystems.join(root, "counts", "part"), _jsonl_counts, ".jsonl", identity=_bundle_id
+        )
     )
     return {"rows": applied.batches, "errors": all_errors, "counts": all_counts, **aggregates}
 

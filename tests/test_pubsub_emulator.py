@@ -13,6 +13,8 @@ import csv
 import datetime as dt
 import json
 import pathlib
+import shutil
+import threading
 import time
 from typing import Any
 
@@ -376,3 +378,100 @@ def test_rows_and_errors_are_published_back_to_pubsub(
     errors = _drain_subscription(pubsub_emulator, errors_sub)
     assert canonical(errors) == canonical(_jsonl_lines("errors/*.jsonl", out))
     assert sorted(json.loads(e)["payload"] for e in errors) == ["[1, 2]", "{not json"]
+
+
+def _publish_rows(emulator: PubSub, records: list[dict[str, str]], first_id: int) -> None:
+    publisher = emulator.publisher()
+    now_ms = int(time.time() * 1000)
+    futures = [
+        publisher.publish(
+            emulator.topic,
+            json.dumps({k: (v if v != "" else None) for k, v in record.items()}).encode(),
+            event_time=str(now_ms),
+            id=f"row-{first_id + i}",
+        )
+        for i, record in enumerate(records)
+    ]
+    for future in futures:
+        future.result(timeout=30)
+
+
+def _rows_written(out: pathlib.Path) -> int:
+    return len(_jsonl_lines("rows/*.jsonl", out))
+
+
+@pytest.mark.slow
+@pytest.mark.emulator
+@pytest.mark.timeout(240)
+def test_a_newer_artifact_is_applied_without_restarting(
+    pubsub_emulator: PubSub, tmp_path: pathlib.Path
+) -> None:
+    """Half the rows, then a newer artifact is published, then the other half."""
+    from transforms.artifact import read_artifact, write_artifact
+
+    rows_csv = _subset(tmp_path)
+    header, *lines = rows_csv.read_text().splitlines()
+    half = len(lines) // 2
+    (tmp_path / "first.csv").write_text("\n".join([header, *lines[:half]]) + "\n")
+    (tmp_path / "second.csv").write_text("\n".join([header, *lines[half:]]) + "\n")
+    spec_file = load_spec(str(STREAMING_YAML))
+    run_job(spec_file, inputs=[str(rows_csv)], output=str(tmp_path / "batch"))
+    # The newer artifact: another fare mean (as a refit on other data would give).
+    newer = read_artifact(str(tmp_path / "batch" / "artifact"))
+    newer.fitted = {**newer.fitted, "z_score:fare": {**newer.fitted["z_score:fare"], "mean": 0.0}}
+    write_artifact(str(tmp_path / "newer"), newer)
+    # What each half must get: the first half the artifact of the start, the second the newer.
+    expected = []
+    for name, artifact in (
+        ("first", tmp_path / "batch" / "artifact"),
+        ("second", tmp_path / "newer"),
+    ):
+        out = tmp_path / f"expected-{name}"
+        inputs = [str(tmp_path / f"{name}.csv")]
+        run_job(spec_file, inputs=inputs, output=str(out), artifact_dir=str(artifact))
+        expected += [pq.read_table(p) for p in sorted(out.glob("*/part-*.parquet"))]
+    table = pa.concat_tables(expected)
+
+    live = tmp_path / "live-artifact"
+    shutil.copytree(tmp_path / "batch" / "artifact", live)
+    raw = _spec(tmp_path, live, pubsub_emulator.subscription).raw
+    # Checked before every batch; the run ends when every row was read.
+    raw["streaming"]["artifact_refresh_seconds"] = 0.001
+    raw["streaming"]["pubsub"]["max_messages"] = len(lines)
+    spec = parse_spec(raw, origin="test")
+    with (tmp_path / "first.csv").open() as f:
+        first = list(csv.DictReader(f))
+    with (tmp_path / "second.csv").open() as f:
+        second = list(csv.DictReader(f))
+    _publish_rows(pubsub_emulator, first, 0)
+    result: dict[str, Any] = {}
+    runner = threading.Thread(target=lambda: result.update(summary=run_streaming(spec)))
+    runner.start()
+    deadline = time.monotonic() + 60
+    while _rows_written(tmp_path / "out") < half:
+        assert time.monotonic() < deadline, "the first half was not written within 60 s"
+        assert runner.is_alive()
+        time.sleep(0.1)
+    # Published while the job runs: transform.json last, so the new hash names complete files.
+    shutil.copytree(
+        tmp_path / "newer",
+        live,
+        ignore=shutil.ignore_patterns("transform.json"),
+        dirs_exist_ok=True,
+    )
+    shutil.copy(tmp_path / "newer" / "transform.json", live / "transform.json")
+    _publish_rows(pubsub_emulator, second, half)
+    runner.join(timeout=120)
+    assert "summary" in result
+    streamed = pa.Table.from_pylist(
+        _jsonl("rows/*.jsonl", tmp_path / "out"), schema=table.schema
+    ).to_pylist()
+
+    def canonical(rows: list[dict]) -> list[str]:
+        return sorted(json.dumps(r, sort_keys=True) for r in rows)
+
+    assert canonical(streamed) == canonical(table.to_pylist())
+    assert len(streamed) == len(lines)
+    # Event times are the publish times: every row is on time in every aggregation.
+    for agg in result["summary"]["aggregations"].values():
+        assert (agg["aggregated"], agg["rejected"]) == (len(lines), {})

@@ -13,9 +13,9 @@ from beam_pipelines.runner import make_options, make_pipeline
 from tests.emulators import PubSub
 from transforms.pubsub_pull import (
     DRAIN_WATERMARK_US,
-    Elapsed,
     Elements,
     Limits,
+    Now,
     PullPubSub,
     Watermark,
     pull_events,
@@ -53,7 +53,8 @@ def _read(emulator: PubSub, limits: Limits, expected: list[bytes], batch_size: i
     p = make_pipeline(make_options([], streaming=True))
     reader = PullPubSub(subscription=emulator.subscription, limits=limits, batch_size=batch_size)
     messages = p | reader
-    assert_that(messages | beam.Map(lambda m: m.data), equal_to(expected))
+    data = messages | beam.FlatMap(lambda pulled: [m.data for m in pulled.messages])
+    assert_that(data, equal_to(expected))
     result = p.run()
     result.wait_until_finish()
     reader.check_completed()
@@ -114,7 +115,7 @@ class _Received:
         )
 
 
-def test_events_carry_messages_watermarks_and_elapsed_time() -> None:
+def test_events_carry_messages_watermarks_and_the_clock() -> None:
     pulls = [
         [_Received("a", b"1", 100.0), _Received("b", b"2", 101.0)],
         [_Received("h", b"", 103.0, heartbeat="1")],
@@ -138,7 +139,7 @@ def test_events_carry_messages_watermarks_and_elapsed_time() -> None:
     marks = [e.micros for e in events if isinstance(e, Watermark)]
     assert marks == [100_000_000, 103_000_000, DRAIN_WATERMARK_US]
     assert isinstance(events[-1], Watermark)
-    assert [e.micros for e in events if isinstance(e, Elapsed)] == [500_000, 500_000, 500_000]
+    assert [e.micros for e in events if isinstance(e, Now)] == [10_500_000, 11_000_000, 11_500_000]
     # Heartbeats are acknowledged too, and never emitted.
     assert acked == [["a", "b"], ["h"], ["c"]]
 
@@ -146,7 +147,7 @@ def test_events_carry_messages_watermarks_and_elapsed_time() -> None:
 def test_an_idle_read_ends_after_idle_seconds_and_holds_the_watermark() -> None:
     clock = iter([0.0, 1.0, 2.0, 3.5]).__next__
     events = list(pull_events(lambda n: [], lambda ids: None, Limits(idle_seconds=3), clock=clock))
-    assert [type(e).__name__ for e in events] == ["Elapsed"] * 3 + ["Watermark"]
+    assert [type(e).__name__ for e in events] == ["Now"] * 3 + ["Watermark"]
     assert events[-1] == Watermark(DRAIN_WATERMARK_US)
 
 
@@ -160,3 +161,24 @@ def test_max_messages_bounds_each_pull() -> None:
     events = list(pull_events(pull, lambda ids: None, Limits(max_messages=25), batch_size=10))
     assert asked == [10, 10, 5]
     assert sum(len(e.messages) for e in events if isinstance(e, Elements)) == 25
+
+
+def test_repeated_ids_are_dropped_until_they_expire() -> None:
+    pulls = [
+        [_Received("1", b"a0", 100.0, id="a"), _Received("2", b"b0", 100.0, id="b")],
+        # a again within 5 s: dropped; c has no id attribute: Pub/Sub's message id.
+        [_Received("3", b"a1", 102.0, id="a"), _Received("4", b"c0", 102.0)],
+        # 106 s: a (first seen at 100 s) is forgotten, b too.
+        [_Received("5", b"a2", 106.0, id="a"), _Received("4", b"c1", 106.0)],
+    ]
+    events = pull_events(
+        lambda n: pulls.pop(0),
+        lambda ids: None,
+        Limits(max_messages=6),
+        id_attribute="id",
+        dedupe_seconds=5,
+    )
+    got = [
+        ([m.data for m in e.messages], e.duplicates) for e in events if isinstance(e, Elements)
+    ]
+    assert got == [([b"a0", b"b0"], []), ([b"c0"], ["a"]), ([b"a2"], ["id-4"])]

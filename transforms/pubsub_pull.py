@@ -31,7 +31,7 @@ from apache_beam.coders import PickleCoder
 from apache_beam.metrics import Metrics
 from apache_beam.utils.timestamp import MAX_TIMESTAMP
 
-from transforms.stream_sources import Message, is_heartbeat
+from transforms.stream_sources import Message, is_heartbeat, message_key
 
 _US = 1_000_000
 READ_COUNTER = "pubsub_messages_read"
@@ -115,9 +115,15 @@ class Limits:
 
 @dataclasses.dataclass(frozen=True)
 class Elements:
-    """Messages to emit, timestamped with their publish times."""
+    """One pull's data messages, and the ids of the repeats dropped from it."""
 
     messages: list[Message]
+    duplicates: list[str] = dataclasses.field(default_factory=list)
+
+    @property
+    def timestamp_us(self) -> int:
+        """The element's event time: the oldest publish time in the pull."""
+        return min(m.publish_time_us for m in self.messages) if self.messages else 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,13 +134,13 @@ class Watermark:
 
 
 @dataclasses.dataclass(frozen=True)
-class Elapsed:
-    """Processing time moved on by ``micros``."""
+class Now:
+    """The processing time is ``micros`` (since the epoch)."""
 
     micros: int
 
 
-Event = Elements | Watermark | Elapsed
+Event = Elements | Watermark | Now
 
 
 def pull_events(
@@ -143,28 +149,40 @@ def pull_events(
     limits: Limits,
     *,
     batch_size: int = 500,
+    id_attribute: str | None = None,
+    dedupe_seconds: float = 600.0,
     clock: Callable[[], float] = time.time,
 ) -> Iterator[Event]:
     """The events of a bounded read of a subscription, until a limit is reached.
 
-    Each pull of up to ``batch_size`` messages yields its data messages (heartbeats are
-    acknowledged and dropped), then the watermark: the oldest publish time of the pull
-    (never moving back), and the processing time elapsed since the previous event, so
-    processing-time timers downstream (batching latency) fire on the real clock. While the
+    Each pull of up to ``batch_size`` messages yields one :class:`Elements`: its data
+    messages, less repeats of an id seen in the last ``dedupe_seconds`` of publish time
+    (:func:`~transforms.stream_sources.message_key`; as Dataflow's source does with
+    ``id_label``), whose ids it lists. Heartbeats are acknowledged and dropped. Then the
+    watermark: the oldest publish time of the pull (never moving back), and the processing
+    time (the clock), so processing-time timers downstream fire on the real clock. While the
     subscription is idle the watermark holds: a message published earlier may still be on
     its way, and only Pub/Sub's backlog metrics (which Dataflow reads) could say otherwise.
     Heartbeat messages move it on.
 
+    A pull is one element, so no buffering stage sits between the source and the windows: a
+    buffer would let the watermark pass the rows it holds (the local runner holds the
+    watermark for pending elements only), and the drain would make them late.
+
     Args:
         pull: Pulls up to n ``ReceivedMessage``; returns [] when none came in time.
         acknowledge: Acknowledges ack ids.
-        limits: When to stop.
+        limits: When to stop (``max_messages`` counts repeats too: they were read).
         batch_size: Messages per pull at most.
+        id_attribute: Attribute holding a message's id (Pub/Sub's message id otherwise).
+        dedupe_seconds: How long an id is remembered, in publish time.
         clock: Time source, seconds since the epoch.
     """
     read = 0
-    last_seen = last_tick = clock()
+    last_seen = clock()
     mark: int | None = None
+    seen: dict[str, int] = {}
+    ttl_us = round(dedupe_seconds * _US)
     while True:
         want = batch_size
         if limits.max_messages is not None:
@@ -176,7 +194,7 @@ def pull_events(
             messages = [to_message(r) for r in received]
             data = [m for m in messages if not is_heartbeat(m)]
             if data:
-                yield Elements(data)
+                yield _first_of_each_id(data, seen, id_attribute, ttl_us)
             # Handed to the runner: the local runner keeps no checkpoint a redelivery
             # could resume from, so later acknowledgement would only add duplicates.
             acknowledge([r.ack_id for r in received])
@@ -185,8 +203,7 @@ def pull_events(
             if mark is None or oldest > mark:
                 mark = oldest
                 yield Watermark(mark)
-        yield Elapsed(round((now - last_tick) * _US))
-        last_tick = now
+        yield Now(round(now * _US))
         full = limits.max_messages is not None and read >= limits.max_messages
         late = limits.deadline is not None and now >= limits.deadline
         idle = limits.idle_seconds is not None and now - last_seen >= limits.idle_seconds
@@ -199,12 +216,32 @@ def pull_events(
             time.sleep(_IDLE_POLL_SECONDS)
 
 
+def _first_of_each_id(
+    data: list[Message], seen: dict[str, int], id_attribute: str | None, ttl_us: int
+) -> Elements:
+    newest = max(m.publish_time_us for m in data)
+    for key in [k for k, first in seen.items() if first < newest - ttl_us]:
+        del seen[key]
+    kept, duplicates = [], []
+    for m in data:
+        key = message_key(m, id_attribute)
+        if key in seen:
+            duplicates.append(key)
+        else:
+            seen[key] = m.publish_time_us
+            kept.append(m)
+    return Elements(kept, duplicates)
+
+
 class _EventReader:
     """Serves :func:`pull_events` as TestStreamService events (``read_multiple``)."""
 
     def __init__(self, events: Callable[[], Iterator[Event]], coder: Any) -> None:
         self._events = events
         self._coder = coder
+        # The runner's clock under a TestStream starts at 0 and moves only by the advances
+        # sent; timers such as GroupIntoBatches' are set on the real clock.
+        self._processing_us = 0
         self.finished = threading.Event()
         # Whether the events ran to a limit (not cut short by an error or the runner).
         self.completed = False
@@ -216,18 +253,18 @@ class _EventReader:
         try:
             for event in self._events():
                 if isinstance(event, Elements):
-                    elements = [
-                        payload.TimestampedElement(
-                            encoded_element=self._coder.encode(m), timestamp=m.publish_time_us
-                        )
-                        for m in event.messages
-                    ]
-                    yield payload.Event(element_event=payload.Event.AddElements(elements=elements))
+                    element = payload.TimestampedElement(
+                        encoded_element=self._coder.encode(event), timestamp=event.timestamp_us
+                    )
+                    add = payload.Event.AddElements(elements=[element])
+                    yield payload.Event(element_event=add)
                 elif isinstance(event, Watermark):
-                    advance = payload.Event.AdvanceWatermark(new_watermark=event.micros)
-                    yield payload.Event(watermark_event=advance)
-                else:
-                    elapsed = payload.Event.AdvanceProcessingTime(advance_duration=event.micros)
+                    mark = payload.Event.AdvanceWatermark(new_watermark=event.micros)
+                    yield payload.Event(watermark_event=mark)
+                elif event.micros > self._processing_us:
+                    advance = event.micros - self._processing_us
+                    self._processing_us = event.micros
+                    elapsed = payload.Event.AdvanceProcessingTime(advance_duration=advance)
                     yield payload.Event(processing_time_event=elapsed)
             self.completed = True
         finally:
@@ -237,18 +274,22 @@ class _EventReader:
 class PullPubSub(beam.PTransform):
     """Reads a Pub/Sub subscription on the local streaming runner until a limit, then drains.
 
-    Applied to a pipeline root. Output: ``PCollection[Message]`` (unbounded; heartbeats
-    dropped) timestamped with publish times; counted in ``beamforge/pubsub_messages_read``. The messages are pulled by a thread of this
-    process and fed to the runner through Beam's ``TestStream`` service (the mechanism
-    behind interactive Beam), which lets the source set the watermark, advance processing
-    time, and end: at the end the watermark goes to the end of time, every window and timer
-    fires, and ``wait_until_finish`` returns. One such source per pipeline: the local
-    runner reads one event stream.
+    Applied to a pipeline root. Output: ``PCollection[Elements]`` (unbounded), one element
+    per pull: its data messages less repeated ids, and the ids dropped, timestamped with its
+    oldest publish time (see :func:`pull_events`); messages counted in
+    ``beamforge/pubsub_messages_read``. The messages are pulled by a thread of this process
+    and fed to the runner through Beam's ``TestStream`` service (the mechanism behind
+    interactive Beam), which lets the source set the watermark, advance processing time,
+    and end: at the end the watermark goes to the end of time, every window and timer fires,
+    and ``wait_until_finish`` returns. One such source per pipeline: the local runner reads
+    one event stream.
 
     Args:
         subscription: ``projects/P/subscriptions/S``.
         limits: When to stop (see :class:`Limits`).
         batch_size: Messages per pull at most.
+        id_attribute: Attribute holding a message's id (Pub/Sub's message id otherwise).
+        dedupe_seconds: How long (publish time) an id is remembered to drop repeats.
         client: Factory of the subscriber client (the library's by default).
     """
 
@@ -258,6 +299,8 @@ class PullPubSub(beam.PTransform):
         subscription: str,
         limits: Limits = Limits(),
         batch_size: int = 500,
+        id_attribute: str | None = None,
+        dedupe_seconds: float = 600.0,
         client: Callable[[], Any] = subscriber_client,
     ) -> None:
         super().__init__()
@@ -267,7 +310,11 @@ class PullPubSub(beam.PTransform):
             )
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if dedupe_seconds <= 0:
+            raise ValueError(f"dedupe_seconds must be > 0, got {dedupe_seconds}")
         limits.validate()
+        self._id_attribute = id_attribute
+        self._dedupe_seconds = dedupe_seconds
         self._subscription = subscription
         self._limits = limits
         self._batch_size = batch_size
@@ -312,7 +359,14 @@ class PullPubSub(beam.PTransform):
                 chunk = ack_ids[start : start + 1000]
                 client.acknowledge(request={"subscription": subscription, "ack_ids": chunk})
 
-        yield from pull_events(pull, acknowledge, self._limits, batch_size=self._batch_size)
+        yield from pull_events(
+            pull,
+            acknowledge,
+            self._limits,
+            batch_size=self._batch_size,
+            id_attribute=self._id_attribute,
+            dedupe_seconds=self._dedupe_seconds,
+        )
 
     def expand(self, pbegin: beam.pvalue.PBegin) -> beam.PCollection:
         from apache_beam.testing.test_stream import TestStream
@@ -340,16 +394,16 @@ class _CountRead(beam.DoFn):
     def __init__(self) -> None:
         self._read = Metrics.counter("beamforge", READ_COUNTER)
 
-    def process(self, message: Message) -> Iterator[Message]:
-        self._read.inc()
-        yield message
+    def process(self, pulled: Elements) -> Iterator[Elements]:
+        self._read.inc(len(pulled.messages) + len(pulled.duplicates))
+        yield pulled
 
 
 __all__ = [
-    "Elapsed",
     "Elements",
     "Event",
     "Limits",
+    "Now",
     "PullPubSub",
     "Watermark",
     "create_subscription",

@@ -442,9 +442,9 @@ class _DecodeDoFn(beam.DoFn):
         self._schema = schema
         self._pipeline = pipeline
 
-    def process(self, keyed: tuple[int, Iterable[Message]]) -> Iterator[Any]:
+    def process(self, messages: Iterable[Message]) -> Iterator[Any]:
         batch, found = decode_messages(
-            list(keyed[1]), self._decoding, self._schema, pipeline=self._pipeline
+            list(messages), self._decoding, self._schema, pipeline=self._pipeline
         )
         for error in found:
             yield beam.pvalue.TaggedOutput(ERRORS, error)
@@ -492,11 +492,29 @@ class DecodeMessages(beam.PTransform):
             >> beam.Map(lambda m: (random.randrange(shards), m)).with_output_types(tuple[int, Any])
             | "Batch"
             >> beam.GroupIntoBatches(self._batch_size, max_buffering_duration_secs=self._latency)
+            | "Messages" >> beam.Values()
             | "Decode"
-            >> beam.ParDo(_DecodeDoFn(self._decoding, self._schema, self._pipeline)).with_outputs(
-                ERRORS, main=BATCHES
+            >> DecodeMessageLists(
+                decoding=self._decoding, schema=self._schema, pipeline=self._pipeline
             )
         )
+
+
+class DecodeMessageLists(beam.PTransform):
+    """Decodes lists of messages (each list one batch) with :func:`decode_messages`.
+
+    Input: ``PCollection[Sequence[Message]]``, e.g. the pulls of a local Pub/Sub read.
+    Outputs (a tagged tuple): main ``batches`` (``pa.RecordBatch``), ``errors``
+    (:class:`~transforms.errors.ErrorRecord`, step ``read``).
+    """
+
+    def __init__(self, *, decoding: Decoding, schema: pa.Schema, pipeline: str) -> None:
+        super().__init__()
+        decoding.validate()
+        self._fn = _DecodeDoFn(decoding, schema, pipeline)
+
+    def expand(self, lists: beam.PCollection) -> beam.pvalue.DoOutputsTuple:
+        return lists | beam.ParDo(self._fn).with_outputs(ERRORS, main=BATCHES)
 
 
 # ---------------------------------------------------------------------------------------
