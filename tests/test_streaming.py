@@ -226,3 +226,55 @@ def test_every_kind_of_imbalance_is_named() -> None:
     # Rows BigQuery rejected are error records only: they were written to the files first.
     bigquery = {**_summary()["errors"], "bigquery": {"invalid": 3}}
     assert balance_problems(_summary(errors=bigquery)) == []
+
+
+@pytest.mark.slow
+@pytest.mark.emulator
+@pytest.mark.timeout(240)
+def test_files_arriving_in_a_bucket_stream_to_a_bucket(
+    gcs_emulator: Any, batch_run: pathlib.Path, tmp_path: pathlib.Path
+) -> None:
+    """The same run with gs:// on both sides: arrivals listed in a bucket, outputs written to it."""
+    from apache_beam.io.filesystems import FileSystems
+
+    bucket = gcs_emulator.new_bucket("stream-files")
+    blobs = gcs_emulator.client().bucket(bucket)
+    header, *lines = SAMPLE.read_text().splitlines()
+    per = -(-len(lines) // FILES)
+    stop = threading.Event()
+
+    def upload() -> None:
+        for i in range(FILES):
+            if i and stop.wait(0.3):
+                return
+            text = "\n".join([header, *lines[i * per : (i + 1) * per]]) + "\n"
+            blobs.blob(f"incoming/part{i}.csv").upload_from_string(text)
+
+    data = yaml.safe_load(STREAMING_YAML.read_text())
+    data["streaming"]["files"] = {
+        "path": f"gs://{bucket}/incoming/*.csv",
+        "poll_seconds": 0.2,
+        "max_files": FILES,
+        "deadline_seconds": 90,
+    }
+    data["streaming"]["artifact"] = str(batch_run / "artifact")
+    data["streaming"]["output"]["path"] = f"gs://{bucket}/out"
+    writer = threading.Thread(target=upload)
+    writer.start()
+    try:
+        summary = run_streaming(parse_spec(data, origin="test"))
+    finally:
+        stop.set()
+        writer.join(timeout=30)
+    assert (summary["balanced"], summary["counts"]["read"]) == (True, len(lines))
+    assert summary["rows_written"] + summary["rows_rejected"] == len(lines)
+    # What the bucket holds: the rows, the summary, every aggregate table.
+    (match,) = FileSystems.match([f"gs://{bucket}/out/rows/*.jsonl"])
+    rows = 0
+    for m in match.metadata_list:
+        with FileSystems.open(m.path) as f:
+            rows += len(f.read().splitlines())
+    assert rows == summary["rows_written"] > 0
+    with FileSystems.open(f"gs://{bucket}/out/summary.json") as f:
+        assert json.loads(f.read())["counts"] == summary["counts"]
+    assert set(summary["aggregate_rows"]) == {"fares_per_company", "trips_per_area"}
