@@ -178,7 +178,17 @@ def test_repeated_ids_are_dropped_until_they_expire() -> None:
         id_attribute="id",
         dedupe_seconds=5,
     )
-    got = [
-        ([m.data for m in e.messages], e.duplicates) for e in events if isinstance(e, Elements)
-    ]
+    got = [([m.data for m in e.messages], e.duplicates) for e in events if isinstance(e, Elements)]
     assert got == [([b"a0", b"b0"], []), ([b"c0"], ["a"]), ([b"a2"], ["id-4"])]
+
+
+def test_a_pull_of_repeats_only_is_timestamped_by_its_publish_times() -> None:
+    pulls = [[_Received("1", b"a0", 100.0, id="a")], [_Received("2", b"a1", 101.0, id="a")]]
+    events = pull_events(
+        lambda n: pulls.pop(0), lambda ids: None, Limits(max_messages=2), id_attribute="id"
+    )
+    pulled = [e for e in events if isinstance(e, Elements)]
+    assert [(len(e.messages), e.duplicates, e.timestamp_us) for e in pulled] == [
+        (1, [], 100_000_000),
+        (0, ["a"], 101_000_000),
+    ]

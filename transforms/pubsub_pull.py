@@ -12,10 +12,10 @@ hands the runner events: elements, watermark and processing-time advances
 ending is a *drain*: the watermark goes to the end of time, every open window fires, and
 the job finishes on its own with every row accounted for.
 
-Elements are :class:`~transforms.stream_sources.Message` timestamped with their publish
-time, as ``ReadFromPubSub`` does without a timestamp attribute; the watermark follows the
-oldest publish time of the latest pull (heartbeats included).
-Messages are acknowledged once handed to the runner (see :func:`pull_events`).
+Each pull is one element (:class:`Elements`: its messages, less repeated ids) timestamped
+with its oldest publish time, as ``ReadFromPubSub`` timestamps messages without a timestamp
+attribute; the watermark follows the oldest publish time of the latest pull (heartbeats
+included). Messages are acknowledged once handed to the runner (see :func:`pull_events`).
 """
 
 from __future__ import annotations
@@ -119,11 +119,16 @@ class Elements:
 
     messages: list[Message]
     duplicates: list[str] = dataclasses.field(default_factory=list)
+    # The oldest publish time of the pull's data messages, repeats included.
+    oldest_us: int | None = None
 
     @property
     def timestamp_us(self) -> int:
         """The element's event time: the oldest publish time in the pull."""
-        return min(m.publish_time_us for m in self.messages) if self.messages else 0
+        times = [m.publish_time_us for m in self.messages]
+        if self.oldest_us is not None:
+            times.append(self.oldest_us)
+        return min(times, default=0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -230,7 +235,7 @@ def _first_of_each_id(
         else:
             seen[key] = m.publish_time_us
             kept.append(m)
-    return Elements(kept, duplicates)
+    return Elements(kept, duplicates, min(m.publish_time_us for m in data))
 
 
 class _EventReader:
