@@ -18,6 +18,8 @@ import collections
 import dataclasses
 import datetime as dt
 import json
+import shutil
+import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
@@ -49,6 +51,7 @@ from transforms.manifest import (
 )
 from transforms.read import ReadRecords, expand_paths, resolve_schema
 from transforms.schema import HIDDEN_PREFIX, parse_type
+from transforms.spill import ReadSpilled, SpillBatches
 from transforms.stats import DatasetStats
 from transforms.steps import Step
 from transforms.write import WriteBatches
@@ -558,10 +561,11 @@ def _artifact_for(plan: Plan, fitted: Mapping[str, Any]) -> Artifact:
 
 
 def _read_for_fit(p: beam.Pipeline, plan: Plan) -> beam.PCollection:
-    # The fit pass reads the files a second time instead of sharing the apply pass's read:
-    # a PCollection consumed both by the fit and by a step waiting on the fit's result is
-    # held whole in memory by the runner; two streaming reads keep memory bounded by the
-    # batch size. Read errors are recorded by the apply pass's read only.
+    # Without a spill directory (on Dataflow) the fit pass reads the files a second time
+    # instead of sharing the apply pass's read: a PCollection consumed both by the fit and
+    # by a step waiting on the fit's result may be held whole by the runner; two streaming
+    # reads keep memory bounded by the batch size. Read errors are recorded by the apply
+    # pass's read only.
     read = _read(p, plan, "ReadForFit", log_files=False)
     if plan.spec.transform.fit_on == "all":
         return read.batches
@@ -576,8 +580,15 @@ def _only_split(batch: pa.RecordBatch, index: int) -> pa.RecordBatch:
     return batch.filter(mask)
 
 
-def build(p: beam.Pipeline, plan: Plan) -> beam.PCollection:
+def build(p: beam.Pipeline, plan: Plan, *, spill_dir: str | None = None) -> beam.PCollection:
     """Wires the dataset pipeline for a :class:`Plan` onto ``p``.
+
+    Args:
+        p: The pipeline.
+        plan: The plan.
+        spill_dir: A local directory (local runner only): when the first steps are fitted,
+            the input is read once, its batches spilled there for the apply pass
+            (:mod:`transforms.spill`); without it the fit pass reads the input again.
 
     Returns:
         A one-element PCollection holding the manifest dict (written last).
@@ -602,7 +613,16 @@ def build(p: beam.Pipeline, plan: Plan) -> beam.PCollection:
         fitted = p | "NothingFitted" >> beam.Create([{}])
     for k, (seg_steps, barrier) in enumerate(segments(plan.steps)):
         if plan.artifact is None and any(s.analyzer() is not None for s in seg_steps):
-            fit_input = batches if k else _read_for_fit(p, plan)
+            if k:
+                fit_input = batches
+            elif spill_dir is not None:
+                # One read: the fit folds the batches while they are spilled for the apply.
+                fit_input = batches
+                batches = (
+                    batches | "Spill" >> SpillBatches(spill_dir) | "ReadSpilled" >> ReadSpilled()
+                )
+            else:
+                fit_input = _read_for_fit(p, plan)
             if spec.transform.fit_on != "all":
                 wanted = spec.split.names.index(spec.transform.fit_on)
                 fit_input = fit_input | f"FitOn{k}" >> beam.Map(_only_split, wanted)
@@ -796,15 +816,24 @@ def run_job(
     )
     options = make_options(beam_args)
     p = make_pipeline(options)
-    build(p, the_plan)
-    if not options.view_as(TestOptions).dry_run:
-        retire_manifest(the_plan.layout)
-    result = p.run()
-    if not is_local(options):
-        return RunResult(
-            manifest={}, seconds=time.monotonic() - start, plan=the_plan, pipeline_result=result
-        )
-    result.wait_until_finish()
+    local = is_local(options)
+    spill_dir = tempfile.mkdtemp(prefix="beamforge-spill-") if local else None
+    try:
+        build(p, the_plan, spill_dir=spill_dir)
+        if not options.view_as(TestOptions).dry_run:
+            retire_manifest(the_plan.layout)
+        result = p.run()
+        if not local:
+            return RunResult(
+                manifest={},
+                seconds=time.monotonic() - start,
+                plan=the_plan,
+                pipeline_result=result,
+            )
+        result.wait_until_finish()
+    finally:
+        if spill_dir is not None:
+            shutil.rmtree(spill_dir, ignore_errors=True)
     with FileSystems.open(the_plan.layout.manifest) as f:
         manifest = json.loads(f.read().decode("utf-8"))
     return RunResult(manifest=manifest, seconds=time.monotonic() - start, plan=the_plan)
