@@ -16,11 +16,12 @@ Output layout under ``streaming.output.path`` (local or gs://)::
 
 and, with ``streaming.output.bigquery``, the rows streamed into one BigQuery table.
 
-Local runs (the pinned FnApiRunner): the file source ends after ``max_files`` files or at
-its deadline; Pub/Sub is pulled (:mod:`transforms.pubsub_pull`) until ``max_messages``,
-``idle_seconds`` or ``deadline_seconds``. Either way the source then drains: the watermark
-goes to the end of time, every window fires, and the run ends with everything written. On
-Dataflow the job keeps running (Beam's ``ReadFromPubSub``) until drained or cancelled.
+Local runs (the streaming local runner, fed from a thread: :mod:`transforms.live_source`):
+the folder is watched until ``max_files`` files or its deadline; Pub/Sub is pulled
+(:mod:`transforms.pubsub_pull`) until ``max_messages``, ``idle_seconds`` or
+``deadline_seconds``. Windows fire as the watermark moves; when the source stops it drains:
+every window fires, and the run ends with everything written. On Dataflow the job keeps
+running (the splittable file watcher, Beam's ``ReadFromPubSub``) until drained or cancelled.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ from transforms.bigquery import (
 from transforms.config import SpecError, from_mapping
 from transforms.engine import DROPPED, READ, REJECTED, WRITTEN
 from transforms.errors import ErrorRecord
+from transforms.live_source import LiveSource
 from transforms.manifest import (
     CountKey,
     CountsMismatchError,
@@ -215,10 +217,10 @@ class StreamPlan:
     output_columns: list[str]
     output_schema: pa.Schema
     started: float
-    # Local Pub/Sub runs: the subscription read (one made for the run when given a topic),
-    # and the reader, which tells whether it ran to a limit.
+    # Local Pub/Sub runs: the subscription read (one made for the run when given a topic).
     subscription: str | None = None
-    pull: PullPubSub | None = None
+    # Local runs: the live source, which tells whether it ran to a limit.
+    live: LiveSource | PullPubSub | None = None
 
 
 def plan(
@@ -357,6 +359,8 @@ def _read_source(
     p: beam.Pipeline, plan: StreamPlan
 ) -> tuple[beam.PCollection, beam.PCollection, list[beam.PCollection]]:
     """The source's record batches, read errors, and counts of what it dropped on purpose."""
+    from beam_pipelines.runner import is_local
+
     stream, spec = plan.stream, plan.spec
     if stream.source == "files":
         files = stream.files
@@ -364,7 +368,7 @@ def _read_source(
         deadline = None
         if files.deadline_seconds is not None:
             deadline = plan.started + files.deadline_seconds
-        read = p | "ReadArrivingFiles" >> ReadArrivingFiles(
+        arriving = ReadArrivingFiles(
             source=spec.source,
             schema=plan.input_schema,
             pipeline=spec.name,
@@ -373,9 +377,13 @@ def _read_source(
             max_files=files.max_files,
             deadline=deadline,
             event_time_field=files.event_time_field,
+            # Locally the folder is watched from a thread feeding the streaming runner, so
+            # windows fire as files arrive (see transforms.live_source).
+            live=is_local(p.options),
         )
+        plan.live = arriving.live
+        read = p | "ReadArrivingFiles" >> arriving
         return read.batches, read.errors, []
-    from beam_pipelines.runner import is_local
 
     sub = stream.pubsub
     assert sub is not None
@@ -384,14 +392,14 @@ def _read_source(
         # Each pull is one batch, de-duplicated by the reader, so nothing buffers rows
         # between the source and the windows (see transforms.pubsub_pull.pull_events).
         assert plan.subscription is not None
-        plan.pull = PullPubSub(
+        plan.live = pull = PullPubSub(
             subscription=plan.subscription,
             limits=sub.limits(plan.started),
             batch_size=sub.batch_size,
             id_attribute=sub.id_attribute,
             dedupe_seconds=sub.dedupe_seconds,
         )
-        pulled = p | "PullPubSub" >> plan.pull
+        pulled = p | "PullPubSub" >> pull
         repeats = pulled | "Repeats" >> beam.FlatMap(lambda e: e.duplicates)
         messages = pulled | "Messages" >> beam.Map(lambda e: e.messages)
         decoded = messages | "Decode" >> DecodeMessageLists(
@@ -665,10 +673,8 @@ def run_streaming(
     sub = the_plan.stream.pubsub if the_plan.stream.source == "pubsub" else None
     options = make_options(beam_args)
     local = is_local(options)
-    # Local file runs stay on the batch runner (its splittable DoFns watch the folder); Pub/Sub
-    # runs locally on the streaming runner, fed by the pulling reader.
-    if not local or sub is not None:
-        options.view_as(StandardOptions).streaming = True
+    # Locally both sources run in a thread feeding the streaming local runner.
+    options.view_as(StandardOptions).streaming = True
     p = make_pipeline(options)
     made = None
     if local and sub is not None:
@@ -683,8 +689,8 @@ def run_streaming(
             return {}
         # Local sources end at their limits and drain: every window fires before this returns.
         result.wait_until_finish()
-        if the_plan.pull is not None:
-            the_plan.pull.check_completed()
+        if the_plan.live is not None:
+            the_plan.live.check_completed()
     finally:
         if made is not None:
             delete_subscription(made)

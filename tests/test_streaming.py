@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import pathlib
 import shutil
 import threading
+import time
 from typing import Any
 
 import pyarrow as pa
@@ -278,3 +280,115 @@ def test_files_arriving_in_a_bucket_stream_to_a_bucket(
     with FileSystems.open(f"gs://{bucket}/out/summary.json") as f:
         assert json.loads(f.read())["counts"] == summary["counts"]
     assert set(summary["aggregate_rows"]) == {"fares_per_company", "trips_per_area"}
+
+
+# --- the folder watchers ------------------------------------------------------------------
+
+
+def test_watch_events_find_each_file_once_and_drain_at_max_files(tmp_path: pathlib.Path) -> None:
+    from transforms.live_source import DRAIN_WATERMARK_US, Now, Watermark
+    from transforms.stream_sources import Found, watch_events
+
+    (tmp_path / "a.csv").write_text("x\n")
+    times = iter([100.0, 101.0, 102.0])
+
+    def sleep(_: float) -> None:
+        # A new file arrives between two listings.
+        (tmp_path / "b.csv").write_text("x\n")
+        (tmp_path / "c.csv").write_text("x\n")
+
+    events = list(
+        watch_events(str(tmp_path / "*.csv"), max_files=2, clock=lambda: next(times), sleep=sleep)
+    )
+    found = [e for e in events if isinstance(e, Found)]
+    assert [(pathlib.Path(f.path).name, f.timestamp_us) for f in found] == [
+        ("a.csv", 100_000_000),
+        ("b.csv", 101_000_000),
+    ]
+    assert [e for e in events if isinstance(e, Watermark)] == [
+        Watermark(100_000_000),
+        Watermark(101_000_000),
+        Watermark(DRAIN_WATERMARK_US),
+    ]
+    assert [e for e in events if isinstance(e, Now)] == [Now(100_000_000), Now(101_000_000)]
+
+
+def test_watch_events_drain_at_the_deadline(tmp_path: pathlib.Path) -> None:
+    from transforms.live_source import DRAIN_WATERMARK_US, Watermark
+    from transforms.stream_sources import watch_events
+
+    times = iter([10.0, 11.0, 12.0])
+    events = list(
+        watch_events(
+            str(tmp_path / "*.csv"), deadline=11.5, clock=lambda: next(times), sleep=lambda s: None
+        )
+    )
+    assert events[-1] == Watermark(DRAIN_WATERMARK_US)
+    assert [e for e in events if isinstance(e, Watermark)][:-1] == [
+        Watermark(10_000_000),
+        Watermark(11_000_000),
+        Watermark(12_000_000),
+    ]
+
+
+def test_the_splittable_watcher_emits_each_file_once(tmp_path: pathlib.Path) -> None:
+    """The watcher Dataflow runs (a splittable DoFn), here on the batch local runner."""
+    import apache_beam as beam
+    from apache_beam.testing.test_pipeline import TestPipeline
+    from apache_beam.testing.util import assert_that, equal_to
+
+    from transforms.stream_sources import WatchFiles
+
+    for name in ("a", "b", "c"):
+        (tmp_path / f"{name}.csv").write_text("x\n")
+    p = TestPipeline(runner="DirectRunner")
+    paths = p | WatchFiles(pattern=str(tmp_path / "*.csv"), poll_seconds=0.1, max_files=3)
+    names = paths | beam.Map(lambda path: pathlib.Path(path).name)
+    assert_that(names, equal_to(["a.csv", "b.csv", "c.csv"]))
+    p.run().wait_until_finish()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_windows_fire_while_files_are_still_arriving(
+    batch_run: pathlib.Path, tmp_path: pathlib.Path
+) -> None:
+    """1 s windows: a file's window is written once the next file is found, before the end."""
+    (tmp_path / "incoming").mkdir()
+    data = copy.deepcopy(dict(_spec(tmp_path, batch_run / "artifact").raw))
+    data["streaming"]["aggregations"] = [
+        {
+            "name": "per_company",
+            "keys": ["company"],
+            "window": {"size_seconds": 1},
+            "metrics": [{"op": "count", "output": "trips"}],
+        }
+    ]
+    spec = parse_spec(data, origin="test")
+    header, *lines = SAMPLE.read_text().splitlines()
+    aggregates = tmp_path / "out" / "aggregates" / "per_company"
+    seen_before_last: list[bool] = []
+
+    def drop() -> None:
+        for i in range(FILES):
+            if i == FILES - 1:
+                # Before the last file: the first files' windows must be out already.
+                deadline = time.monotonic() + 30
+                while not list(aggregates.glob("*.jsonl")) and time.monotonic() < deadline:
+                    time.sleep(0.1)
+                seen_before_last.append(bool(list(aggregates.glob("*.jsonl"))))
+            elif i:
+                time.sleep(1.2)
+            part = tmp_path / "incoming" / f".part{i}.tmp"
+            part.write_text("\n".join([header, *lines[i * 10 : (i + 1) * 10]]) + "\n")
+            part.rename(tmp_path / "incoming" / f"part{i}.csv")
+
+    writer = threading.Thread(target=drop)
+    writer.start()
+    try:
+        summary = run_streaming(spec)
+    finally:
+        writer.join(timeout=60)
+    assert seen_before_last == [True]
+    assert summary["balanced"] and summary["counts"]["read"] == 10 * FILES
+    assert summary["aggregations"]["per_company"]["aggregated"] == 10 * FILES

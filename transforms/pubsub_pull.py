@@ -21,23 +21,18 @@ included). Messages are acknowledged once handed to the runner (see :func:`pull_
 from __future__ import annotations
 
 import dataclasses
-import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import apache_beam as beam
-from apache_beam.coders import PickleCoder
 from apache_beam.metrics import Metrics
-from apache_beam.utils.timestamp import MAX_TIMESTAMP
 
+from transforms.live_source import DRAIN_WATERMARK_US, LiveSource, Now, Watermark, drain
 from transforms.stream_sources import Message, is_heartbeat, message_key
 
 _US = 1_000_000
 READ_COUNTER = "pubsub_messages_read"
-# The last watermark of a bounded read: a day before the end of Beam's time, after every
-# timer a pipeline sets for event times near now.
-DRAIN_WATERMARK_US = int(MAX_TIMESTAMP.micros) - 86_400 * _US
 # Time between two pulls of an idle subscription, and the longest a pull waits for messages.
 _IDLE_POLL_SECONDS = 0.2
 _PULL_WAIT_SECONDS = 1.0
@@ -131,20 +126,6 @@ class Elements:
         return min(times, default=0)
 
 
-@dataclasses.dataclass(frozen=True)
-class Watermark:
-    """The source's watermark moved to ``micros`` (since the epoch)."""
-
-    micros: int
-
-
-@dataclasses.dataclass(frozen=True)
-class Now:
-    """The processing time is ``micros`` (since the epoch)."""
-
-    micros: int
-
-
 Event = Elements | Watermark | Now
 
 
@@ -213,9 +194,7 @@ def pull_events(
         late = limits.deadline is not None and now >= limits.deadline
         idle = limits.idle_seconds is not None and now - last_seen >= limits.idle_seconds
         if full or late or idle:
-            # The drain: the local runner does not fire event-time timers when the watermark
-            # jumps to the end of time, so it first passes through a finite time after them.
-            yield Watermark(DRAIN_WATERMARK_US)
+            yield drain()
             return
         if not received:
             time.sleep(_IDLE_POLL_SECONDS)
@@ -238,44 +217,6 @@ def _first_of_each_id(
     return Elements(kept, duplicates, min(m.publish_time_us for m in data))
 
 
-class _EventReader:
-    """Serves :func:`pull_events` as TestStreamService events (``read_multiple``)."""
-
-    def __init__(self, events: Callable[[], Iterator[Event]], coder: Any) -> None:
-        self._events = events
-        self._coder = coder
-        # The runner's clock under a TestStream starts at 0 and moves only by the advances
-        # sent; timers such as GroupIntoBatches' are set on the real clock.
-        self._processing_us = 0
-        self.finished = threading.Event()
-        # Whether the events ran to a limit (not cut short by an error or the runner).
-        self.completed = False
-
-    def read_multiple(self, specs: Any) -> Iterator[Any]:
-        from apache_beam.portability.api import beam_runner_api_pb2
-
-        payload = beam_runner_api_pb2.TestStreamPayload
-        try:
-            for event in self._events():
-                if isinstance(event, Elements):
-                    element = payload.TimestampedElement(
-                        encoded_element=self._coder.encode(event), timestamp=event.timestamp_us
-                    )
-                    add = payload.Event.AddElements(elements=[element])
-                    yield payload.Event(element_event=add)
-                elif isinstance(event, Watermark):
-                    mark = payload.Event.AdvanceWatermark(new_watermark=event.micros)
-                    yield payload.Event(watermark_event=mark)
-                elif event.micros > self._processing_us:
-                    advance = event.micros - self._processing_us
-                    self._processing_us = event.micros
-                    elapsed = payload.Event.AdvanceProcessingTime(advance_duration=advance)
-                    yield payload.Event(processing_time_event=elapsed)
-            self.completed = True
-        finally:
-            self.finished.set()
-
-
 class PullPubSub(beam.PTransform):
     """Reads a Pub/Sub subscription on the local streaming runner until a limit, then drains.
 
@@ -283,11 +224,9 @@ class PullPubSub(beam.PTransform):
     per pull: its data messages less repeated ids, and the ids dropped, timestamped with its
     oldest publish time (see :func:`pull_events`); messages counted in
     ``beamforge/pubsub_messages_read``. The messages are pulled by a thread of this process
-    and fed to the runner through Beam's ``TestStream`` service (the mechanism behind
-    interactive Beam), which lets the source set the watermark, advance processing time,
-    and end: at the end the watermark goes to the end of time, every window and timer fires,
-    and ``wait_until_finish`` returns. One such source per pipeline: the local runner reads
-    one event stream.
+    and fed to the runner by a :class:`~transforms.live_source.LiveSource`, which sets the
+    watermark, advances processing time, and ends by draining: every window and timer fires,
+    and ``wait_until_finish`` returns.
 
     Args:
         subscription: ``projects/P/subscriptions/S``.
@@ -324,22 +263,11 @@ class PullPubSub(beam.PTransform):
         self._limits = limits
         self._batch_size = batch_size
         self._client = client
-        self._reader: _EventReader | None = None
+        self._source = LiveSource(self._events, subscription)
 
     def check_completed(self) -> None:
-        """Raises unless the read ran to one of its limits.
-
-        The local runner treats a lost connection to the event stream as its end; this
-        tells the two apart after ``wait_until_finish``.
-
-        Raises:
-            RuntimeError: if the source was never run or stopped before a limit.
-        """
-        if self._reader is None or not self._reader.completed:
-            raise RuntimeError(
-                f"reading {self._subscription} stopped before any of its limits was reached; "
-                "see the log above for the cause"
-            )
+        """Raises unless the read ran to one of its limits (see LiveSource)."""
+        self._source.check_completed()
 
     def _events(self) -> Iterator[Event]:
         from google.api_core import exceptions
@@ -374,25 +302,7 @@ class PullPubSub(beam.PTransform):
         )
 
     def expand(self, pbegin: beam.pvalue.PBegin) -> beam.PCollection:
-        from apache_beam.testing.test_stream import TestStream
-        from apache_beam.testing.test_stream_service import TestStreamServiceController
-
-        coder = PickleCoder()
-        reader = self._reader = _EventReader(self._events, coder)
-        server = TestStreamServiceController(reader)
-        server.start()
-
-        def stop_when_done() -> None:
-            reader.finished.wait()
-            time.sleep(1.0)  # let the runner read the end of the stream first
-            server.stop()
-
-        threading.Thread(target=stop_when_done, daemon=True).start()
-        return (
-            pbegin
-            | "Pull" >> TestStream(coder=coder, endpoint=server.endpoint)
-            | "Count" >> beam.ParDo(_CountRead())
-        )
+        return pbegin | "Pull" >> self._source | "Count" >> beam.ParDo(_CountRead())
 
 
 class _CountRead(beam.DoFn):
@@ -405,6 +315,7 @@ class _CountRead(beam.DoFn):
 
 
 __all__ = [
+    "DRAIN_WATERMARK_US",
     "Elements",
     "Event",
     "Limits",

@@ -29,7 +29,7 @@ import io
 import json
 import random
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Literal
 
 import apache_beam as beam
@@ -49,6 +49,7 @@ from apache_beam.utils.timestamp import Duration, Timestamp
 from transforms import errors as error_codes
 from transforms import schema as schema_lib
 from transforms.errors import ErrorRecord, row_payload
+from transforms.live_source import LiveSource
 from transforms.read import Source, convert_strings, read_file
 from transforms.windows import EVENT_TIME_COLUMN, NO_TIME, event_times_us
 
@@ -630,6 +631,50 @@ class _WatchFn(beam.DoFn):
         tracker.defer_remainder(Duration(seconds=self._poll))
 
 
+@dataclasses.dataclass(frozen=True)
+class Found:
+    """A file found by :func:`watch_events`, at ``timestamp_us`` (the time it was found)."""
+
+    path: str
+    timestamp_us: int
+
+
+def watch_events(
+    pattern: str,
+    *,
+    poll_seconds: float = 1.0,
+    max_files: int | None = None,
+    deadline: float | None = None,
+    clock: Callable[[], float] = time.time,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Iterator[Any]:
+    """The events of a folder watched until a limit, for a :class:`~transforms.live_source.LiveSource`.
+
+    Each listing yields a :class:`Found` per new file (oldest first, each file once), the
+    watermark at the time of the listing (files are timestamped with the time they were
+    found, as :class:`WatchFiles` does), and the processing time. After ``max_files`` files
+    or at ``deadline`` (a Unix time) it drains; without either it runs until the job is
+    cancelled.
+    """
+    from transforms.live_source import Now, Watermark, drain
+
+    seen: set[str] = set()
+    while True:
+        now = clock()
+        for path in new_files(pattern, seen):
+            if max_files is not None and len(seen) >= max_files:
+                break
+            seen.add(path)
+            yield Found(path, round(now * _US))
+        yield Watermark(round(now * _US))
+        yield Now(round(now * _US))
+        full = max_files is not None and len(seen) >= max_files
+        if full or (deadline is not None and now >= deadline):
+            yield drain()
+            return
+        sleep(poll_seconds)
+
+
 class WatchFiles(beam.PTransform):
     """Emits each file matching a glob once, as it appears; polls until a limit is reached.
 
@@ -698,6 +743,11 @@ class ReadArrivingFiles(beam.PTransform):
     Outputs (a tagged tuple): ``batches`` with the schema's columns, ``__file``, ``__line``
     and ``__event_time`` (the ``event_time_field`` value, or the time the file was found);
     ``errors``, one per malformed record (step ``read``).
+
+    The folder is watched by :class:`WatchFiles` (a splittable DoFn, for Dataflow and the
+    batch local runner) or, with ``live=True``, by :func:`watch_events` in a thread for the
+    streaming local runner (``self.live``, whose ``check_completed`` tells a run that ended
+    at its limit from one cut short).
     """
 
     def __init__(
@@ -711,6 +761,7 @@ class ReadArrivingFiles(beam.PTransform):
         max_files: int | None = None,
         deadline: float | None = None,
         event_time_field: str | None = None,
+        live: bool = False,
     ) -> None:
         super().__init__()
         source.validate()
@@ -719,14 +770,22 @@ class ReadArrivingFiles(beam.PTransform):
                 f"event_time_field {event_time_field!r} is not a column; columns are "
                 f"{', '.join(schema.names)}"
             )
+        self.live: LiveSource | None = None
+        if live:
+            self.live = LiveSource(
+                lambda: watch_events(
+                    pattern, poll_seconds=poll_seconds, max_files=max_files, deadline=deadline
+                ),
+                pattern,
+            )
         self._watch = WatchFiles(
             pattern=pattern, poll_seconds=poll_seconds, max_files=max_files, deadline=deadline
         )
         self._read = _ReadArrivedFn(source, schema_lib.visible(schema), pipeline, event_time_field)
 
     def expand(self, pbegin: beam.pvalue.PBegin) -> beam.pvalue.DoOutputsTuple:
-        return (
-            pbegin
-            | "WatchFiles" >> self._watch
-            | "ReadFiles" >> beam.ParDo(self._read).with_outputs(ERRORS, main=BATCHES)
-        )
+        if self.live is not None:
+            paths = pbegin | "WatchFiles" >> self.live | "Paths" >> beam.Map(lambda f: f.path)
+        else:
+            paths = pbegin | "WatchFiles" >> self._watch
+        return paths | "ReadFiles" >> beam.ParDo(self._read).with_outputs(ERRORS, main=BATCHES)
