@@ -207,6 +207,34 @@ def streaming_spec(spec: JobSpec) -> StreamingSpec:
         raise exc.located(spec.origin) from None
 
 
+def describe(stream: StreamingSpec, output: str | None = None) -> str:
+    """One line saying what a local streaming run reads, when it stops, where it writes."""
+    stops: list[str] = []
+    if stream.source == "files":
+        files = stream.files
+        assert files is not None
+        what = f"watching {files.path} every {files.poll_seconds:g} s"
+        if files.max_files is not None:
+            stops.append(f"{files.max_files} file{'s' if files.max_files > 1 else ''}")
+        deadline = files.deadline_seconds
+    else:
+        sub = stream.pubsub
+        assert sub is not None
+        what = f"reading {sub.subscription or sub.topic}"
+        if sub.max_messages is not None:
+            stops.append(f"{sub.max_messages} message{'s' if sub.max_messages > 1 else ''}")
+        if sub.idle_seconds is not None:
+            stops.append(f"{sub.idle_seconds:g} s without a message")
+        deadline = sub.deadline_seconds
+    if deadline is not None:
+        stops.append(f"{deadline:g} s")
+    until = f"stops after {' or '.join(stops)}" if stops else "runs until interrupted"
+    windows = ", ".join(a.name for a in stream.aggregations) or "no windows"
+    return (
+        f"{what}; {until}; rows, windows ({windows}) and errors to {output or stream.output.path}"
+    )
+
+
 @dataclasses.dataclass
 class StreamPlan:
     """Everything decided before a streaming job starts."""

@@ -298,11 +298,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _run_streaming(args: argparse.Namespace, spec: Any, extra: Sequence[str]) -> int:
     import json
 
-    from beam_pipelines.streaming import run_streaming
+    from beam_pipelines.streaming import describe, run_streaming, streaming_spec
     from transforms.config import SpecError
     from transforms.manifest import CountsMismatchError
 
     try:
+        if not args.quiet:
+            # A streaming run may go on for long before it prints its summary.
+            line = describe(streaming_spec(spec), args.output)
+            print(f"streaming {spec.name}: {line}", file=sys.stderr, flush=True)
         summary = run_streaming(
             spec, artifact_dir=args.artifact, output=args.output, beam_args=extra
         )

@@ -392,3 +392,22 @@ def test_windows_fire_while_files_are_still_arriving(
     assert seen_before_last == [True]
     assert summary["balanced"] and summary["counts"]["read"] == 10 * FILES
     assert summary["aggregations"]["per_company"]["aggregated"] == 10 * FILES
+
+
+def test_a_streaming_run_says_what_it_reads_and_when_it_stops(tmp_path: pathlib.Path) -> None:
+    from beam_pipelines.streaming import describe
+
+    stream = streaming_spec(_spec(tmp_path, tmp_path / "artifact"))
+    assert describe(stream) == (
+        f"watching {tmp_path}/incoming/*.csv every 0.1 s; stops after {FILES} files or 90 s; "
+        f"rows, windows (trips_per_area, fares_per_company) and errors to {tmp_path}/out"
+    )
+    data = yaml.safe_load(STREAMING_YAML.read_text())
+    data["streaming"].update(source="pubsub", pubsub={"topic": "projects/p/topics/t"})
+    del data["streaming"]["files"]
+    data["streaming"]["aggregations"] = []
+    stream = streaming_spec(parse_spec(data, origin="test"))
+    assert describe(stream, "gs://b/out") == (
+        "reading projects/p/topics/t; runs until interrupted; rows, windows (no windows) and "
+        "errors to gs://b/out"
+    )
