@@ -6,8 +6,9 @@ local runner has no bounded wait, so a demo or a test would have to cancel the j
 wall-clock deadline, and whatever windows had not fired by then are never written.
 
 :class:`PullPubSub` pulls with the Pub/Sub client instead, in a thread of the process, and
-hands the runner events: elements, watermark and processing-time advances
-(:func:`pull_events`, pure apart from its two callbacks). It stops when a limit is reached
+hands the runner events through a :class:`~transforms.live_source.LiveSource`: elements,
+watermark and processing-time advances (:func:`pull_events`, pure apart from its two
+callbacks). It stops when a limit is reached
 (``max_messages`` data messages, ``idle_seconds`` without any message, or a deadline), and
 ending is a *drain*: the watermark goes to the end of time, every open window fires, and
 the job finishes on its own with every row accounted for.
