@@ -265,3 +265,41 @@ def test_smoke_every_system_at_small_n(tmp_path: Path) -> None:
         ("beamforge", "mltransform"),
         ("beamforge", "numpy"),
     }
+
+
+def test_split_csv_keeps_every_row_once(tmp_path: Path) -> None:
+    from benchmarks import streaming
+
+    source = tmp_path / "rows.csv"
+    source.write_text("a,b\n" + "".join(f"{i},{i}\n" for i in range(10)))
+    parts = streaming.split_csv(source, 3, tmp_path / "parts")
+    texts = [p.read_text().splitlines() for p in parts]
+    assert [t[0] for t in texts] == ["a,b"] * 3
+    assert [len(t) - 1 for t in texts] == [4, 4, 2]
+    assert sorted(line for t in texts for line in t[1:]) == sorted(f"{i},{i}" for i in range(10))
+
+
+@pytest.mark.slow
+def test_smoke_streaming_next_to_batch(tmp_path: Path) -> None:
+    """Both runs at a small N: the streaming run writes every row and balances."""
+    from benchmarks import streaming
+
+    results_dir = tmp_path / "results"
+    code = streaming.main(
+        [
+            *["--rows", str(ROWS), "--files", "2", "--results-dir", str(results_dir)],
+            *["--work-dir", str(tmp_path / "work")],
+        ]
+    )
+    assert code == 0
+    report = json.loads((results_dir / "streaming.json").read_text())
+    (result,) = report["results"]
+    assert (result["rows"], result["files"], result["ok"]) == (ROWS, 2, True)
+    assert (result["batch"]["exit_code"], result["streaming"]["exit_code"]) == (0, 0)
+    assert result["streaming_summary"]["rows_written"] == ROWS
+    assert set(result["streaming_summary"]["aggregate_rows"]) == {
+        "fares_per_company",
+        "trips_per_area",
+    }
+    # The ratio is reported, never asserted.
+    assert f"| {ROWS:,} | 2 |" in (results_dir / "streaming.md").read_text()
