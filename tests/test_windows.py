@@ -157,6 +157,27 @@ def test_split_by_key_keeps_first_seen_order() -> None:
     ]
 
 
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["a", "b", "", None]), st.integers(0, 3) | st.none()),
+        max_size=40,
+    )
+)
+def test_split_by_key_groups_every_row_once_in_first_seen_order(rows: list[tuple]) -> None:
+    batch = pa.RecordBatch.from_pydict(
+        {
+            "k1": pa.array([r[0] for r in rows], pa.string()),
+            "k2": pa.array([r[1] for r in rows], pa.int64()),
+            "n": pa.array(range(len(rows)), pa.int64()),
+        }
+    )
+    expected: dict[tuple, list[int]] = {}
+    for i, key in enumerate(rows):
+        expected.setdefault(key, []).append(i)
+    parts = split_by_key(batch, ["k1", "k2"])
+    assert [(k, p.column("n").to_pylist()) for k, p in parts] == list(expected.items())
+
+
 def test_assign_rows_against_a_watermark() -> None:
     batch = _batch([("a", 1, 10, 2), ("a", 12, 20, 3), ("a", None or 0, 5, 4)])
     # Watermark 16 s: [0, 10) expired at 15 s; [10, 20) is open.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import gzip
+import json
 import pathlib
 import re
 
@@ -14,6 +15,8 @@ import pyarrow.parquet as pq
 import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from transforms.read import Source, read_file
 from transforms.tf_example import decode_tf_examples
@@ -187,3 +190,45 @@ def test_write_batches_validates_configuration(kwargs, message):
 def test_write_batches_rejects_list_columns_in_csv():
     with pytest.raises(ValueError, match="list columns cannot be written as csv: l"):
         WriteBatches(path_prefix="x", format="csv", schema=pa.schema([("l", pa.list_(pa.int64()))]))
+
+
+def _reference_jsonl(batch: pa.RecordBatch) -> bytes:
+    """json.dumps of each row's dict: what encode_jsonl must write, byte for byte."""
+    from transforms.write import _json_column
+
+    names = batch.schema.names
+    columns = [_json_column(batch.column(i)) for i in range(batch.num_columns)]
+    rows = zip(*columns, strict=True)
+    return "".join(
+        json.dumps(dict(zip(names, r, strict=True)), ensure_ascii=False) + "\n" for r in rows
+    ).encode()
+
+
+_FLOATS = st.floats(allow_nan=True, allow_infinity=True, width=32) | st.none()
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    ints=st.lists(st.integers(-(2**63), 2**63 - 1) | st.none(), min_size=1, max_size=20),
+    data=st.data(),
+)
+def test_encode_jsonl_writes_what_json_dumps_writes(ints: list, data: st.DataObject) -> None:
+    n = len(ints)
+    batch = pa.RecordBatch.from_pydict(
+        {
+            "i": pa.array(ints, pa.int64()),
+            "f32": pa.array(data.draw(st.lists(_FLOATS, min_size=n, max_size=n)), pa.float32()),
+            "f64": pa.array(
+                data.draw(st.lists(st.floats() | st.none(), min_size=n, max_size=n)), pa.float64()
+            ),
+            "s": pa.array(data.draw(st.lists(st.text() | st.none(), min_size=n, max_size=n))),
+            "b": pa.array(data.draw(st.lists(st.booleans() | st.none(), min_size=n, max_size=n))),
+            'quote "key"': pa.array([None] * n, pa.int32()),
+        }
+    )
+    assert encode_jsonl(batch) == _reference_jsonl(batch)
+
+
+def test_encode_jsonl_of_no_rows_and_no_columns() -> None:
+    assert encode_jsonl(FIRST.slice(0, 0)) == b""
+    assert encode_jsonl(pa.RecordBatch.from_pydict({"__line": [1, 2]})) == b"{}\n{}\n"

@@ -320,11 +320,23 @@ class Accumulator:
 
 def split_by_key(batch: pa.RecordBatch, keys: Sequence[str]) -> list[tuple[tuple, pa.RecordBatch]]:
     """Splits a batch into one sub-batch per distinct key, in first-seen order."""
-    values = list(zip(*(batch.column(k).to_pylist() for k in keys), strict=True))
-    rows: dict[tuple, list[int]] = {}
-    for i, key in enumerate(values):
-        rows.setdefault(key, []).append(i)
-    return [(key, batch.take(pa.array(idx, pa.int64()))) for key, idx in rows.items()]
+    if not batch.num_rows:
+        return []
+    # Arrow groups the row numbers by key (no Python loop over rows); the groups are then put
+    # in the order of their first row.
+    index = "__row"
+    table = pa.table(
+        [*(batch.column(k) for k in keys), pa.array(np.arange(batch.num_rows), pa.int64())],
+        names=[*keys, index],
+    )
+    grouped = (
+        table.group_by(list(keys), use_threads=False)
+        .aggregate([(index, "list"), (index, "min")])
+        .sort_by(f"{index}_min")
+    )
+    key_values = zip(*(grouped.column(k).to_pylist() for k in keys), strict=True)
+    rows = grouped.column(f"{index}_list")
+    return [(tuple(key), batch.take(rows[i].values)) for i, key in enumerate(key_values)]
 
 
 def _iso(us: int) -> str:

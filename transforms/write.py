@@ -12,10 +12,11 @@ from __future__ import annotations
 import base64
 import io
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any, Literal, get_args
 
 import apache_beam as beam
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
@@ -121,24 +122,78 @@ def _json_column(column: pa.Array) -> list[Any]:
     return column.to_pylist()
 
 
+_NON_FINITE = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
+
+
+def _float_texts(texts: Iterable[str]) -> list[str]:
+    # repr is what json.dumps writes for a float; it spells the non-finite ones its own way.
+    return [_NON_FINITE.get(t, t) for t in texts]
+
+
+def _json_texts(column: pa.Array) -> pa.Array:
+    """The JSON text of every value of a column (``null`` for nulls), as json.dumps writes it.
+
+    Whole columns at a time where Arrow can: numbers and booleans are cast, strings are
+    escaped once per distinct value; the other types go value by value.
+    """
+    tp = column.type
+    if pa.types.is_integer(tp):
+        texts = pc.cast(column, pa.string())
+    elif pa.types.is_boolean(tp):
+        texts = pc.if_else(column, "true", "false")
+    elif pa.types.is_floating(tp):
+        values = column.to_numpy(zero_copy_only=False)
+        if pa.types.is_float32(tp):
+            # The shortest text that parses back to the same float32 (12.45, not
+            # 12.449999809265137), then written as json.dumps writes that float.
+            reprs = (repr(float(t)) for t in values.astype(str))
+        else:
+            reprs = (repr(v) for v in values.astype(np.float64).tolist())
+        # Nulls became NaN on the way to NumPy: the validity mask puts them back.
+        nulls = pc.is_null(column).to_numpy(zero_copy_only=False)
+        texts = pa.array(_float_texts(reprs), pa.string(), mask=nulls)
+    elif pa.types.is_string(tp) or pa.types.is_large_string(tp):
+        encoded = (
+            pc.dictionary_encode(column).combine_chunks()
+            if isinstance(column, pa.ChunkedArray)
+            else pc.dictionary_encode(column)
+        )
+        escaped = pa.array(
+            [json.dumps(v, ensure_ascii=False) for v in encoded.dictionary.to_pylist()],
+            pa.string(),
+        )
+        texts = pc.take(escaped, encoded.indices)
+    else:
+        texts = pa.array(
+            [json.dumps(v, ensure_ascii=False) for v in _json_column(column)], pa.string()
+        )
+    return pc.fill_null(texts, "null")
+
+
 def encode_jsonl(batch: pa.RecordBatch) -> bytes:
     """Encodes a batch as JSON lines: one object per row, keys in column order.
 
     Floats are JSON numbers (float32 with their shortest exact text; NaN and infinities as
     ``NaN``/``Infinity``, which Python's and most JSON readers accept); timestamps and dates
-    are ISO-8601 strings; binary values are base64 strings; nulls are ``null``.
+    are ISO-8601 strings; binary values are base64 strings; nulls are ``null``. The text is
+    what ``json.dumps`` writes for each row's dict, assembled column by column by Arrow.
 
     Returns:
-        The lines, each ending in ``\\n``.
+        The lines, each ending in ``\n``.
     """
     visible = schema_lib.drop_hidden(batch)
+    if not visible.num_rows:
+        return b""
     names = visible.schema.names
-    columns = [_json_column(visible.column(i)) for i in range(visible.num_columns)]
-    lines = [
-        json.dumps(dict(zip(names, row, strict=True)), ensure_ascii=False) + "\n"
-        for row in zip(*columns, strict=True)
-    ]
-    return "".join(lines).encode("utf-8")
+    if not names:
+        return b"{}\n" * visible.num_rows
+    parts: list[Any] = []
+    for i, name in enumerate(names):
+        key = ("{" if i == 0 else ", ") + json.dumps(name, ensure_ascii=False) + ": "
+        parts += [pa.scalar(key), _json_texts(visible.column(i))]
+    parts.append(pa.scalar("}\n"))
+    lines = pc.binary_join_element_wise(*parts, "")
+    return "".join(lines.to_pylist()).encode("utf-8")
 
 
 def _text_chunk(encoded: bytes) -> Iterator[bytes]:
