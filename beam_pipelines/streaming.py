@@ -569,6 +569,16 @@ def _lines(pattern: str) -> list[str]:
     return out
 
 
+def _count_lines(pattern: str) -> int:
+    # The row files hold one JSON object per line, each line ending in a newline.
+    (result,) = FileSystems.match([pattern])
+    total = 0
+    for m in result.metadata_list:
+        with FileSystems.open(m.path) as f:
+            total += f.read().count(b"\n")
+    return total
+
+
 def _ledger(root: str) -> collections.Counter[CountKey]:
     total: collections.Counter[CountKey] = collections.Counter()
     for line in _lines(FileSystems.join(root, "counts", "*.jsonl")):
@@ -588,7 +598,7 @@ def summarize(root: str, fmt: str = "jsonl") -> dict[str, Any]:
         found when it is not.
     """
     if fmt == "jsonl":
-        rows = len(_lines(FileSystems.join(root, "rows", "*.jsonl")))
+        rows = _count_lines(FileSystems.join(root, "rows", "*.jsonl"))
     else:
         (result,) = FileSystems.match([FileSystems.join(root, "rows", "*.parquet")])
         rows = 0

@@ -141,17 +141,25 @@ def _json_texts(column: pa.Array) -> pa.Array:
         texts = pc.cast(column, pa.string())
     elif pa.types.is_boolean(tp):
         texts = pc.if_else(column, "true", "false")
-    elif pa.types.is_floating(tp):
+    elif pa.types.is_float32(tp) or pa.types.is_float64(tp):
         values = column.to_numpy(zero_copy_only=False)
-        if pa.types.is_float32(tp):
+        # Each distinct value (by its bits, so -0.0 stays apart from 0.0) is spelled once:
+        # columns of prices and distances repeat their values a great deal.
+        bits, inverse = np.unique(
+            values.view(np.uint32 if values.dtype == np.float32 else np.uint64),
+            return_inverse=True,
+        )
+        distinct = bits.view(values.dtype)
+        if values.dtype == np.float32:
             # The shortest text that parses back to the same float32 (12.45, not
             # 12.449999809265137), then written as json.dumps writes that float.
-            reprs = (repr(float(t)) for t in values.astype(str))
+            reprs = (repr(float(t)) for t in distinct.astype(str))
         else:
-            reprs = (repr(v) for v in values.astype(np.float64).tolist())
+            reprs = (repr(v) for v in distinct.tolist())
+        spelled = pa.array(_float_texts(reprs), pa.string())
         # Nulls became NaN on the way to NumPy: the validity mask puts them back.
         nulls = pc.is_null(column).to_numpy(zero_copy_only=False)
-        texts = pa.array(_float_texts(reprs), pa.string(), mask=nulls)
+        texts = pc.if_else(pa.array(nulls), None, spelled.take(pa.array(inverse.ravel())))
     elif pa.types.is_string(tp) or pa.types.is_large_string(tp):
         encoded = (
             pc.dictionary_encode(column).combine_chunks()
