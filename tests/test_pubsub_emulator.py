@@ -475,3 +475,38 @@ def test_a_newer_artifact_is_applied_without_restarting(
     # Event times are the publish times: every row is on time in every aggregation.
     for agg in result["summary"]["aggregations"].values():
         assert (agg["aggregated"], agg["rejected"]) == (len(lines), {})
+
+
+@pytest.mark.slow
+@pytest.mark.emulator
+@pytest.mark.timeout(180)
+def test_a_topic_is_read_through_a_subscription_made_for_the_run(
+    pubsub_emulator: PubSub, tmp_path: pathlib.Path
+) -> None:
+    rows_csv = _subset(tmp_path)
+    run_job(load_spec(str(STREAMING_YAML)), inputs=[str(rows_csv)], output=str(tmp_path / "b"))
+    raw = _spec(tmp_path, tmp_path / "b" / "artifact", pubsub_emulator.subscription).raw
+    pubsub = raw["streaming"]["pubsub"]
+    del pubsub["subscription"]
+    pubsub.update(topic=pubsub_emulator.topic, max_messages=ROWS)
+    spec = parse_spec(raw, origin="test")
+    publisher = pubsub_emulator.publisher()
+
+    def made() -> list[str]:
+        listed = publisher.list_topic_subscriptions(request={"topic": pubsub_emulator.topic})
+        return [s for s in listed if s != pubsub_emulator.subscription]
+
+    result: dict[str, Any] = {}
+    runner = threading.Thread(target=lambda: result.update(summary=run_streaming(spec)))
+    runner.start()
+    # Messages published before the run's subscription exists are not the run's to read.
+    deadline = time.monotonic() + 60
+    while not made():
+        assert time.monotonic() < deadline and runner.is_alive()
+        time.sleep(0.1)
+    with rows_csv.open() as f:
+        _publish_rows(pubsub_emulator, list(csv.DictReader(f)), 0)
+    runner.join(timeout=120)
+    assert result["summary"]["rows_written"] == ROWS
+    # The run's subscription is deleted when it ends.
+    assert made() == []
