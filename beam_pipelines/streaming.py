@@ -248,7 +248,7 @@ class StreamPlan:
     # Local Pub/Sub runs: the subscription read (one made for the run when given a topic).
     subscription: str | None = None
     # Local runs: the live source, which tells whether it ran to a limit.
-    live: LiveSource | PullPubSub | None = None
+    live: LiveSource | None = None
 
 
 def plan(
@@ -344,18 +344,20 @@ class _WriteBundleFiles(beam.DoFn):
 
 
 def _batch_sources(batches: Sequence[pa.RecordBatch]) -> bytes:
-    """What a bundle of row batches is: the source (file and line, or message) of each row."""
-    parts = []
+    """What a bundle of row batches is: the sources (file and line, or message) of its rows.
+
+    Batches without source columns are known by their whole content. Hashed from Arrow's
+    serialization: no Python work per row.
+    """
+    digest = hashlib.sha256()
     for b in batches:
         names = [c for c in (FILE_COLUMN, LINE_COLUMN) if c in b.schema.names]
-        parts.append(json.dumps([b.column(c).to_pylist() for c in names], default=str))
-        if not names:
-            # No sources to tell batches apart: their whole content does.
-            sink = pa.BufferOutputStream()
-            with pa.ipc.new_stream(sink, b.schema) as writer:
-                writer.write_batch(b)
-            parts.append(sink.getvalue().to_pybytes().hex())
-    return "\n".join(parts).encode()
+        part = b.select(names) if names else b
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, part.schema) as writer:
+            writer.write_batch(part)
+        digest.update(sink.getvalue())
+    return digest.digest()
 
 
 def _bundle_id(items: Sequence[Any]) -> bytes:
@@ -420,13 +422,14 @@ def _read_source(
         # Each pull is one batch, de-duplicated by the reader, so nothing buffers rows
         # between the source and the windows (see transforms.pubsub_pull.pull_events).
         assert plan.subscription is not None
-        plan.live = pull = PullPubSub(
+        pull = PullPubSub(
             subscription=plan.subscription,
             limits=sub.limits(plan.started),
             batch_size=sub.batch_size,
             id_attribute=sub.id_attribute,
             dedupe_seconds=sub.dedupe_seconds,
         )
+        plan.live = pull.live
         pulled = p | "PullPubSub" >> pull
         repeats = pulled | "Repeats" >> beam.FlatMap(lambda e: e.duplicates)
         messages = pulled | "Messages" >> beam.Map(lambda e: e.messages)

@@ -396,6 +396,14 @@ def _publish_rows(emulator: PubSub, records: list[dict[str, str]], first_id: int
         future.result(timeout=30)
 
 
+def _start(spec: Any) -> tuple[threading.Thread, dict[str, Any]]:
+    """Starts the streaming run in a thread; its summary lands in the dict when it ends."""
+    result: dict[str, Any] = {}
+    runner = threading.Thread(target=lambda: result.update(summary=run_streaming(spec)))
+    runner.start()
+    return runner, result
+
+
 def _rows_written(out: pathlib.Path) -> int:
     return len(_jsonl_lines("rows/*.jsonl", out))
 
@@ -444,9 +452,7 @@ def test_a_newer_artifact_is_applied_without_restarting(
     with (tmp_path / "second.csv").open() as f:
         second = list(csv.DictReader(f))
     _publish_rows(pubsub_emulator, first, 0)
-    result: dict[str, Any] = {}
-    runner = threading.Thread(target=lambda: result.update(summary=run_streaming(spec)))
-    runner.start()
+    runner, result = _start(spec)
     deadline = time.monotonic() + 60
     while _rows_written(tmp_path / "out") < half:
         assert time.monotonic() < deadline, "the first half was not written within 60 s"
@@ -496,9 +502,7 @@ def test_a_topic_is_read_through_a_subscription_made_for_the_run(
         listed = publisher.list_topic_subscriptions(request={"topic": pubsub_emulator.topic})
         return [s for s in listed if s != pubsub_emulator.subscription]
 
-    result: dict[str, Any] = {}
-    runner = threading.Thread(target=lambda: result.update(summary=run_streaming(spec)))
-    runner.start()
+    runner, result = _start(spec)
     # Messages published before the run's subscription exists are not the run's to read.
     deadline = time.monotonic() + 60
     while not made():

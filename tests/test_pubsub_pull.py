@@ -57,7 +57,7 @@ def _read(emulator: PubSub, limits: Limits, expected: list[bytes], batch_size: i
     assert_that(data, equal_to(expected))
     result = p.run()
     result.wait_until_finish()
-    reader.check_completed()
+    reader.live.check_completed()
     return result
 
 

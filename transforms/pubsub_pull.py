@@ -27,13 +27,11 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import apache_beam as beam
-from apache_beam.metrics import Metrics
 
 from transforms.live_source import DRAIN_WATERMARK_US, LiveSource, Now, Watermark, drain
 from transforms.stream_sources import Message, is_heartbeat, message_key
 
 _US = 1_000_000
-READ_COUNTER = "pubsub_messages_read"
 # Time between two pulls of an idle subscription, and the longest a pull waits for messages.
 _IDLE_POLL_SECONDS = 0.2
 _PULL_WAIT_SECONDS = 1.0
@@ -223,8 +221,7 @@ class PullPubSub(beam.PTransform):
 
     Applied to a pipeline root. Output: ``PCollection[Elements]`` (unbounded), one element
     per pull: its data messages less repeated ids, and the ids dropped, timestamped with its
-    oldest publish time (see :func:`pull_events`); messages counted in
-    ``beamforge/pubsub_messages_read``. The messages are pulled by a thread of this process
+    oldest publish time (see :func:`pull_events`). The messages are pulled by a thread of this process
     and fed to the runner by a :class:`~transforms.live_source.LiveSource`, which sets the
     watermark, advances processing time, and ends by draining: every window and timer fires,
     and ``wait_until_finish`` returns.
@@ -264,11 +261,8 @@ class PullPubSub(beam.PTransform):
         self._limits = limits
         self._batch_size = batch_size
         self._client = client
-        self._source = LiveSource(self._events, subscription)
-
-    def check_completed(self) -> None:
-        """Raises unless the read ran to one of its limits (see LiveSource)."""
-        self._source.check_completed()
+        # The live source: its ``check_completed`` tells a read that ran to a limit.
+        self.live = LiveSource(self._events, subscription)
 
     def _events(self) -> Iterator[Event]:
         from google.api_core import exceptions
@@ -303,16 +297,7 @@ class PullPubSub(beam.PTransform):
         )
 
     def expand(self, pbegin: beam.pvalue.PBegin) -> beam.PCollection:
-        return pbegin | "Pull" >> self._source | "Count" >> beam.ParDo(_CountRead())
-
-
-class _CountRead(beam.DoFn):
-    def __init__(self) -> None:
-        self._read = Metrics.counter("beamforge", READ_COUNTER)
-
-    def process(self, pulled: Elements) -> Iterator[Elements]:
-        self._read.inc(len(pulled.messages) + len(pulled.duplicates))
-        yield pulled
+        return pbegin | "Pull" >> self.live
 
 
 __all__ = [

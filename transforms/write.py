@@ -156,16 +156,11 @@ def _json_texts(column: pa.Array) -> pa.Array:
             reprs = (repr(float(t)) for t in distinct.astype(str))
         else:
             reprs = (repr(v) for v in distinct.tolist())
-        spelled = pa.array(_float_texts(reprs), pa.string())
+        spelled = pa.array(_float_texts(reprs), pa.string()).take(pa.array(inverse.ravel()))
         # Nulls became NaN on the way to NumPy: the validity mask puts them back.
-        nulls = pc.is_null(column).to_numpy(zero_copy_only=False)
-        texts = pc.if_else(pa.array(nulls), None, spelled.take(pa.array(inverse.ravel())))
+        texts = pc.if_else(column.is_valid(), spelled, None)
     elif pa.types.is_string(tp) or pa.types.is_large_string(tp):
-        encoded = (
-            pc.dictionary_encode(column).combine_chunks()
-            if isinstance(column, pa.ChunkedArray)
-            else pc.dictionary_encode(column)
-        )
+        encoded = pc.dictionary_encode(column)
         escaped = pa.array(
             [json.dumps(v, ensure_ascii=False) for v in encoded.dictionary.to_pylist()],
             pa.string(),
