@@ -21,6 +21,28 @@ MALFORMED_RECORD = "malformed_record"
 MISSING_COLUMN = "missing_column"
 
 
+class InputError(ValueError):
+    """A user's input, output location or artifact cannot be used as given.
+
+    Raised before work where the problem can be seen then, else by the step that meets it.
+    The message is one line that names the file, key or location and what was expected;
+    the CLI prints it as it is and exits with its code for user errors.
+
+    Attributes:
+        location: The file, ``file:line``, key or location at fault.
+        problem: What is wrong and what was expected.
+    """
+
+    def __init__(self, location: str, problem: str) -> None:
+        self.location = location
+        self.problem = problem
+        super().__init__(f"{location}: {problem}")
+
+    def __reduce__(self) -> tuple[type, tuple[str, str]]:
+        # Beam pickles exceptions raised in workers back to the launcher.
+        return (type(self), (self.location, self.problem))
+
+
 def utc_now_iso() -> str:
     """Returns the current UTC time as an ISO-8601 string with a ``Z`` suffix."""
     return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
