@@ -3,13 +3,15 @@
 ``build(p, spec, ...)`` wires the transforms for a validated :class:`JobSpec`; ``run(argv)``
 parses options, runs the pipeline on the local runner by default and returns the manifest.
 
-Output layout under the output prefix (local path or gs://)::
+Output layout under the output folder (local path or gs://; :mod:`transforms.commit`)::
 
-    {split}/part-SSSSS-of-NNNNN.{parquet,tfrecord.gz,csv,jsonl}
-    artifact/transform.json, artifact/vocabularies/*.txt
-    errors/errors-SSSSS-of-NNNNN.jsonl
-    stats.json
-    manifest.json        (last: the commit marker)
+    manifest.json        the commit marker: names the run folder and lists every file
+    _lock.json           while a run writes
+    run-YYYYMMDDTHHMMSSZ-XXXXXXXX/
+        {split}/part-SSSSS-of-NNNNN.{parquet,tfrecord.gz,csv,jsonl}
+        artifact/transform.json, artifact/vocabularies/*.txt
+        errors/errors-SSSSS-of-NNNNN.jsonl
+        stats.json
 """
 
 from __future__ import annotations
@@ -32,9 +34,12 @@ from apache_beam.options.pipeline_options import TestOptions
 
 from beam_pipelines.spec import JobSpec, check_columns, schema_mapping
 from transforms import bigquery as bq_lib
+from transforms import commit as commit_lib
+from transforms import inventory
 from transforms import split as splitting
 from transforms.apply import COUNTS, ERRORS, ApplySteps, BundleCounter
-from transforms.artifact import Artifact, content_hash, read_artifact, versions, write_artifact
+from transforms.artifact import Artifact, read_artifact, versions, write_artifact
+from transforms.commit import resolve_artifact_dir
 from transforms.dedupe import DeduplicateBatches
 from transforms.engine import DROPPED, READ, REJECTED, WRITTEN, apply_steps, segments
 from transforms.errors import ErrorRecord
@@ -63,10 +68,23 @@ SPLIT_COLUMN = "__split"
 
 @dataclasses.dataclass
 class Layout:
-    """Where a run writes; every path is local or gs://."""
+    """Where a run writes; every path is local or gs://.
 
-    root: str
+    Attributes:
+        output: The output folder: ``manifest.json``, the lock and the run folders.
+        run_id: This run's id; everything it writes goes under ``{output}/{run_id}``
+            (the dead-letter files under ``{errors.path}/{run_id}`` when the spec names one).
+        errors: This run's dead-letter folder.
+    """
+
+    output: str
+    run_id: str
     errors: str
+
+    @property
+    def root(self) -> str:
+        """This run's folder."""
+        return FileSystems.join(self.output, self.run_id)
 
     def split_prefix(self, split: str) -> str:
         return FileSystems.join(self.root, split, "part")
@@ -81,7 +99,7 @@ class Layout:
 
     @property
     def manifest(self) -> str:
-        return FileSystems.join(self.root, "manifest.json")
+        return FileSystems.join(self.output, commit_lib.MANIFEST)
 
 
 @dataclasses.dataclass
@@ -103,6 +121,8 @@ class Plan:
     preprocessing_fn: Any = None
     cleaned_schema: pa.Schema | None = None
     fn_outputs: pa.Schema | None = None
+    # The run's hold on its output (taken by run_job; None while only planned or built).
+    commit: commit_lib.OutputCommit | None = None
 
 
 def plan(
@@ -121,7 +141,12 @@ def plan(
     root = output or spec.output.path
     if not root:
         raise ValueError("no output path: give --output or output.path in the spec")
-    errors_path = spec.errors.path or FileSystems.join(root, "errors")
+    run_id = commit_lib.new_run_id()
+    errors_path = (
+        FileSystems.join(spec.errors.path, run_id)
+        if spec.errors.path
+        else FileSystems.join(root, run_id, "errors")
+    )
     if spec.source.format == "bigquery":
         patterns, files, source = [], [], spec.source
         check_gcs_paths([root, errors_path, artifact_dir or spec.transform.artifact or ""])
@@ -141,6 +166,8 @@ def plan(
         input_schema = resolve_schema(source, files)
     check_columns(spec, input_schema.names)
     artifact_dir = artifact_dir or spec.transform.artifact
+    if artifact_dir:
+        artifact_dir = resolve_artifact_dir(artifact_dir)
     if artifact_dir and spec.transform.preprocessing_fn is not None:
         raise ValueError(
             "applying a fitted artifact is not supported with transform.preprocessing_fn yet; "
@@ -167,7 +194,7 @@ def plan(
     _prepare_bigquery(spec, out_schema)
     return Plan(
         spec=dataclasses.replace(spec, source=source),
-        layout=Layout(root=root, errors=errors),
+        layout=Layout(output=root, run_id=run_id, errors=errors),
         input_patterns=patterns,
         input_files=files,
         input_schema=input_schema,
@@ -449,7 +476,12 @@ def _finish_stats(_: Any, schema: pa.Schema, names: Sequence[str], *accs: Any) -
 
 
 class _WriteManifest(beam.DoFn):
-    """Checks the counts, writes stats.json and then manifest.json (the commit marker)."""
+    """Checks the counts, writes stats.json and commits the run (manifest.json last).
+
+    Every data file is listed with its size and the rows it holds, counted from the file;
+    the rows of a split's files must add up to the split's count. Files under the run folder
+    that the manifest does not list are deleted before the commit (:mod:`transforms.commit`).
+    """
 
     def __init__(self, plan: Plan, formats: Sequence[str]) -> None:
         self._plan = plan
@@ -459,8 +491,8 @@ class _WriteManifest(beam.DoFn):
         self,
         _: Any,
         counts: Mapping,
-        files: list[tuple[str, str, str]],
-        error_files: list[str],
+        files: list[tuple[str, str, dict[str, Any]]],
+        error_files: list[dict[str, Any]],
         stats: dict,
         artifact_hash: str,
         error_count: int,
@@ -483,17 +515,35 @@ class _WriteManifest(beam.DoFn):
                 f"{nested['total_rejected']} of {nested['read']} rows were rejected, more than "
                 f"errors.max_fraction={fraction}; see {plan.layout.errors}"
             )
+        if plan.commit is None:
+            raise RuntimeError("the run holds no lock on its output; run it with run_job")
         write_text(plan.layout.stats, dumps(stats))
         splits: dict[str, Any] = {}
         for name in plan.spec.split.names:
-            splits[name] = {
-                "rows": nested["written"].get(name, 0),
-                "files": {
-                    fmt: sorted(p for s, f, p in files if s == name and f == fmt)
-                    for fmt in self._formats
-                },
-            }
+            rows = nested["written"].get(name, 0)
+            by_format = {}
+            for fmt in self._formats:
+                listed = sorted(
+                    (e for s, f, e in files if s == name and f == fmt), key=lambda e: e["path"]
+                )
+                found = sum(e["rows"] for e in listed)
+                if found != rows:
+                    raise CountsMismatchError(
+                        f"split {name!r}: its {fmt} files hold {found} rows but {rows} rows "
+                        "were written to it"
+                    )
+                by_format[fmt] = listed
+            splits[name] = {"rows": rows, "files": by_format}
+        written_errors = sum(e["rows"] for e in error_files)
+        artifact_files = _artifact_files(plan)
+        stats_file = inventory.describe(plan.layout.stats)
         manifest = {
+            "format_version": MANIFEST_VERSION,
+            "run": {
+                "id": plan.layout.run_id,
+                "output": plan.layout.output,
+                "root": plan.layout.root,
+            },
             "pipeline": plan.spec.name,
             "created_at": dt.datetime.now(dt.UTC).isoformat(),
             "spec": {"origin": plan.spec.origin, "sha256": plan.spec.sha256()},
@@ -509,20 +559,57 @@ class _WriteManifest(beam.DoFn):
             "counts": nested,
             "steps": step_table([SPLIT_STEP] + [s.name for s in plan.steps], nested),
             "artifact": {
-                "path": plan.artifact_dir or plan.layout.artifact,
+                "path": plan.layout.artifact,
                 "sha256": artifact_hash,
                 "fitted_here": plan.artifact is None,
+                **({"applied_from": plan.artifact_dir} if plan.artifact_dir else {}),
+                "files": artifact_files,
             },
             "stats": plan.layout.stats,
+            "stats_file": stats_file,
             "errors": {
                 "path": plan.layout.errors,
-                "files": sorted(error_files),
+                "files": sorted(error_files, key=lambda e: e["path"]),
                 "count": error_count,
             },
             "versions": versions(),
         }
-        write_text(plan.layout.manifest, dumps(manifest))
+        if written_errors < error_count:
+            raise CountsMismatchError(
+                f"{error_count} error records were counted but the error files hold "
+                f"{written_errors}"
+            )
+        listed = [
+            *(
+                e["path"]
+                for by_fmt in splits.values()
+                for es in by_fmt["files"].values()
+                for e in es
+            ),
+            *(e["path"] for e in artifact_files),
+            stats_file["path"],
+            *(e["path"] for e in error_files),
+        ]
+        plan.commit.sweep(listed)
+        plan.commit.publish(manifest, dumps(manifest))
         yield manifest
+
+
+MANIFEST_VERSION = 2
+
+
+def _artifact_files(plan: Plan) -> list[dict[str, Any]]:
+    # Everything under the artifact folder but the tf.Transform backend's scratch space,
+    # which the sweep before the commit deletes.
+    from transforms.tft_backend import TEMP_DIR
+
+    store = commit_lib.store_for(plan.layout.output)
+    scratch = FileSystems.join(plan.layout.artifact, TEMP_DIR)
+    return [
+        inventory.describe(path)
+        for path in store.list_files(plan.layout.artifact)
+        if not path.startswith(scratch)
+    ]
 
 
 def _bigquery_source(plan: Plan) -> dict[str, Any]:
@@ -667,7 +754,7 @@ def build(p: beam.Pipeline, plan: Plan, *, spill_dir: str | None = None) -> beam
             files.append(
                 written
                 | f"Files_{split_name}_{fmt}"
-                >> beam.Map(lambda path, s=split_name, f=fmt: (s, f, path))
+                >> beam.Map(lambda path, s=split_name, f=fmt: (s, f, inventory.describe(path, f)))
             )
     per_split = [
         beam.pvalue.AsSingleton(
@@ -711,6 +798,7 @@ def build(p: beam.Pipeline, plan: Plan, *, spill_dir: str | None = None) -> beam
             file_name_suffix=".jsonl",
             num_shards=1,
         )
+        | "DescribeErrors" >> beam.Map(inventory.describe, "jsonl")
     )
     error_count = all_errors | "CountErrors" >> beam.combiners.Count.Globally()
     if plan.artifact is None:
@@ -720,7 +808,13 @@ def build(p: beam.Pipeline, plan: Plan, *, spill_dir: str | None = None) -> beam
             *transform_fn_written,
         )
     else:
-        artifact_hash = p | "ArtifactHash" >> beam.Create([content_hash(plan.artifact)])
+        # A copy in the run's folder: the dataset does not depend on a folder another run
+        # may replace.
+        artifact_hash = (
+            p
+            | "AppliedArtifact" >> beam.Create([plan.artifact])
+            | "CopyArtifact" >> beam.Map(lambda a: write_artifact(plan.layout.artifact, a))
+        )
     total = (
         counts | "AllCounts" >> beam.Flatten() | "SumCounts" >> beam.CombineGlobally(_SumCounts())
     )
@@ -762,16 +856,6 @@ def _run_preprocessing_fn(
     out = batches | "PreprocessingFn" >> run
     assert run.written is not None
     return out, run.written
-
-
-def retire_manifest(layout: Layout) -> None:
-    """Removes a previous run's manifest before writing over its output.
-
-    The manifest is the commit marker: while a new run is rewriting the files, an old
-    manifest would describe files that are being replaced.
-    """
-    if FileSystems.exists(layout.manifest):
-        FileSystems.delete([layout.manifest])
 
 
 @dataclasses.dataclass
@@ -817,13 +901,28 @@ def run_job(
     options = make_options(beam_args)
     p = make_pipeline(options)
     local = is_local(options)
+    dry_run = bool(options.view_as(TestOptions).dry_run)
+    if not dry_run:
+        # The run owns its output from here: a concurrent run is refused, leftovers of
+        # killed runs are deleted, and the previous dataset stays until the commit.
+        the_plan.commit = commit_lib.acquire(
+            the_plan.layout.output,
+            run_id=the_plan.layout.run_id,
+            runner="local" if local else type(p.runner).__name__,
+        )
+        if spec.errors.path and the_plan.commit.previous_run:
+            the_plan.commit.extra_trees = (
+                FileSystems.join(spec.errors.path, the_plan.commit.previous_run),
+            )
+        if local:
+            the_plan.commit.start_heartbeat()
     spill_dir = tempfile.mkdtemp(prefix="beamforge-spill-") if local else None
+    committed = False
     try:
         build(p, the_plan, spill_dir=spill_dir)
-        if not options.view_as(TestOptions).dry_run:
-            retire_manifest(the_plan.layout)
         result = p.run()
         if not local:
+            committed = True  # the job commits, or its lock runs out
             return RunResult(
                 manifest={},
                 seconds=time.monotonic() - start,
@@ -831,9 +930,15 @@ def run_job(
                 pipeline_result=result,
             )
         result.wait_until_finish()
+        committed = True
     finally:
         if spill_dir is not None:
             shutil.rmtree(spill_dir, ignore_errors=True)
+        if the_plan.commit is not None:
+            if committed:
+                the_plan.commit.release()
+            else:
+                the_plan.commit.abort()
     with FileSystems.open(the_plan.layout.manifest) as f:
         manifest = json.loads(f.read().decode("utf-8"))
     return RunResult(manifest=manifest, seconds=time.monotonic() - start, plan=the_plan)

@@ -586,28 +586,58 @@ class Backend(Protocol):
 
 
 def dataset_outputs(root: str, manifest: Mapping[str, Any]) -> dict[str, Any]:
-    """A dataset step's outputs from its manifest: split globs, format, artifact, manifest."""
+    """A dataset step's outputs from its manifest: split patterns, format, artifact, manifest.
+
+    Each split's pattern names files of the committed run's folder only, and is checked to
+    match exactly the files the manifest lists: a trainer given the pattern (Vertex's
+    ``AIP_*_DATA_URI`` are patterns) reads what the manifest says, nothing more.
+
+    Raises:
+        ChainError: if a pattern matches other files than the manifest lists.
+    """
     from apache_beam.io.filesystems import FileSystems
 
     from beam_pipelines.dataset import EXTENSIONS
 
+    run_root = manifest["run"]["root"]
     splits: dict[str, str] = {}
+    files: dict[str, list[str]] = {}
     data_format = ""
     for name, split in manifest["splits"].items():
         formats = list(split["files"])
         data_format = "parquet" if "parquet" in formats else formats[0]
-        splits[name] = FileSystems.join(root, name, f"part-*.{EXTENSIONS[data_format]}")
+        pattern = FileSystems.join(run_root, name, f"part-*.{EXTENSIONS[data_format]}")
+        listed = sorted(e["path"] for e in split["files"][data_format])
+        matched = sorted(m.path for m in FileSystems.match([pattern])[0].metadata_list)
+        if matched != listed:
+            raise ChainError(
+                "dataset",
+                f"{pattern} matches {len(matched)} file(s) but the manifest of {root} lists "
+                f"{len(listed)}; the dataset folder was changed after its run committed",
+            )
+        splits[name] = pattern
+        files[name] = listed
     text = json.dumps(manifest, sort_keys=True)
     return {
         "root": root,
+        "run": manifest["run"]["id"],
         "manifest": FileSystems.join(root, "manifest.json"),
         "manifest_sha256": hashlib.sha256(text.encode("utf-8")).hexdigest(),
         "format": data_format,
         "splits": splits,
+        "files": files,
         "rows": {name: split["rows"] for name, split in manifest["splits"].items()},
         "artifact": manifest["artifact"]["path"],
         "artifact_sha256": manifest["artifact"]["sha256"],
     }
+
+
+def _dataset_unchanged(outputs: Mapping[str, Any]) -> bool:
+    # Still the run the chain recorded: a rerun of the dataset elsewhere makes it stale.
+    from transforms.commit import resolve_dataset
+
+    found = resolve_dataset(str(outputs["root"]))
+    return found is not None and found[1].get("run", {}).get("id") == outputs.get("run")
 
 
 def read_manifest(root: str) -> dict[str, Any]:
@@ -749,7 +779,7 @@ class LocalBackend:
         from apache_beam.io.filesystems import FileSystems
 
         if isinstance(step, DatasetStep):
-            return bool(FileSystems.exists(outputs["manifest"]))
+            return _dataset_unchanged(outputs)
         if isinstance(step, TrainStep):
             return bool(FileSystems.exists(FileSystems.join(outputs["model_dir"], "model.joblib")))
         if isinstance(step, DeployStep):
@@ -897,9 +927,7 @@ class GcpBackend:
 
     def still_valid(self, step: Any, outputs: Mapping[str, Any]) -> bool:
         if isinstance(step, DatasetStep):
-            from apache_beam.io.filesystems import FileSystems
-
-            return bool(FileSystems.exists(outputs["manifest"]))
+            return _dataset_unchanged(outputs)
         return True
 
 

@@ -213,8 +213,8 @@ def format_summary(manifest: dict[str, Any], seconds: float) -> str:
     for step, reasons in counts["dropped"].items():
         for reason, n in reasons.items():
             lines.append(f"    {step}: {reason}: {n:,}")
-    root = manifest["stats"].rsplit("/", 1)[0]
-    lines.append(f"  dataset   {root}")
+    output = manifest["run"]["output"]
+    lines.append(f"  dataset   {output} (run {manifest['run']['id']})")
     lines.append(
         f"  artifact  {manifest['artifact']['path']} (sha256 {manifest['artifact']['sha256'][:12]})"
     )
@@ -222,7 +222,7 @@ def format_summary(manifest: dict[str, Any], seconds: float) -> str:
         f"  errors    {manifest['errors']['path']} ({manifest['errors']['count']:,} records)"
     )
     lines.append(f"  stats     {manifest['stats']}")
-    lines.append(f"  manifest  {root}/manifest.json")
+    lines.append(f"  manifest  {output.rstrip('/')}/manifest.json")
     return "\n".join(lines)
 
 

@@ -174,12 +174,17 @@ def write_artifact(directory: str, artifact: Artifact) -> str:
 def read_artifact(directory: str) -> Artifact:
     """Reads and verifies the artifact under ``directory``.
 
+    ``directory`` may be a dataset folder: its manifest names the artifact to read.
+
     Raises:
         ArtifactError: if ``transform.json`` or a vocabulary file is missing, a vocabulary
             file's length disagrees with ``transform.json``, the format version is unknown,
             or the content does not hash to the recorded sha256 (the files were changed
             after they were written).
     """
+    from transforms.commit import resolve_artifact_dir
+
+    directory = resolve_artifact_dir(directory)
     path = FileSystems.join(directory, TRANSFORM_FILE)
     try:
         document = json.loads(_read(path, "artifact file"))

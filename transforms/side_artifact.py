@@ -1,7 +1,8 @@
 """A transform artifact that may be replaced while a streaming job runs.
 
 A batch run fits and publishes ``artifact/transform.json``; a streaming job applies it and
-must pick up a newer one without restarting. :class:`ArtifactWatcher` re-reads the
+must pick up a newer one without restarting. Given a dataset folder, the watcher follows its
+manifest: the artifact of the run committed last. :class:`ArtifactWatcher` re-reads the
 artifact's recorded ``sha256`` at most every ``refresh_seconds`` and reloads the steps and
 fitted parameters only when it changed. :class:`ApplyLatestArtifact` applies whatever
 artifact is current to every batch.
@@ -28,6 +29,7 @@ from apache_beam.metrics import Metrics
 
 from transforms.apply import COUNTS, ERRORS
 from transforms.artifact import TRANSFORM_FILE, Artifact, read_artifact
+from transforms.commit import resolve_artifact_dir
 from transforms.engine import apply_steps
 from transforms.steps import Step
 
@@ -74,9 +76,12 @@ class ArtifactWatcher:
         now = self._clock()
         if now - self._checked >= self.refresh_seconds or self.artifact is None:
             self._checked = now
-            digest = recorded_hash(self.directory)
+            # A dataset folder stands for the artifact its current manifest lists: a new
+            # run's commit switches the stream to the new artifact.
+            directory = resolve_artifact_dir(self.directory)
+            digest = recorded_hash(directory)
             if digest is not None and digest != self.sha256:
-                artifact = read_artifact(self.directory)
+                artifact = read_artifact(directory)
                 self.artifact = artifact
                 self.steps = [s for s in artifact.build_steps() if not s.is_barrier]
                 self.sha256 = digest
