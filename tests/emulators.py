@@ -42,6 +42,13 @@ def pytest_configure(config: pytest.Config) -> None:
     )
 
 
+def missing(reason: str) -> None:
+    """Skips a test whose tool is missing; under CI (``CI`` set) fails it instead."""
+    if os.environ.get("CI"):
+        pytest.fail(f"{reason} (CI must have every emulator and tool)")
+    pytest.skip(reason)
+
+
 def free_port() -> int:
     """A TCP port nobody listens on right now."""
     with socket.socket() as s:
@@ -129,20 +136,31 @@ def gcs_emulator() -> Iterator[Gcs]:
     process) before it falls back to anonymous access: the tests hand it "no credentials"
     up front, which makes it build the anonymous client at once.
     """
-    exe = pathlib.Path(sys.executable).parent / "gcp-storage-emulator"
-    if not exe.exists():
-        found = shutil.which("gcp-storage-emulator")
-        if found is None:
-            pytest.skip("gcp-storage-emulator is not installed: pip install gcp-storage-emulator")
-        exe = pathlib.Path(found)
+    try:
+        import gcp_storage_emulator  # noqa: F401
+    except ImportError:
+        missing("gcp-storage-emulator is not installed: pip install gcp-storage-emulator")
     root = pathlib.Path(tempfile.mkdtemp(prefix="gcs-emulator-"))
     port = free_port()
     log = root.parent / f"{root.name}.log"
     with log.open("wb") as out:
+        # The emulator with GCS's generation preconditions (tests/gcs_preconditions.py).
         proc = subprocess.Popen(
-            [str(exe), "-d", str(root), "start", "--host", "127.0.0.1", "--port", str(port)],
+            [
+                sys.executable,
+                "-m",
+                "tests.gcs_preconditions",
+                "-d",
+                str(root),
+                "start",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+            ],
             stdout=out,
             stderr=subprocess.STDOUT,
+            cwd=pathlib.Path(__file__).resolve().parent.parent,
         )
     endpoint = f"http://127.0.0.1:{port}"
     saved = os.environ.get("STORAGE_EMULATOR_HOST")
@@ -178,7 +196,7 @@ def bigquery_emulator(gcs_emulator: Gcs) -> Iterator[BigQuery]:
     """
     exe = BQ_VENV / "bin" / "bqemulator"
     if not exe.exists():
-        pytest.skip(f"the BigQuery emulator is not installed: run tools/bqemulator-venv.sh ({exe})")
+        missing(f"the BigQuery emulator is not installed: run tools/bqemulator-venv.sh ({exe})")
     rest, grpc = free_port(), free_port()
     data = pathlib.Path(tempfile.mkdtemp(prefix="bq-emulator-"))
     log = data / "emulator.log"
@@ -288,9 +306,9 @@ def pubsub_emulator() -> Iterator[PubSub]:
     Sets ``PUBSUB_EMULATOR_HOST``, which google-cloud-pubsub and Beam's Pub/Sub IO honour.
     """
     if not PUBSUB_EMULATOR.exists():
-        pytest.skip(f"the Pub/Sub emulator is not installed (Google Cloud SDK): {PUBSUB_EMULATOR}")
+        missing(f"the Pub/Sub emulator is not installed (Google Cloud SDK): {PUBSUB_EMULATOR}")
     if shutil.which("java") is None:
-        pytest.skip("the Pub/Sub emulator needs Java (17 or later) on PATH")
+        missing("the Pub/Sub emulator needs Java (17 or later) on PATH")
     port = free_port()
     data = pathlib.Path(tempfile.mkdtemp(prefix="pubsub-emulator-"))
     log = data / "emulator.log"
