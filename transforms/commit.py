@@ -216,12 +216,14 @@ class _GcsStore:
         blob = bucket.get_blob(name)
         if blob is None:
             return None
+        # Taken before the download, which refreshes the blob's properties from headers.
+        generation = blob.generation
         try:
-            data = blob.download_as_bytes(if_generation_match=blob.generation)
+            data = blob.download_as_bytes(if_generation_match=generation)
         except (exceptions.NotFound, exceptions.PreconditionFailed):
             # Replaced or deleted between the two calls: read the new one.
             return self.read(path)
-        return data, str(blob.generation)
+        return data, str(generation)
 
     def _upload(self, path: str, data: bytes, generation: int) -> str | None:
         from google.api_core import exceptions
