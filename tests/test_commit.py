@@ -190,7 +190,7 @@ def test_the_chain_refuses_a_folder_changed_after_the_commit(tmp_path: pathlib.P
     manifest = run_job(_taxi(), inputs=[str(TAXI_SAMPLE)], output=str(out)).manifest
     stray = pathlib.Path(manifest["run"]["root"]) / "train" / "part-00009-of-00010.parquet"
     stray.write_bytes(b"not listed")
-    with pytest.raises(ChainError, match="matches 2 file\\(s\\) but the manifest .* lists 1"):
+    with pytest.raises(ChainError, match=r"matches 2 file\(s\) but the manifest .* lists 1"):
         dataset_outputs(str(out), read_manifest(str(out)))
 
 
