@@ -11,6 +11,7 @@ import pytest
 
 from beam_pipelines.dataset import run_job
 from beam_pipelines.spec import parse_spec
+from tests.datasets import manifest_of, run_root, split_paths
 from transforms.config import SpecError
 
 CSV = """id,city,fare,tips
@@ -43,16 +44,16 @@ def _spec(**overrides: Any) -> dict[str, Any]:
     return spec
 
 
-def _read_split(root: pathlib.Path, split: str) -> list[dict]:
-    files = sorted((root / split).glob("part-*.parquet"))
+def _read_split(out: pathlib.Path, split: str) -> list[dict]:
+    files = split_paths(manifest_of(out), split)
     rows = [r for f in files for r in pq.read_table(f).to_pylist()]
     return sorted(rows, key=lambda r: r["id"])
 
 
-def _errors(root: pathlib.Path) -> list[dict]:
+def _errors(out: pathlib.Path) -> list[dict]:
     return [
         json.loads(line)
-        for f in sorted((root / "errors").glob("*.jsonl"))
+        for f in sorted(pathlib.Path(e["path"]) for e in manifest_of(out)["errors"]["files"])
         for line in f.read_text().splitlines()
     ]
 
@@ -116,10 +117,10 @@ def test_every_row_is_written_rejected_or_dropped(
         "tips": "float64",
     }
     assert manifest["errors"]["count"] == 3
-    stats = json.loads((out / "stats.json").read_text())
+    stats = json.loads((run_root(out) / "stats.json").read_text())
     assert stats["all"]["fare"]["count"] == 4
     assert stats["all"]["fare"]["mean"] == pytest.approx((10 + 80 / 3 + 30 + 40) / 4)
-    transform = json.loads((out / "artifact" / "transform.json").read_text())
+    transform = json.loads((run_root(out) / "artifact" / "transform.json").read_text())
     assert transform["fitted"]["fill_missing:fare"]["fare"]["mean"] == pytest.approx(80 / 3)
 
 
@@ -135,13 +136,13 @@ def test_a_run_with_a_given_artifact_applies_it_without_fitting(
         parse_spec(_spec()),
         inputs=[str(other)],
         output=str(second),
-        artifact_dir=str(first / "artifact"),
+        artifact_dir=str(first),
     )
     rows = _read_split(second, "train") + _read_split(second, "eval")
     # The mean fitted on the first data set, not on this one (100).
     assert sorted((r["id"], r["fare"]) for r in rows) == [(10, 80 / 3), (11, 100.0)]
     assert result.manifest["artifact"]["fitted_here"] is False
-    assert not (second / "artifact").exists()
+    assert result.manifest["artifact"]["applied_from"] == str(run_root(first) / "artifact")
 
 
 def test_an_artifact_for_other_steps_is_refused(
@@ -155,7 +156,7 @@ def test_an_artifact_for_other_steps_is_refused(
             parse_spec(changed),
             inputs=[str(tiny_csv)],
             output=str(tmp_path / "x"),
-            artifact_dir=str(first / "artifact"),
+            artifact_dir=str(first),
         )
 
 
@@ -169,8 +170,8 @@ def test_all_formats_hold_the_same_rows(tmp_path: pathlib.Path, tiny_csv: pathli
         assert all(len(paths) == 2 for paths in files.values())
         jsonl_ids = sorted(
             json.loads(line)["id"]
-            for p in files["jsonl"]
-            for line in pathlib.Path(p).read_text().splitlines()
+            for e in files["jsonl"]
+            for line in pathlib.Path(e["path"]).read_text().splitlines()
         )
         assert jsonl_ids == [r["id"] for r in _read_split(out, split)]
 
@@ -218,16 +219,17 @@ def test_unknown_column_in_a_step_fails_at_load() -> None:
     )
 
 
-def test_a_failed_rerun_leaves_no_manifest_behind(
+def test_a_failed_rerun_leaves_the_previous_dataset(
     tmp_path: pathlib.Path, tiny_csv: pathlib.Path
 ) -> None:
     out = tmp_path / "out"
-    run_job(parse_spec(_spec()), inputs=[str(tiny_csv)], output=str(out))
-    assert (out / "manifest.json").exists()
+    good = run_job(parse_spec(_spec()), inputs=[str(tiny_csv)], output=str(out)).manifest
     strict = _spec(errors={"max_fraction": 0.1})  # 3 of 8 rows are rejected
     with pytest.raises(Exception, match=r"more than errors\.max_fraction=0\.1"):
         run_job(parse_spec(strict), inputs=[str(tiny_csv)], output=str(out))
-    assert not (out / "manifest.json").exists()
+    assert manifest_of(out) == good
+    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", good["run"]["id"]]
+    assert len(_read_split(out, "train")) + len(_read_split(out, "eval")) == 4
 
 
 def test_fit_on_one_split_fits_on_its_rows_only(tmp_path: pathlib.Path) -> None:
