@@ -81,9 +81,7 @@ def run(rows: int, files: int, seed: int, work: Path, idle_wait: float) -> dict[
         timeout=3600,
     )
     split_csv(csv_path, files, root / "incoming")
-    spec = streaming_spec(
-        root / "incoming", files, batch_out / "artifact", stream_out, root / "streaming.yaml"
-    )
+    spec = streaming_spec(root / "incoming", files, batch_out, stream_out, root / "streaming.yaml")
     wait_for_idle(idle_wait)
     stream = measure(
         [BEAMFORGE, "run", str(spec), "--streaming", "--quiet"],

@@ -210,17 +210,19 @@ def test_chain_passes_outputs_resumes_and_invalidates_downstream(workdir: pathli
     ]
     report = chains.run_chain(spec)
     assert (report.ran, report.skipped) == (["dataset", "train", "gate"], [])
-    # Training saw the dataset's splits the way Vertex passes them.
+    # Training saw the dataset's splits the way Vertex passes them: patterns of the
+    # committed run's folder, which hold exactly the files its manifest lists.
+    manifest = json.loads((workdir / "out/ds/manifest.json").read_text())
+    run = f"out/ds/{manifest['run']['id']}"
     assert _runs(workdir) == [
         {
             "AIP_CHECKPOINT_DIR": "out/train/checkpoints",
             "AIP_DATA_FORMAT": "parquet",
             "AIP_MODEL_DIR": "out/train/model",
-            "AIP_TRAINING_DATA_URI": "out/ds/train/part-*.parquet",
-            "AIP_VALIDATION_DATA_URI": "out/ds/eval/part-*.parquet",
+            "AIP_TRAINING_DATA_URI": f"{run}/train/part-*.parquet",
+            "AIP_VALIDATION_DATA_URI": f"{run}/eval/part-*.parquet",
         }
     ]
-    manifest = json.loads((workdir / "out/ds/manifest.json").read_text())
     assert report.outputs["dataset"]["rows"] == {"train": 136, "eval": 64}
     assert manifest["counts"]["read"] == 200
     assert report.outputs["train"]["metrics"] == {"auc": 0.8}
@@ -289,10 +291,11 @@ def test_trainer_exiting_non_zero_stops_the_chain_with_its_log_tail(
     spec = _local_chain(workdir)
     with pytest.raises(chains.ChainError) as info:
         chains.run_chain(spec)
+    run = json.loads((workdir / "out/ds/manifest.json").read_text())["run"]["id"]
     assert str(info.value) == (
         "step train: trainer exited with code 3\n"
         "--- last lines of the trainer's log ---\n"
-        "reading out/ds/train/part-*.parquet\n"
+        f"reading out/ds/{run}/train/part-*.parquet\n"
         "Traceback (most recent call last):\n"
         "ValueError: label 'tips_xf' has one class"
     )

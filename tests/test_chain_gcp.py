@@ -105,10 +105,14 @@ def test_gate_stops_the_chain_before_upload_and_deployment(
     env = {
         e["name"]: e["value"] for e in job["jobSpec"]["workerPoolSpecs"][0]["containerSpec"]["env"]
     }
+    manifest = json.loads(
+        gcs_emulator.client().bucket(bucket).blob("ds/manifest.json").download_as_bytes()
+    )
+    run = f"gs://{bucket}/ds/{manifest['run']['id']}"
     assert env == {
         "AIP_DATA_FORMAT": "parquet",
-        "AIP_TRAINING_DATA_URI": f"gs://{bucket}/ds/train/part-*.parquet",
-        "AIP_VALIDATION_DATA_URI": f"gs://{bucket}/ds/eval/part-*.parquet",
+        "AIP_TRAINING_DATA_URI": f"{run}/train/part-*.parquet",
+        "AIP_VALIDATION_DATA_URI": f"{run}/eval/part-*.parquet",
     }
     assert fake.calls("POST", "models:upload") == []
     assert fake.calls("POST", ":deployModel") == []

@@ -20,6 +20,7 @@ from launchers.cli import main
 from launchers.dataflow import REPO_SETUP_FILE, resolve_settings
 from launchers.submit import DryRunJob, submit
 from tests.conftest import REPO, TAXI_SAMPLE
+from tests.datasets import run_root
 
 TAXI_SPEC = REPO / "examples" / "chicago_taxi" / "pipeline.yaml"
 KMS_KEY = "projects/my-proj-123/locations/us-central1/keyRings/ring/cryptoKeys/key"
@@ -94,6 +95,7 @@ def test_the_graph_holds_every_step_of_the_spec(taxi_job: DryRunJob) -> None:
         "AllErrors",
         "ErrorJson",
         "WriteErrors",
+        "DescribeErrors",
         "CountErrors",
         "WriteArtifact",
         "AllCounts",
@@ -287,7 +289,7 @@ def test_cli_dry_run_prints_the_job_and_writes_its_json(
 
     out = capsys.readouterr().out
     assert code == 0
-    assert out.splitlines()[0] == "dry run: job taxi-cli (27 steps) not submitted"
+    assert out.splitlines()[0] == "dry run: job taxi-cli (28 steps) not submitted"
     assert "  region        europe-west4" in out
     assert "  machine type  e2-standard-8" in out
     assert '  labels        {"team": "ml"}' in out
@@ -345,9 +347,9 @@ def test_a_streaming_pubsub_job_is_built_for_dataflow(
     run_job(load_spec(str(streaming_yaml)), inputs=[str(TAXI_SAMPLE)], output=str(tmp_path))
     bucket = gcs_emulator.new_bucket("stream-dry-run")
     client = gcs_emulator.client()
-    for path in (tmp_path / "artifact").rglob("*"):
+    for path in (run_root(tmp_path) / "artifact").rglob("*"):
         if path.is_file():
-            name = f"artifact/{path.relative_to(tmp_path / 'artifact')}"
+            name = f"artifact/{path.relative_to(run_root(tmp_path) / 'artifact')}"
             client.bucket(bucket).blob(name).upload_from_filename(str(path))
     data = yaml.safe_load(streaming_yaml.read_text())
     data["streaming"].update(
@@ -406,7 +408,7 @@ def test_a_streaming_job_with_a_local_artifact_is_refused(tmp_path: pathlib.Path
     streaming_yaml = REPO / "examples" / "chicago_taxi" / "streaming.yaml"
     run_job(load_spec(str(streaming_yaml)), inputs=[str(TAXI_SAMPLE)], output=str(tmp_path))
     data = yaml.safe_load(streaming_yaml.read_text())
-    data["streaming"]["artifact"] = str(tmp_path / "artifact")
+    data["streaming"]["artifact"] = str(tmp_path)
     data["streaming"]["output"]["path"] = "gs://b/stream"
     settings, rest = resolve_settings(SETTINGS)
     with pytest.raises(ValueError, match=r"streaming artifact .* is not a gs:// path"):

@@ -14,6 +14,7 @@ import pytest
 from beam_pipelines.dataset import run_job
 from beam_pipelines.spec import load_spec
 from tests.conftest import REPO, TAXI_SAMPLE
+from tests.datasets import manifest_of, run_root, split_paths
 from transforms.gcs import split_gcs_path
 
 SPEC = str(REPO / "examples" / "chicago_taxi" / "pipeline.yaml")
@@ -46,7 +47,7 @@ def _read_parquet_split(client: Any, bucket: str, prefix: str) -> pa.Table:
 
 
 def _local_split(root: pathlib.Path, split: str) -> pa.Table:
-    return pa.concat_tables([pq.read_table(p) for p in sorted((root / split).glob("*.parquet"))])
+    return pa.concat_tables([pq.read_table(p) for p in split_paths(manifest_of(root), split)])
 
 
 def rows(table: pa.Table) -> list[tuple]:
@@ -75,26 +76,31 @@ def test_taxi_from_a_bucket_to_a_bucket_equals_the_local_run(
         spec,
         inputs=[f"gs://{bucket}/raw/*.csv"],
         output=f"gs://{bucket}/out",
-        artifact_dir=str(tmp_path / "local" / "artifact"),
+        artifact_dir=str(tmp_path / "local"),
     )
     fitted = run_job(spec, inputs=[f"gs://{bucket}/raw/*.csv"], output=f"gs://{bucket}/fitted")
 
     assert remote.manifest["counts"] == local.manifest["counts"]
     assert fitted.manifest["counts"] == local.manifest["counts"]
     assert remote.manifest["source"]["files"] == [f"gs://{bucket}/raw/sample.csv"]
-    assert {
+    run = fitted.manifest["run"]["id"]
+    assert {b.name for b in client.list_blobs(bucket, prefix="fitted/")} == {
         "fitted/manifest.json",
-        "fitted/stats.json",
-        "fitted/artifact/transform.json",
-        "fitted/errors/errors-00000-of-00001.jsonl",
-    } <= {b.name for b in client.list_blobs(bucket, prefix="fitted/")}
+        f"fitted/{run}/stats.json",
+        f"fitted/{run}/artifact/transform.json",
+        f"fitted/{run}/artifact/vocabularies/vocabulary_payment_type.txt",
+        f"fitted/{run}/artifact/vocabularies/vocabulary_company.txt",
+        f"fitted/{run}/errors/errors-00000-of-00001.jsonl",
+        f"fitted/{run}/train/part-00000-of-00001.parquet",
+        f"fitted/{run}/eval/part-00000-of-00001.parquet",
+    }
     for split in ("train", "eval"):
-        got = _read_parquet_split(client, bucket, f"out/{split}/")
+        got = _read_parquet_split(client, bucket, f"out/{remote.manifest['run']['id']}/{split}/")
         want = _local_split(tmp_path / "local", split)
         assert got.num_rows == local.manifest["counts"]["written"][split]
         assert rows(got) == rows(want)
-    remote_artifact = client.bucket(bucket).blob("fitted/artifact/transform.json")
-    local_artifact = (tmp_path / "local" / "artifact" / "transform.json").read_text()
+    remote_artifact = client.bucket(bucket).blob(f"fitted/{run}/artifact/transform.json")
+    local_artifact = (run_root(tmp_path / "local") / "artifact" / "transform.json").read_text()
     assert (
         json.loads(remote_artifact.download_as_bytes())["steps"]
         == json.loads(local_artifact)["steps"]

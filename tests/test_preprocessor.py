@@ -177,7 +177,7 @@ def test_serving_rows_get_exactly_the_dataset_features(tmp_path):
     # Raw rows as a client would send them: strings from the CSV, empty fields left out.
     with sample.open() as f:
         raw = [{k: v for k, v in row.items() if v != ""} for row in csv.DictReader(f)]
-    preprocessor = Preprocessor.load(str(out / "artifact"))
+    preprocessor = Preprocessor.load(str(out))
     rows, errors = preprocessor.transform_rows(raw)
     assert errors == []
     assert len(rows) == written.num_rows == 3001

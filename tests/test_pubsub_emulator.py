@@ -32,6 +32,7 @@ from apache_beam.transforms.window import TimestampedValue
 from beam_pipelines.dataset import run_job
 from beam_pipelines.spec import load_spec, parse_spec
 from beam_pipelines.streaming import run_streaming
+from tests.datasets import run_root
 from tests.emulators import PubSub
 from transforms.stream_sources import DedupeMessages, Message, is_heartbeat, message_key
 
@@ -205,7 +206,7 @@ def _run(
     rows_csv = _subset(root)
     batch = root / "batch"
     run_job(load_spec(str(STREAMING_YAML)), inputs=[str(rows_csv)], output=str(batch))
-    spec = _spec(root, batch / "artifact", emulator.subscription, bigquery, topics)
+    spec = _spec(root, batch, emulator.subscription, bigquery, topics)
     published, times = _publish(emulator, rows_csv)
     started = time.monotonic()
     summary = run_streaming(spec)
@@ -425,13 +426,13 @@ def test_a_newer_artifact_is_applied_without_restarting(
     spec_file = load_spec(str(STREAMING_YAML))
     run_job(spec_file, inputs=[str(rows_csv)], output=str(tmp_path / "batch"))
     # The newer artifact: another fare mean (as a refit on other data would give).
-    newer = read_artifact(str(tmp_path / "batch" / "artifact"))
+    newer = read_artifact(str(tmp_path / "batch"))
     newer.fitted = {**newer.fitted, "z_score:fare": {**newer.fitted["z_score:fare"], "mean": 0.0}}
     write_artifact(str(tmp_path / "newer"), newer)
     # What each half must get: the first half the artifact of the start, the second the newer.
     expected = []
     for name, artifact in (
-        ("first", tmp_path / "batch" / "artifact"),
+        ("first", tmp_path / "batch"),
         ("second", tmp_path / "newer"),
     ):
         out = tmp_path / f"expected-{name}"
@@ -441,7 +442,7 @@ def test_a_newer_artifact_is_applied_without_restarting(
     table = pa.concat_tables(expected)
 
     live = tmp_path / "live-artifact"
-    shutil.copytree(tmp_path / "batch" / "artifact", live)
+    shutil.copytree(run_root(tmp_path / "batch") / "artifact", live)
     raw = _spec(tmp_path, live, pubsub_emulator.subscription).raw
     # Checked before every batch; the run ends when every row was read.
     raw["streaming"]["artifact_refresh_seconds"] = 0.001
@@ -491,7 +492,7 @@ def test_a_topic_is_read_through_a_subscription_made_for_the_run(
 ) -> None:
     rows_csv = _subset(tmp_path)
     run_job(load_spec(str(STREAMING_YAML)), inputs=[str(rows_csv)], output=str(tmp_path / "b"))
-    raw = _spec(tmp_path, tmp_path / "b" / "artifact", pubsub_emulator.subscription).raw
+    raw = _spec(tmp_path, tmp_path / "b", pubsub_emulator.subscription).raw
     pubsub = raw["streaming"]["pubsub"]
     del pubsub["subscription"]
     pubsub.update(topic=pubsub_emulator.topic, max_messages=ROWS)

@@ -18,6 +18,7 @@ import yaml
 from beam_pipelines.dataset import run_job
 from beam_pipelines.spec import load_spec, parse_spec
 from beam_pipelines.streaming import balance_problems, run_streaming, streaming_spec
+from tests.datasets import run_root
 from transforms.artifact import read_artifact, write_artifact
 from transforms.config import SpecError
 from transforms.side_artifact import ArtifactWatcher
@@ -75,7 +76,7 @@ def stream_run(batch_run: pathlib.Path, tmp_path_factory: pytest.TempPathFactory
     writer = threading.Thread(target=_drop_files, args=(root / "incoming", stop))
     writer.start()
     try:
-        summary = run_streaming(_spec(root, batch_run / "artifact"))
+        summary = run_streaming(_spec(root, batch_run))
     finally:
         stop.set()
         writer.join(timeout=30)
@@ -165,7 +166,7 @@ def test_streaming_section_is_validated() -> None:
 
 def test_watcher_reloads_a_newer_artifact(batch_run: pathlib.Path, tmp_path: pathlib.Path) -> None:
     directory = tmp_path / "artifact"
-    shutil.copytree(batch_run / "artifact", directory)
+    shutil.copytree(run_root(batch_run) / "artifact", directory)
     now = [0.0]
     watcher = ArtifactWatcher(str(directory), refresh_seconds=10, clock=lambda: now[0])
     _, fitted, first = watcher.current()
@@ -259,7 +260,7 @@ def test_files_arriving_in_a_bucket_stream_to_a_bucket(
         "max_files": FILES,
         "deadline_seconds": 90,
     }
-    data["streaming"]["artifact"] = str(batch_run / "artifact")
+    data["streaming"]["artifact"] = str(batch_run)
     data["streaming"]["output"]["path"] = f"gs://{bucket}/out"
     writer = threading.Thread(target=upload)
     writer.start()
@@ -355,7 +356,7 @@ def test_windows_fire_while_files_are_still_arriving(
 ) -> None:
     """1 s windows: a file's window is written once the next file is found, before the end."""
     (tmp_path / "incoming").mkdir()
-    data = copy.deepcopy(dict(_spec(tmp_path, batch_run / "artifact").raw))
+    data = copy.deepcopy(dict(_spec(tmp_path, batch_run).raw))
     data["streaming"]["aggregations"] = [
         {
             "name": "per_company",

@@ -144,7 +144,7 @@ def test_entry_point_builds_the_dataflow_job(tmp_path: pathlib.Path) -> None:
     )
 
     assert result.manifest == {}
-    assert result.plan.layout.root == str(tmp_path / "out")
+    assert result.plan.layout.output == str(tmp_path / "out")
     assert result.plan.input_files == [str(TAXI_SAMPLE)]
     assert result.pipeline_result.job.proto.name == "taxi-flex"
 

@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 from beam_pipelines.dataset import plan, run_job
 from beam_pipelines.spec import parse_spec
 from examples.chicago_taxi import taxi_preprocessing as taxi
+from tests.datasets import run_root
 from transforms import tft_backend
 from transforms.artifact import read_artifact
 from transforms.config import SpecError
@@ -171,7 +172,7 @@ def test_artifact_records_the_backend_and_the_transform_fn_loads(runs):
     import tensorflow as tf
     import tensorflow_transform as tft
 
-    artifact = runs["out"] / "artifact"
+    artifact = run_root(runs["out"]) / "artifact"
     document = json.loads((artifact / "transform.json").read_text())
     assert document["fitted"][tft_backend.FITTED_KEY] == {
         "backend": "tensorflow_transform",
@@ -184,7 +185,7 @@ def test_artifact_records_the_backend_and_the_transform_fn_loads(runs):
     spec = output.transformed_feature_spec()
     assert set(spec) == set(runs["tft"])
     assert spec["fare_xf"] == tf.io.FixedLenFeature([], tf.float32)
-    native = read_artifact(str(runs["native_out"] / "artifact")).fitted
+    native = read_artifact(str(runs["native_out"])).fitted
     for i, key in enumerate(taxi.VOCAB_FEATURE_KEYS):
         suffix = f"_{i}" if i else ""
         theirs = output.vocabulary_by_name(f"vocab_compute_and_apply_vocabulary{suffix}_vocabulary")
@@ -196,7 +197,7 @@ def test_transform_fn_replays_the_dataset(runs, sample_with_ids):
     import tensorflow as tf
     import tensorflow_transform as tft
 
-    output = tft.TFTransformOutput(str(runs["out"] / "artifact" / "transform_fn_dir"))
+    output = tft.TFTransformOutput(str(run_root(runs["out"]) / "artifact" / "transform_fn_dir"))
     table = pacsv.read_csv(sample_with_ids).slice(0, 50)
     raw = {}
     for name, tp in _yaml("pipeline_tft.yaml")["source"]["schema"].items():
