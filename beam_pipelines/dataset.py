@@ -17,6 +17,7 @@ Output layout under the output folder (local path or gs://; :mod:`transforms.com
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import datetime as dt
 import json
@@ -191,7 +192,7 @@ def plan(
         out_cols = spec.output_columns(columns)
         out_schema = _output_schema(steps, fitted, input_schema, out_cols)
     errors = errors_path
-    _prepare_bigquery(spec, out_schema)
+    _check_bigquery(spec, out_schema)
     return Plan(
         spec=dataclasses.replace(spec, source=source),
         layout=Layout(output=root, run_id=run_id, errors=errors),
@@ -253,18 +254,41 @@ def _bigquery_schema(source: Any) -> pa.Schema:
     )
 
 
-def _prepare_bigquery(spec: JobSpec, schema: pa.Schema) -> None:
-    """Checks (and creates or truncates) the BigQuery sink and dead-letter tables."""
+def _sink_tables(spec: JobSpec) -> list[bq_lib.TableRef]:
+    sink = spec.output.bigquery
+    if sink is None:
+        return []
+    if sink.per_split:
+        return [sink.table_for(n) for n in spec.split.names]
+    return [bq_lib.parse_table(sink.table)]
+
+
+def _check_bigquery(spec: JobSpec, schema: pa.Schema) -> None:
+    """Checks the BigQuery sink tables before any work, changing nothing."""
     sink = spec.output.bigquery
     if sink is not None:
         table_schema = bq_lib.sink_schema(sink, schema)
-        refs = (
-            [sink.table_for(n) for n in spec.split.names]
-            if sink.per_split
-            else [bq_lib.parse_table(sink.table)]
-        )
-        for ref in refs:
-            bq_lib.prepare_table(bq_lib.make_client(ref.project), ref, sink, table_schema)
+        for ref in _sink_tables(spec):
+            bq_lib.check_table(bq_lib.make_client(ref.project), ref, sink, table_schema)
+
+
+def _prepare_bigquery(plan: Plan) -> None:
+    """Creates missing sink tables, this run's staging tables and the dead-letter table.
+
+    The run writes its rows to staging tables; its commit moves them into the sink tables in
+    one transaction (:func:`_publish_bigquery`), so a failed run changes no sink table.
+    """
+    spec = plan.spec
+    sink = spec.output.bigquery
+    if sink is not None:
+        table_schema = bq_lib.sink_schema(sink, plan.output_schema)
+        expires = dt.datetime.now(dt.UTC) + dt.timedelta(days=bq_lib.STAGING_DAYS)
+        for ref in _sink_tables(spec):
+            client = bq_lib.make_client(ref.project)
+            if not bq_lib.check_table(client, ref, sink, table_schema):
+                bq_lib.create_table(client, ref, sink, table_schema)
+            staging = bq_lib.staging_table(ref, plan.layout.run_id)
+            bq_lib.create_table(client, staging, sink, table_schema, expires=expires)
     if spec.errors.bigquery_table:
         ref = bq_lib.parse_table(spec.errors.bigquery_table)
         errors_sink = bq_lib.BigQuerySink(table=str(ref))
@@ -293,8 +317,9 @@ def _write_bigquery(plan: Plan, parts: Any, streaming: bool = False) -> list[bea
     schema = bq_lib.sink_schema(sink, plan.output_schema)
     options = bq_lib.table_options(sink, schema)
     for name in plan.spec.split.names:
+        target = sink.table_for(name) if sink.per_split else bq_lib.parse_table(sink.table)
         written = parts[name] | f"BigQuery_{name}" >> bq_lib.WriteToBigQuery(
-            table=str(sink.table_for(name)) if sink.per_split else sink.table,
+            table=str(bq_lib.staging_table(target, plan.layout.run_id)),
             schema=schema,
             method=sink.resolved_method(streaming),
             pipeline=plan.spec.name,
@@ -304,6 +329,23 @@ def _write_bigquery(plan: Plan, parts: Any, streaming: bool = False) -> list[bea
         )
         out.append(written.errors)
     return out
+
+
+def _publish_bigquery(plan: Plan) -> dict[str, Any]:
+    """Moves the staging tables' rows into the sink tables (one transaction)."""
+    sink = plan.spec.output.bigquery
+    if sink is None:
+        return {}
+    refs = _sink_tables(plan.spec)
+    pairs = [(ref, bq_lib.staging_table(ref, plan.layout.run_id)) for ref in refs]
+    bq_lib.publish_tables(bq_lib.make_client(refs[0].project), pairs, sink.write == "truncate")
+    return {"tables": [str(ref) for ref in refs], "write": sink.write}
+
+
+def _drop_staging(plan: Plan) -> None:
+    refs = [bq_lib.staging_table(ref, plan.layout.run_id) for ref in _sink_tables(plan.spec)]
+    if refs:
+        bq_lib.drop_tables(bq_lib.make_client(refs[0].project), refs)
 
 
 def _as_list(path: str | list[str]) -> list[str]:
@@ -517,6 +559,11 @@ class _WriteManifest(beam.DoFn):
             )
         if plan.commit is None:
             raise RuntimeError("the run holds no lock on its output; run it with run_job")
+        if plan.commit.committed():
+            # A retry of a bundle that committed: committing again would append twice.
+            with FileSystems.open(plan.layout.manifest) as f:
+                yield json.loads(f.read().decode("utf-8"))
+            return
         write_text(plan.layout.stats, dumps(stats))
         splits: dict[str, Any] = {}
         for name in plan.spec.split.names:
@@ -591,7 +638,14 @@ class _WriteManifest(beam.DoFn):
             *(e["path"] for e in error_files),
         ]
         plan.commit.sweep(listed)
+        # The sink tables change just before the manifest: rows in BigQuery and files on
+        # disk are committed one after the other (BigQuery and GCS share no transaction).
+        bigquery = _publish_bigquery(plan)
+        if bigquery:
+            manifest["bigquery"] = bigquery
         plan.commit.publish(manifest, dumps(manifest))
+        if bigquery:
+            _drop_staging(plan)
         yield manifest
 
 
@@ -919,6 +973,9 @@ def run_job(
     spill_dir = tempfile.mkdtemp(prefix="beamforge-spill-") if local else None
     committed = False
     try:
+        if not dry_run:
+            # Only the run that holds the output's lock may create or truncate its tables.
+            _prepare_bigquery(the_plan)
         build(p, the_plan, spill_dir=spill_dir)
         result = p.run()
         if not local:
@@ -939,6 +996,9 @@ def run_job(
                 the_plan.commit.release()
             else:
                 the_plan.commit.abort()
+                with contextlib.suppress(Exception):
+                    # Left alone, they expire after STAGING_DAYS anyway.
+                    _drop_staging(the_plan)
     with FileSystems.open(the_plan.layout.manifest) as f:
         manifest = json.loads(f.read().decode("utf-8"))
     return RunResult(manifest=manifest, seconds=time.monotonic() - start, plan=the_plan)

@@ -20,6 +20,7 @@ from apache_beam.testing.util import assert_that, equal_to
 from beam_pipelines.dataset import plan, run_job
 from beam_pipelines.spec import parse_spec
 from tests.conftest import REPO, TAXI_SAMPLE
+from tests.datasets import split_paths
 from tests.test_gcs import rows
 from transforms import bigquery as bq
 
@@ -54,9 +55,7 @@ def test_taxi_to_one_table_per_split_equals_the_files(
     client = bigquery_emulator.client()
     for split in ("train", "eval"):
         table = client.list_rows(f"{ds}.taxi_{split}").to_arrow(create_bqstorage_client=False)
-        files = pa.concat_tables(
-            [pq.read_table(p) for p in sorted((tmp_path / "out" / split).glob("*.parquet"))]
-        )
+        files = pa.concat_tables([pq.read_table(p) for p in split_paths(result.manifest, split)])
         assert table.num_rows == result.manifest["counts"]["written"][split] > 0
         assert table.column_names == files.column_names
         assert rows(table) == rows(files)
@@ -152,7 +151,9 @@ def test_a_bigquery_source_with_a_date_range(
         "company": "string",
     }
     lines = sorted(
-        p.read_text() for p in (tmp_path / "out" / "all").glob("*.jsonl") if p.read_text()
+        t
+        for p in split_paths(result.manifest, "all", "jsonl")
+        if (t := pathlib.Path(p).read_text())
     )
     assert "".join(lines).count("\n") == 2
     assert '"2024-02-01"' in "".join(lines) and '"2024-02-29"' in "".join(lines)
@@ -259,3 +260,46 @@ def test_missing_tables_fail_at_plan_time(bigquery_emulator: Any, tmp_path: path
     )
     with pytest.raises(ValueError, match=rf"BigQuery source {ds}.absent not found"):
         plan(source, output=str(tmp_path / "out"))
+
+
+def test_sink_tables_change_only_when_a_run_commits(
+    bigquery_emulator: Any, tmp_path: pathlib.Path
+) -> None:
+    from transforms.manifest import CountsMismatchError
+
+    ds = _dataset(bigquery_emulator, "taxi_commit")
+    client = bigquery_emulator.client()
+    sink = {"table": f"{ds}.taxi_{{split}}", "method": "STREAMING_INSERTS", "write": "truncate"}
+    out = tmp_path / "out"
+    good = run_job(_taxi_with_sink(sink), inputs=[str(TAXI_SAMPLE)], output=str(out)).manifest
+    assert good["bigquery"] == {
+        "tables": [f"{ds}.taxi_train", f"{ds}.taxi_eval"],
+        "write": "truncate",
+    }
+
+    def table_rows() -> dict[str, list[tuple]]:
+        return {
+            split: rows(
+                client.list_rows(f"{ds}.taxi_{split}").to_arrow(create_bqstorage_client=False)
+            )
+            for split in ("train", "eval")
+        }
+
+    before = table_rows()
+    assert {k: len(v) for k, v in before.items()} == good["counts"]["written"]
+    # A run that fails after writing its rows (too many rejected) changes no table.
+    lines = TAXI_SAMPLE.read_text().splitlines()
+    bad = tmp_path / "bad.csv"
+    bad.write_text("\n".join([lines[0], *lines[1:200], *(x + ",9" for x in lines[200:260])]) + "\n")
+    strict = _taxi_with_sink(sink, errors={"max_fraction": 0.01})
+    with pytest.raises(CountsMismatchError, match="more than errors.max_fraction=0.01"):
+        run_job(strict, inputs=[str(bad)], output=str(out))
+    assert table_rows() == before
+    assert sorted(t.table_id for t in client.list_tables(ds)) == ["taxi_eval", "taxi_train"]
+    # A committed rerun replaces the rows with exactly its own.
+    small = tmp_path / "small.csv"
+    small.write_text("\n".join(lines[:101]) + "\n")
+    rerun = run_job(_taxi_with_sink(sink), inputs=[str(small)], output=str(out)).manifest
+    assert {k: len(v) for k, v in table_rows().items()} == rerun["counts"]["written"]
+    assert sum(rerun["counts"]["written"].values()) == 100
+    assert sorted(t.table_id for t in client.list_tables(ds)) == ["taxi_eval", "taxi_train"]

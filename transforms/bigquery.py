@@ -588,18 +588,19 @@ def table_options(sink: BigQuerySink, schema: pa.Schema) -> dict[str, Any]:
     return out
 
 
-def prepare_table(client: Any, ref: TableRef, sink: BigQuerySink, schema: pa.Schema) -> None:
-    """Checks a sink table before the run; creates or truncates it as the sink says.
+def check_table(client: Any, ref: TableRef, sink: BigQuerySink, schema: pa.Schema) -> bool:
+    """Checks a sink table before the run, changing nothing.
+
+    Returns:
+        Whether the table exists (else the sink may create it).
 
     Raises:
         ValueError: for a missing dataset, a missing table with ``create: false``, a table
             whose schema does not fit, or a non-empty table with ``write: empty``.
     """
     from google.api_core import exceptions
-    from google.cloud import bigquery
 
     wanted = bq_schema(schema)
-    options = table_options(sink, schema)
     try:
         client.get_dataset(f"{ref.project}.{ref.dataset}", retry=_retry())
     except exceptions.NotFound:
@@ -611,17 +612,7 @@ def prepare_table(client: Any, ref: TableRef, sink: BigQuerySink, schema: pa.Sch
             raise ValueError(
                 f"BigQuery table {ref} does not exist; create it or set bigquery.create: true"
             ) from None
-        table = bigquery.Table(
-            str(ref), schema=[bigquery.SchemaField.from_api_repr(f) for f in wanted]
-        )
-        if "timePartitioning" in options:
-            table.time_partitioning = bigquery.TimePartitioning.from_api_repr(
-                options["timePartitioning"]
-            )
-        if "clustering" in options:
-            table.clustering_fields = options["clustering"]["fields"]
-        client.create_table(table, retry=_retry())
-        return
+        return False
     problems = schema_problems([f.to_api_repr() for f in table.schema], wanted)
     if problems:
         raise ValueError(
@@ -629,9 +620,81 @@ def prepare_table(client: Any, ref: TableRef, sink: BigQuerySink, schema: pa.Sch
         )
     if sink.write == "empty" and table.num_rows:
         raise ValueError(f"BigQuery table {ref} is not empty ({table.num_rows} rows; write: empty)")
-    if sink.write == "truncate":
+    return True
+
+
+def create_table(
+    client: Any,
+    ref: TableRef,
+    sink: BigQuerySink,
+    schema: pa.Schema,
+    *,
+    expires: dt.datetime | None = None,
+) -> None:
+    """Creates a table with the sink's schema, partitioning and clustering (if missing)."""
+    from google.cloud import bigquery
+
+    options = table_options(sink, schema)
+    table = bigquery.Table(
+        str(ref), schema=[bigquery.SchemaField.from_api_repr(f) for f in bq_schema(schema)]
+    )
+    if "timePartitioning" in options:
+        table.time_partitioning = bigquery.TimePartitioning.from_api_repr(
+            options["timePartitioning"]
+        )
+    if "clustering" in options:
+        table.clustering_fields = options["clustering"]["fields"]
+    if expires is not None:
+        table.expires = expires
+    client.create_table(table, exists_ok=True, retry=_retry())
+
+
+def prepare_table(client: Any, ref: TableRef, sink: BigQuerySink, schema: pa.Schema) -> None:
+    """Checks a sink table and creates or truncates it as the sink says (streaming sinks).
+
+    Raises:
+        ValueError: as :func:`check_table`.
+    """
+    if not check_table(client, ref, sink, schema):
+        create_table(client, ref, sink, schema)
+    elif sink.write == "truncate":
         # Replace the rows but keep the table (and its partitioning, clustering, grants).
         _run_query(client, f"DELETE FROM `{ref}` WHERE TRUE", {})
+
+
+# Staging tables outlive a killed run by this much, then BigQuery deletes them itself.
+STAGING_DAYS = 7
+
+
+def staging_table(ref: TableRef, run_id: str) -> TableRef:
+    """The table a run writes a sink table's rows to before its commit."""
+    return ref.with_table(f"{ref.table}__{run_id.replace('-', '_')}")
+
+
+def publish_tables(client: Any, pairs: Sequence[tuple[TableRef, TableRef]], truncate: bool) -> None:
+    """Moves the rows of staging tables into their targets in one transaction.
+
+    All targets change together or none does: a multi-statement transaction replaces
+    (``truncate``) or appends to every target.
+
+    Args:
+        client: A google-cloud-bigquery client.
+        pairs: ``(target, staging)`` tables.
+        truncate: Replace the targets' rows instead of appending.
+    """
+    statements = ["BEGIN TRANSACTION;"]
+    for target, staging in pairs:
+        if truncate:
+            statements.append(f"DELETE FROM `{target}` WHERE TRUE;")
+        statements.append(f"INSERT INTO `{target}` SELECT * FROM `{staging}`;")
+    statements.append("COMMIT TRANSACTION;")
+    _run_query(client, "\n".join(statements), {})
+
+
+def drop_tables(client: Any, refs: Sequence[TableRef]) -> None:
+    """Deletes tables (missing ones are ignored)."""
+    for ref in refs:
+        client.delete_table(str(ref), not_found_ok=True, retry=_retry())
 
 
 class _InsertRowsFn(beam.DoFn):
@@ -771,6 +834,7 @@ def errors_to_batch(records: Sequence[ErrorRecord]) -> pa.RecordBatch:
 
 __all__ = [
     "REJECTED",
+    "STAGING_DAYS",
     "BigQuerySink",
     "BigQuerySource",
     "Partitioning",
@@ -782,16 +846,21 @@ __all__ = [
     "arrow_schema",
     "bq_field",
     "bq_schema",
+    "check_table",
+    "create_table",
+    "drop_tables",
     "error_schema",
     "errors_to_batch",
     "json_rows",
     "make_client",
     "parse_table",
     "prepare_table",
+    "publish_tables",
     "rejected_records",
     "schema_problems",
     "sink_schema",
     "source_query",
     "source_schema",
+    "staging_table",
     "table_options",
 ]

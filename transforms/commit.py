@@ -471,6 +471,11 @@ class OutputCommit:
         store.delete_files(extra)
         return extra
 
+    def committed(self) -> bool:
+        """Whether the output's manifest names this run (a retried commit finds it so)."""
+        current = store_for(self.root).read(self.manifest_path)
+        return manifest_run(current[0] if current else None) == self.run_id
+
     def publish(self, manifest: dict[str, Any], text: str) -> None:
         """Commits the run: replaces ``manifest.json``, deletes other runs, releases the lock.
 
