@@ -971,7 +971,7 @@ def run_job(
         if local:
             the_plan.commit.start_heartbeat()
     spill_dir = tempfile.mkdtemp(prefix="beamforge-spill-") if local else None
-    committed = False
+    committed = submitted = False
     try:
         if not dry_run:
             # Only the run that holds the output's lock may create or truncate its tables.
@@ -979,7 +979,9 @@ def run_job(
         build(p, the_plan, spill_dir=spill_dir)
         result = p.run()
         if not local:
-            committed = True  # the job commits, or its lock runs out
+            # Submitted: the job's last step commits and releases the lock (or the lock's
+            # remote lease runs out if the job fails).
+            submitted = True
             return RunResult(
                 manifest={},
                 seconds=time.monotonic() - start,
@@ -991,7 +993,7 @@ def run_job(
     finally:
         if spill_dir is not None:
             shutil.rmtree(spill_dir, ignore_errors=True)
-        if the_plan.commit is not None:
+        if the_plan.commit is not None and not submitted:
             if committed:
                 the_plan.commit.release()
             else:

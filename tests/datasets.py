@@ -20,3 +20,9 @@ def run_root(output: pathlib.Path) -> pathlib.Path:
 def split_paths(manifest: dict[str, Any], split: str, fmt: str = "parquet") -> list[str]:
     """The paths of one split's files in one format, as the manifest lists them."""
     return [e["path"] for e in manifest["splits"][split]["files"][fmt]]
+
+
+def dataset_files(output: pathlib.Path, fmt: str = "parquet") -> list[str]:
+    """Every split's files in one format, in split order, as the manifest lists them."""
+    manifest = manifest_of(output)
+    return [path for split in manifest["splits"] for path in split_paths(manifest, split, fmt)]

@@ -27,6 +27,7 @@ import yaml
 from launchers import chain as chains
 from launchers import serving
 from tests.conftest import REPO, TAXI_SAMPLE
+from tests.datasets import dataset_files
 
 pytestmark = pytest.mark.slow
 
@@ -120,7 +121,7 @@ def test_local_chain_end_to_end_with_a_kill_between_steps(
         served = [p["features"] for p in predictions]
         columns = list(served[0])
         batch = pa.concat_tables(
-            pq.read_table(p) for p in sorted((tmp_path / "dataset").glob("*/part-*.parquet"))
+            pq.read_table(p) for p in dataset_files(tmp_path / "dataset")
         ).to_pylist()
         assert sorted(batch[0]) == sorted(columns)
         # Same rows, same features (float32 z-scores included), compared exactly.

@@ -32,7 +32,7 @@ from apache_beam.transforms.window import TimestampedValue
 from beam_pipelines.dataset import run_job
 from beam_pipelines.spec import load_spec, parse_spec
 from beam_pipelines.streaming import run_streaming
-from tests.datasets import run_root
+from tests.datasets import dataset_files, run_root
 from tests.emulators import PubSub
 from transforms.stream_sources import DedupeMessages, Message, is_heartbeat, message_key
 
@@ -228,7 +228,7 @@ def pubsub_run(pubsub_emulator: PubSub, tmp_path: pathlib.Path) -> tuple:
 def test_pubsub_run_matches_the_batch_run(pubsub_run: tuple) -> None:
     out, summary, batch_dir, published, sent = pubsub_run
     # Rows: the same feature values as the batch run gave the same rows.
-    table = pa.concat_tables([pq.read_table(p) for p in sorted(batch_dir.glob("*/part-*.parquet"))])
+    table = pa.concat_tables([pq.read_table(p) for p in dataset_files(batch_dir)])
     streamed = pa.Table.from_pylist(_jsonl("rows/*.jsonl", out), schema=table.schema).to_pylist()
 
     def canonical(rows: list[dict]) -> list[str]:
@@ -300,7 +300,7 @@ def test_pubsub_rows_stream_into_bigquery(
     out, summary, batch_dir, *_ = _run(pubsub_emulator, tmp_path, bigquery={"table": table})
     files = _jsonl("rows/*.jsonl", out)
     # The dataset's schema: float32 features travel as FLOAT64 in BigQuery, exactly.
-    schema = pq.read_schema(next(batch_dir.glob("*/part-*.parquet")))
+    schema = pq.read_schema(dataset_files(batch_dir)[0])
     inserted = [dict(r.items()) for r in client.list_rows(table)]
 
     def canonical(rows: list[dict]) -> list[str]:
@@ -438,7 +438,7 @@ def test_a_newer_artifact_is_applied_without_restarting(
         out = tmp_path / f"expected-{name}"
         inputs = [str(tmp_path / f"{name}.csv")]
         run_job(spec_file, inputs=inputs, output=str(out), artifact_dir=str(artifact))
-        expected += [pq.read_table(p) for p in sorted(out.glob("*/part-*.parquet"))]
+        expected += [pq.read_table(p) for p in dataset_files(out)]
     table = pa.concat_tables(expected)
 
     live = tmp_path / "live-artifact"

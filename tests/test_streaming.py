@@ -18,7 +18,7 @@ import yaml
 from beam_pipelines.dataset import run_job
 from beam_pipelines.spec import load_spec, parse_spec
 from beam_pipelines.streaming import balance_problems, run_streaming, streaming_spec
-from tests.datasets import run_root
+from tests.datasets import dataset_files, run_root
 from transforms.artifact import read_artifact, write_artifact
 from transforms.config import SpecError
 from transforms.side_artifact import ArtifactWatcher
@@ -138,7 +138,7 @@ def test_file_arrival_run_balances(stream_run: tuple, batch_run: pathlib.Path) -
 def test_streamed_rows_get_the_batch_features(stream_run: tuple, batch_run: pathlib.Path) -> None:
     out, _ = stream_run
     streamed = _jsonl("rows/*.jsonl", out)
-    table = pa.concat_tables([pq.read_table(p) for p in sorted(batch_run.glob("*/part-*.parquet"))])
+    table = pa.concat_tables([pq.read_table(p) for p in dataset_files(batch_run)])
     batch = table.to_pylist()
     # The JSON lines carry float32 values as their shortest text: read back as float32.
     streamed = pa.Table.from_pylist(streamed, schema=table.schema).to_pylist()

@@ -64,7 +64,7 @@ def _yaml(name: str) -> dict[str, Any]:
 def _rows_by_id(manifest: dict[str, Any], id_column: str) -> tuple[pa.Table, dict[str, set]]:
     tables, ids = [], {}
     for split, info in manifest["splits"].items():
-        table = pa.concat_tables([pq.read_table(f) for f in info["files"]["parquet"]])
+        table = pa.concat_tables([pq.read_table(f["path"]) for f in info["files"]["parquet"]])
         ids[split] = set(table.column(id_column).to_pylist())
         tables.append(table)
     return pa.concat_tables(tables).sort_by(id_column), ids
@@ -496,8 +496,12 @@ def test_fit_on_one_split_analyzes_only_its_rows(sample_with_ids, tmp_path):
     ).manifest
     assert manifest["counts"]["total_written"] == 3001
     assert manifest["schema"] == {"fare_xf": "float32", "tips_xf": "int64"}
-    train = pq.read_table(manifest["splits"]["train"]["files"]["parquet"]).column("fare_xf")
-    evaluation = pq.read_table(manifest["splits"]["eval"]["files"]["parquet"]).column("fare_xf")
+    train = pq.read_table(
+        [f["path"] for f in manifest["splits"]["train"]["files"]["parquet"]]
+    ).column("fare_xf")
+    evaluation = pq.read_table(
+        [f["path"] for f in manifest["splits"]["eval"]["files"]["parquet"]]
+    ).column("fare_xf")
     # Standardized with the train rows' mean and variance: those rows have mean 0, std 1.
     assert abs(float(np.mean(train))) < 1e-4
     assert abs(float(np.std(train)) - 1) < 1e-3
