@@ -261,3 +261,23 @@ def test_a_custom_error_folder_holds_one_run_at_a_time(tmp_path: pathlib.Path):
     assert first["errors"]["count"] == second["errors"]["count"] == 1
     assert sorted(os.listdir(errors)) == [second["run"]["id"]]
     assert files_under(errors) == {e["path"] for e in second["errors"]["files"]}
+
+
+def test_a_streaming_artifact_given_as_a_dataset_follows_its_commits(tmp_path: pathlib.Path):
+    from transforms.side_artifact import ArtifactWatcher
+
+    out = tmp_path / "out"
+    first = run_job(_taxi(), inputs=[str(TAXI_SAMPLE)], output=str(out)).manifest
+    now = [0.0]
+    watcher = ArtifactWatcher(str(out), refresh_seconds=10, clock=lambda: now[0])
+    assert watcher.current()[2] == first["artifact"]["sha256"]
+    # A new run on other rows commits another artifact: the next check picks it up.
+    lines = TAXI_SAMPLE.read_text().splitlines()
+    half = tmp_path / "half.csv"
+    half.write_text("\n".join(lines[:1500]) + "\n")
+    second = run_job(_taxi(), inputs=[str(half)], output=str(out)).manifest
+    assert second["artifact"]["sha256"] != first["artifact"]["sha256"]
+    assert watcher.current()[2] == first["artifact"]["sha256"]  # not yet time to look
+    now[0] = 10.0
+    assert watcher.current()[2] == second["artifact"]["sha256"]
+    assert watcher.loads == 2
