@@ -626,7 +626,7 @@ class _WriteManifest(beam.DoFn):
                 f"{error_count} error records were counted but the error files hold "
                 f"{written_errors}"
             )
-        listed = [
+        keep: list[str] = [
             *(
                 e["path"]
                 for by_fmt in splits.values()
@@ -637,7 +637,7 @@ class _WriteManifest(beam.DoFn):
             stats_file["path"],
             *(e["path"] for e in error_files),
         ]
-        plan.commit.sweep(listed)
+        plan.commit.sweep(keep)
         # The sink tables change just before the manifest: rows in BigQuery and files on
         # disk are committed one after the other (BigQuery and GCS share no transaction).
         bigquery = _publish_bigquery(plan)

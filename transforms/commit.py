@@ -175,7 +175,7 @@ class _LocalStore:
         shutil.rmtree(path, ignore_errors=True)
 
     def list_files(self, root: str) -> list[str]:
-        out = []
+        out: list[str] = []
         for folder, _, files in os.walk(root):
             out.extend(os.path.join(folder, f) for f in files)
         return sorted(out)
@@ -196,16 +196,14 @@ class _GcsStore:
         from transforms.gcs import split_gcs_path
 
         if self._client is None:
-            from google.cloud import storage
+            from google.cloud.storage import Client
 
             if os.environ.get("STORAGE_EMULATOR_HOST"):
                 from google.auth.credentials import AnonymousCredentials
 
-                self._client = storage.Client(
-                    project="emulator", credentials=AnonymousCredentials()
-                )
+                self._client = Client(project="emulator", credentials=AnonymousCredentials())
             else:
-                self._client = storage.Client()
+                self._client = Client()
         bucket, name = split_gcs_path(path)
         return self._client.bucket(bucket), name
 
