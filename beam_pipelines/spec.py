@@ -1,9 +1,10 @@
 """The job spec: one YAML file describing a training-dataset job, validated on load.
 
-Everything that can be checked before work starts is checked here: unknown keys, wrong
-types, unknown ops, step parameters and column references (each step's input columns must
-exist at that point of the step list). Errors name the YAML path, the offending value and
-what is valid.
+Everything that can be checked before work starts is checked here: unknown keys (also a key
+given twice), wrong types, unknown ops, step parameters, sizes that would exhaust memory,
+split names (they become folder names), and column references (each step's input columns
+must exist at that point of the step list). Errors name the YAML path, the offending value
+and what is valid.
 """
 
 from __future__ import annotations
@@ -13,13 +14,14 @@ import hashlib
 import json
 import re
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import pyarrow as pa
 import yaml
 
 from transforms.bigquery import BigQuerySink, parse_table
-from transforms.config import SpecError, from_mapping
+from transforms.config import SpecError, Within, check_within, from_mapping
+from transforms.errors import InputError
 from transforms.read import Source
 from transforms.schema import parse_type, type_name
 from transforms.split import Split
@@ -28,6 +30,17 @@ from transforms.steps import Step, build_step
 FORMATS = ("parquet", "tfrecord", "csv", "jsonl")
 # ``package.module:function``: dotted identifiers, a colon, one identifier.
 _FN_REFERENCE = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*")
+
+# Limits of sizes that decide a job's memory and file count (refused at load):
+# - output.num_shards: every shard is a file per split and format, listed in the manifest
+#   and held open while written; 10,000 files of 1 GB are 10 TB per split.
+MAX_SHARDS = 10_000
+# - source.batch_size: a batch is one element in memory (rows x columns, then copied by
+#   each step); 1,048,576 rows is far above useful (the default is 8,192).
+MAX_BATCH_ROWS = 1 << 20
+# - source.split_bytes: a file is cut into size/split_bytes ranges, all listed in memory
+#   and each a Beam element; below 1 MiB a big file becomes millions of ranges.
+MIN_SPLIT_BYTES = 1 << 20
 
 
 @dataclasses.dataclass
@@ -70,7 +83,7 @@ class Output:
     formats: list[Literal["parquet", "tfrecord", "csv", "jsonl"]] = dataclasses.field(
         default_factory=lambda: ["parquet"]
     )
-    num_shards: int = 0
+    num_shards: Annotated[int, Within(0, MAX_SHARDS, "0 lets the runner decide")] = 0
     columns: list[str] | None = None
     bigquery: BigQuerySink | None = None
 
@@ -246,6 +259,7 @@ def parse_spec(data: Any, *, origin: str = "<spec>") -> JobSpec:
             dataflow=raw.dataflow,
         )
         _check_names(spec)
+        _check_source_sizes(raw.source)
         if spec.transform.preprocessing_fn is not None:
             _check_preprocessing_fn(raw)
         if spec.transform.fit_on != "all" and spec.transform.fit_on not in spec.split.names:
@@ -265,20 +279,101 @@ def load_spec(path: str) -> JobSpec:
     """Reads and validates a YAML spec from a local path or gs:// URI.
 
     Raises:
-        SpecError: for invalid YAML or an invalid spec, naming the file.
-        FileNotFoundError: if the file does not exist.
+        SpecError: for invalid YAML (a key given twice included) or an invalid spec, naming
+            the file.
+        transforms.errors.InputError: if the file does not exist, is a directory or cannot
+            be read as UTF-8 text.
     """
+    return parse_spec(load_yaml(path, what="spec file"), origin=path)
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a mapping that gives a key twice.
+
+    PyYAML keeps the last of repeated keys silently: ``{train: 0.5, train: 0.3}`` would load
+    as one split and fail with a misleading message, or not fail at all.
+    """
+
+
+def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node)
+        try:
+            repeated = key in seen
+        except TypeError:  # an unhashable key; the constructor below names it
+            break
+        if repeated:
+            raise yaml.constructor.ConstructorError(
+                "while constructing a mapping",
+                node.start_mark,
+                f"found the key {key!r} twice",
+                key_node.start_mark,
+            )
+        seen.add(key)
+    return loader.construct_mapping(node)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def load_yaml(path: str, *, what: str = "file") -> Any:
+    """Reads a YAML document from a local path or gs:// URI, refusing repeated keys.
+
+    Args:
+        path: The file.
+        what: What the file is, for messages (``spec file``).
+
+    Raises:
+        SpecError: for text that is not valid YAML, naming the file and the line.
+        transforms.errors.InputError: if the file does not exist, is a directory or cannot
+            be read as UTF-8 text.
+    """
+    import os
+
     from apache_beam.io.filesystems import FileSystems
 
+    if "://" not in path and os.path.isdir(path):
+        raise InputError(path, f"is a directory; expected a YAML {what}")
     if not FileSystems.exists(path):
-        raise FileNotFoundError(f"spec file not found: {path}")
-    with FileSystems.open(path) as f:
-        text = f.read().decode("utf-8")
+        raise InputError(path, f"{what} not found")
     try:
-        data = yaml.safe_load(text)
+        with FileSystems.open(path) as f:
+            text = f.read().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError(
+            path, f"is not UTF-8 text (byte {exc.start}); expected a YAML {what}"
+        ) from None
+    except OSError as exc:
+        raise InputError(path, f"cannot be read: {exc.strerror or exc}") from None
+    try:
+        return yaml.load(text, Loader=_StrictLoader)  # a SafeLoader subclass
     except yaml.YAMLError as exc:
-        raise SpecError("", f"not valid YAML: {exc}", source=path) from None
-    return parse_spec(data, origin=path)
+        raise SpecError("", f"not valid YAML: {_yaml_problem(exc)}", source=path) from None
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    # PyYAML's own text spans several lines with carets; messages here are one line.
+    if isinstance(exc, yaml.MarkedYAMLError) and exc.problem_mark is not None:
+        mark = exc.problem_mark
+        context = f" ({exc.context})" if exc.context else ""
+        return f"line {mark.line + 1}, column {mark.column + 1}: {exc.problem}{context}"
+    return " ".join(str(exc).split())
+
+
+def _check_source_sizes(source: Source) -> None:
+    # transforms.read.Source checks signs; the limits that protect memory are the spec's.
+    check_within(
+        source.batch_size,
+        Within(1, MAX_BATCH_ROWS, "rows per record batch held in memory"),
+        "source.batch_size",
+    )
+    if source.split_bytes != 0:
+        check_within(
+            source.split_bytes,
+            Within(MIN_SPLIT_BYTES, None, "0 never splits; smaller ranges only add overhead"),
+            "source.split_bytes",
+        )
 
 
 def _check_preprocessing_fn(raw: _RawSpec) -> None:

@@ -11,21 +11,51 @@
 Beam pipeline options (``--runner``, ``--direct_num_workers``, ...) pass through to Beam;
 the local runner is used when none is named. With ``--runner DataflowRunner`` (or
 ``--dry-run``) the job goes to Dataflow with the spec's ``dataflow:`` settings.
+
+A user's mistake (the spec, an input, the output, an artifact) is one line on stderr,
+``error: <message>``, and exit code 2, wherever it is found: while loading the spec, while
+planning, or inside the running pipeline. Exit codes are :class:`ExitCode`.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import enum
+import importlib
 import logging
+import re
 import sys
 import threading
 import time
 from collections.abc import Sequence
+from types import TracebackType
 from typing import Any, TextIO
 
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_INVALID = 2
+
+class ExitCode(enum.IntEnum):
+    """The exit codes of the ``beamforge`` command.
+
+    Attributes:
+        OK: Done.
+        FAILED: The work failed: a run's counts do not balance or it rejected more than
+            ``errors.max_fraction``, a Dataflow job or a chain step failed.
+        USER_ERROR: The spec, an argument, an input, the output or an artifact cannot be
+            used as given; nothing was written.
+        STOPPED: Stopped on purpose: the chain's evaluation gate refused the model
+            (``launchers.chain.GateFailedError``) or the Dataflow job was cancelled.
+        DRAINED: The Dataflow job was drained.
+        UPDATED: The Dataflow job was replaced by an update.
+        TIMED_OUT: Waiting for the Dataflow job timed out.
+    """
+
+    OK = 0
+    FAILED = 1
+    USER_ERROR = 2
+    STOPPED = 3
+    DRAINED = 4
+    UPDATED = 5
+    TIMED_OUT = 6
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -111,20 +141,24 @@ def chain_command(args: argparse.Namespace) -> int:
     action = words.pop(0) if words[0] in CHAIN_ACTIONS else "run"
     if len(words) != 1:
         print("error: expected beamforge chain [ACTION] CHAIN.yaml", file=sys.stderr)
-        return EXIT_INVALID
+        return ExitCode.USER_ERROR
     try:
         spec = chains.load_chain(words[0])
         chains.check_target(spec, args.target)
-    except (SpecError, FileNotFoundError) as exc:
+    except OSError as exc:
+        # The chain file itself cannot be read (missing, a directory, no permission).
+        print(f"error: {words[0]}: cannot be read: {exc.strerror or exc}", file=sys.stderr)
+        return ExitCode.USER_ERROR
+    except SpecError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return EXIT_INVALID
+        return ExitCode.USER_ERROR
     if action == "status":
         print(chains.format_status(spec, args.target, chains.chain_status(spec, args.target)))
-        return EXIT_OK
+        return ExitCode.OK
     if action in ("stop", "predict"):
         if args.target != "local":
             print(f"error: chain {action} works on the local target", file=sys.stderr)
-            return EXIT_INVALID
+            return ExitCode.USER_ERROR
         state = chains.load_state(spec.state_path("local"), spec.name, "local")
         deployed = [
             state.steps[s.name].outputs
@@ -133,25 +167,29 @@ def chain_command(args: argparse.Namespace) -> int:
         ]
         if not deployed:
             print(f"error: {spec.name} has no deployed model on the local target", file=sys.stderr)
-            return EXIT_FAILED
+            return ExitCode.FAILED
         from launchers import serving
 
         server = serving.LocalServer.from_json(deployed[-1]["server"])
         if action == "stop":
             stopped = serving.stop_server(server)
             print(f"{'stopped' if stopped else 'not running:'} server pid {server.pid}")
-            return EXIT_OK
+            return ExitCode.OK
         if not args.instances:
             print("error: chain predict needs --instances FILE", file=sys.stderr)
-            return EXIT_INVALID
+            return ExitCode.USER_ERROR
         try:
             instances = _read_instances(args.instances, args.limit)
+        except (OSError, ValueError) as exc:
+            print(f"error: {args.instances}: cannot be read as instances: {exc}", file=sys.stderr)
+            return ExitCode.USER_ERROR
+        try:
             predictions = serving.predict(server.predict_url, instances)
-        except (OSError, ValueError, serving.ServerError) as exc:
+        except serving.ServerError as exc:
             print(f"error: {exc}", file=sys.stderr)
-            return EXIT_FAILED
+            return ExitCode.FAILED
         print(json.dumps({"instances": instances, "predictions": predictions}, indent=2))
-        return EXIT_OK
+        return ExitCode.OK
     logging.getLogger("launchers").setLevel(logging.INFO)
 
     def show(name: str, what: str) -> None:
@@ -166,7 +204,7 @@ def chain_command(args: argparse.Namespace) -> int:
     print(chains.format_status(spec, args.target, chains.chain_status(spec, args.target)))
     ran = ", ".join(report.ran) or "nothing"
     print(f"ran: {ran}; reused: {', '.join(report.skipped) or 'nothing'}")
-    return EXIT_OK
+    return ExitCode.OK
 
 
 class _Heartbeat:
@@ -226,17 +264,226 @@ def format_summary(manifest: dict[str, Any], seconds: float) -> str:
     return "\n".join(lines)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Runs the CLI; returns the process exit code."""
-    from launchers import cloud_commands
-    from transforms.config import SpecError
+# ---------------------------------------------------------------------------------------------
+# Failures: typed errors, found wherever Beam put them
 
+
+@dataclasses.dataclass(frozen=True)
+class Failure:
+    """What the CLI prints and returns for an exception it recognises.
+
+    Attributes:
+        code: The exit code.
+        message: One line, printed as ``error: <message>``.
+    """
+
+    code: ExitCode
+    message: str
+
+
+def _typed_codes() -> dict[type[BaseException], ExitCode]:
+    # Imported here: the CLI's own start-up stays light. A new user-error type only has to
+    # subclass InputError (or one of these) to be reported as one.
+    from transforms.artifact import ArtifactError
+    from transforms.config import SpecError
+    from transforms.errors import InputError
+    from transforms.manifest import CountsMismatchError
+
+    return {
+        InputError: ExitCode.USER_ERROR,
+        SpecError: ExitCode.USER_ERROR,
+        ArtifactError: ExitCode.USER_ERROR,
+        CountsMismatchError: ExitCode.FAILED,
+    }
+
+
+def _code_for(cls: type[BaseException]) -> ExitCode | None:
+    for base, code in _typed_codes().items():
+        if issubclass(cls, base):
+            return code
+    return None
+
+
+# Beam appends this to the message of an exception raised inside a DoFn.
+_STEP_SUFFIX = re.compile(r" \[while running '[^\n]*'\]$")
+
+
+def _one_line(text: str) -> str:
+    return " ".join(_STEP_SUFFIX.sub("", text.strip()).split())
+
+
+def _in_pipeline(exc: BaseException) -> bool:
+    """Whether Beam re-raised ``exc`` on its way out of a DoFn.
+
+    On the in-process FnApiRunner, ``DoFnRunner._reraise_augmented`` raises a copy of an
+    exception raised inside a DoFn, its message suffixed with ``[while running 'step']``:
+    of the same type when the type can be built from one message, else a RuntimeError. The
+    original is the copy's ``__context__``; the copy carries ``_tagged_with_step``.
+    """
+    return bool(getattr(exc, "_tagged_with_step", False))
+
+
+def _typed_failure(exc: BaseException) -> Failure | None:
+    # Walk from Beam's copies and wrappers to the exception the code raised; stop at
+    # anything else, so a bug raised while handling a user error stays a bug.
+    found: Failure | None = None
+    current: BaseException | None = exc
+    seen: set[int] = set()
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        code = _code_for(type(current))
+        if code is not None:
+            found = Failure(code, _one_line(str(current)))
+            if not _in_pipeline(current):
+                return found  # the original
+        elif not (type(current) is RuntimeError and _in_pipeline(current)):
+            break
+        current = current.__cause__ or current.__context__
+    return found
+
+
+# An exception line of a formatted traceback: ``module.Type: message`` at column 0.
+_EXCEPTION_LINE = re.compile(r"([A-Za-z_][\w.]*)(?:: (.*))?")
+_OWN_PACKAGES = ("transforms", "beam_pipelines", "launchers")
+
+
+def _resolve(name: str) -> type[BaseException] | None:
+    """The exception class a traceback names, if it is one of this project's."""
+    parts = name.split(".")
+    if parts[0] not in _OWN_PACKAGES:
+        return None
+    for cut in range(len(parts) - 1, 0, -1):
+        try:
+            found: Any = importlib.import_module(".".join(parts[:cut]))
+        except ImportError:
+            continue
+        for attr in parts[cut:]:
+            found = getattr(found, attr, None)
+        if isinstance(found, type) and issubclass(found, BaseException):
+            return found
+        return None
+    return None
+
+
+def _remote_failure(exc: BaseException) -> Failure | None:
+    """A typed error raised in another process, from the traceback Beam sends back.
+
+    With ``--direct_running_mode=multi_processing`` a DoFn runs in a worker process and the
+    FnApiRunner raises ``RuntimeError(traceback text)`` in the launcher: the exception object
+    is gone and only its formatted traceback crosses the process boundary. The exception
+    lines of that text (``transforms.errors.InputError: message``, outermost last) are
+    walked as :func:`_typed_failure` walks ``__context__``: the type each names is resolved
+    to a class of this project and looked up by type, never by message.
+    """
+    if type(exc) is not RuntimeError or not exc.args or not isinstance(exc.args[0], str):
+        return None
+    text = exc.args[0]
+    if "Traceback (most recent call last):" not in text:
+        return None
+    lines = [
+        m.groups()
+        for line in text.splitlines()
+        if line and not line[0].isspace() and (m := _EXCEPTION_LINE.fullmatch(line))
+    ]
+    found: Failure | None = None
+    for name, message in reversed(lines):
+        tagged = bool(_STEP_SUFFIX.search(message or ""))
+        cls = _resolve(name)
+        code = _code_for(cls) if cls is not None else None
+        if code is not None:
+            found = Failure(code, _one_line(message or name))
+            if not tagged:
+                return found
+        elif not (name == "RuntimeError" and tagged):
+            break
+    return found
+
+
+def failure_of(exc: BaseException) -> Failure | None:
+    """The failure the CLI reports for ``exc``, or None for a code error (re-raised).
+
+    Recognised, wherever they were raised (before the run, inside a DoFn in this process or
+    in a worker process): :class:`transforms.errors.InputError` and its subclasses,
+    :class:`transforms.config.SpecError`, :class:`transforms.artifact.ArtifactError` (exit
+    code 2) and :class:`transforms.manifest.CountsMismatchError` (exit code 1). A plain
+    ValueError raised before the pipeline runs (planning checks that do not raise a typed
+    error yet) is taken as a user error too; raised inside the pipeline it is a bug.
+    """
+    failure = _typed_failure(exc) or _remote_failure(exc)
+    if failure is not None:
+        return failure
+    if isinstance(exc, ValueError) and not _in_pipeline(exc):
+        return Failure(ExitCode.USER_ERROR, _one_line(str(exc)))
+    return None
+
+
+class _HeldBeamErrors(logging.Filter):
+    """Holds Beam's error log records while a run goes, until its outcome is known.
+
+    Beam logs an exception raised inside a DoFn, with its traceback, before the run fails
+    with it. For a user error the CLI prints one line instead, so the records are dropped;
+    for anything else (success, a bug) they are emitted as they would have been.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.held: list[logging.LogRecord] = []
+        self._handlers: list[logging.Handler] = []
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name.startswith("apache_beam") and record.levelno >= logging.ERROR:
+            self.held.append(record)
+            return False
+        return True
+
+    def __enter__(self) -> _HeldBeamErrors:
+        self._handlers = list(logging.getLogger().handlers)
+        for handler in self._handlers:
+            handler.addFilter(self)
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        for handler in self._handlers:
+            handler.removeFilter(self)
+        user_error = exc is not None and failure_of(exc) is not None
+        if not user_error:
+            for record in self.held:
+                for handler in self._handlers:
+                    if record.levelno >= handler.level:
+                        handler.handle(record)
+        self.held.clear()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs the CLI; returns the process exit code (an :class:`ExitCode`).
+
+    A user error anywhere in the command is printed as one line, ``error: <message>``, and
+    returns its code; any other exception propagates with its traceback.
+    """
     parser = _parser()
     args, extra = parser.parse_known_args(argv)
     takes_extra = args.command == "run" or getattr(args, "template_command", None) == "launch"
     if not takes_extra and extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return _command(args, extra)
+    except Exception as exc:
+        failure = failure_of(exc)
+        if failure is None:
+            raise
+        print(f"error: {failure.message}", file=sys.stderr)
+        return failure.code
+
+
+def _command(args: argparse.Namespace, extra: list[str]) -> int:
+    from launchers import cloud_commands
+
     if args.command == "jobs":
         return cloud_commands.jobs_command(args)
     if args.command == "chain":
@@ -245,17 +492,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cloud_commands.template_launch(args, extra)
     from beam_pipelines.spec import load_spec
 
-    try:
-        spec = load_spec(args.spec)
-    except (SpecError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_INVALID
+    spec = load_spec(args.spec)
     if args.command == "validate":
         steps = len(spec.steps)
         print(
             f"{args.spec}: valid ({spec.name}: {steps} steps, splits {', '.join(spec.split.names)})"
         )
-        return EXIT_OK
+        return ExitCode.OK
     if args.command == "template":
         return cloud_commands.template_build(args, spec)
     if cloud_commands.wants_dataflow(args, extra):
@@ -264,61 +507,42 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run_streaming(args, spec, extra)
 
     from beam_pipelines.dataset import run_job
-    from transforms.manifest import CountsMismatchError
 
     if not args.quiet:
         logging.getLogger("transforms").setLevel(logging.INFO)
         logging.getLogger("beam_pipelines").setLevel(logging.INFO)
         print(f"running {spec.name} from {args.spec}", file=sys.stderr, flush=True)
-    try:
-        with _Heartbeat(sys.stderr):
-            result = run_job(
-                spec,
-                output=args.output,
-                inputs=args.input,
-                artifact_dir=args.artifact,
-                beam_args=extra,
-            )
-    except (SpecError, FileNotFoundError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_INVALID
-    except CountsMismatchError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_FAILED
-    except Exception as exc:
-        # Beam wraps worker exceptions; the balance check is raised inside the pipeline.
-        if "CountsMismatchError" in str(exc):
-            print(f"error: {str(exc).splitlines()[-1]}", file=sys.stderr)
-            return EXIT_FAILED
-        raise
+    # User errors and failed balances (CountsMismatchError, also from inside the pipeline)
+    # are reported by main().
+    with _HeldBeamErrors(), _Heartbeat(sys.stderr):
+        result = run_job(
+            spec,
+            output=args.output,
+            inputs=args.input,
+            artifact_dir=args.artifact,
+            beam_args=extra,
+        )
     print(format_summary(result.manifest, result.seconds))
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def _run_streaming(args: argparse.Namespace, spec: Any, extra: Sequence[str]) -> int:
     import json
 
     from beam_pipelines.streaming import describe, run_streaming, streaming_spec
-    from transforms.config import SpecError
-    from transforms.manifest import CountsMismatchError
 
-    try:
-        if not args.quiet:
-            # A streaming run may go on for long before it prints its summary.
-            line = describe(streaming_spec(spec), args.output)
-            print(f"streaming {spec.name}: {line}", file=sys.stderr, flush=True)
+    # As for batch runs, main() reports user errors and CountsMismatchError (summary.json,
+    # written before the balance check, holds the counts and the problems).
+    if not args.quiet:
+        # A streaming run may go on for long before it prints its summary.
+        line = describe(streaming_spec(spec), args.output)
+        print(f"streaming {spec.name}: {line}", file=sys.stderr, flush=True)
+    with _HeldBeamErrors():
         summary = run_streaming(
             spec, artifact_dir=args.artifact, output=args.output, beam_args=extra
         )
-    except (SpecError, FileNotFoundError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_INVALID
-    except CountsMismatchError as exc:
-        # summary.json, written before the check, holds the counts and the problems.
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_FAILED
     print(json.dumps(summary, indent=2, sort_keys=True) if summary else "streaming job submitted")
-    return EXIT_OK
+    return ExitCode.OK
 
 
 if __name__ == "__main__":

@@ -686,3 +686,59 @@ def test_unknown_op_lists_clean_ops() -> None:
     for op in ("allowed_values", "cast", "clip", "drop_columns", "fill_missing", "normalize_text"):
         assert op in str(info.value)
     assert info.value.path == "clean[7].op"
+
+
+# --- numbers that cannot work are refused when the spec loads ------------------------------
+
+
+@pytest.mark.parametrize(
+    ("item", "path", "problem"),
+    [
+        (
+            {"op": "range", "column": "v", "min": -math.inf},
+            "clean[0].min",
+            "got -inf; expected a finite number, or null for none",
+        ),
+        (
+            {"op": "range", "column": "v", "max": math.nan},
+            "clean[0].max",
+            "got nan; expected a finite number, or null for none",
+        ),
+        (
+            {"op": "clip", "column": "v", "max": math.inf},
+            "clean[0].max",
+            "got inf; expected a finite number, or null for none",
+        ),
+        (
+            {"op": "clip", "column": "v", "lower_quantile": math.nan},
+            "clean[0].lower_quantile",
+            "got nan; expected a finite number, or null for none",
+        ),
+        (
+            {"op": "fill_missing", "columns": ["v"], "value": math.nan},
+            "clean[0].value",
+            "got nan; expected a finite number",
+        ),
+        (
+            {"op": "fill_missing", "columns": ["v"], "value": -math.inf},
+            "clean[0].value",
+            "got -inf; expected a finite number",
+        ),
+        (
+            {"op": "allowed_values", "column": "v", "values": [1, math.nan]},
+            "clean[0].values[1]",
+            "got nan; expected a finite number",
+        ),
+        (
+            {"op": "allowed_values", "column": "v", "values": ["a", ["b", "c"]]},
+            "clean[0].values[1]",
+            "got ['b', 'c']; expected a single value (string or number)",
+        ),
+    ],
+)
+def test_non_finite_and_non_scalar_parameters_are_refused(
+    item: dict, path: str, problem: str
+) -> None:
+    with pytest.raises(SpecError) as info:
+        build(item)
+    assert (info.value.path, info.value.problem) == (path, problem)

@@ -9,6 +9,7 @@ import pytest
 
 from beam_pipelines.spec import load_spec, parse_spec
 from transforms.config import SpecError
+from transforms.errors import InputError
 
 
 def _spec(**overrides: Any) -> dict[str, Any]:
@@ -68,7 +69,7 @@ def test_a_valid_spec_loads_with_defaults() -> None:
         ({"source": {"format": "csv", "schema": {"a": "decimal"}}}, "unknown type 'decimal'"),
         (
             {"split": {"fractions": {"train": 0.9}}},
-            "job.yaml: split: split.fractions must sum to 1",
+            "job.yaml: split.fractions: split.fractions must sum to 1",
         ),
         (
             {"split": {"key": ["nope"]}},
@@ -121,10 +122,127 @@ def test_load_spec_reads_yaml_and_names_the_file(tmp_path: pathlib.Path) -> None
     bad.write_text("name: [unclosed\n")
     with pytest.raises(SpecError, match=r"bad\.yaml: <root>: not valid YAML"):
         load_spec(str(bad))
-    with pytest.raises(FileNotFoundError, match="spec file not found"):
+    with pytest.raises(InputError) as info:
         load_spec(str(tmp_path / "missing.yaml"))
+    assert str(info.value) == f"{tmp_path}/missing.yaml: spec file not found"
+    with pytest.raises(InputError) as info:
+        load_spec(str(tmp_path))
+    assert str(info.value) == f"{tmp_path}: is a directory; expected a YAML spec file"
+    binary = tmp_path / "binary.yaml"
+    binary.write_bytes(b"name: \xff\n")
+    with pytest.raises(InputError, match=r"binary\.yaml: is not UTF-8 text \(byte 6\)"):
+        load_spec(str(binary))
+
+
+def test_yaml_errors_are_one_line_with_the_line_number(tmp_path: pathlib.Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: j\nsource: {format: csv\n")
+    with pytest.raises(SpecError) as info:
+        load_spec(str(bad))
+    assert str(info.value) == (
+        f"{bad}: <root>: not valid YAML: line 3, column 1: expected ',' or '}}', but got "
+        "'<stream end>' (while parsing a flow mapping)"
+    )
+
+
+def test_a_key_given_twice_is_refused(tmp_path: pathlib.Path) -> None:
+    # YAML loaders keep the last of repeated keys silently: one split of two would vanish.
+    spec = tmp_path / "twice.yaml"
+    spec.write_text(
+        "name: j\nsource: {format: csv, schema: {a: int64}}\n"
+        "split:\n  fractions:\n    train: 0.5\n    train: 0.5\n"
+    )
+    with pytest.raises(SpecError) as info:
+        load_spec(str(spec))
+    assert str(info.value) == (
+        f"{spec}: <root>: not valid YAML: line 6, column 5: found the key 'train' twice "
+        "(while constructing a mapping)"
+    )
 
 
 def test_spec_hash_changes_with_the_spec() -> None:
     assert parse_spec(_spec()).sha256() == parse_spec(_spec()).sha256()
     assert parse_spec(_spec()).sha256() != parse_spec(_spec(name="other")).sha256()
+
+
+# --- what cannot work is refused at load: sizes, non-finite numbers, split names ------------
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            {"output": {"num_shards": 1_000_000}},
+            "job.yaml: output.num_shards: got 1,000,000; expected an integer from 0 to 10,000 "
+            "(0 lets the runner decide)",
+        ),
+        (
+            {"source": {"format": "csv", "schema": {"id": "int64"}, "batch_size": 10**12}},
+            "job.yaml: source.batch_size: got 1,000,000,000,000; expected an integer from 1 to "
+            "1,048,576 (rows per record batch held in memory)",
+        ),
+        (
+            {"source": {"format": "csv", "schema": {"id": "int64"}, "split_bytes": 1}},
+            "job.yaml: source.split_bytes: got 1; expected an integer of at least 1,048,576 (0 "
+            "never splits; smaller ranges only add overhead)",
+        ),
+        (
+            {"source": {"format": "csv", "schema": {"id": "int64"}, "split_bytes": 2**64}},
+            "job.yaml: source.split_bytes: got 18446744073709551616; expected an integer from",
+        ),
+        (
+            {"errors": {"max_fraction": float("nan")}},
+            "job.yaml: errors.max_fraction: got nan; expected a finite number, or null for none",
+        ),
+        (
+            {"features": [{"op": "bucketize", "column": "id", "num_buckets": 10**12}]},
+            "job.yaml: features[0].num_buckets: got 1,000,000,000,000; expected an integer from "
+            "1 to 10,000",
+        ),
+        (
+            {"features": [{"op": "min_max", "column": "id", "output_max": float("inf")}]},
+            "job.yaml: features[0].output_max: got inf; expected a finite number",
+        ),
+        (
+            {"clean": [{"op": "range", "column": "id", "max": float("inf")}]},
+            "job.yaml: clean[0].max: got inf; expected a finite number, or null for none",
+        ),
+        (
+            {"split": {"fractions": {"train": 0.5, "artifact": 0.5}}},
+            "job.yaml: split.fractions.artifact: split name 'artifact' is reserved",
+        ),
+        (
+            {"split": {"fractions": {"train": float("nan"), "eval": 1.0}}},
+            "job.yaml: split.fractions.train: got nan; expected a finite number",
+        ),
+        (
+            {
+                "source": {"format": "csv", "schema": {"id": "int64", "t": "timestamp"}},
+                "split": {"method": "time", "column": "t", "cutoffs": {"../old": 5, "new": None}},
+            },
+            "job.yaml: split.cutoffs.../old: split name '../old' cannot be used",
+        ),
+    ],
+)
+def test_what_cannot_work_is_refused_at_load(overrides: dict, message: str) -> None:
+    assert _problem(_spec(**overrides)).startswith(message)
+
+
+def test_sizes_at_their_limits_load() -> None:
+    spec = parse_spec(
+        _spec(
+            source={
+                "format": "csv",
+                "schema": {"id": "int64", "city": "string"},
+                "batch_size": 1 << 20,
+                "split_bytes": 0,
+            },
+            output={"num_shards": 10_000},
+            features=[
+                {"op": "bucketize", "column": "id", "num_buckets": 10_000},
+                {"op": "hash_bucket", "column": "city", "num_buckets": 2**31 - 1},
+            ],
+        )
+    )
+    assert spec.output.num_shards == 10_000
+    assert [s.name for s in spec.features] == ["bucketize:id", "hash_bucket:city"]

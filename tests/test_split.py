@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pyarrow as pa
 import pytest
@@ -97,13 +99,19 @@ def test_time_split_on_timestamp_type() -> None:
     ("mapping", "message"),
     [
         ({"fractions": {"train": 0.5, "eval": 0.4}}, "must sum to 1"),
-        ({"fractions": {"train": 1.2, "eval": -0.2}}, "non-negative"),
+        (
+            {"fractions": {"train": 1.2, "eval": -0.2}},
+            "got 1.2; expected a fraction greater than 0 and at most 1",
+        ),
         ({"method": "time", "cutoffs": {"a": None}}, "needs 'column'"),
         (
             {"method": "time", "column": "t", "cutoffs": {"a": 5, "b": 1, "c": None}},
             "must increase",
         ),
-        ({"method": "time", "column": "t", "cutoffs": {"a": 5, "b": 6}}, "only the last split"),
+        (
+            {"method": "time", "column": "t", "cutoffs": {"a": 5, "b": 6}},
+            "the last split.s cutoff is null",
+        ),
         ({"method": "random"}, "expected one of 'hash', 'time'"),
     ],
 )
@@ -142,3 +150,139 @@ def test_dates_timestamps_and_bools_hash_by_value() -> None:
     assert ts[0] == ts[1] != ts[2]
     flags = column_hash(pa.array([True, False, True]))
     assert flags[0] == flags[2] != flags[1]
+
+
+# --- split names are folder names; fractions and cutoffs must be able to work ---------------
+
+
+def _split_problem(mapping: dict) -> tuple[str, str]:
+    with pytest.raises(SpecError) as info:
+        from_mapping(Split, mapping, "split")
+    return info.value.path, info.value.problem
+
+
+NAME_RULE = (
+    "cannot be used: split names are folder names, 1 to 63 letters, digits, '_' or '-', "
+    "starting with a letter or digit"
+)
+
+
+@pytest.mark.parametrize(
+    "name", ["../x", "a/b", "..", ".", ".hidden", "_tmp", "-x", "", "a b", "é", "x" * 64, "a\\b"]
+)
+def test_split_names_must_be_safe_folder_names(name: str) -> None:
+    for mapping in (
+        {"fractions": {"train": 0.5, name: 0.5}},
+        {"method": "time", "column": "t", "cutoffs": {name: 5, "rest": None}},
+    ):
+        key = "fractions" if "fractions" in mapping else "cutoffs"
+        assert _split_problem(mapping) == (
+            f"split.{key}.{name}",
+            f"split name {name!r} {NAME_RULE}",
+        )
+
+
+@pytest.mark.parametrize("name", ["artifact", "errors", "Errors", "ARTIFACT"])
+def test_split_names_cannot_be_what_a_run_writes_beside_its_splits(name: str) -> None:
+    assert _split_problem({"fractions": {"train": 0.5, name: 0.5}}) == (
+        f"split.fractions.{name}",
+        f"split name {name!r} is reserved: a run writes artifact and errors beside its splits; "
+        "choose another name",
+    )
+
+
+def test_split_names_must_differ_in_more_than_case() -> None:
+    assert _split_problem({"fractions": {"train": 0.5, "Train": 0.5}}) == (
+        "split.fractions.Train",
+        "split names 'train' and 'Train' differ only in case; they would share a folder on "
+        "some file systems",
+    )
+
+
+def test_good_split_names_load() -> None:
+    names = ["train", "eval", "test_2024", "holdout-b", "A1", "x" * 63]
+    split = from_mapping(Split, {"fractions": dict.fromkeys(names, 1 / len(names))})
+    assert split.names == names
+
+
+@pytest.mark.parametrize(
+    ("fractions", "path", "problem"),
+    [
+        # NaN compares false with everything: it used to pass and send every row to one split.
+        (
+            {"train": math.nan, "eval": 1.0},
+            "split.fractions.train",
+            "got nan; expected a finite number",
+        ),
+        (
+            {"train": math.inf, "eval": 0.5},
+            "split.fractions.train",
+            "got inf; expected a finite number",
+        ),
+        (
+            {"train": 1.0, "eval": 0.0},
+            "split.fractions.eval",
+            "got 0.0; expected a fraction greater than 0 and at most 1",
+        ),
+        (
+            {"train": 0.8, "eval": 0.2 + 1e-6},
+            "split.fractions",
+            "split.fractions must sum to 1, got 1 ({'train': 0.8, 'eval': 0.200001})",
+        ),
+        ({}, "split.fractions", "must name at least one split, e.g. {train: 0.8, eval: 0.2}"),
+    ],
+)
+def test_fractions_must_be_finite_positive_and_sum_to_one(
+    fractions: dict, path: str, problem: str
+) -> None:
+    assert _split_problem({"fractions": fractions}) == (path, problem)
+
+
+def test_fractions_summing_to_one_within_rounding_load() -> None:
+    split = from_mapping(Split, {"fractions": {"a": 0.1, "b": 0.2, "c": 0.7}})
+    assert split.names == ["a", "b", "c"]
+    assert (
+        len(from_mapping(Split, {"fractions": dict.fromkeys(map(str, range(100)), 0.01)}).names)
+        == 100
+    )
+    assert _split_problem({"fractions": dict.fromkeys(map(str, range(101)), 1 / 101)}) == (
+        "split.fractions",
+        "names 101 splits; at most 100 are supported",
+    )
+
+
+@pytest.mark.parametrize(
+    ("cutoffs", "path", "problem"),
+    [
+        (
+            {"a": "2020-01-01", "b": "2020-01-01", "c": None},
+            "split.cutoffs.b",
+            "cutoff '2020-01-01' is not after 'a''s cutoff; cutoffs must increase (each split "
+            "takes the rows before its cutoff)",
+        ),
+        (
+            {"a": "last tuesday", "b": None},
+            "split.cutoffs.a",
+            "cutoff 'last tuesday' is neither unix seconds nor an ISO-8601 time; e.g. "
+            "'2016-01-01T00:00:00Z'",
+        ),
+        (
+            {"a": 10**15, "b": None},
+            "split.cutoffs.a",
+            "got 1000000000000000; expected unix seconds from -62135596800 to 253402300799 "
+            "(years 1 to 9999)",
+        ),
+        (
+            {"a": 5, "b": 6},
+            "split.cutoffs.b",
+            "got 6; the last split's cutoff is null (it takes the rest)",
+        ),
+        (
+            {"a": None, "b": None},
+            "split.cutoffs.a",
+            "only the last split has a null cutoff (it takes the rest); give a time",
+        ),
+    ],
+)
+def test_cutoffs_must_be_times_that_increase(cutoffs: dict, path: str, problem: str) -> None:
+    assert _split_problem({"method": "time", "column": "t", "cutoffs": cutoffs}) == (path, problem)

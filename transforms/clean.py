@@ -22,6 +22,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from transforms.config import FieldError
 from transforms.schema import HIDDEN_PREFIX, parse_type, type_name
 from transforms.steps import Analyzer, Fitted, Rejection, Step, StepResult, register
 
@@ -353,6 +354,13 @@ class AllowedValues(Step):
             raise ValueError(
                 "allowed_values.values contains null; nulls always pass (use 'required')"
             )
+        for i, value in enumerate(self.values):
+            if isinstance(value, list | dict):
+                raise FieldError(
+                    f"values[{i}]", f"got {value!r}; expected a single value (string or number)"
+                )
+            if isinstance(value, float) and not math.isfinite(value):
+                raise FieldError(f"values[{i}]", f"got {value!r}; expected a finite number")
 
     def input_columns(self) -> list[str]:
         return [self.column]
@@ -679,6 +687,9 @@ class FillMissing(Step):
             )
         if isinstance(self.value, list | dict):
             raise ValueError(f"fill_missing.value {self.value!r} must be a single value")
+        if isinstance(self.value, float) and not math.isfinite(self.value):
+            # NaN is itself a missing value; infinity is no stand-in for one.
+            raise FieldError("value", f"got {self.value!r}; expected a finite number")
 
     def input_columns(self) -> list[str]:
         return list(self.columns)

@@ -11,17 +11,67 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import math
+import re
 from typing import Literal
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from transforms.config import FieldError
 from transforms.hashing import row_hash, unit_interval
 from transforms.schema import HIDDEN_PREFIX
 from transforms.steps import Rejection
 
 MISSING_SPLIT_TIME = "missing_split_time"
+
+# A split's name is a folder name under the run's output ({output}/{run}/{split}/part-*), so it
+# must be one safe path segment: no separators, no '..', nothing hidden, at most 63 characters.
+SPLIT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,62}")
+# Names a run writes beside its split folders.
+RESERVED_SPLIT_NAMES = ("artifact", "errors")
+# Splits are written as separate folders and Beam branches; a hundred is far beyond any real job.
+MAX_SPLITS = 100
+# Cutoffs in unix seconds must name a date a timestamp can hold (years 1 to 9999).
+_MIN_SECONDS = int(dt.datetime(1, 1, 1, tzinfo=dt.UTC).timestamp())
+_MAX_SECONDS = int(dt.datetime(9999, 12, 31, 23, 59, 59, tzinfo=dt.UTC).timestamp())
+
+
+def check_split_names(names: list[str], key: str) -> None:
+    """Checks split names: safe folder names, distinct (also in case), not reserved.
+
+    Args:
+        names: The names in order.
+        key: The spec key holding them (``fractions`` or ``cutoffs``), for messages.
+
+    Raises:
+        FieldError: naming the key and the offending name.
+    """
+    if len(names) > MAX_SPLITS:
+        raise FieldError(key, f"names {len(names)} splits; at most {MAX_SPLITS} are supported")
+    seen: dict[str, str] = {}
+    for name in names:
+        where = f"{key}.{name}"
+        if not isinstance(name, str) or not SPLIT_NAME.fullmatch(name):
+            raise FieldError(
+                where,
+                f"split name {name!r} cannot be used: split names are folder names, 1 to 63 "
+                "letters, digits, '_' or '-', starting with a letter or digit",
+            )
+        if name.lower() in RESERVED_SPLIT_NAMES:
+            raise FieldError(
+                where,
+                f"split name {name!r} is reserved: a run writes "
+                f"{' and '.join(RESERVED_SPLIT_NAMES)} beside its splits; choose another name",
+            )
+        if name.lower() in seen:
+            raise FieldError(
+                where,
+                f"split names {seen[name.lower()]!r} and {name!r} differ only in case; "
+                "they would share a folder on some file systems",
+            )
+        seen[name.lower()] = name
 
 
 @dataclasses.dataclass
@@ -49,30 +99,71 @@ class Split:
 
     def validate(self) -> None:
         if self.method == "hash":
-            if not self.fractions:
-                raise ValueError("split.fractions must name at least one split")
-            if any(f < 0 for f in self.fractions.values()):
-                raise ValueError(f"split.fractions must be non-negative, got {self.fractions}")
-            total = sum(self.fractions.values())
-            if abs(total - 1.0) > 1e-9:
-                raise ValueError(f"split.fractions must sum to 1, got {total:g} ({self.fractions})")
+            self._check_fractions()
             if self.column or self.cutoffs:
                 raise ValueError("column and cutoffs belong to method 'time', not 'hash'")
         else:
-            if not self.column:
-                raise ValueError("split method 'time' needs 'column' (a timestamp column)")
-            if not self.cutoffs:
-                raise ValueError(
-                    "split method 'time' needs 'cutoffs', e.g. {train: '2016-01-01', eval: null}"
+            self._check_cutoffs()
+
+    def _check_fractions(self) -> None:
+        if not self.fractions:
+            raise FieldError(
+                "fractions", "must name at least one split, e.g. {train: 0.8, eval: 0.2}"
+            )
+        check_split_names(list(self.fractions), "fractions")
+        for name, fraction in self.fractions.items():
+            # NaN compares false with everything: without this check it passes the sum test
+            # and sends every row to one split.
+            if not math.isfinite(fraction) or not 0 < fraction <= 1:
+                raise FieldError(
+                    f"fractions.{name}",
+                    f"got {fraction!r}; expected a fraction greater than 0 and at most 1",
                 )
-            values = list(self.cutoffs.values())
-            if values[-1] is not None or any(v is None for v in values[:-1]):
-                raise ValueError(
-                    "split.cutoffs: only the last split has a null cutoff (it takes the rest)"
+        total = math.fsum(self.fractions.values())
+        if abs(total - 1.0) > 1e-9:
+            raise FieldError(
+                "fractions", f"split.fractions must sum to 1, got {total:g} ({self.fractions})"
+            )
+
+    def _check_cutoffs(self) -> None:
+        if not self.column:
+            raise FieldError("column", "split method 'time' needs 'column' (a timestamp column)")
+        if not self.cutoffs:
+            raise FieldError(
+                "cutoffs",
+                "split method 'time' needs 'cutoffs', e.g. {train: '2016-01-01', eval: null}",
+            )
+        check_split_names(list(self.cutoffs), "cutoffs")
+        items = list(self.cutoffs.items())
+        if items[-1][1] is not None:
+            raise FieldError(
+                f"cutoffs.{items[-1][0]}",
+                f"got {items[-1][1]!r}; the last split's cutoff is null (it takes the rest)",
+            )
+        previous: tuple[str, int] | None = None
+        for name, value in items[:-1]:
+            where = f"cutoffs.{name}"
+            if value is None:
+                raise FieldError(
+                    where, "only the last split has a null cutoff (it takes the rest); give a time"
                 )
-            bounds = [to_micros(v) for v in values[:-1]]
-            if bounds != sorted(bounds):
-                raise ValueError(f"split.cutoffs must increase, got {self.cutoffs}")
+            if isinstance(value, int) and not _MIN_SECONDS <= value <= _MAX_SECONDS:
+                raise FieldError(
+                    where,
+                    f"got {value!r}; expected unix seconds from {_MIN_SECONDS} to {_MAX_SECONDS}"
+                    " (years 1 to 9999)",
+                )
+            try:
+                micros = to_micros(value)
+            except ValueError as exc:
+                raise FieldError(where, f"{exc}; e.g. '2016-01-01T00:00:00Z'") from None
+            if previous is not None and micros <= previous[1]:
+                raise FieldError(
+                    where,
+                    f"cutoff {value!r} is not after {previous[0]!r}'s cutoff; cutoffs must "
+                    "increase (each split takes the rows before its cutoff)",
+                )
+            previous = (name, micros)
 
     @property
     def names(self) -> list[str]:
