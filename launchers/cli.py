@@ -24,6 +24,7 @@ import dataclasses
 import enum
 import importlib
 import logging
+import os
 import re
 import sys
 import threading
@@ -459,6 +460,60 @@ class _HeldBeamErrors(logging.Filter):
         self.held.clear()
 
 
+class _HeldWorkerStderr:
+    """Holds what worker processes write to stderr while a run goes (multi-process runs).
+
+    Beam's SDK workers print the traceback of an exception raised in a DoFn straight to
+    their stderr, which they inherit from this process. While the run goes, file descriptor
+    2 points at a temporary file (this process's own messages still reach the terminal);
+    afterwards the held text is written out, unless the run failed with a user error, which
+    the CLI reports in one line.
+    """
+
+    def __init__(self, active: bool) -> None:
+        self._active = active
+        self._saved = -1
+        self._held: Any = None
+        self._stream: TextIO | None = None
+        self._handlers: list[tuple[logging.StreamHandler, Any]] = []
+
+    def __enter__(self) -> TextIO:
+        if not self._active:
+            return sys.stderr
+        import tempfile
+
+        sys.stderr.flush()
+        self._held = tempfile.TemporaryFile()
+        self._saved = os.dup(2)
+        os.dup2(self._held.fileno(), 2)
+        self._stream = os.fdopen(os.dup(self._saved), "w", buffering=1)
+        for handler in logging.getLogger().handlers:
+            if isinstance(handler, logging.StreamHandler) and handler.stream is sys.stderr:
+                self._handlers.append((handler, handler.setStream(self._stream)))
+        return self._stream
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if not self._active:
+            return
+        for handler, stream in self._handlers:
+            handler.setStream(stream)
+        assert self._stream is not None
+        self._stream.close()
+        os.dup2(self._saved, 2)
+        os.close(self._saved)
+        self._held.seek(0)
+        text = self._held.read().decode("utf-8", "replace")
+        self._held.close()
+        if text and not (exc is not None and failure_of(exc) is not None):
+            sys.stderr.write(text)
+            sys.stderr.flush()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the CLI; returns the process exit code (an :class:`ExitCode`).
 
@@ -514,7 +569,14 @@ def _command(args: argparse.Namespace, extra: list[str]) -> int:
         print(f"running {spec.name} from {args.spec}", file=sys.stderr, flush=True)
     # User errors and failed balances (CountsMismatchError, also from inside the pipeline)
     # are reported by main().
-    with _HeldBeamErrors(), _Heartbeat(sys.stderr):
+    workers = any("multi_processing" in arg for arg in extra)
+    if workers:
+        # Each worker's start-up warnings (unparsed launcher options, no persistent
+        # directory) are relayed through this logger; its errors still show.
+        logging.getLogger("apache_beam.runners.portability.local_job_service").setLevel(
+            logging.ERROR
+        )
+    with _HeldBeamErrors(), _HeldWorkerStderr(workers) as stderr, _Heartbeat(stderr):
         result = run_job(
             spec,
             output=args.output,
