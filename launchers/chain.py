@@ -42,6 +42,7 @@ from typing import Any, ClassVar, Literal, Protocol
 
 import yaml
 
+from launchers.exit_codes import ExitCode
 from transforms.config import SpecError, from_mapping
 
 _LOG = logging.getLogger(__name__)
@@ -545,7 +546,7 @@ class ChainError(RuntimeError):
         exit_code: The CLI's exit code for this outcome.
     """
 
-    exit_code: ClassVar[int] = 1
+    exit_code: ClassVar[int] = ExitCode.FAILED
 
     def __init__(self, step: str, message: str) -> None:
         self.step = step
@@ -555,7 +556,7 @@ class ChainError(RuntimeError):
 class GateFailedError(ChainError):
     """The evaluation gate stopped the chain."""
 
-    exit_code = 3
+    exit_code = ExitCode.STOPPED
 
 
 # ---------------------------------------------------------------------------------------------

@@ -21,9 +21,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_INVALID = 2
+from launchers.exit_codes import ExitCode
 
 
 def add_run_flags(run: argparse.ArgumentParser) -> None:
@@ -60,7 +58,7 @@ def wants_dataflow(args: argparse.Namespace, extra: Sequence[str]) -> bool:
 
 def _error(message: object) -> int:
     print(f"error: {message}", file=sys.stderr)
-    return EXIT_INVALID
+    return ExitCode.USER_ERROR
 
 
 def run_on_dataflow(args: argparse.Namespace, spec: Any, extra: Sequence[str]) -> int:
@@ -104,10 +102,10 @@ def run_on_dataflow(args: argparse.Namespace, spec: Any, extra: Sequence[str]) -
         if args.job_json:
             pathlib.Path(args.job_json).write_text(json.dumps(job.job, indent=2, sort_keys=True))
             print(f"  job JSON      {args.job_json}")
-        return EXIT_OK
+        return ExitCode.OK
     print(f"submitted {job.job_name} as Dataflow job {job.job_id}\n  {job.console_url}")
     if not args.wait or args.streaming:
-        return EXIT_OK
+        return ExitCode.OK
     from launchers.jobs import JobError, JobRef, jobs_client, wait_for_job
 
     ref = JobRef(job.project, job.region, job.job_id)
@@ -125,7 +123,7 @@ def run_on_dataflow(args: argparse.Namespace, spec: Any, extra: Sequence[str]) -
     with FileSystems.open(root.manifest) as f:
         manifest = json.loads(f.read().decode("utf-8"))
     print(format_summary(manifest, time.monotonic() - start))
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def add_parsers(sub: Any) -> None:
@@ -220,7 +218,7 @@ def template_build(args: argparse.Namespace, spec: Any) -> int:
         return _error(exc)
     except TemplateBuildError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return EXIT_FAILED
+        return ExitCode.FAILED
     print(f"template {built.out_dir} for image {built.image}")
     for path in built.paths:
         print(f"  {path}")
@@ -228,7 +226,7 @@ def template_build(args: argparse.Namespace, spec: Any) -> int:
         print(f"  uploaded {built.gcs_path}\n  job spec {built.spec_uri}")
     if built.build_id:
         print(f"  Cloud Build {built.build_id} is building {built.image}")
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def template_launch(args: argparse.Namespace, extra: Sequence[str]) -> int:
@@ -262,11 +260,11 @@ def template_launch(args: argparse.Namespace, extra: Sequence[str]) -> int:
     )
     if args.validate_only:
         print(f"launch of {args.template} as {args.job_name} is valid (nothing launched)")
-        return EXIT_OK
+        return ExitCode.OK
     ref = JobRef(args.project, args.region, job.id)
     print(f"launched {args.job_name} as Dataflow job {job.id}\n  {ref.console_url}")
     if not args.wait:
-        return EXIT_OK
+        return ExitCode.OK
     return _wait(args, ref, expect="JOB_STATE_DONE")
 
 
@@ -281,7 +279,7 @@ def _wait(args: argparse.Namespace, ref: Any, *, expect: str) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
     print(f"Dataflow job {ref.job_id} is {expect}: {ref.console_url}")
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def jobs_command(args: argparse.Namespace) -> int:
@@ -307,5 +305,5 @@ def jobs_command(args: argparse.Namespace) -> int:
         expect = DRAINED
     print(f"asked Dataflow to {args.jobs_command} job {ref.job_id}: {ref.console_url}")
     if not args.wait:
-        return EXIT_OK
+        return ExitCode.OK
     return _wait(args, ref, expect=expect)

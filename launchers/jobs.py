@@ -19,6 +19,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 from launchers.dataflow import console_url
+from launchers.exit_codes import ExitCode
 
 _LOG = logging.getLogger(__name__)
 
@@ -40,7 +41,7 @@ class JobError(RuntimeError):
         exit_code: The CLI's exit code for this outcome.
     """
 
-    exit_code: ClassVar[int] = 1
+    exit_code: ClassVar[int] = ExitCode.FAILED
     what: ClassVar[str] = "ended"
 
     def __init__(self, job_id: str, state: str, url: str, detail: str = "") -> None:
@@ -52,27 +53,27 @@ class JobError(RuntimeError):
 
 
 class JobFailedError(JobError):
-    exit_code = 1
+    exit_code = ExitCode.FAILED
     what = "failed"
 
 
 class JobCancelledError(JobError):
-    exit_code = 3
+    exit_code = ExitCode.STOPPED
     what = "was cancelled"
 
 
 class JobDrainedError(JobError):
-    exit_code = 4
+    exit_code = ExitCode.DRAINED
     what = "was drained"
 
 
 class JobUpdatedError(JobError):
-    exit_code = 5
+    exit_code = ExitCode.UPDATED
     what = "was replaced by an update"
 
 
 class JobTimeoutError(JobError):
-    exit_code = 6
+    exit_code = ExitCode.TIMED_OUT
     what = "did not finish in time"
 
 
