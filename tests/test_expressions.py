@@ -205,3 +205,141 @@ def test_filter_must_be_boolean():
     s = build_step({"op": "filter", "expr": "n + 1", "reason": "x"}, "s")
     with pytest.raises(ValueError, match="filter 'n \\+ 1' gives int64, not a boolean"):
         s.apply(BATCH, None)
+
+
+# --- non-finite results ----------------------------------------------------------------------
+
+NUMBERS = pa.record_batch(
+    {
+        "x": pa.array([1.0, 0.0, -1.0, 4.0, None], pa.float64()),
+        "y": pa.array([0.0, 0.0, 2.0, 2.0, 1.0], pa.float64()),
+        "big": pa.array([1e300, 1.0, 1.0, 1.0, 1.0], pa.float64()),
+        "f": pa.array([1.0, float("nan"), 2.0, float("inf"), 3.0], pa.float32()),
+        "n": pa.array([1, 0, 2, 3, None], pa.int64()),
+        "row": pa.array([0, 1, 2, 3, 4], pa.int64()),
+    }
+)
+
+
+def _expression(expr: str, **extra: str):
+    return build_step({"op": "expression", "output": "out", "expr": expr, **extra}, "features[0]")
+
+
+@pytest.mark.parametrize(
+    ("expr", "rejected"),
+    [
+        ("x / y", [0, 1]),  # 1/0 = inf, 0/0 = nan
+        ("x // y", [0, 1]),  # float floor division by zero
+        ("x % y", [0, 1]),
+        ("log(x)", [1, 2]),  # log(0) = -inf, log(-1) = nan
+        ("sqrt(x)", [2]),
+        ("big * big", [0]),  # overflow
+        ("big ** 2", [0]),
+        ("x ** 0.5", [2]),  # negative base, fractional exponent
+        ("f + 1", [1, 3]),  # non-finite input passed through
+        ("abs(f)", [1, 3]),
+        ("round(-f)", [1, 3]),
+    ],
+)
+def test_non_finite_results_are_rejected_naming_column_and_expression(expr, rejected):
+    applied = apply_steps(NUMBERS, [_expression(expr)], {}, pipeline="p")
+    kept_rows = applied.batch.column("row").to_pylist()
+    assert sorted(set(range(NUMBERS.num_rows)) - set(kept_rows)) == rejected
+    assert [e.reason for e in applied.errors] == ["non_finite"] * len(rejected)
+    for error in applied.errors:
+        assert error.message.startswith(f"out: expression {expr!r} gives ")
+        assert error.message.endswith("not a finite number")
+    kept = applied.batch.column("out").to_pylist()
+    assert len(kept) == NUMBERS.num_rows - len(rejected)
+    assert all(v is None or np.isfinite(v) for v in kept)
+
+
+def test_non_finite_in_an_untaken_branch_or_a_comparison_is_intended():
+    applied = apply_steps(NUMBERS, [_expression("where(y != 0, x / y, 0.0)")], {}, pipeline="p")
+    assert applied.errors == []
+    assert applied.batch.column("out").to_pylist() == [0.0, 0.0, -0.5, 2.0, None]
+    # Comparisons follow IEEE 754: NaN compares false, inf > 1 is true; booleans are finite.
+    flags = apply_steps(NUMBERS, [_expression("x / y > 0.5")], {}, pipeline="p")
+    assert flags.errors == []
+    assert flags.batch.column("out").to_pylist() == [True, False, False, True, None]
+    kept = apply_steps(
+        NUMBERS,
+        [build_step({"op": "filter", "expr": "f > 1.5", "reason": "small"}, "s")],
+        {},
+        pipeline="p",
+    )
+    assert kept.errors == [] and kept.batch.column("f").to_pylist() == [2.0, float("inf"), 3.0]
+
+
+def test_non_finite_from_a_narrowing_cast_and_integer_casts():
+    # 1e300 fits float64 but not float32: the cast overflows to inf.
+    applied = apply_steps(NUMBERS, [_expression("big * 2", type="float32")], {}, pipeline="p")
+    assert [e.reason for e in applied.errors] == ["non_finite"]
+    assert applied.errors[0].message == "out: expression 'big * 2' gives inf, not a finite number"
+    # A non-finite value reaching an integer cast is a failed expression.
+    failed = apply_steps(NUMBERS, [_expression("cast(x / y * 2, 'int64')")], {}, pipeline="p")
+    assert [e.reason for e in failed.errors] == ["expression_failed"] * 2
+    # Integer arithmetic never gives a non-finite value.
+    ints = apply_steps(NUMBERS, [_expression("n * 2 + 1")], {}, pipeline="p")
+    assert ints.errors == []
+
+
+# --- size limits ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "expr",
+    [
+        " + ".join(["fare"] * 20_000),  # too deep for Python's parser
+        "-" * 20_000 + "fare",  # too deep for Python's parser (MemoryError there)
+        " and ".join(["fare > 0"] * 600),  # flat, but 1,800 nodes
+        " + ".join(["fare"] * 101),  # 101 levels of nesting
+        "abs(" * 120 + "fare" + ")" * 120,
+    ],
+)
+def test_oversized_expressions_fail_at_spec_load_in_one_line(expr):
+    from transforms.expressions import MAX_EXPRESSION_DEPTH, MAX_EXPRESSION_NODES
+
+    assert (MAX_EXPRESSION_NODES, MAX_EXPRESSION_DEPTH) == (1_000, 100)
+    with pytest.raises(SpecError) as caught:
+        build_step({"op": "expression", "output": "y", "expr": expr}, "features[2]")
+    message = str(caught.value)
+    assert message.startswith("features[2]: expression ")
+    assert "1,000 nodes" in message or "100 levels" in message
+    assert "\n" not in message and len(message) < 400
+    with pytest.raises(SpecError, match=r"^clean\[0\]: expression "):
+        build_step({"op": "filter", "expr": expr, "reason": "r"}, "clean[0]")
+
+
+def test_expressions_at_the_limits_parse_and_evaluate():
+    deep = " + ".join(["fare"] * 100)  # 100 levels
+    assert evaluate(parse(deep), BATCH).to_pylist() == [400.0, 300.0, 100.0, 1000.0]
+    wide = " + ".join(f"({' + '.join(['fare'] * 9)})" for _ in range(40))  # 40 x 17 + 39 nodes
+    assert evaluate(parse(wide), BATCH).to_pylist()[0] == 1440.0
+
+
+def test_oversized_label_expression_fails_at_spec_load_through_the_cli(tmp_path):
+    import yaml
+
+    from launchers.cli import main
+
+    spec = yaml.safe_load(
+        (
+            __import__("pathlib").Path(__file__).resolve().parent.parent
+            / "examples/chicago_taxi/pipeline.yaml"
+        ).read_text()
+    )
+    spec["label"]["expr"] = " + ".join(["fare"] * 20_000)
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    import contextlib
+    import io
+
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        code = main(["validate", str(path)])
+    assert code != 0
+    lines = err.getvalue().strip().splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith(f"error: {path}: label: expression ")
+    assert "Traceback" not in err.getvalue()

@@ -149,8 +149,33 @@ def test_bucketize_fixed_boundaries_value_on_boundary_goes_up():
 def test_bucketize_fitted_quantiles():
     batch = pa.record_batch({"x": f32([float(v) for v in range(1, 11)])})
     s = step(op="bucketize", column="x", num_buckets=4)
-    assert fitted_for(s, batch) == {"boundaries": [3.0, 5.0, 8.0]}
-    assert run(s, batch).batch.column(0).to_pylist() == [0, 0, 1, 1, 2, 2, 2, 3, 3, 3]
+    # tf.Transform's boundaries: more than 2.5, 5 and 7.5 of the 10 values at or below.
+    assert fitted_for(s, batch) == {"boundaries": [3.0, 6.0, 8.0]}
+    assert run(s, batch).batch.column(0).to_pylist() == [0, 0, 1, 1, 1, 2, 2, 3, 3, 3]
+
+
+def test_fitted_features_ignore_non_finite_values():
+    values = [1.0, 2.0, 3.0, 4.0, math.nan, math.inf, -math.inf, None]
+    batch = pa.record_batch({"x": pa.array(values, pa.float64())})
+    z = run(step(op="z_score", column="x", output="z"), batch).batch.column("z").to_pylist()
+    # Fitted on 1..4 only: mean 2.5, population std sqrt(1.25); the other rows keep their
+    # own value's fate (NaN stays NaN, infinities stay infinite) and nulls stay null.
+    assert z[:4] == pytest.approx([(v - 2.5) / math.sqrt(1.25) for v in (1, 2, 3, 4)])
+    assert math.isnan(z[4]) and z[5] == math.inf and z[6] == -math.inf and z[7] is None
+    scaled = run(step(op="min_max", column="x", output="m"), batch).batch.column("m").to_pylist()
+    assert scaled[:4] == pytest.approx([0.0, 1 / 3, 2 / 3, 1.0])
+    buckets = run(step(op="bucketize", column="x", output="b", num_buckets=2), batch).batch
+    assert buckets.column("b").to_pylist()[:4] == [0, 0, 1, 1]
+
+
+def test_z_score_applies_null_statistics_from_an_artifact():
+    batch = pa.record_batch({"x": f32([1.0, -2.0])})
+    s = step(op="z_score", column="x")
+    # A variance beyond float64's range is recorded as null: every value scales to 0.
+    out = s.apply(batch, {"count": 2, "mean": 0.5, "variance": None, "min": -2.0, "max": 1.0})
+    assert out.batch.column(0).to_pylist() == [0.0, -0.0]
+    out = s.apply(batch, {"count": 2, "mean": None, "variance": 4.0, "min": -2.0, "max": 1.0})
+    assert out.batch.column(0).to_pylist() == [0.5, -1.0]
 
 
 def test_bucketize_compares_in_float32_like_tf_transform():
@@ -317,3 +342,91 @@ def test_copy_without_type_keeps_type():
     batch = pa.record_batch({"a": f32([1.5])})
     out = run(step(op="copy", columns=["a"], suffix="_raw"), batch).batch
     assert out.schema == pa.schema([("a", pa.float32()), ("a_raw", pa.float32())])
+
+
+# --- parameters that cannot work are refused when the spec loads ---------------------------
+
+
+def _problem(**mapping) -> tuple[str, str]:
+    with pytest.raises(SpecError) as info:
+        step(**mapping)
+    return info.value.path, info.value.problem
+
+
+IDS = "the int32 id space of embeddings"
+
+
+@pytest.mark.parametrize(
+    ("mapping", "path", "problem"),
+    [
+        # Fitted boundaries are num_buckets - 1 floats computed and held in memory.
+        (
+            {"op": "bucketize", "column": "x", "num_buckets": 10**12},
+            "features[0].num_buckets",
+            "got 1,000,000,000,000; expected an integer from 1 to 10,000 (finer buckets are "
+            "below the sketch's accuracy)",
+        ),
+        (
+            {"op": "bucketize", "column": "x", "num_buckets": 0},
+            "features[0].num_buckets",
+            "got 0; expected an integer from 1 to 10,000 (finer buckets are below the sketch's "
+            "accuracy)",
+        ),
+        (
+            {"op": "bucketize", "column": "x", "boundaries": [0.0, math.nan]},
+            "features[0].boundaries[1]",
+            "got nan; expected a finite number",
+        ),
+        (
+            {"op": "hash_bucket", "column": "s", "num_buckets": 2**31},
+            "features[0].num_buckets",
+            f"got 2,147,483,648; expected an integer from 1 to 2,147,483,647 ({IDS})",
+        ),
+        (
+            {"op": "cross", "columns": ["a", "b"], "num_buckets": 10**30},
+            "features[0].num_buckets",
+            f"got 1,000,000,000,000,000,000,000,000,000,000; expected an integer from 1 to "
+            f"2,147,483,647 ({IDS})",
+        ),
+        (
+            {"op": "vocabulary", "column": "s", "top_k": 2**40},
+            "features[0].top_k",
+            f"got 1,099,511,627,776; expected an integer from 0 to 2,147,483,647 ({IDS})",
+        ),
+        (
+            {"op": "vocabulary", "column": "s", "num_oov_buckets": -1},
+            "features[0].num_oov_buckets",
+            f"got -1; expected an integer from 0 to 2,147,483,647 ({IDS})",
+        ),
+        (
+            {"op": "vocabulary", "column": "s", "default_value": 2**63},
+            "features[0].default_value",
+            "got 9223372036854775808; expected an integer from -9,223,372,036,854,775,808 to "
+            "9,223,372,036,854,775,807 (64 bits)",
+        ),
+        (
+            {"op": "min_max", "column": "x", "output_min": -math.inf},
+            "features[0].output_min",
+            "got -inf; expected a finite number",
+        ),
+        (
+            {"op": "log", "column": "x", "offset": math.nan},
+            "features[0].offset",
+            "got nan; expected a finite number",
+        ),
+        (
+            {"op": "log", "column": "x", "base": math.inf},
+            "features[0].base",
+            "got inf; expected a finite number, or null for none",
+        ),
+    ],
+)
+def test_sizes_and_non_finite_numbers_are_refused(mapping: dict, path: str, problem: str) -> None:
+    assert _problem(**mapping) == (path, problem)
+
+
+def test_sizes_at_their_limits_are_accepted() -> None:
+    assert step(op="bucketize", column="x", num_buckets=10_000).num_buckets == 10_000
+    assert step(op="hash_bucket", column="s", num_buckets=2**31 - 1).num_buckets == 2**31 - 1
+    vocab = step(op="vocabulary", column="s", top_k=0, num_oov_buckets=2**31 - 1)
+    assert (vocab.top_k, vocab.num_oov_buckets) == (0, 2**31 - 1)

@@ -89,3 +89,41 @@ def test_analyze_batches_folds_per_bundle_and_merges() -> None:
             out | beam.Map(lambda m: (m["count"], m["sum"], m["min"], m["max"])),
             equal_to([(5, 11.0, -1.0, 6.0)]),
         )
+
+
+def test_fit_steps_ignore_non_finite_values_in_every_analyzer() -> None:
+    nan, inf = float("nan"), float("inf")
+    batches = [
+        pa.RecordBatch.from_pydict({"x": [1.0, nan, 2.0]}),
+        pa.RecordBatch.from_pydict({"x": [inf, 3.0, -inf]}),
+        pa.RecordBatch.from_pydict({"x": [None, 4.0, nan]}),
+    ]
+    steps = [
+        build_step({"op": "fill_missing", "columns": ["x"], "strategy": "median"}, "clean[0]"),
+        build_step({"op": "clip", "column": "x", "upper_quantile": 1.0}, "clean[1]"),
+        build_step({"op": "z_score", "column": "x", "output": "z"}, "features[0]"),
+        build_step({"op": "min_max", "column": "x", "output": "m"}, "features[1]"),
+        build_step({"op": "bucketize", "column": "x", "output": "b", "num_buckets": 2}, "f[2]"),
+        build_step({"op": "vocabulary", "column": "x", "output": "v"}, "features[3]"),
+    ]
+    with TestPipeline(runner="DirectRunner") as p:
+        prior = p | "Prior" >> beam.Create([{}])
+        fitted = p | beam.Create(batches) | FitSteps(steps=steps, prior=prior, pipeline="t")
+        # Finite values 1, 2, 3, 4 (the median fill adds a 2, the lower median, for the
+        # null; the upper clip bound is 4, so inf becomes 4 from then on).
+        assert_that(
+            fitted
+            | beam.Map(
+                lambda f: (
+                    f["fill_missing:x"]["x"]["quantiles"],
+                    f["clip:x"]["quantiles"],
+                    f["z_score:x"]["count"],
+                    f["z_score:x"]["mean"],
+                    f["min_max:x"]["min"],
+                    f["min_max:x"]["max"],
+                    f["bucketize:x"]["boundaries"],
+                    f["vocabulary:x"]["vocabulary"],
+                )
+            ),
+            equal_to([([2.0], [4.0], 6, 16 / 6, 1.0, 4.0, [3.0], ["4.0", "2.0", "3.0", "1.0"])]),
+        )

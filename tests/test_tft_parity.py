@@ -119,11 +119,12 @@ def run_native(
     out = work / "native"
     manifest = run_job(parse_spec(spec_data), inputs=[str(data)], output=str(out)).manifest
     assert manifest["counts"]["total_written"] == table.num_rows
-    files = [p for split in manifest["splits"].values() for p in split["files"]["parquet"]]
+    files = [f["path"] for split in manifest["splits"].values() for f in split["files"]["parquet"]]
     rows = pa.concat_tables([pq.read_table(f) for f in files]).sort_by(f"{ROW_ID}_xf")
     rows = rows.rename_columns([ROW_ID if n == f"{ROW_ID}_xf" else n for n in rows.schema.names])
     columns = {name: rows.column(name).to_numpy() for name in rows.schema.names}
-    fitted = json.loads((out / "artifact" / "transform.json").read_text())["fitted"]
+    artifact = pathlib.Path(manifest["artifact"]["path"]) / "transform.json"
+    fitted = json.loads(artifact.read_text())["fitted"]
     return columns, fitted
 
 
@@ -169,16 +170,22 @@ def test_labels_identical(both):
 
 
 @pytest.mark.parametrize("key", DENSE_FLOAT)
-def test_z_scores_within_1e_4(both, key):
+def test_z_scores_within_1_5e_5_or_two_float32_ulps(both, key):
     _, reference, native, _ = both
-    assert native[f"{key}_xf"].dtype == np.float32
-    np.testing.assert_allclose(native[f"{key}_xf"], reference[f"{key}_xf"], rtol=0, atol=1e-4)
+    ours, theirs = native[f"{key}_xf"], reference[f"{key}_xf"].astype(np.float32)
+    assert ours.dtype == np.float32
+    # beamforge's mean and variance are exact, rounded once; tf.Transform's are float32
+    # reductions per batch (trip_miles' variance is 3 float32 ulps below the exact one),
+    # which moves the largest z-scores (|z| ~ 112) by up to 2 ulps: 1.53e-5.
+    allowed = np.maximum(1.5e-5, 2 * np.spacing(np.abs(theirs)))
+    assert (np.abs(ours - theirs) <= allowed).all(), np.abs(ours - theirs).max()
+    assert np.abs(ours - theirs).max() <= 1.53e-5
 
 
 @pytest.mark.parametrize("key", BUCKET)
-def test_bucket_counts_within_2_percent(both, key):
-    table, reference, native, _ = both
-    ours = np.bincount(native[f"{key}_xf"], minlength=10)
-    theirs = np.bincount(reference[f"{key}_xf"], minlength=10)
-    assert len(ours) == len(theirs) == 10
-    assert np.abs(ours - theirs).max() <= 0.02 * table.num_rows, (ours, theirs)
+def test_bucket_numbers_identical(both, key):
+    _, reference, native, _ = both
+    # tf.Transform's quantiles are exact at this size (a few hundred distinct values), and so
+    # are beamforge's, read with the same rule: every row gets the same bucket.
+    np.testing.assert_array_equal(native[f"{key}_xf"], reference[f"{key}_xf"])
+    assert len(np.unique(native[f"{key}_xf"])) == 10

@@ -12,9 +12,15 @@ list lives in its own text file and ``transform.json`` refers to it as
 a line feed ``\\n`` and a carriage return ``\\r``, so every value round-trips.
 
 ``sha256`` is the hash of the canonical content (sorted-key compact JSON of everything but
-the hash, the creation time and the versions, with vocabularies inline): reading recomputes
-it, so an edited ``transform.json`` or vocabulary file, or a missing one, fails loudly.
-``transform.json`` is written last, so a directory without it holds no artifact.
+the hash and the versions, with vocabularies inline): reading recomputes it, so an edited
+``transform.json`` or vocabulary file, or a missing one, fails loudly. ``transform.json`` is
+written last, so a directory without it holds no artifact. It holds no creation time (the
+run's manifest has one): fitting the same data with the same code gives the same bytes.
+
+Every file is strict JSON: a fitted statistic that has no finite value (a variance beyond
+float64's range, a quantile of an empty column) is written as ``null``, and a non-finite
+number in a step's parameters cannot be written at all. Reading refuses ``NaN`` and
+``Infinity`` tokens, and names the file and the key when one is missing.
 """
 
 from __future__ import annotations
@@ -23,14 +29,17 @@ import dataclasses
 import hashlib
 import importlib.metadata as md
 import json
+import math
 import platform
 import re
+from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
-from transforms.errors import utc_now_iso
+from transforms.config import SpecError
 from transforms.steps import Step, build_step
 
 FORMAT_VERSION = 1
@@ -58,6 +67,8 @@ class Artifact:
         output_columns: Dataset columns, in order.
         output_schema: Output column -> spec type name.
         format_version: Layout version of the files.
+        allow_non_finite: Input float columns that accept NaN and infinities (the source's
+            ``allow_non_finite``); serving rejects them in every other float column.
     """
 
     pipeline: str
@@ -67,6 +78,7 @@ class Artifact:
     output_columns: list[str]
     output_schema: dict[str, str]
     format_version: int = FORMAT_VERSION
+    allow_non_finite: list[str] = dataclasses.field(default_factory=list)
 
     def build_steps(self) -> list[Step]:
         """Builds the steps from their mappings.
@@ -79,15 +91,73 @@ class Artifact:
 
     def content(self) -> dict[str, Any]:
         """The hashed content: every field, vocabularies inline."""
-        return dataclasses.asdict(self)
+        content = dataclasses.asdict(self)
+        if not self.allow_non_finite:
+            del content["allow_non_finite"]  # hashes as artifacts written before the field
+        return content
+
+
+# Keys transform.json must hold, with the JSON type of each.
+_REQUIRED: dict[str, type] = {
+    "format_version": int,
+    "pipeline": str,
+    "sha256": str,
+    "steps": list,
+    "fitted": dict,
+    "input_schema": dict,
+    "output_columns": list,
+    "output_schema": dict,
+}
 
 
 def content_hash(artifact: Artifact) -> str:
-    """Returns the sha256 hex digest of the artifact's canonical JSON."""
+    """Returns the sha256 hex digest of the artifact's canonical JSON.
+
+    Raises:
+        ValueError: if the content holds a non-finite number (strict JSON has none).
+    """
     canonical = json.dumps(
-        artifact.content(), sort_keys=True, separators=(",", ":"), ensure_ascii=False
+        artifact.content(),
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+        allow_nan=False,
     )
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def _finite_or_null(value: Any) -> Any:
+    """``value`` with every NaN and infinity (NumPy's too) replaced by None, recursively."""
+    if isinstance(value, float | int) and not isinstance(value, bool):
+        return value if math.isfinite(value) else None
+    if isinstance(value, np.generic | np.ndarray):
+        return _finite_or_null(value.tolist())
+    if isinstance(value, dict):
+        return {k: _finite_or_null(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite_or_null(v) for v in value]
+    return value
+
+
+def _non_finite_at(value: Any, where: str) -> str | None:
+    """The path of the first non-finite number in ``value``, or None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return where
+    if isinstance(value, dict):
+        for k, v in value.items():
+            found = _non_finite_at(v, f"{where}.{k}")
+            if found:
+                return found
+    if isinstance(value, list | tuple):
+        for i, v in enumerate(value):
+            found = _non_finite_at(v, f"{where}[{i}]")
+            if found:
+                return found
+    return None
+
+
+def _strict_constant(name: str) -> Any:
+    raise ValueError(f"it holds {name}, which is not a JSON number")
 
 
 def escape_line(value: str) -> str:
@@ -137,11 +207,28 @@ def _read(path: str, what: str) -> str:
         raise ArtifactError(f"{what} {path} is missing")
     with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
         data: bytes = f.read()
-    return data.decode("utf-8")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ArtifactError(f"{path} is not UTF-8 text: {exc}") from None
 
 
 def write_artifact(directory: str, artifact: Artifact) -> str:
-    """Writes ``artifact`` under ``directory``; returns its content hash (sha256 hex)."""
+    """Writes ``artifact`` under ``directory``; returns its content hash (sha256 hex).
+
+    Fitted statistics without a finite value are written (and hashed) as null.
+
+    Raises:
+        ArtifactError: if a step's parameters hold a non-finite number (nothing written).
+    """
+    for i, step in enumerate(artifact.steps):
+        found = _non_finite_at(step, f"steps[{i}]")
+        if found:
+            raise ArtifactError(
+                f"cannot write {TRANSFORM_FILE}: {found} is not a finite number, and the "
+                "artifact is strict JSON; give a finite value in the spec"
+            )
+    artifact = dataclasses.replace(artifact, fitted=_finite_or_null(artifact.fitted))
     digest = content_hash(artifact)
     used: set[str] = set()
     fitted: dict[str, dict[str, Any]] = {}
@@ -158,15 +245,15 @@ def write_artifact(directory: str, artifact: Artifact) -> str:
         "format_version": artifact.format_version,
         "pipeline": artifact.pipeline,
         "sha256": digest,
-        "created_at": utc_now_iso(),
         "versions": versions(),
         "input_schema": artifact.input_schema,
         "steps": artifact.steps,
         "fitted": fitted,
         "output_columns": artifact.output_columns,
         "output_schema": artifact.output_schema,
+        "allow_non_finite": artifact.allow_non_finite,
     }
-    text = json.dumps(document, indent=2, ensure_ascii=False) + "\n"
+    text = json.dumps(document, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
     _write(FileSystems.join(directory, TRANSFORM_FILE), text, "application/json")
     return digest
 
@@ -177,42 +264,66 @@ def read_artifact(directory: str) -> Artifact:
     ``directory`` may be a dataset folder: its manifest names the artifact to read.
 
     Raises:
-        ArtifactError: if ``transform.json`` or a vocabulary file is missing, a vocabulary
-            file's length disagrees with ``transform.json``, the format version is unknown,
-            or the content does not hash to the recorded sha256 (the files were changed
-            after they were written).
+        ArtifactError: if ``transform.json`` or a vocabulary file is missing, is not strict
+            JSON (or not UTF-8), lacks a key (the message names the file and the key), has
+            a value of the wrong type, a vocabulary file's length disagrees with
+            ``transform.json``, the format version is unknown, a step no longer builds, or
+            the content does not hash to the recorded sha256 (the files were changed after
+            they were written).
     """
     from transforms.commit import resolve_artifact_dir
 
     directory = resolve_artifact_dir(directory)
     path = FileSystems.join(directory, TRANSFORM_FILE)
+    text = _read(path, "artifact file")
     try:
-        document = json.loads(_read(path, "artifact file"))
+        document = json.loads(text, parse_constant=_strict_constant)
     except json.JSONDecodeError as exc:
-        raise ArtifactError(f"{path} is not valid JSON: {exc}") from exc
+        raise ArtifactError(f"{path} is not valid JSON: {exc}") from None
+    except ValueError as exc:
+        raise ArtifactError(f"{path} is not valid JSON: {exc}; refit") from None
+    except RecursionError:
+        raise ArtifactError(f"{path} is not a transform artifact: it nests too deeply") from None
+    if not isinstance(document, dict):
+        raise ArtifactError(f"{path} is not a JSON object")
     version = document.get("format_version")
-    if version != FORMAT_VERSION:
+    if "format_version" in document and version != FORMAT_VERSION:
         raise ArtifactError(
             f"{path} has format_version {version!r}; this code reads version {FORMAT_VERSION}"
         )
+    for key, kind in _REQUIRED.items():
+        if key not in document:
+            raise ArtifactError(f"{path}: missing key {key!r}")
+        if not isinstance(document[key], kind) or isinstance(document[key], bool):
+            raise ArtifactError(
+                f"{path}: {key!r} is {type(document[key]).__name__}; expected "
+                f"{'an object' if kind is dict else 'a ' + kind.__name__}"
+            )
     fitted: dict[str, dict[str, Any]] = {}
     for step_name, params in document["fitted"].items():
+        if not isinstance(params, dict):
+            raise ArtifactError(f"{path}: fitted[{step_name!r}] is not an object")
         params = dict(params)
         reference = params.get(VOCABULARY_KEY)
         if isinstance(reference, dict) and "file" in reference:
+            if "size" not in reference:
+                raise ArtifactError(
+                    f"{path}: missing key fitted[{step_name!r}][{VOCABULARY_KEY!r}]['size']"
+                )
             vocab_path = FileSystems.join(directory, reference["file"])
             text = _read(vocab_path, f"vocabulary file of step {step_name!r}")
             lines = text.split("\n")
             if lines[-1] != "":
                 raise ArtifactError(f"{vocab_path} is truncated (no final line break)")
             values = [unescape_line(line) for line in lines[:-1]]
-            if len(values) != reference.get("size"):
+            if len(values) != reference["size"]:
                 raise ArtifactError(
                     f"{vocab_path} has {len(values)} values but {TRANSFORM_FILE} records "
-                    f"{reference.get('size')}; the artifact was modified after it was written"
+                    f"{reference['size']}; the artifact was modified after it was written"
                 )
             params[VOCABULARY_KEY] = values
         fitted[step_name] = params
+    _check_fitted(path, document["steps"], fitted)
     artifact = Artifact(
         pipeline=document["pipeline"],
         steps=document["steps"],
@@ -220,9 +331,10 @@ def read_artifact(directory: str) -> Artifact:
         input_schema=document["input_schema"],
         output_columns=document["output_columns"],
         output_schema=document["output_schema"],
-        format_version=version,
+        format_version=document["format_version"],
+        allow_non_finite=list(document.get("allow_non_finite", [])),
     )
-    recorded = document.get("sha256")
+    recorded = document["sha256"]
     actual = content_hash(artifact)
     if recorded != actual:
         raise ArtifactError(
@@ -231,3 +343,33 @@ def read_artifact(directory: str) -> Artifact:
             "they were written (refit, or restore the original files)"
         )
     return artifact
+
+
+def _check_fitted(path: str, steps: list[Any], fitted: Mapping[str, Any]) -> None:
+    """Every fitted step has its parameters, with every key its analyzer writes.
+
+    The expected keys are those of the analyzer's output on no data, so a key deleted from
+    ``transform.json`` is named here rather than found missing in the middle of a run.
+    """
+    for i, mapping in enumerate(steps):
+        try:
+            step = build_step(mapping, f"steps[{i}]")
+        except SpecError as exc:
+            raise ArtifactError(f"{path}: {exc}") from None
+        analyzer = step.analyzer()
+        if analyzer is None:
+            continue
+        if step.name not in fitted:
+            raise ArtifactError(f"{path}: missing key fitted[{step.name!r}]")
+        expected = analyzer.extract_output(analyzer.create_accumulator())
+        _check_keys(path, f"fitted[{step.name!r}]", expected, fitted[step.name])
+
+
+def _check_keys(path: str, where: str, expected: Mapping[str, Any], actual: Any) -> None:
+    if not isinstance(actual, Mapping):
+        raise ArtifactError(f"{path}: {where} is {type(actual).__name__}; expected an object")
+    for key, value in expected.items():
+        if key not in actual:
+            raise ArtifactError(f"{path}: missing key {where}[{key!r}]")
+        if isinstance(value, Mapping):
+            _check_keys(path, f"{where}[{key!r}]", value, actual[key])

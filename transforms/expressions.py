@@ -19,6 +19,33 @@ Values an expression cannot compute for some rows (a failed ``cast``, an integer
 ``%`` by zero) are reported per row, and the steps reject those rows with reason
 ``expression_failed``.
 
+Non-finite numbers. Float arithmetic follows IEEE 754 inside an expression, and the
+``expression`` step checks what comes out: a row whose float result is NaN, ``inf`` or
+``-inf`` is rejected with reason ``non_finite`` (the message names the output column and
+the expression), so a non-finite number never enters a dataset or a fitted statistic
+through an expression. Per operation:
+
+- ``/`` by zero, ``//`` and ``%`` of floats by zero, ``log`` of 0 or of a negative number,
+  ``sqrt`` of a negative number, ``**`` with a negative base and a fractional exponent, and
+  ``+ - * **`` overflowing float range give NaN or an infinity: rejected if it reaches the
+  result. So is a non-finite input value passed through (``abs``, ``round``, negation or
+  arithmetic keep it non-finite), from a column the source allows to hold one.
+- Comparisons, ``and``/``or``/``not``, ``is_null`` and ``where``'s condition give booleans
+  with IEEE semantics (NaN compares false, ``inf > 1`` is true): this is intended, never
+  rejected. ``where`` picks per row, so ``where(y != 0, x / y, 0.0)`` rejects nothing: the
+  division's non-finite values are in the branch not taken.
+- ``cast`` of a non-finite value to an integer type fails the row (``expression_failed``).
+- Integer arithmetic never gives a non-finite value (``//`` and ``%`` by zero fail the row).
+- The ``filter`` step keeps or drops by a boolean, so a non-finite value inside its
+  condition only makes a comparison false.
+
+Size. An expression may have at most ``MAX_EXPRESSION_NODES`` (1,000) syntax-tree nodes
+(names, literals, operators and calls) and nest at most ``MAX_EXPRESSION_DEPTH`` (100)
+deep; a longer or deeper one is refused when the spec is loaded, as is one too deep for
+Python's parser. Evaluation recurses over the tree, so the bound keeps every expression
+well inside Python's recursion limit; a longer computation can be split into several
+``expression`` steps.
+
 Steps registered here: ``expression`` (compute a column, e.g. a label) and ``filter`` (keep
 rows where a condition is true).
 """
@@ -38,6 +65,13 @@ from transforms.schema import HIDDEN_PREFIX, parse_type
 from transforms.steps import Fitted, Rejection, Step, StepResult, register
 
 EXPRESSION_FAILED = "expression_failed"
+NON_FINITE = "non_finite"
+
+# Size limits, checked at parse time (see the module docstring).
+MAX_EXPRESSION_NODES = 1_000
+MAX_EXPRESSION_DEPTH = 100
+# Longest expression text quoted in full in an error message.
+_QUOTED_CHARS = 80
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,30 +145,71 @@ def parse(expr: str, columns: Sequence[str] | None = None) -> Expr:
 
     Raises:
         ValueError: on a syntax error, a construct outside the language, a call of an unknown
-            function or with the wrong number of arguments, or (with ``columns``) an unknown
-            name; the message lists what is valid.
+            function or with the wrong number of arguments, an expression beyond
+            ``MAX_EXPRESSION_NODES`` nodes or ``MAX_EXPRESSION_DEPTH`` levels of nesting,
+            or (with ``columns``) an unknown name; the message lists what is valid.
     """
     try:
         tree = ast.parse(expr.strip(), mode="eval").body
     except SyntaxError as exc:
-        raise ValueError(f"invalid expression {expr!r}: {exc.msg}") from exc
+        raise ValueError(f"invalid expression {_quoted(expr)}: {exc.msg}") from exc
+    except (RecursionError, MemoryError):
+        # CPython's parser gives up on very deep nesting before building a tree.
+        raise ValueError(
+            f"expression {_quoted(expr)} is too large or too deeply nested to parse; the "
+            f"limits are {MAX_EXPRESSION_NODES:,} nodes and {MAX_EXPRESSION_DEPTH} levels of "
+            "nesting (split it into several expression steps)"
+        ) from None
+    _check_size(tree, expr)
     names: set[str] = set()
     _check(tree, expr, names)
     if columns is not None:
         unknown = sorted(names - set(columns))
         if unknown:
             raise ValueError(
-                f"unknown name {unknown[0]!r} in {expr!r}; columns are "
+                f"unknown name {unknown[0]!r} in {_quoted(expr)}; columns are "
                 f"{', '.join(c for c in columns if not c.startswith(HIDDEN_PREFIX))}; "
                 f"functions are {', '.join(FUNCTIONS)}"
             )
     return Expr(expr, tree, tuple(sorted(names)))
 
 
+def _quoted(source: str) -> str:
+    """The expression for an error message: in full if short, else its start and length."""
+    if len(source) <= _QUOTED_CHARS:
+        return repr(source)
+    return f"{source[:_QUOTED_CHARS]!r}... ({len(source):,} characters)"
+
+
+def _check_size(tree: ast.expr, source: str) -> None:
+    """Refuses trees beyond the node and depth limits (iteratively: never recurses)."""
+    nodes = 0
+    deepest = 0
+    stack: list[tuple[ast.AST, int]] = [(tree, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, ast.expr):
+            nodes += 1
+            deepest = max(deepest, depth)
+            if nodes > MAX_EXPRESSION_NODES:
+                raise ValueError(
+                    f"expression {_quoted(source)} has more than {MAX_EXPRESSION_NODES:,} "
+                    f"nodes (names, literals, operators and calls), the limit; split it "
+                    "into several expression steps"
+                )
+            if deepest > MAX_EXPRESSION_DEPTH:
+                raise ValueError(
+                    f"expression {_quoted(source)} nests more than {MAX_EXPRESSION_DEPTH} "
+                    "levels deep, the limit; split it into several expression steps"
+                )
+            depth += 1
+        stack.extend((child, depth) for child in ast.iter_child_nodes(node))
+
+
 def _check(node: ast.AST, source: str, names: set[str]) -> None:
     def fail(what: str) -> ValueError:
         return ValueError(
-            f"{what} is not allowed in expression {source!r}; use column names, literals, "
+            f"{what} is not allowed in expression {_quoted(source)}; use column names, literals, "
             f"arithmetic, comparisons, and/or/not and the functions {', '.join(FUNCTIONS)}"
         )
 
@@ -168,7 +243,7 @@ def _check(node: ast.AST, source: str, names: set[str]) -> None:
         if not isinstance(node.func, ast.Name) or node.func.id not in _FUNCTIONS:
             called = node.func.id if isinstance(node.func, ast.Name) else ast.unparse(node.func)
             raise ValueError(
-                f"unknown function {called!r} in {source!r}; functions are {', '.join(FUNCTIONS)}"
+                f"unknown function {called!r} in {_quoted(source)}; functions are {', '.join(FUNCTIONS)}"
             )
         if node.keywords:
             raise fail("a keyword argument")
@@ -176,12 +251,12 @@ def _check(node: ast.AST, source: str, names: set[str]) -> None:
         if not low <= len(node.args) <= high:
             count = str(low) if low == high else f"{low} or {high}"
             raise ValueError(
-                f"{node.func.id}() takes {count} arguments, got {len(node.args)} in {source!r}"
+                f"{node.func.id}() takes {count} arguments, got {len(node.args)} in {_quoted(source)}"
             )
         if node.func.id == "cast":
             target = node.args[1]
             if not (isinstance(target, ast.Constant) and isinstance(target.value, str)):
-                raise ValueError(f"cast() needs a type name string literal in {source!r}")
+                raise ValueError(f"cast() needs a type name string literal in {_quoted(source)}")
             parse_type(target.value)
         checked = node.args[:1] if node.func.id == "cast" else node.args
         for arg in checked:
@@ -525,6 +600,14 @@ def _cast(value: Value, target: pa.DataType, context: _Context) -> Value:
 # --- steps --------------------------------------------------------------------------------
 
 
+def _non_finite(values: pa.Array) -> np.ndarray:
+    """Rows holding NaN, inf or -inf (False for nulls and for non-float arrays)."""
+    if not pa.types.is_floating(values.type):
+        return np.zeros(len(values), dtype=bool)
+    finite = pc.is_finite(values).fill_null(True)
+    return ~np.asarray(finite.to_numpy(zero_copy_only=False), dtype=bool)
+
+
 def _rejection(evaluated: Evaluated, source: str) -> tuple[Rejection, ...]:
     if not evaluated.failed.any():
         return ()
@@ -550,7 +633,10 @@ class Expression(Step):
     Example: ``{op: expression, output: tips_xf, expr: "cast(tips > fare * 0.2, 'int64')"}``.
 
     Rows the expression cannot compute are rejected with reason ``expression_failed``; so
-    are rows whose value does not cast to ``type``. Nulls propagate.
+    are rows whose value does not cast to ``type``. A row whose float value is NaN, ``inf``
+    or ``-inf`` (``x / 0``, ``log(0)``, ``sqrt(-1)``, an overflow, a non-finite input) is
+    rejected with reason ``non_finite``, naming the column and the expression; see the
+    module docstring for what each operation does. Nulls propagate.
     """
 
     op: ClassVar[str] = "expression"
@@ -583,6 +669,9 @@ class Expression(Step):
         evaluated = evaluate_checked(self.parsed, batch)
         values = evaluated.values
         rejections = list(_rejection(evaluated, self.expr))
+        non_finite = _non_finite(values) & ~evaluated.failed
+        if non_finite.any():
+            rejections.append(self._non_finite_rejection(values, non_finite))
         if self.type is not None:
             values, failed = checked_cast(values, parse_type(self.type))
             if failed.any():
@@ -592,7 +681,21 @@ class Expression(Step):
                     dtype=object,
                 )
                 rejections.append(Rejection(failed, EXPRESSION_FAILED, messages))
+            # A float cast may overflow (1e300 to float32).
+            overflow = _non_finite(values) & ~non_finite & ~evaluated.failed & ~failed
+            if overflow.any():
+                rejections.append(self._non_finite_rejection(values, overflow))
         return StepResult(put_column(batch, self.output, values), tuple(rejections))
+
+    def _non_finite_rejection(self, values: pa.Array, mask: np.ndarray) -> Rejection:
+        shown = values.to_numpy(zero_copy_only=False)
+        messages = np.full(len(mask), "", dtype=object)
+        for row in np.flatnonzero(mask):
+            messages[row] = (
+                f"{self.output}: expression {_quoted(self.expr)} gives {float(shown[row])}, "
+                "not a finite number"
+            )
+        return Rejection(mask, NON_FINITE, messages)
 
 
 @register

@@ -22,6 +22,14 @@ operation the numbers are tf.Transform's:
 - ``hash_bucket`` and ``cross``: ``Fingerprint64(value) % num_buckets``
   (``tf.strings.to_hash_bucket_fast``).
 
+Non-finite values: every fitted statistic leaves NaN, ``inf`` and ``-inf`` out, as if they
+were missing (:mod:`transforms.analyzers`), so a few of them never change the parameters
+every other row is transformed with. Applied to a row, such a value gives that row's own
+result: NaN and infinities stay non-finite through ``z_score``, ``min_max`` and ``log``
+(which rejects ``-inf`` as out of its domain); ``bucketize`` puts NaN and ``inf`` in the
+last bucket and ``-inf`` in the first; a float ``vocabulary`` maps them out of the
+vocabulary. Columns only hold them where the source allows them, or where a step made them.
+
 Nulls: ``z_score``, ``min_max``, ``log``, ``bucketize``, ``timestamp_parts`` and ``copy``
 keep a null input null. ``vocabulary``, ``hash_bucket`` and ``cross`` treat null as the
 empty string, so every row gets an id (a null goes to an OOV bucket or ``default_value``).
@@ -35,7 +43,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import zoneinfo
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
 import numpy as np
 import pyarrow as pa
@@ -43,6 +51,7 @@ import pyarrow.compute as pc
 
 import transforms.expressions  # noqa: F401  (registers the expression and filter steps)
 from transforms.analyzers import Moments, Quantiles, ValueCounts, column_of, string_form
+from transforms.config import Within
 from transforms.expressions import checked_cast, put_column
 from transforms.fingerprint import fingerprint64, hash_buckets
 from transforms.schema import parse_type
@@ -53,6 +62,19 @@ CAST_FAILED = "cast_failed"
 
 # tf.Transform's stand-in for an empty string vocabulary (analyzers.py).
 EMPTY_VOCABULARY_DUMMY = "49d0cd50-04bb-48c0-bc6f-5b575dce351a"
+
+# Limits of size parameters (spec load refuses values beyond them):
+# - fitted bucketize: num_buckets - 1 boundaries are computed, held and written to the
+#   artifact; the quantile sketch's rank error (about 0.14%) already blurs boundaries finer
+#   than about 1/700, so 10,000 buckets is far past any useful resolution.
+MAX_QUANTILE_BUCKETS = 10_000
+# - hash_bucket, cross, num_oov_buckets and top_k: ids are computed, never materialised, so
+#   memory does not grow with them; the bound is the id space of the models that consume
+#   them (embedding and one-hot sizes are int32) and keeps vocabulary + OOV ids in int64.
+MAX_CATEGORICAL_IDS = 2**31 - 1
+_QUANTILE_BUCKETS = Within(1, MAX_QUANTILE_BUCKETS, "finer buckets are below the sketch's accuracy")
+_HASH_BUCKETS = Within(1, MAX_CATEGORICAL_IDS, "the int32 id space of embeddings")
+_IDS = Within(0, MAX_CATEGORICAL_IDS, "the int32 id space of embeddings")
 
 
 def _float_type(tp: pa.DataType) -> pa.DataType:
@@ -102,7 +124,14 @@ class _ColumnStep(Step):
 @register
 @dataclasses.dataclass(kw_only=True)
 class ZScore(_ColumnStep):
-    """Standardises a numeric column with the data set's mean and population variance."""
+    """Standardises a numeric column with the data set's mean and population variance.
+
+    The mean and variance are fitted on the finite values only (NaN and infinities are
+    left out like nulls), so a few non-finite values never make the whole column NaN; a
+    non-finite input value gives a non-finite output for its own row. A fitted variance
+    recorded as null (beyond float64's range) scales every value to 0, as an infinite
+    variance would in tf.Transform; a null mean (no such artifact is written) counts as 0.
+    """
 
     op: ClassVar[str] = "z_score"
 
@@ -115,8 +144,10 @@ class ZScore(_ColumnStep):
         tp = _float_type(array.type)
         dtype = tp.to_pandas_dtype()
         x, nulls = _to_numpy(array, dtype)
-        mean = dtype(fitted["mean"])
-        std = np.sqrt(dtype(fitted["variance"]))
+        mean, variance = fitted["mean"], fitted["variance"]
+        with np.errstate(over="ignore"):
+            mean = dtype(0.0 if mean is None else mean)
+            std = np.sqrt(dtype(math.inf if variance is None else variance))
         centred = x - mean
         result = centred / std if std != 0 else centred
         return StepResult(put_column(batch, self.target, _with_nulls(result, nulls, tp)))
@@ -212,7 +243,7 @@ class Bucketize(_ColumnStep):
 
     op: ClassVar[str] = "bucketize"
 
-    num_buckets: int | None = None
+    num_buckets: Annotated[int, _QUANTILE_BUCKETS] | None = None
     boundaries: list[float] | None = None
 
     def validate(self) -> None:
@@ -260,9 +291,9 @@ class Vocabulary(_ColumnStep):
 
     op: ClassVar[str] = "vocabulary"
 
-    top_k: int | None = None
-    frequency_threshold: int | None = None
-    num_oov_buckets: int = 0
+    top_k: Annotated[int, _IDS] | None = None
+    frequency_threshold: Annotated[int, Within(0)] | None = None
+    num_oov_buckets: Annotated[int, _IDS] = 0
     default_value: int = -1
 
     def validate(self) -> None:
@@ -304,7 +335,7 @@ class HashBucket(_ColumnStep):
 
     op: ClassVar[str] = "hash_bucket"
 
-    num_buckets: int
+    num_buckets: Annotated[int, _HASH_BUCKETS]
 
     def validate(self) -> None:
         if self.num_buckets < 1:
@@ -326,7 +357,7 @@ class Cross(Step):
     op: ClassVar[str] = "cross"
 
     columns: list[str]
-    num_buckets: int
+    num_buckets: Annotated[int, _HASH_BUCKETS]
     separator: str = "_X_"
     output: str | None = None
 

@@ -4,6 +4,11 @@ Each bundle folds its batches into one accumulator per analyzer (no per-row Pyth
 per-batch shuffle); the per-bundle accumulators are then merged globally and turned into the
 fitted parameters of each step. Passes are planned by :func:`transforms.engine.fit_groups`:
 one pass over the data per group of independent fitted steps.
+
+Fitting is deterministic: every analyzer's accumulator depends only on the multiset of
+values it has seen (exact sums and counts, an order-independent quantile summary; see
+:mod:`transforms.analyzers`), so the fitted parameters, and the artifact written from them,
+are the same bytes whatever the bundling, the merge order or the number of workers.
 """
 
 from __future__ import annotations

@@ -87,8 +87,31 @@ def step_table(step_names: Sequence[str], nested: Mapping[str, Any]) -> list[dic
 
 
 def dumps(obj: Any) -> str:
-    """Stable, readable JSON for manifest, stats and artifact files."""
-    return json.dumps(obj, indent=2, sort_keys=False, ensure_ascii=False, default=str) + "\n"
+    """Stable, readable, strict JSON for manifest, stats and artifact files.
+
+    A number with no JSON form (NaN, an infinity, NumPy's included) is written as null, so
+    the text parses with any strict JSON reader; NumPy scalars and arrays become JSON
+    numbers and lists; any other object that JSON cannot hold is written as its ``str``.
+    """
+    import math
+
+    import numpy as np
+
+    def strict(value: Any) -> Any:
+        if isinstance(value, np.generic | np.ndarray):
+            value = value.tolist()
+        if isinstance(value, float):
+            return value if math.isfinite(value) else None
+        if isinstance(value, Mapping):
+            return {k: strict(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [strict(v) for v in value]
+        return value
+
+    text = json.dumps(
+        strict(obj), indent=2, sort_keys=False, ensure_ascii=False, default=str, allow_nan=False
+    )
+    return text + "\n"
 
 
 def write_text(path: str, text: str) -> None:
