@@ -65,8 +65,8 @@ EMPTY_VOCABULARY_DUMMY = "49d0cd50-04bb-48c0-bc6f-5b575dce351a"
 
 # Limits of size parameters (spec load refuses values beyond them):
 # - fitted bucketize: num_buckets - 1 boundaries are computed, held and written to the
-#   artifact; the quantile sketch's rank error (about 0.14%) already blurs boundaries finer
-#   than about 1/700, so 10,000 buckets is far past any useful resolution.
+#   artifact, and each bucket should hold enough rows to mean something; 10,000 buckets is
+#   far past the resolution a feature needs (tf.Transform users rarely exceed 100).
 MAX_QUANTILE_BUCKETS = 10_000
 # - hash_bucket, cross, num_oov_buckets and top_k: ids are computed, never materialised, so
 #   memory does not grow with them; the bound is the id space of the models that consume
