@@ -31,6 +31,7 @@ from apache_beam.metrics import Metrics
 
 from transforms import schema as schema_lib
 from transforms.errors import ErrorRecord, row_payload
+from transforms.values import convert_batch, describe, rejected_mask
 
 REJECTED = "bigquery_rejected"
 ERRORS = "errors"
@@ -424,37 +425,66 @@ def source_schema(source: BigQuerySource) -> pa.Schema:
     return schema
 
 
-def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
-    target = schema_lib.visible(schema)
-    return table.select(target.names).cast(target)
-
-
 class _QueryFn(beam.DoFn):
-    """Runs the source's query and emits its result as record batches."""
+    """Runs the source's query and emits its result as record batches, and error records.
 
-    def __init__(self, source: BigQuerySource, schema: pa.Schema, batch_size: int) -> None:
+    Values are converted as every reader converts them (:mod:`transforms.values`): a value
+    the schema cannot take, or a non-finite float outside ``allow_non_finite``, rejects its
+    row.
+    """
+
+    def __init__(
+        self,
+        source: BigQuerySource,
+        schema: pa.Schema,
+        batch_size: int,
+        allow_non_finite: Sequence[str] = (),
+        pipeline: str = "",
+    ) -> None:
         self._source = source
         self._schema = schema
         self._batch_size = batch_size
+        self._allowed = frozenset(allow_non_finite)
+        self._pipeline = pipeline
         self._rows = Metrics.counter("beamforge", "rows_read")
+        self._errors = Metrics.counter("beamforge", "read_errors")
 
-    def process(self, _: Any) -> Iterator[pa.RecordBatch]:
+    def process(self, _: Any) -> Iterator[Any]:
         client = make_client(self._source.billing_project)
         sql, params = source_query(self._source)
         result = _run_query(client, sql, params)
+        target = schema_lib.visible(self._schema)
+        where = f"bigquery:{self._source.name}"
         line = 0
         for chunk in result.to_arrow_iterable():
-            table = _conform(pa.Table.from_batches([chunk]), self._schema)
-            for batch in table.to_batches(max_chunksize=self._batch_size):
-                n = batch.num_rows
+            for raw in pa.Table.from_batches([chunk]).to_batches(max_chunksize=self._batch_size):
+                table, problems = convert_batch(raw, target, allow_non_finite=self._allowed)
+                for row in sorted(problems):
+                    reason, message = describe(problems[row])
+                    self._errors.inc()
+                    yield beam.pvalue.TaggedOutput(
+                        ERRORS,
+                        ErrorRecord(
+                            pipeline=self._pipeline,
+                            step="read",
+                            reason=reason,
+                            message=message,
+                            payload=row_payload(raw.slice(row, 1).to_pylist()[0]),
+                            source=f"{where}:{line + row + 1}",
+                        ),
+                    )
+                numbers = pa.array(range(line + 1, line + raw.num_rows + 1), pa.int64())
+                line += raw.num_rows
+                if problems:
+                    keep = pa.array(~rejected_mask(raw.num_rows, problems))
+                    table, numbers = table.filter(keep), numbers.filter(keep)
+                n = table.num_rows
                 if not n:
                     continue
+                batch = table.combine_chunks().to_batches()[0]
                 batch = batch.append_column(
-                    schema_lib.FILE_COLUMN, pa.array([f"bigquery:{self._source.name}"] * n)
-                ).append_column(
-                    schema_lib.LINE_COLUMN, pa.array(range(line + 1, line + n + 1), pa.int64())
-                )
-                line += n
+                    schema_lib.FILE_COLUMN, pa.array([where] * n)
+                ).append_column(schema_lib.LINE_COLUMN, numbers)
                 self._rows.inc(n)
                 yield batch
 
@@ -468,26 +498,41 @@ class ReadFromBigQuery(beam.PTransform):
 
     Returns:
         A ``DoOutputsTuple`` like :class:`transforms.read.ReadRecords`: ``batches`` and
-        ``errors`` (always empty: BigQuery rows are typed).
+        ``errors``: one record per row holding a value the schema cannot take or a
+        non-finite float outside ``allow_non_finite`` (source ``bigquery:TABLE:row``).
     """
 
     def __init__(
-        self, *, source: BigQuerySource, schema: pa.Schema, batch_size: int = 8192
+        self,
+        *,
+        source: BigQuerySource,
+        schema: pa.Schema,
+        batch_size: int = 8192,
+        allow_non_finite: Sequence[str] = (),
+        pipeline: str = "",
     ) -> None:
         super().__init__()
         source.validate()
         self._source = source
         self._schema = schema_lib.visible(schema)
         self._batch_size = batch_size
+        self._allow_non_finite = list(allow_non_finite)
+        self._pipeline = pipeline
 
     def expand(self, pbegin: beam.pvalue.PBegin) -> beam.pvalue.DoOutputsTuple:
         return (
             pbegin
             | "Start" >> beam.Create([None])
             | "Query"
-            >> beam.ParDo(_QueryFn(self._source, self._schema, self._batch_size)).with_outputs(
-                ERRORS, main="batches"
-            )
+            >> beam.ParDo(
+                _QueryFn(
+                    self._source,
+                    self._schema,
+                    self._batch_size,
+                    self._allow_non_finite,
+                    self._pipeline,
+                )
+            ).with_outputs(ERRORS, main="batches")
         )
 
 

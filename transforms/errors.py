@@ -19,6 +19,12 @@ UNPARSEABLE_VALUE = "unparseable_value"
 BAD_ENCODING = "bad_encoding"
 MALFORMED_RECORD = "malformed_record"
 MISSING_COLUMN = "missing_column"
+# A float that is NaN, infinite or beyond its column type's range (source.allow_non_finite).
+NON_FINITE = "non_finite"
+# A CSV quote opened on the record's line and never closed (or not within csv.max_record_bytes).
+UNTERMINATED_QUOTE = "unterminated_quote"
+# A CSV record longer than csv.max_record_bytes.
+RECORD_TOO_LARGE = "record_too_large"
 
 
 class InputError(ValueError):

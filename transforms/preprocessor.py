@@ -11,15 +11,20 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
 
 from transforms.artifact import Artifact, read_artifact
 from transforms.engine import apply_steps, row_source, visible_row
-from transforms.errors import UNPARSEABLE_VALUE, ErrorRecord, row_payload
-from transforms.expressions import checked_cast
-from transforms.schema import HIDDEN_PREFIX, arrow_schema, type_name
+from transforms.errors import ErrorRecord, row_payload
+from transforms.schema import HIDDEN_PREFIX, arrow_schema
 from transforms.steps import Step
+from transforms.values import (
+    Rejection,
+    convert_batch,
+    convert_values,
+    describe,
+    rejected_mask,
+)
 
 INPUT_STEP = "input"
 
@@ -55,9 +60,12 @@ class Preprocessor:
     ) -> tuple[pa.RecordBatch, list[ErrorRecord]]:
         """Transforms a batch that already has the input schema's columns.
 
-        Columns are cast to the input schema's types (a value that does not cast rejects its
-        row); missing input columns are taken as all null; extra columns are ignored unless
-        hidden (``__file``/``__line``, used for error sources).
+        Columns are converted to the input schema's types by the readers' rule
+        (:func:`transforms.values.convert_array`: string columns are parsed as CSV fields
+        are, typed ones cast when no value is lost, non-finite floats rejected outside the
+        artifact's ``allow_non_finite``); a value that does not convert rejects its row.
+        Missing input columns are taken as all null; extra columns are ignored unless hidden
+        (``__file``/``__line``, used for error sources).
 
         Returns:
             The output columns of the surviving rows, and one error record per rejected row.
@@ -74,102 +82,79 @@ class Preprocessor:
     ) -> tuple[list[dict[str, Any]], list[ErrorRecord]]:
         """Transforms raw rows (dicts of JSON-like values), e.g. a prediction request.
 
-        Missing keys are null; values are converted to their column's type (strings holding
-        numbers included); a value that does not convert rejects the row with an error record naming the key (reason ``unparseable_value``); unknown keys
-        are ignored.
+        Values are accepted exactly as the dataset's readers accept them
+        (:mod:`transforms.values`): JSON-typed values as the JSONL reader does (``3.7`` is
+        not an int64), strings for a non-text column as the CSV reader parses its fields,
+        and a NaN or infinite float only in the artifact's ``allow_non_finite`` columns.
+        A value the column cannot take rejects its row with an error record naming the key
+        (reason ``unparseable_value`` or ``non_finite``). Missing keys are null; unknown
+        keys are ignored.
 
         Returns:
             The output rows (dicts in ``output_columns`` order), and the error records.
         """
+        allowed = set(self.artifact.allow_non_finite)
         columns: dict[str, pa.Array] = {}
-        bad = np.zeros(len(rows), dtype=bool)
-        messages = np.full(len(rows), "", dtype=object)
+        problems: dict[int, list[tuple[str, Rejection]]] = {}
         for field in self.input_schema:
-            raw = [row.get(field.name) for row in rows]
-            try:
-                columns[field.name] = pa.array(raw, field.type)
-                continue
-            except (pa.ArrowException, TypeError, ValueError, OverflowError):
-                pass
-            # Slow path, only for requests with a bad value: convert row by row.
-            values = []
-            for i, value in enumerate(raw):
-                try:
-                    values.append(_convert(value, field.type))
-                except (pa.ArrowException, TypeError, ValueError, OverflowError):
-                    values.append(None)
-                    if not bad[i]:
-                        messages[i] = (
-                            f"key {field.name!r}: {value!r} is not a valid {type_name(field.type)}"
-                        )
-                    bad[i] = True
-            columns[field.name] = pa.array(values, field.type)
-        errors = [
-            ErrorRecord(
-                pipeline=self.artifact.pipeline,
-                step=INPUT_STEP,
-                reason=UNPARSEABLE_VALUE,
-                message=str(messages[int(i)]),
-                payload=row_payload(dict(rows[int(i)])),
-                source="",
+            converted = convert_values(
+                [row.get(field.name) for row in rows],
+                field.type,
+                allow_non_finite=field.name in allowed,
+                strings_as_text=True,
+                binary_base64=True,
             )
-            for i in np.flatnonzero(bad)
+            columns[field.name] = converted.array
+            for i, rejection in converted.rejected.items():
+                problems.setdefault(i, []).append((field.name, rejection))
+        errors = [
+            _input_error(self.artifact.pipeline, problems[i], row_payload(dict(rows[i])), "")
+            for i in sorted(problems)
         ]
         batch = pa.RecordBatch.from_pydict(columns, schema=self.input_schema)
-        if bad.any():
-            batch = batch.filter(pa.array(~bad))
+        if problems:
+            batch = batch.filter(pa.array(~rejected_mask(len(rows), problems)))
         out, more = self.transform_batch(batch)
         return out.to_pylist(), errors + more
 
     def _conform(self, batch: pa.RecordBatch) -> tuple[pa.RecordBatch, list[ErrorRecord]]:
-        arrays: list[pa.Array] = []
-        fields: list[pa.Field] = []
-        bad = np.zeros(batch.num_rows, dtype=bool)
-        messages = np.full(batch.num_rows, "", dtype=object)
+        converted, problems = convert_batch(
+            batch, self.input_schema, allow_non_finite=self.artifact.allow_non_finite
+        )
+        arrays = [c.combine_chunks() for c in converted.columns]
+        fields = list(self.input_schema)
         names = batch.schema.names
-        for field in self.input_schema:
-            if field.name not in names:
-                arrays.append(pa.nulls(batch.num_rows, field.type))
-            else:
-                values = batch.column(names.index(field.name))
-                cast, failed = checked_cast(values, field.type)
-                if failed.any():
-                    shown = values.to_pylist()
-                    for i in np.flatnonzero(failed & ~bad):
-                        messages[i] = (
-                            f"key {field.name!r}: {shown[i]!r} is not a valid {type_name(field.type)}"
-                        )
-                    bad |= failed
-                arrays.append(cast)
-            fields.append(field)
         for name in names:
             if name.startswith(HIDDEN_PREFIX):
                 arrays.append(batch.column(names.index(name)))
                 fields.append(batch.schema.field(name))
         conformed = pa.RecordBatch.from_arrays(arrays, schema=pa.schema(fields))
-        if not bad.any():
+        if not problems:
             return conformed, []
         errors = [
-            ErrorRecord(
-                pipeline=self.artifact.pipeline,
-                step=INPUT_STEP,
-                reason=UNPARSEABLE_VALUE,
-                message=str(messages[int(i)]),
-                payload=row_payload(visible_row(batch, int(i))),
-                source=row_source(batch, int(i)),
+            _input_error(
+                self.artifact.pipeline,
+                problems[i],
+                row_payload(visible_row(batch, i)),
+                row_source(batch, i),
             )
-            for i in np.flatnonzero(bad)
+            for i in sorted(problems)
         ]
-        return conformed.filter(pa.array(~bad)), errors
+        return conformed.filter(pa.array(~rejected_mask(batch.num_rows, problems))), errors
 
 
-def _convert(value: Any, tp: pa.DataType) -> Any:
-    """Converts one JSON-like value to ``tp``; strings holding numbers etc. are cast."""
-    try:
-        return pa.array([value], tp)[0].as_py()
-    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError):
-        # e.g. "9" for an int64 column: the type's own cast, which refuses lossy conversions.
-        return pa.array([value]).cast(tp)[0].as_py()
+def _input_error(
+    pipeline: str, rejected: list[tuple[str, Rejection]], payload: str, source: str
+) -> ErrorRecord:
+    reason, message = describe(rejected, prefix="key")
+    return ErrorRecord(
+        pipeline=pipeline,
+        step=INPUT_STEP,
+        reason=reason,
+        message=message,
+        payload=payload,
+        source=source,
+    )
 
 
 def _as_batch(data: pa.RecordBatch | pa.Table) -> pa.RecordBatch:

@@ -6,27 +6,37 @@ together with one :class:`~transforms.errors.ErrorRecord` per malformed record.
 :class:`ReadRecords` is the Beam transform that spreads a list of files over workers and
 applies :func:`read_file` to each.
 
-Malformed records never fail a read and are never dropped silently: they go to the error
-output. A file that cannot be read at all (missing, not Parquet, truncated framing) is an
-infrastructure error and raises, so Beam retries or fails the bundle.
+Malformed records never fail a read and are never dropped silently: each goes to the error
+output, whatever the format, and reading goes on with the next record. Values are converted
+by :mod:`transforms.values`, the one rule serving applies too: a value the column cannot take
+rejects its row (``unparseable_value``), and so does a non-finite float (``non_finite``)
+unless its column is in ``source.allow_non_finite``. A file that cannot be read at all
+(missing, unreadable, a directory, not Parquet, truncated compression or framing, a schema
+column missing) raises :class:`ReadError`, a one-line
+:class:`~transforms.errors.InputError` naming the file; :func:`expand_paths` and
+:func:`resolve_schema` find most of these before any work.
 
-CSV line numbers assume one record per line (the header is line 1). Quoted values that hold
-newlines are parsed correctly; ``__line`` is then the line on which the record starts.
-Blank lines hold no record and are skipped.
+CSV records are found by :mod:`transforms.csv_records` with the parser's own quoting rules:
+a quote opens a quoted value only at the start of a field (elsewhere it is a literal
+character), quoted values may hold newlines, and ``__line`` is the line on which a record
+starts (the header is line 1). A quote that never closes is one ``unterminated_quote`` error
+and reading resumes on the next line; a record longer than ``csv.max_record_bytes`` is one
+``record_too_large`` error. Blank lines hold no record and are skipped.
 """
 
 from __future__ import annotations
 
 import base64
 import codecs
+import concurrent.futures
 import dataclasses
-import datetime as dt
 import functools
 import gzip
 import io
 import json
 import logging
 import struct
+import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import IO, Any, Literal
 
@@ -43,69 +53,75 @@ from apache_beam.metrics import Metrics
 from transforms import errors
 from transforms import schema as schema_lib
 from transforms.bigquery import BigQuerySource
-from transforms.errors import ErrorRecord, row_payload
+from transforms.csv_records import (
+    CsvOptions,
+    Dialect,
+    Problem,
+    Records,
+    iter_records,
+    scan,
+    skip_lines,
+)
+from transforms.errors import ErrorRecord, InputError, row_payload
+from transforms.values import (
+    Converted,
+    Decimal,
+    Rejection,
+    convert_batch,
+    convert_strings,
+    convert_values,
+    describe,
+    is_float_type,
+    non_finite_rows,
+    parse_strings,
+    rejected_mask,
+)
+
+__all__ = [
+    "BATCHES",
+    "CHUNK_BYTES",
+    "ERRORS",
+    "ByteRange",
+    "CsvOptions",
+    "Format",
+    "ReadError",
+    "ReadRecords",
+    "Source",
+    "check_files",
+    "convert_strings",
+    "declared_schema",
+    "expand_paths",
+    "file_ranges",
+    "infer_string_type",
+    "read_file",
+    "resolve_schema",
+    "tfrecord_records",
+]
 
 Format = Literal["csv", "jsonl", "parquet", "avro", "tfrecord", "bigquery"]
 
-# Bytes of whole lines parsed at once: big enough for Arrow's vectorised parser to shine,
+# Bytes of whole records parsed at once: big enough for Arrow's vectorised parser to shine,
 # small enough to keep a worker's memory bounded whatever the file size.
 CHUNK_BYTES = 16 << 20
 # Rows looked at to infer a schema.
 INFER_ROWS = 10_000
+# Files checked at once before a run (headers, Parquet footers): most of the time waits.
+_CHECK_THREADS = 16
 
 _GZIP_MAGIC = b"\x1f\x8b"
-_INT_PATTERN = r"^\s*[+-]?[0-9]+\s*$"
-_FLOAT_PATTERN = r"(?i)^\s*[+-]?(([0-9]+\.?[0-9]*|\.[0-9]+)(e[+-]?[0-9]+)?|inf|infinity|nan)\s*$"
-_ZONE_PATTERN = r"([zZ]|[+-][0-9]{2}(:?[0-9]{2})?)$"
 
 
-@dataclasses.dataclass
-class CsvOptions:
-    """How CSV files are laid out.
+class ReadError(InputError):
+    """An input file cannot be read as the source says; the message names the file.
 
-    Attributes:
-        delimiter: Field separator, one character.
-        quote_char: Quote character, or None for no quoting. Doubled quotes inside a quoted
-            value stand for one quote.
-        escape_char: Escape character inside quoted values, or None.
-        header: Whether the first line (after ``skip_rows``) holds the column names.
-        column_names: Names of the file's columns when ``header`` is false; defaults to the
-            schema's order.
-        null_values: Field values read as null (for every column type).
-        encoding: Text encoding; must keep ``\\n`` a single byte (utf-8, latin-1, cp1252...).
-        skip_rows: Lines skipped at the start of each file, before the header.
+    Beam re-raises an exception from a worker as ``type(exc)(message + step)``: the
+    one-argument form rebuilds the parts, so the launcher still gets a ``ReadError``.
     """
 
-    delimiter: str = ","
-    quote_char: str | None = '"'
-    escape_char: str | None = None
-    header: bool = True
-    column_names: list[str] | None = None
-    null_values: list[str] = dataclasses.field(default_factory=lambda: [""])
-    encoding: str = "utf-8"
-    skip_rows: int = 0
-
-    def validate(self) -> None:
-        """Checks the options; raises ValueError saying how to fix them."""
-        for name in ("delimiter", "quote_char", "escape_char"):
-            value = getattr(self, name)
-            if value is not None and len(value) != 1:
-                raise ValueError(f"csv.{name} must be a single character, got {value!r}")
-        if self.delimiter in ("\n", "\r") or self.delimiter == self.quote_char:
-            raise ValueError(f"csv.delimiter {self.delimiter!r} cannot be a newline or the quote")
-        if self.skip_rows < 0:
-            raise ValueError(f"csv.skip_rows must be >= 0, got {self.skip_rows}")
-        try:
-            codec = codecs.lookup(self.encoding)
-        except LookupError:
-            raise ValueError(f"csv.encoding {self.encoding!r} is not a known encoding") from None
-        if "\n".encode(codec.name) != b"\n":
-            raise ValueError(
-                f"csv.encoding {self.encoding!r} is not supported: use an encoding in which a"
-                " newline is one byte (utf-8, latin-1, cp1252, ...)"
-            )
-        if self.column_names is not None and len(set(self.column_names)) != len(self.column_names):
-            raise ValueError(f"csv.column_names has duplicates: {self.column_names}")
+    def __init__(self, location: str, problem: str | None = None) -> None:
+        if problem is None:
+            location, _, problem = location.partition(": ")
+        super().__init__(location, problem)
 
 
 @dataclasses.dataclass
@@ -121,8 +137,12 @@ class Source:
         csv: CSV layout (``format: csv`` only).
         batch_size: Maximum rows per emitted record batch.
         split_bytes: Uncompressed CSV files larger than this are read as byte ranges of about
-            this size, in parallel; 0 never splits. Ranges start at line boundaries, so set 0
-            when quoted values contain newlines.
+            this size, in parallel; 0 never splits. Ranges are cut at record starts (quoted
+            newlines included), found by one scan of the file.
+        allow_non_finite: Float columns that accept NaN, infinities and values beyond their
+            type's range (e.g. ``1e39`` for float32, read as infinity). In every other float
+            column such a value rejects its row (reason ``non_finite``). Recorded in the
+            transform artifact, so serving applies the same rule.
     """
 
     format: Format
@@ -133,6 +153,7 @@ class Source:
     batch_size: int = 8192
     bigquery: BigQuerySource | None = None
     split_bytes: int = 32 << 20
+    allow_non_finite: list[str] = dataclasses.field(default_factory=list)
 
     def validate(self) -> None:
         """Checks the source; raises ValueError saying how to fix it."""
@@ -158,11 +179,36 @@ class Source:
                 raise ValueError(f"schema.{column}: names starting with '__' are reserved")
             if self.format == "csv" and pa.types.is_list(tp):
                 raise ValueError(f"schema.{column}: list columns cannot be read from csv")
+        if len(set(self.allow_non_finite)) != len(self.allow_non_finite):
+            raise ValueError(f"allow_non_finite lists a column twice: {self.allow_non_finite}")
+        if self.schema is not None and not self.infer_schema and self.bigquery is None:
+            problem = non_finite_problem(self.allow_non_finite, declared_schema(self))
+            if problem:
+                raise ValueError(problem)
 
     @property
     def patterns(self) -> list[str]:
         """The path patterns as a list."""
         return [self.path] if isinstance(self.path, str) else list(self.path)
+
+
+def non_finite_problem(columns: Sequence[str], schema: pa.Schema | None) -> str | None:
+    """What is wrong with an ``allow_non_finite`` list for ``schema``, or None."""
+    if schema is None:
+        return None
+    for name in columns:
+        if name not in schema.names:
+            return (
+                f"allow_non_finite: column {name!r} is not in the schema"
+                f" (columns: {', '.join(schema_lib.visible(schema).names)})"
+            )
+        if not is_float_type(schema.field(name).type):
+            return (
+                f"allow_non_finite: column {name!r} is"
+                f" {schema_lib.type_name(schema.field(name).type)}; only float columns hold"
+                " non-finite values"
+            )
+    return None
 
 
 def declared_schema(source: Source) -> pa.Schema | None:
@@ -174,17 +220,40 @@ def expand_paths(patterns: Sequence[str]) -> list[str]:
     """Expands glob patterns into a sorted list of files (local or ``gs://``).
 
     Raises:
-        ValueError: naming a pattern that matches no file.
+        InputError: naming a pattern that matches no file (saying so when it is a
+            directory).
     """
     if not patterns or any(not p for p in patterns):
-        raise ValueError("source.path is empty: give file paths or glob patterns")
+        raise InputError("source.path", "is empty: give file paths or glob patterns")
     paths: list[str] = []
     for pattern, result in zip(patterns, FileSystems.match(list(patterns)), strict=True):
-        found = sorted(m.path for m in result.metadata_list)
+        found = sorted(m.path for m in result.metadata_list if not _is_directory(m.path))
         if not found:
-            raise ValueError(f"no file matches {pattern!r}")
+            if _is_directory(pattern):
+                folder = pattern.rstrip("/")
+                raise InputError(
+                    pattern,
+                    f"is a directory, not a file: give a pattern for its files, e.g."
+                    f" '{folder}/*.csv'",
+                )
+            raise InputError(pattern, "no file matches this path or pattern")
         paths.extend(p for p in found if p not in paths)
     return paths
+
+
+def _is_directory(path: str) -> bool:
+    """Whether ``path`` is a local directory, or a ``gs://`` prefix holding objects."""
+    if "://" not in path:
+        import os
+
+        return os.path.isdir(path)
+    if any(c in path for c in "*?["):
+        return False
+    try:
+        (result,) = FileSystems.match([path.rstrip("/") + "/*"], limits=[1])
+    except Exception:  # an unreachable bucket is reported by the caller's own match
+        return False
+    return bool(result.metadata_list)
 
 
 def resolve_schema(source: Source, paths: Sequence[str]) -> pa.Schema:
@@ -192,24 +261,96 @@ def resolve_schema(source: Source, paths: Sequence[str]) -> pa.Schema:
 
     With ``infer_schema``, types are inferred from the first file (int64, float64, bool,
     timestamp or string for text formats; the file's own types for binary ones) and the
-    declared schema, if any, overrides them column by column.
+    declared schema, if any, overrides them column by column. Then every file is checked
+    (:func:`check_files`), so an unreadable file or one without a schema column fails now,
+    not halfway through a run.
 
     Raises:
         ValueError: if no schema is declared and inference is off, or there is no file.
+        InputError: for a file that cannot be read as the source says, or an
+            ``allow_non_finite`` column that is not a float column of the schema.
     """
     declared = declared_schema(source)
     if not source.infer_schema:
         if declared is None:
             raise ValueError("schema is required unless infer_schema is true")
-        return declared
-    if not paths:
-        raise ValueError("cannot infer a schema without a file")
-    inferred = _INFERERS[source.format](paths[0], source)
-    if declared is None:
-        return inferred
-    fields = [declared.field(f.name) if f.name in declared.names else f for f in inferred]
-    fields += [f for f in declared if f.name not in inferred.names]
-    return pa.schema(fields)
+        schema = declared
+    else:
+        if not paths:
+            raise ValueError("cannot infer a schema without a file")
+        inferred = _INFERERS[source.format](paths[0], source)
+        if declared is None:
+            schema = inferred
+        else:
+            fields = [declared.field(f.name) if f.name in declared.names else f for f in inferred]
+            fields += [f for f in declared if f.name not in inferred.names]
+            schema = pa.schema(fields)
+    problem = non_finite_problem(source.allow_non_finite, schema)
+    if problem:
+        raise InputError("source.allow_non_finite", problem.split(": ", 1)[1])
+    check_files(source, schema, paths)
+    return schema
+
+
+def check_files(source: Source, schema: pa.Schema, paths: Sequence[str]) -> None:
+    """Checks, before any work, that every file can be read with ``schema``.
+
+    Each file is opened; a CSV file's header and a Parquet file's footer (truncated or
+    corrupt files fail there) must hold the schema's columns; an Avro file's header must
+    parse. Files are checked a few at a time, in parallel.
+
+    Raises:
+        ReadError: for the first file (in ``paths`` order) that fails, naming it.
+    """
+    if not paths or source.format == "bigquery":
+        return
+    target = schema_lib.visible(schema)
+    check = _CHECKERS.get(source.format, _check_readable)
+    with concurrent.futures.ThreadPoolExecutor(min(_CHECK_THREADS, len(paths))) as pool:
+        outcomes = list(pool.map(lambda p: _outcome(check, p, source, target), paths))
+    for failure in outcomes:
+        if failure is not None:
+            raise failure
+
+
+def _outcome(
+    check: Callable[[str, Source, pa.Schema], None], path: str, source: Source, target: pa.Schema
+) -> ReadError | None:
+    try:
+        check(path, source, target)
+    except ReadError as exc:
+        return exc
+    return None
+
+
+def _check_readable(path: str, source: Source, target: pa.Schema) -> None:
+    with _open(path) as stream:
+        stream.read(1)
+
+
+def _check_csv(path: str, source: Source, target: pa.Schema) -> None:
+    if not source.csv.header:
+        _check_readable(path, source, target)
+        _csv_layout(None, source.csv, target, path)
+        return
+    header = _csv_header(path, source.csv)
+    if header is not None:  # an empty file holds no record, and no error
+        _csv_layout(header, source.csv, target, path)
+
+
+def _check_parquet(path: str, source: Source, target: pa.Schema) -> None:
+    with _open_raw(path) as stream:
+        _parquet_columns(_parquet_file(stream, path), target, path)
+
+
+def _check_avro(path: str, source: Source, target: pa.Schema) -> None:
+    import fastavro
+
+    with _open_raw(path) as stream:
+        try:
+            fastavro.reader(stream)
+        except Exception as exc:
+            raise ReadError(path, f"is not a readable Avro file ({exc})") from None
 
 
 Yielded = tuple[pa.RecordBatch | None, list[ErrorRecord]]
@@ -233,10 +374,10 @@ def read_file(
         schema: Columns to return, with their types; hidden columns in it are ignored.
             Columns in the file but not in the schema are not read.
         pipeline: Job name recorded in error records.
-        chunk_bytes: Bytes of whole lines parsed at once (text formats).
+        chunk_bytes: Bytes of whole records parsed at once (text formats).
         byte_range: ``(start, end, first line)`` of an uncompressed CSV file, from
-            :func:`file_ranges`: only the records within it are read, numbered as in the
-            whole file.
+            :func:`file_ranges`: only the records starting within it are read, numbered as
+            in the whole file.
 
     Yields:
         ``(batch, errors)`` pairs. ``batch`` holds at most ``source.batch_size`` rows with
@@ -245,11 +386,14 @@ def read_file(
         yields nothing.
 
     Raises:
-        ValueError, OSError: if the file cannot be read at all (missing, wrong format, a
-            column of the schema missing from a CSV header or a Parquet file); the message
-            names the file.
+        ReadError: if the file cannot be read at all (missing, unreadable, wrong format,
+            truncated, a column of the schema missing from a CSV header or a Parquet file);
+            the message names the file.
     """
     target = schema_lib.visible(schema)
+    problem = non_finite_problem(source.allow_non_finite, target)
+    if problem:
+        raise InputError("source.allow_non_finite", problem.split(": ", 1)[1])
     if byte_range is not None:
         if source.format != "csv":
             raise ValueError(f"byte ranges are read for csv files only, not {source.format}")
@@ -262,14 +406,57 @@ def read_file(
 # Opening files.
 
 
+def _open_raw(path: str) -> IO[bytes]:
+    """Opens a file through Beam's file systems.
+
+    Raises:
+        ReadError: if the file is missing, a directory or not readable (permissions);
+            other failures (a network error) are raised as they are, to be retried.
+    """
+    try:
+        stream: IO[bytes] = FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
+    except Exception as exc:
+        why = _user_fault(exc)
+        if why is None:
+            raise
+        raise ReadError(path, f"cannot be opened: {why}") from exc
+    return stream
+
+
+def _user_fault(exc: BaseException) -> str | None:
+    """Why opening failed, when the user can fix it (Beam wraps the cause), else None."""
+    try:
+        from google.api_core import exceptions as google
+    except ImportError:  # without the gcp extra there is no gs:// either
+        google = None  # type: ignore[assignment]
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, PermissionError) or (
+            google is not None and isinstance(seen, google.Forbidden)
+        ):
+            return "permission denied (check the file's permissions or your credentials)"
+        if isinstance(seen, IsADirectoryError):
+            return "it is a directory, not a file"
+        if isinstance(seen, FileNotFoundError) or (
+            google is not None and isinstance(seen, google.NotFound)
+        ):
+            return "no such file"
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
 def _open(path: str) -> IO[bytes]:
     """Opens a file through Beam's file systems, decompressing gzip transparently."""
-    try:
-        raw = FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
-    except Exception as exc:
-        raise OSError(f"cannot open {path}: {exc}") from exc
+    raw = _open_raw(path)
     stream: Any = raw if hasattr(raw, "peek") else io.BufferedReader(raw)  # type: ignore[type-var]
-    if stream.peek(2)[:2] == _GZIP_MAGIC:
+    try:
+        magic = stream.peek(2)[:2]
+    except OSError as exc:
+        why = _user_fault(exc)
+        if why is None:
+            raise
+        raise ReadError(path, f"cannot be read: {why}") from exc
+    if magic == _GZIP_MAGIC:
         return gzip.GzipFile(fileobj=stream, mode="rb")  # type: ignore[return-value]
     return stream  # type: ignore[return-value]
 
@@ -285,147 +472,12 @@ def _read_fully(stream: IO[bytes], size: int) -> bytes:
     return b"".join(parts)
 
 
-def _line_chunks(
-    stream: IO[bytes], chunk_bytes: int, quote: bytes | None, escape: bytes | None
-) -> Iterator[bytes]:
-    """Yields the stream in pieces of whole lines, never splitting a quoted value."""
-    carry = b""
-    while True:
-        data = _read_fully(stream, chunk_bytes)
-        if not data:
-            if carry:
-                yield carry
-            return
-        buf = carry + data
-        cut = _split_point(buf, quote, escape)
-        if cut < 0:
-            carry = buf
-            continue
-        yield buf[: cut + 1]
-        carry = buf[cut + 1 :]
-
-
-def _split_point(buf: bytes, quote: bytes | None, escape: bytes | None) -> int:
-    """Returns the offset of the last newline outside quotes, or -1."""
-    cut = buf.rfind(b"\n")
-    if quote is None:
-        return cut
-    # Each piece starts outside quotes, so the parity of the quote count before a newline
-    # says whether the newline ends a record. Doubled quotes count twice: no change.
-    while cut >= 0:
-        head = buf[:cut]
-        quotes = head.count(quote) - (head.count(escape + quote) if escape else 0)
-        if quotes % 2 == 0:
-            return cut
-        cut = buf.rfind(b"\n", 0, cut)
-    return -1
-
-
-# ---------------------------------------------------------------------------------------
-# Converting strings to typed columns, vectorised.
-
-
-def _elementwise(
-    values: pa.Array, parse: Callable[[pa.Array], pa.Array], tp: pa.DataType
-) -> tuple[pa.Array, np.ndarray]:
-    """Slow path: parses value by value, returning the array and a mask of failures."""
-    out: list[Any] = []
-    bad = np.zeros(len(values), dtype=bool)
-    for i, value in enumerate(values.to_pylist()):
-        if value is None:
-            out.append(None)
-            continue
-        try:
-            out.append(parse(pa.array([value], pa.string()))[0].as_py())
-        except (pa.ArrowException, ValueError, OverflowError):
-            out.append(None)
-            bad[i] = True
-    return pa.array(out, tp), bad
-
-
-def _with_pattern(
-    values: pa.Array, pattern: str, parse: Callable[[pa.Array], pa.Array], tp: pa.DataType
-) -> tuple[pa.Array, np.ndarray]:
-    ok = pc.fill_null(pc.match_substring_regex(values, pattern), True)
-    bad = ~ok.to_numpy(zero_copy_only=False)
-    kept = pc.if_else(ok, pc.utf8_trim_whitespace(values), pa.scalar(None, pa.string()))
-    try:
-        return parse(kept), bad
-    except (pa.ArrowException, ValueError):
-        # Well-formed but unconvertible (out of range): find those one by one.
-        converted, overflow = _elementwise(kept, parse, tp)
-        return converted, bad | overflow
-
-
-def _parse_int(values: pa.Array, tp: pa.DataType) -> pa.Array:
-    try:
-        return pc.cast(values, tp)
-    except pa.ArrowInvalid:
-        # Only a column holding an explicit sign pays for the regex.
-        return pc.cast(pc.replace_substring_regex(values, r"^\+", ""), tp)
-
-
-def _parse_timestamp(values: pa.Array, tp: pa.DataType) -> pa.Array:
-    # Integer unix seconds, ISO-8601 with a zone, or ISO-8601 without one (taken as UTC).
-    null = pa.scalar(None, pa.string())
-    is_int = pc.fill_null(pc.match_substring_regex(values, r"^[+-]?[0-9]+$"), False)
-    has_zone = pc.fill_null(pc.match_substring_regex(values, _ZONE_PATTERN), False)
-    naive_mask = pc.and_(pc.invert(is_int), pc.invert(has_zone))
-    seconds = pc.cast(pc.if_else(is_int, values, null), pa.int64())
-    from_int = pc.cast(pc.multiply_checked(seconds, 1_000_000), pa.timestamp("us"))
-    zoned = pc.cast(pc.cast(pc.if_else(has_zone, values, null), tp), pa.timestamp("us"))
-    naive = pc.cast(pc.if_else(naive_mask, values, null), pa.timestamp("us"))
-    merged = pc.coalesce(from_int, zoned, naive)
-    return pc.cast(merged, tp)
-
-
-def _parser(tp: pa.DataType) -> Callable[[pa.Array], pa.Array]:
-    if pa.types.is_integer(tp):
-        return lambda v: _parse_int(v, tp)
-    if pa.types.is_timestamp(tp):
-        return lambda v: _parse_timestamp(v, tp)
-    return lambda v: pc.cast(v, tp)
-
-
-def convert_strings(values: pa.Array, tp: pa.DataType) -> tuple[pa.Array, np.ndarray | None]:
-    """Converts a string column to ``tp``.
-
-    Floats are parsed straight from the decimal text to the target width (float32 values
-    equal ``numpy.float32(text)``); ints accept an optional sign; timestamps accept ISO-8601
-    (a missing zone means UTC) and integer unix seconds; bools accept true/false/1/0.
-
-    Args:
-        values: Strings; nulls stay null.
-        tp: Target Arrow type.
-
-    Returns:
-        The converted array (null where parsing failed) and a boolean mask of the non-null
-        values that failed, or None when all parsed (the common, fully vectorised path).
-    """
-    if pa.types.is_string(tp) or pa.types.is_large_string(tp):
-        return values.cast(tp), None
-    if pa.types.is_binary(tp) or pa.types.is_large_binary(tp):
-        return values.cast(tp), None
-    parse = _parser(tp)
-    try:
-        return parse(values), None
-    except (pa.ArrowException, ValueError):
-        pass
-    if pa.types.is_integer(tp):
-        return _with_pattern(values, _INT_PATTERN, parse, tp)
-    if pa.types.is_floating(tp):
-        return _with_pattern(values, _FLOAT_PATTERN, parse, tp)
-    return _elementwise(values, parse, tp)
+# Exceptions a truncated or corrupt compressed stream raises while it is read.
+_BROKEN_STREAM = (EOFError, zlib.error, gzip.BadGzipFile)
 
 
 # ---------------------------------------------------------------------------------------
 # CSV.
-
-
-@dataclasses.dataclass
-class _CsvLayout:
-    names: list[str]  # the file's columns
-    first_line: int  # 1-based line number of the first data line
 
 
 def _csv_parse_options(
@@ -444,115 +496,147 @@ def _csv_parse_options(
 def _parse_header(line: bytes, opts: CsvOptions) -> list[str]:
     table = pa_csv.read_csv(
         io.BytesIO(line),
-        read_options=pa_csv.ReadOptions(autogenerate_column_names=True, use_threads=False),
-        parse_options=_csv_parse_options(opts, None, False),
+        read_options=pa_csv.ReadOptions(
+            autogenerate_column_names=True,
+            use_threads=False,
+            block_size=max(1 << 20, 2 * len(line)),
+        ),
+        parse_options=_csv_parse_options(opts, None, True),
         convert_options=pa_csv.ConvertOptions(
             column_types={
                 f"f{i}": pa.string() for i in range(line.count(opts.delimiter.encode()) + 1)
-            }
+            },
+            strings_can_be_null=False,
+            quoted_strings_can_be_null=False,
         ),
     )
     return [str(v) for v in table.to_pylist()[0].values()]
 
 
-def _decode_chunk(
-    chunk: bytes, first_line: int, encoding: str, path: str, pipeline: str
-) -> tuple[bytes, list[ErrorRecord]]:
-    """Returns the chunk as UTF-8 with undecodable lines blanked, and their errors."""
-    utf8 = codecs.lookup(encoding).name == "utf-8"
-    try:
-        text = chunk.decode(encoding)
-        return (chunk if utf8 else text.encode("utf-8")), []
-    except UnicodeDecodeError:
-        pass
-    found: list[ErrorRecord] = []
-    lines = chunk.split(b"\n")
-    for i, line in enumerate(lines):
+def _csv_header(path: str, opts: CsvOptions) -> Records | None:
+    """The header record of a CSV file (after ``skip_rows``), or None for an empty file."""
+    with _open(path) as stream:
         try:
-            decoded = line.decode(encoding)
-        except UnicodeDecodeError as exc:
-            found.append(
-                ErrorRecord(
-                    pipeline=pipeline,
-                    step="read",
-                    reason=errors.BAD_ENCODING,
-                    message=f"line is not valid {encoding}: {exc.reason} at byte {exc.start}",
-                    payload=line.decode(encoding, errors="replace").rstrip("\r"),
-                    source=f"{path}:{first_line + i}",
+            head, offset, line = skip_lines(stream, opts.skip_rows)
+            for item in iter_records(
+                stream,
+                Dialect.of(opts),
+                chunk_bytes=1 << 16,
+                max_record_bytes=opts.max_record_bytes,
+                line=line,
+                offset=offset,
+                head=head,
+            ):
+                if isinstance(item, Problem):
+                    raise ReadError(
+                        f"{path}:{item.line}", f"the header cannot be read: {item.message}"
+                    )
+                if len(item):
+                    return item
+        except _BROKEN_STREAM as exc:
+            raise ReadError(path, f"is a truncated or corrupt gzip file ({exc})") from None
+    return None
+
+
+def _csv_layout(
+    header: Records | None, opts: CsvOptions, target: pa.Schema, path: str
+) -> list[str]:
+    """The file's column names (from its header record, or the options), checked."""
+    if header is not None:
+        raw = header.data[int(header.starts[0]) : int(header.stops[0])]
+        text = raw.decode(opts.encoding, errors="replace").rstrip("\r\n")
+        names = _parse_header(text.encode("utf-8") + b"\n", opts)
+    elif opts.header:
+        names = []
+    else:
+        names = list(opts.column_names) if opts.column_names else list(target.names)
+    missing = [n for n in target.names if n not in names]
+    if missing:
+        where = "header" if opts.header else "csv.column_names"
+        raise ReadError(
+            path,
+            f"column {missing[0]!r} of the schema is not in the file's {where}"
+            f" (columns: {', '.join(names) or 'none, the file is empty'})",
+        )
+    return names
+
+
+def _decoded(
+    records: Records, encoding: str, dialect: Dialect, path: str, pipeline: str
+) -> tuple[Records, list[ErrorRecord]]:
+    """The records as UTF-8, without those that do not decode (one error each)."""
+    data = records.data
+    if data.isascii():
+        return records, []
+    utf8 = codecs.lookup(encoding).name == "utf-8"
+    found: list[ErrorRecord] = []
+    try:
+        text = data.decode(encoding)
+    except UnicodeDecodeError as exc:
+        first = int(np.searchsorted(records.stops, exc.start, side="right"))
+        keep = np.ones(len(records), dtype=bool)
+        for k in range(first, len(records)):
+            raw = data[int(records.starts[k]) : int(records.stops[k])]
+            try:
+                raw.decode(encoding)
+            except UnicodeDecodeError as bad:
+                keep[k] = False
+                found.append(
+                    ErrorRecord(
+                        pipeline=pipeline,
+                        step="read",
+                        reason=errors.BAD_ENCODING,
+                        message=f"line is not valid {encoding}: {bad.reason} at byte {bad.start}",
+                        payload=raw.decode(encoding, errors="replace").rstrip("\r\n"),
+                        source=f"{path}:{int(records.lines[k])}",
+                    )
                 )
-            )
-            # A blank line keeps the line numbering and holds no record.
-            lines[i] = b""
-            continue
-        if not utf8:
-            lines[i] = decoded.encode("utf-8")
-    return b"\n".join(lines), found
+        records = records.select(keep)
+        if not len(records):
+            return records, found
+        text = records.data.decode(encoding)
+    if utf8:
+        return records, found
+    # Transcoding keeps every ASCII byte, so the records are the same, at new offsets.
+    data = text.encode("utf-8")
+    ends = scan(data, dialect, final=True).ends
+    if not len(ends) or ends[-1] != len(data):
+        ends = np.append(ends, len(data))
+    starts = np.concatenate(([0], ends[:-1]))
+    head = np.frombuffer(data, dtype=np.uint8)[np.minimum(starts, len(data) - 1)]
+    keep = (head != 10) & (head != 13)
+    assert int(keep.sum()) == len(records), f"{path}: transcoding changed the records"
+    return Records(data, records.offset, starts[keep], ends[keep], records.lines), found
 
 
-def _record_lines(buf: np.ndarray, opts: CsvOptions) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Finds the lines where records start.
-
-    Returns:
-        0-based indexes of record-start lines within the chunk, and the byte offsets of the
-        start and end (exclusive, without the newline) of every line.
-    """
-    newlines = np.flatnonzero(buf == 10)
-    starts = np.concatenate(([0], newlines + 1))
-    ends = np.concatenate((newlines, [len(buf)]))
-    if starts[-1] >= len(buf):  # the chunk ends with a newline: no last partial line
-        starts, ends = starts[:-1], ends[:-1]
-    lengths = ends - starts
-    first = buf[np.minimum(starts, max(len(buf) - 1, 0))] if len(buf) else np.zeros(0)
-    blank = (lengths == 0) | ((lengths == 1) & (first == 13))
-    record = ~blank
-    if opts.quote_char is not None:
-        quote = ord(opts.quote_char)
-        is_quote = buf == quote
-        if opts.escape_char is not None:
-            escaped = np.zeros_like(is_quote)
-            escaped[1:] = buf[:-1] == ord(opts.escape_char)
-            is_quote &= ~escaped
-        positions = np.flatnonzero(is_quote)
-        if len(positions):
-            per_line = np.searchsorted(positions, ends) - np.searchsorted(positions, starts)
-            before = np.cumsum(per_line) - per_line
-            record &= before % 2 == 0
-    return np.flatnonzero(record), starts, ends
+def _read_options(names: list[str], records: Records, threads: bool) -> pa_csv.ReadOptions:
+    # A block must hold the longest record whole (Arrow cannot parse a row across blocks).
+    longest = int((records.stops - records.starts).max()) if len(records) else 0
+    block = max(1 << 20, 1 << (longest + 1).bit_length())
+    return pa_csv.ReadOptions(column_names=names, use_threads=threads, block_size=block)
 
 
-def _csv_chunk(
-    chunk: bytes,
-    first_line: int,
-    layout: _CsvLayout,
+def _csv_block(
+    records: Records,
+    names: list[str],
     source: Source,
     target: pa.Schema,
     path: str,
     pipeline: str,
 ) -> tuple[pa.Table | None, list[ErrorRecord]]:
-    """Parses one chunk of whole lines into a table with source columns, plus errors."""
+    """Parses whole records into a table with source columns, plus their errors."""
     opts = source.csv
-    chunk, found = _decode_chunk(chunk, first_line, opts.encoding, path, pipeline)
-    buf = np.frombuffer(chunk, dtype=np.uint8)
-    record_idx, starts, ends = _record_lines(buf, opts)
-    if len(record_idx) == 0:
+    dialect = Dialect.of(opts)
+    records, found = _decoded(records, opts.encoding, dialect, path, pipeline)
+    if not len(records):
         return None, found
-
-    def line_text(k: int) -> str:
-        # Text of the record starting on chunk line ``record_idx[k]``, up to the next one.
-        line = record_idx[k]
-        stop = ends[record_idx[k + 1] - 1] if k + 1 < len(record_idx) else ends[-1]
-        return chunk[starts[line] : stop].decode("utf-8").rstrip("\r\n")
-
-    multiline = opts.quote_char is not None and opts.quote_char.encode() in chunk
-    invalid = 0
-
-    def count_invalid(row: Any) -> str:
-        nonlocal invalid
-        invalid += 1
-        return "skip"
+    data = records.data
+    specials = [c.encode() for c in (opts.quote_char, opts.escape_char) if c]
+    multiline = any(c in data for c in specials)
+    allowed = set(source.allow_non_finite)
 
     def convert_options(typed: bool) -> pa_csv.ConvertOptions:
-        types = {name: pa.string() for name in layout.names}
+        types = {name: pa.string() for name in names}
         if typed:
             types.update({f.name: f.type for f in target if _csv_parses(f.type)})
         return pa_csv.ConvertOptions(
@@ -565,98 +649,152 @@ def _csv_chunk(
             check_utf8=False,
         )
 
-    # Fast path: Arrow's parser converts numbers itself (same parser as the string casts
-    # below). Any value it refuses sends the chunk down the string path, which finds and
-    # reports the bad values one by one.
-    convert = convert_options(typed=True)
-
-    def parse(handler: Callable[[Any], str], threads: bool) -> pa.Table:
+    def parse(handler: Callable[[Any], str], threads: bool, typed: bool) -> pa.Table:
         return pa_csv.read_csv(
-            io.BytesIO(chunk),
-            read_options=pa_csv.ReadOptions(column_names=layout.names, use_threads=threads),
+            io.BytesIO(data),
+            read_options=_read_options(names, records, threads),
             parse_options=_csv_parse_options(opts, handler, multiline),
-            convert_options=convert,
+            convert_options=convert_options(typed),
         )
 
-    try:
-        table = parse(count_invalid, True)
-    except pa.ArrowInvalid:
-        invalid = 0
-        convert = convert_options(typed=False)
-        table = parse(count_invalid, True)
-    keep = np.ones(len(record_idx), dtype=bool)
-    if invalid:
-        # Record numbers are only known to the serial parser; reparse this chunk with it.
-        bad_rows: list[tuple[int, int]] = []
+    invalid = 0
 
+    def count_invalid(row: Any) -> str:
+        nonlocal invalid
+        invalid += 1
+        return "skip"
+
+    # Fast path: Arrow's parser converts numbers itself (the same parser as the text rule
+    # of transforms.values). A value it refuses, or a non-finite float where none is
+    # allowed, sends the block down the text path, which reports the bad values one by one.
+    typed = True
+    table: pa.Table | None
+    try:
+        table = parse(count_invalid, True, typed)
+        if any(
+            len(non_finite_rows(table.column(f.name)))
+            for f in target
+            if f.name not in allowed and pa.types.is_floating(f.type)
+        ):
+            raise pa.ArrowInvalid("non-finite values")
+    except pa.ArrowInvalid:
+        invalid, typed = 0, False
+        table = _or_none(lambda: parse(count_invalid, True, typed))
+    keep = np.ones(len(records), dtype=bool)
+    wrong: list[tuple[int, int]] = []
+    if invalid and table is not None:
+        # Record numbers are only known to the serial parser; reparse this block with it.
         def record_invalid(row: Any) -> str:
-            bad_rows.append((row.number, row.actual_columns))
+            wrong.append((row.number - 1, row.actual_columns))
             return "skip"
 
-        table = parse(record_invalid, False)
-        for number, actual in bad_rows:
-            k = number - 1
-            if k >= len(record_idx):
-                continue
-            keep[k] = False
-            found.append(
-                ErrorRecord(
-                    pipeline=pipeline,
-                    step="read",
-                    reason=errors.WRONG_FIELD_COUNT,
-                    message=f"expected {len(layout.names)} fields, got {actual}",
-                    payload=line_text(k),
-                    source=f"{path}:{first_line + int(record_idx[k])}",
-                )
+        table = _or_none(lambda: parse(record_invalid, False, typed))
+        for k, _ in wrong:
+            if 0 <= k < len(keep):
+                keep[k] = False
+    if table is None or table.num_rows != int(keep.sum()) or len(wrong) != invalid:
+        # Arrow and transforms.csv_records disagree on the records (never seen): parse them
+        # one by one rather than misnumber rows or fail the file.
+        _LOG.warning("%s: records parsed one by one after a parser disagreement", path)
+        table, keep, wrong = _csv_one_by_one(records, names, source, target)
+    for k, actual in wrong:
+        found.append(
+            ErrorRecord(
+                pipeline=pipeline,
+                step="read",
+                reason=errors.WRONG_FIELD_COUNT,
+                message=f"expected {len(names)} fields, got {actual}",
+                payload=records.text(k),
+                source=f"{path}:{int(records.lines[k])}",
             )
+        )
     kept = np.flatnonzero(keep)
-    if len(kept) != table.num_rows:
-        # Only escape characters in odd places can get here; number rows in order.
-        kept = np.arange(table.num_rows)
-    lines = first_line + record_idx[kept].astype(np.int64) if len(kept) else np.zeros(0, np.int64)
     if table.num_rows == 0:
+        found.sort(key=_line_of)
         return None, found
-
+    lines = records.lines[kept]
     columns: list[pa.Array] = []
-    problems: list[tuple[np.ndarray, str, pa.Array, pa.DataType]] = []
+    problems: dict[int, list[tuple[str, Rejection]]] = {}
     for field in target:
         values = table.column(field.name).combine_chunks()
         if values.type == field.type:
             columns.append(values)
             continue
-        converted, bad = convert_strings(values, field.type)
-        columns.append(converted)
-        if bad is not None and bad.any():
-            problems.append((bad, field.name, values, field.type))
+        converted = parse_strings(values, field.type, allow_non_finite=field.name in allowed)
+        columns.append(converted.array)
+        for row, rejection in converted.rejected.items():
+            problems.setdefault(row, []).append((field.name, rejection))
     table_out = _with_source(pa.Table.from_arrays(columns, schema=target), path, lines)
     if problems:
-        any_bad = np.zeros(table.num_rows, dtype=bool)
-        for bad, *_ in problems:
-            any_bad |= bad
-        for row in np.flatnonzero(any_bad):
-            parts = [
-                f"column {name!r}: {values[int(row)].as_py()!r} is not a valid "
-                f"{schema_lib.type_name(tp)}"
-                for bad, name, values, tp in problems
-                if bad[row]
-            ]
+        for row in sorted(problems):
+            reason, message = describe(problems[row])
             found.append(
                 ErrorRecord(
                     pipeline=pipeline,
                     step="read",
-                    reason=errors.UNPARSEABLE_VALUE,
-                    message="; ".join(parts),
-                    payload=line_text(int(kept[row])) if len(kept) == table.num_rows else "",
+                    reason=reason,
+                    message=message,
+                    payload=records.text(int(kept[row])),
                     source=f"{path}:{int(lines[row])}",
                 )
             )
-        table_out = table_out.filter(pa.array(~any_bad))
+        bad = np.zeros(table.num_rows, dtype=bool)
+        bad[list(problems)] = True
+        table_out = table_out.filter(pa.array(~bad))
     found.sort(key=_line_of)
     return table_out, found
 
 
+def _or_none(parse: Callable[[], pa.Table]) -> pa.Table | None:
+    try:
+        return parse()
+    except pa.ArrowInvalid:
+        return None
+
+
+def _csv_one_by_one(
+    records: Records, names: list[str], source: Source, target: pa.Schema
+) -> tuple[pa.Table, np.ndarray, list[tuple[int, int]]]:
+    """Slow, sure path: each record parsed on its own, as strings."""
+    opts = source.csv
+    strings = pa.schema([pa.field(n, pa.string()) for n in target.names])
+    tables: list[pa.Table] = []
+    keep = np.zeros(len(records), dtype=bool)
+    wrong: list[tuple[int, int]] = []
+    for k in range(len(records)):
+        one = records.select(np.arange(len(records)) == k)
+        fields: list[int] = []
+
+        def count(row: Any, fields: list[int] = fields) -> str:
+            fields.append(row.actual_columns)
+            return "skip"
+
+        try:
+            table = pa_csv.read_csv(
+                io.BytesIO(one.data),
+                read_options=_read_options(names, one, False),
+                parse_options=_csv_parse_options(opts, count, True),
+                convert_options=pa_csv.ConvertOptions(
+                    column_types={n: pa.string() for n in names},
+                    include_columns=list(target.names),
+                    null_values=list(opts.null_values),
+                    strings_can_be_null=True,
+                    quoted_strings_can_be_null=False,
+                ),
+            )
+        except pa.ArrowInvalid:
+            table = strings.empty_table()
+        if table.num_rows == 1:
+            keep[k] = True
+            tables.append(table.select(target.names))
+        else:
+            wrong.append((k, fields[0] if fields else 0))
+    table = pa.concat_tables(tables) if tables else strings.empty_table()
+    return table, keep, wrong
+
+
 def _csv_parses(tp: pa.DataType) -> bool:
-    """Types Arrow's CSV parser converts exactly as :func:`convert_strings` would."""
+    """Types Arrow's CSV parser converts exactly as :func:`parse_strings` would."""
     return pa.types.is_integer(tp) or pa.types.is_floating(tp)
 
 
@@ -673,42 +811,7 @@ def _with_source(table: pa.Table, path: str, lines: np.ndarray) -> pa.Table:
     )
 
 
-def _csv_layout(
-    header_line: bytes | None, opts: CsvOptions, target: pa.Schema, path: str
-) -> list[str]:
-    if header_line is not None:
-        text = header_line.decode(opts.encoding, errors="replace").lstrip("\ufeff")
-        names = _parse_header(text.encode("utf-8"), opts)
-    else:
-        names = list(opts.column_names) if opts.column_names else list(target.names)
-    missing = [n for n in target.names if n not in names]
-    if missing:
-        where = "header" if header_line is not None else "csv.column_names"
-        raise ValueError(
-            f"{path}: column {missing[0]!r} of the schema is not in the file's {where}"
-            f" (columns: {', '.join(names)})"
-        )
-    return names
-
-
-def _csv_lines(
-    path: str, opts: CsvOptions, chunk_bytes: int, byte_range: ByteRange | None = None
-) -> Iterator[tuple[bytes, int]]:
-    """Yields ``(chunk, first line number)`` after the skipped rows, header first if any."""
-    quote = opts.quote_char.encode() if opts.quote_char is not None else None
-    escape = opts.escape_char.encode() if opts.escape_char is not None else None
-    with _open(path) as stream:
-        line = 1
-        if byte_range is not None:
-            start, end, line = byte_range
-            stream.seek(start)
-            stream = _Limited(stream, end - start)  # type: ignore[assignment]
-        for chunk in _line_chunks(stream, chunk_bytes, quote, escape):
-            yield chunk, line
-            line += chunk.count(b"\n") + (0 if chunk.endswith(b"\n") else 1)
-
-
-# A piece of a file: (start, end, line number at start). Both offsets are line starts.
+# A piece of a file: (start, end, line number at start). Both offsets are record starts.
 ByteRange = tuple[int, int, int]
 
 
@@ -732,37 +835,53 @@ class _Limited(io.RawIOBase):
 
 
 def file_ranges(path: str, size: int, source: Source) -> list[tuple[str, ByteRange | None]]:
-    """Cuts a file into line-aligned byte ranges read in parallel, or keeps it whole.
+    """Cuts a file into byte ranges at record starts, read in parallel, or keeps it whole.
 
     Only uncompressed CSV files larger than ``source.split_bytes`` are cut. One sequential
-    scan finds, near every multiple of ``split_bytes``, the next line start and its line
-    number, so each range reads its records and numbers them as in the whole file.
+    scan of the file finds its records exactly as a whole read does
+    (:func:`transforms.csv_records.iter_records`, quoted newlines, escapes and broken
+    records included), and the first record starting at or after every multiple of
+    ``split_bytes`` (past the header) starts a range, with its line number. A range read
+    from a record start finds the same records as the whole read from there on (records are
+    decided by the bytes from their start), so every record is read once, by the range it
+    starts in, and numbered as in the whole file.
     """
     step = source.split_bytes
     if source.format != "csv" or step <= 0 or size <= step or path.endswith(".gz"):
         return [(path, None)]
+    opts = source.csv
+    cuts: list[tuple[int, int]] = [(0, 1)]
     with _open(path) as stream:
         if isinstance(stream, gzip.GzipFile):
             return [(path, None)]
-        cuts = [(0, 1)]
-        position, lines, target = 0, 1, step
-        while True:
-            block = stream.read(8 << 20)
-            if not block:
-                break
-            while target <= position + len(block):
-                # The line start at or after `target`: just past the first newline at or
-                # after target - 1 (a line starting exactly at target counts).
-                newline = block.find(b"\n", max(target - 1 - position, 0))
-                if newline < 0:
+        head, offset, line = skip_lines(stream, opts.skip_rows)
+        header = opts.header
+        target = step
+        for item in iter_records(
+            stream,
+            Dialect.of(opts),
+            chunk_bytes=8 << 20,
+            max_record_bytes=opts.max_record_bytes,
+            line=line,
+            offset=offset,
+            head=head,
+        ):
+            if isinstance(item, Problem):
+                if header:
+                    return [(path, None)]  # the reader reports the broken header
+                continue
+            starts = item.offset + item.starts
+            lines = item.lines
+            if header and len(starts):
+                starts, lines, header = starts[1:], lines[1:], False
+            while len(starts):
+                k = int(np.searchsorted(starts, target, side="left"))
+                if k >= len(starts):
                     break
-                lines_before = lines + block.count(b"\n", 0, newline + 1)
-                start = position + newline + 1
+                start = int(starts[k])
                 if start < size and start > cuts[-1][0]:
-                    cuts.append((start, lines_before))
+                    cuts.append((start, int(lines[k])))
                 target = max(target + step, start + 1)
-            lines += block.count(b"\n")
-            position += len(block)
     bounds = [c[0] for c in cuts] + [size]
     return [(path, (bounds[i], bounds[i + 1], cuts[i][1])) for i in range(len(cuts))]
 
@@ -776,39 +895,76 @@ def _read_csv(
     byte_range: ByteRange | None = None,
 ) -> Iterator[Yielded]:
     opts = source.csv
-    to_skip = opts.skip_rows + (1 if opts.header else 0)
+    dialect = Dialect.of(opts)
     names: list[str] | None = None if opts.header else _csv_layout(None, opts, target, path)
-    if byte_range is not None and byte_range[0] > 0:
-        # A later range: the header and skipped rows belong to the first one.
-        if opts.header:
-            names = _csv_layout(_header_line(path, opts), opts, target, path)
-        to_skip = 0
-    for chunk, first_line in _csv_lines(path, opts, chunk_bytes, byte_range):
-        if first_line == 1 and chunk.startswith(codecs.BOM_UTF8):
-            chunk = chunk[len(codecs.BOM_UTF8) :]
-        while to_skip and chunk:
-            end = chunk.find(b"\n")
-            line, chunk = (chunk, b"") if end < 0 else (chunk[:end], chunk[end + 1 :])
-            to_skip -= 1
-            if to_skip == 0 and opts.header:
-                names = _csv_layout(line.rstrip(b"\r") + b"\n", opts, target, path)
-            first_line += 1
-        if not chunk or names is None:
-            continue
-        table, found = _csv_chunk(
-            chunk, first_line, _CsvLayout(names, first_line), source, target, path, pipeline
-        )
-        yield from _batched(table, found, source.batch_size)
-
-
-def _header_line(path: str, opts: CsvOptions) -> bytes:
     with _open(path) as stream:
-        for _ in range(opts.skip_rows):
-            stream.readline()
-        line = stream.readline()
-    if line.startswith(codecs.BOM_UTF8):
-        line = line[len(codecs.BOM_UTF8) :]
-    return line.rstrip(b"\r\n") + b"\n"
+        start, end, line = byte_range if byte_range is not None else (0, -1, 1)
+        if byte_range is not None:
+            stream.seek(start)
+            stream = _Limited(stream, end - start)  # type: ignore[assignment]
+        try:
+            if start == 0:
+                head, offset, line = skip_lines(stream, opts.skip_rows)
+            else:
+                # A later range: the header and skipped rows belong to the first one.
+                head, offset = b"", start
+                if opts.header:
+                    names = _csv_layout(_csv_header(path, opts), opts, target, path)
+            for item in iter_records(
+                stream,
+                dialect,
+                chunk_bytes=chunk_bytes,
+                max_record_bytes=opts.max_record_bytes,
+                line=line,
+                offset=offset,
+                head=head,
+            ):
+                if isinstance(item, Problem):
+                    if names is None:
+                        raise ReadError(
+                            f"{path}:{item.line}", f"the header cannot be read: {item.message}"
+                        )
+                    yield None, [_problem_record(item, path, pipeline, opts.encoding)]
+                    continue
+                if names is None:
+                    names = _csv_layout(item, opts, target, path)
+                    item = item.select(np.arange(len(item)) > 0)
+                if not len(item):
+                    continue
+                table, found = _csv_block(item, names, source, target, path, pipeline)
+                yield from _batched(table, found, source.batch_size)
+        except _BROKEN_STREAM as exc:
+            raise _truncated(path, exc) from None
+
+
+def _truncated(path: str, exc: BaseException) -> ReadError:
+    """The error for a compressed file that breaks off; counts its whole lines again."""
+    lines = 0
+    try:
+        with _open(path) as stream:
+            while True:
+                piece = stream.read(1 << 16)
+                if not piece:
+                    break
+                lines += piece.count(b"\n")
+    except _BROKEN_STREAM:
+        pass
+    return ReadError(
+        path,
+        f"is a truncated or corrupt gzip file ({exc}): its last whole line is line {lines};"
+        " write or upload it again",
+    )
+
+
+def _problem_record(problem: Problem, path: str, pipeline: str, encoding: str) -> ErrorRecord:
+    return ErrorRecord(
+        pipeline=pipeline,
+        step="read",
+        reason=problem.reason,
+        message=problem.message,
+        payload=problem.payload.decode(encoding, errors="replace"),
+        source=f"{path}:{problem.line}",
+    )
 
 
 def _batched(table: pa.Table | None, found: list[ErrorRecord], size: int) -> Iterator[Yielded]:
@@ -830,90 +986,22 @@ def _batched(table: pa.Table | None, found: list[ErrorRecord], size: int) -> Ite
 
 
 # ---------------------------------------------------------------------------------------
-# Records as Python values (JSONL, Avro, tf.Example): checked one value at a time.
-
-
-class _Decimal(str):
-    """A JSON number's text, kept so floats are parsed once, to the column's width."""
-
-
-def _python_value(value: Any, tp: pa.DataType, binary_base64: bool) -> Any:
-    """Checks one value against ``tp``; returns it ready for ``pa.array`` or raises."""
-    if value is None:
-        return None
-    if pa.types.is_boolean(tp):
-        if isinstance(value, bool):
-            return value
-    elif pa.types.is_integer(tp):
-        if isinstance(value, int) and not isinstance(value, bool):
-            bits = tp.bit_width - 1
-            if -(1 << bits) <= value < (1 << bits):
-                return value
-    elif pa.types.is_floating(tp):
-        if isinstance(value, _Decimal):
-            return value
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return _Decimal(repr(float(value)))
-    elif pa.types.is_string(tp):
-        if isinstance(value, str):
-            return str(value) if not isinstance(value, _Decimal) else None
-    elif pa.types.is_binary(tp):
-        if isinstance(value, bytes):
-            return value
-        if isinstance(value, str) and not isinstance(value, _Decimal):
-            return base64.b64decode(value, validate=True) if binary_base64 else value.encode()
-    elif pa.types.is_timestamp(tp):
-        if isinstance(value, dt.datetime):
-            return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
-        if isinstance(value, int) and not isinstance(value, bool):
-            return dt.datetime.fromtimestamp(value, dt.UTC)
-        if isinstance(value, str) and not isinstance(value, _Decimal):
-            parsed = dt.datetime.fromisoformat(value)
-            return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
-    elif pa.types.is_date(tp):
-        if isinstance(value, dt.datetime):
-            return value.date()
-        if isinstance(value, dt.date):
-            return value
-        if isinstance(value, str) and not isinstance(value, _Decimal):
-            return dt.date.fromisoformat(value)
-    elif pa.types.is_list(tp) and isinstance(value, list | tuple):
-        return [_python_value(v, tp.value_type, binary_base64) for v in value]
-    raise ValueError(f"got {_show(value)}")
-
-
-def _show(value: Any) -> str:
-    if isinstance(value, _Decimal):
-        return str(value)
-    text = json.dumps(value, default=str) if not isinstance(value, bytes) else repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _float_column(values: list[Any], tp: pa.DataType) -> pa.Array:
-    if pa.types.is_list(tp):
-        offsets = [0]
-        flat: list[Any] = []
-        for v in values:
-            if v is not None:
-                flat.extend(v)
-            offsets.append(len(flat))
-        mask = pa.array([v is None for v in values])
-        inner = _float_column(flat, tp.value_type)
-        return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), inner, mask=mask).cast(tp)
-    if pa.types.is_floating(tp):
-        return pc.cast(pa.array(values, pa.string()), tp)
-    return pa.array(values, tp)
+# Records as Python values (JSONL, Avro): converted column by column at each flush.
 
 
 class _RowBuilder:
-    """Collects checked rows column by column, turning bad rows into error records."""
+    """Collects records, then converts them column by column; bad rows become errors."""
 
-    def __init__(self, target: pa.Schema, path: str, pipeline: str, binary_base64: bool):
+    def __init__(
+        self, target: pa.Schema, path: str, pipeline: str, binary_base64: bool, source: Source
+    ):
         self.target = target
         self.path = path
         self.pipeline = pipeline
         self.binary_base64 = binary_base64
-        self.columns: list[list[Any]] = [[] for _ in target]
+        self.allowed = set(source.allow_non_finite)
+        self.records: list[Mapping[str, Any]] = []
+        self.payloads: list[Callable[[], str]] = []
         self.lines: list[int] = []
         self.errors: list[ErrorRecord] = []
 
@@ -930,40 +1018,45 @@ class _RowBuilder:
         )
 
     def add(self, record: Mapping[str, Any], line: int, payload: Callable[[], str]) -> None:
-        row: list[Any] = []
-        problems: list[str] = []
-        for field in self.target:
-            try:
-                row.append(_python_value(record.get(field.name), field.type, self.binary_base64))
-            except (ValueError, TypeError, OverflowError) as exc:
-                problems.append(
-                    f"column {field.name!r}: expected {schema_lib.type_name(field.type)}, {exc}"
-                )
-        if problems:
-            self.error(line, errors.UNPARSEABLE_VALUE, "; ".join(problems), payload())
-            return
-        for column, value in zip(self.columns, row, strict=True):
-            column.append(value)
+        self.records.append(record)
+        self.payloads.append(payload)
         self.lines.append(line)
 
     def __len__(self) -> int:
         return len(self.lines)
 
     def flush(self) -> Yielded:
+        found, self.errors = self.errors, []
         if not self.lines:
-            found, self.errors = self.errors, []
             return None, found
-        arrays = [
-            _float_column(values, field.type)
-            for values, field in zip(self.columns, self.target, strict=True)
-        ]
-        table = pa.Table.from_arrays(arrays, schema=self.target)
-        table = _with_source(table, self.path, np.asarray(self.lines, dtype=np.int64))
-        batch = table.combine_chunks().to_batches()[0]
-        found = self.errors
-        self.columns = [[] for _ in self.target]
-        self.lines, self.errors = [], []
-        return batch, found
+        arrays: list[pa.Array] = []
+        problems: dict[int, list[tuple[str, Rejection]]] = {}
+        for field in self.target:
+            converted: Converted = convert_values(
+                [r.get(field.name) for r in self.records],
+                field.type,
+                allow_non_finite=field.name in self.allowed,
+                binary_base64=self.binary_base64,
+            )
+            arrays.append(converted.array)
+            for row, rejection in converted.rejected.items():
+                problems.setdefault(row, []).append((field.name, rejection))
+        lines = np.asarray(self.lines, dtype=np.int64)
+        table = _with_source(pa.Table.from_arrays(arrays, schema=self.target), self.path, lines)
+        for row in sorted(problems):
+            reason, message = describe(problems[row])
+            self.error(int(lines[row]), reason, message, self.payloads[row]())
+        found += self.errors
+        self.errors = []
+        if problems:
+            bad = np.zeros(len(lines), dtype=bool)
+            bad[list(problems)] = True
+            table = table.filter(pa.array(~bad))
+        found.sort(key=_line_of)
+        self.records, self.payloads, self.lines = [], [], []
+        if table.num_rows == 0:
+            return None, found
+        return table.combine_chunks().to_batches()[0], found
 
 
 def _constant(text: str) -> Callable[[], str]:
@@ -972,7 +1065,9 @@ def _constant(text: str) -> Callable[[], str]:
 
 def _drain(builder: _RowBuilder, size: int, final: bool) -> Iterator[Yielded]:
     if len(builder) >= size or (final and (len(builder) or builder.errors)):
-        yield builder.flush()
+        batch, found = builder.flush()
+        if batch is not None or found:
+            yield batch, found
 
 
 # ---------------------------------------------------------------------------------------
@@ -982,39 +1077,44 @@ def _drain(builder: _RowBuilder, size: int, final: bool) -> Iterator[Yielded]:
 def _read_jsonl(
     path: str, source: Source, target: pa.Schema, pipeline: str, chunk_bytes: int
 ) -> Iterator[Yielded]:
-    builder = _RowBuilder(target, path, pipeline, binary_base64=True)
+    builder = _RowBuilder(target, path, pipeline, binary_base64=True, source=source)
     with _open(path) as stream:
-        for number, raw in enumerate(stream, start=1):
-            if number == 1 and raw.startswith(codecs.BOM_UTF8):
-                raw = raw[len(codecs.BOM_UTF8) :]
-            raw = raw.rstrip(b"\r\n")
-            if not raw.strip():
-                continue
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                builder.error(
-                    number,
-                    errors.BAD_ENCODING,
-                    f"line is not valid utf-8: {exc.reason} at byte {exc.start}",
-                    raw.decode("utf-8", errors="replace"),
-                )
-                continue
-            try:
-                record = json.loads(text, parse_float=_Decimal)
-            except ValueError as exc:
-                builder.error(number, errors.MALFORMED_RECORD, f"not valid JSON: {exc}", text)
-                continue
-            if not isinstance(record, dict):
-                builder.error(
-                    number,
-                    errors.MALFORMED_RECORD,
-                    f"expected a JSON object, got {type(record).__name__}",
-                    text,
-                )
-                continue
-            builder.add(record, number, _constant(text))
-            yield from _drain(builder, source.batch_size, final=False)
+        try:
+            for number, raw in enumerate(stream, start=1):
+                if number == 1 and raw.startswith(codecs.BOM_UTF8):
+                    raw = raw[len(codecs.BOM_UTF8) :]
+                raw = raw.rstrip(b"\r\n")
+                if not raw.strip():
+                    continue
+                try:
+                    text = raw.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    builder.error(
+                        number,
+                        errors.BAD_ENCODING,
+                        f"line is not valid utf-8: {exc.reason} at byte {exc.start}",
+                        raw.decode("utf-8", errors="replace"),
+                    )
+                    continue
+                try:
+                    # Bare NaN/Infinity literals parse (Python's json does); the non-finite
+                    # rule then rejects them like any other non-finite float.
+                    record = json.loads(text, parse_float=Decimal)
+                except ValueError as exc:
+                    builder.error(number, errors.MALFORMED_RECORD, f"not valid JSON: {exc}", text)
+                    continue
+                if not isinstance(record, dict):
+                    builder.error(
+                        number,
+                        errors.MALFORMED_RECORD,
+                        f"expected a JSON object, got {type(record).__name__}",
+                        text,
+                    )
+                    continue
+                builder.add(record, number, _constant(text))
+                yield from _drain(builder, source.batch_size, final=False)
+        except _BROKEN_STREAM as exc:
+            raise _truncated(path, exc) from None
     yield from _drain(builder, source.batch_size, final=True)
 
 
@@ -1022,31 +1122,86 @@ def _read_jsonl(
 # Parquet.
 
 
+def _parquet_file(stream: IO[bytes], path: str) -> pq.ParquetFile:
+    try:
+        return pq.ParquetFile(stream)
+    except (pa.ArrowException, OSError) as exc:
+        raise ReadError(
+            path, f"is not a readable Parquet file (truncated or corrupt?): {exc}"
+        ) from None
+
+
+def _parquet_columns(parquet: pq.ParquetFile, target: pa.Schema, path: str) -> None:
+    names = parquet.schema_arrow.names
+    missing = [n for n in target.names if n not in names]
+    if missing:
+        raise ReadError(
+            path,
+            f"column {missing[0]!r} of the schema is not in the Parquet file"
+            f" (columns: {', '.join(names)})",
+        )
+
+
 def _read_parquet(
     path: str, source: Source, target: pa.Schema, pipeline: str, chunk_bytes: int
 ) -> Iterator[Yielded]:
-    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as stream:
-        try:
-            parquet = pq.ParquetFile(stream)
-        except pa.ArrowException as exc:
-            raise ValueError(f"{path} is not a readable Parquet file: {exc}") from exc
-        names = parquet.schema_arrow.names
-        missing = [n for n in target.names if n not in names]
-        if missing:
-            raise ValueError(
-                f"{path}: column {missing[0]!r} of the schema is not in the Parquet file"
-                f" (columns: {', '.join(names)})"
-            )
+    allowed = set(source.allow_non_finite)
+    with _open_raw(path) as stream:
+        parquet = _parquet_file(stream, path)
+        _parquet_columns(parquet, target, path)
         line = 1
-        for batch in parquet.iter_batches(batch_size=source.batch_size, columns=target.names):
+        batches = parquet.iter_batches(batch_size=source.batch_size, columns=target.names)
+        while True:
             try:
-                table = pa.Table.from_batches([batch]).select(target.names).cast(target)
-            except (pa.ArrowException, ValueError) as exc:
-                raise ValueError(f"{path}: cannot cast to the schema: {exc}") from exc
-            lines = np.arange(line, line + batch.num_rows, dtype=np.int64)
-            line += batch.num_rows
-            if batch.num_rows:
-                yield _with_source(table, path, lines).combine_chunks().to_batches()[0], []
+                batch = next(batches)
+            except StopIteration:
+                break
+            except (pa.ArrowException, OSError) as exc:
+                raise ReadError(
+                    path, f"is not a readable Parquet file (corrupt after row {line - 1}): {exc}"
+                ) from None
+            n = batch.num_rows
+            lines = np.arange(line, line + n, dtype=np.int64)
+            line += n
+            if n:
+                yield _typed_batch(batch, target, allowed, path, pipeline, lines, _row_payloads)
+
+
+def _row_payloads(batch: pa.RecordBatch | pa.Table, rows: Sequence[int]) -> list[str]:
+    return [row_payload(batch.slice(int(i), 1).to_pylist()[0]) for i in rows]
+
+
+def _typed_batch(
+    batch: pa.RecordBatch | pa.Table,
+    target: pa.Schema,
+    allowed: set[str],
+    path: str,
+    pipeline: str,
+    lines: np.ndarray,
+    payloads: Callable[[pa.RecordBatch | pa.Table, Sequence[int]], list[str]],
+) -> Yielded:
+    """Converts a typed batch to ``target`` value by value: bad values reject their row."""
+    converted, problems = convert_batch(batch, target, allow_non_finite=allowed)
+    table = _with_source(converted, path, lines)
+    found: list[ErrorRecord] = []
+    if problems:
+        rows = sorted(problems)
+        for row, payload in zip(rows, payloads(batch, rows), strict=True):
+            reason, message = describe(problems[row])
+            found.append(
+                ErrorRecord(
+                    pipeline=pipeline,
+                    step="read",
+                    reason=reason,
+                    message=message,
+                    payload=payload,
+                    source=f"{path}:{int(lines[row])}",
+                )
+            )
+        table = table.filter(pa.array(~rejected_mask(len(lines), problems)))
+    if table.num_rows == 0:
+        return None, found
+    return table.combine_chunks().to_batches()[0], found
 
 
 # ---------------------------------------------------------------------------------------
@@ -1058,23 +1213,29 @@ def _read_avro(
 ) -> Iterator[Yielded]:
     import fastavro
 
-    builder = _RowBuilder(target, path, pipeline, binary_base64=False)
-    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as stream:
+    builder = _RowBuilder(target, path, pipeline, binary_base64=False, source=source)
+    number = 0
+    with _open_raw(path) as stream:
         try:
             records = fastavro.reader(stream)
         except Exception as exc:
-            raise ValueError(f"{path} is not a readable Avro file: {exc}") from exc
-        for number, record in enumerate(records, start=1):
-            if not isinstance(record, dict):
-                builder.error(
-                    number,
-                    errors.MALFORMED_RECORD,
-                    f"expected an Avro record, got {type(record).__name__}",
-                    row_payload({"value": record}),
-                )
-                continue
-            builder.add(record, number, functools.partial(row_payload, record))
-            yield from _drain(builder, source.batch_size, final=False)
+            raise ReadError(path, f"is not a readable Avro file ({exc})") from None
+        try:
+            for number, record in enumerate(records, start=1):
+                if not isinstance(record, dict):
+                    builder.error(
+                        number,
+                        errors.MALFORMED_RECORD,
+                        f"expected an Avro record, got {type(record).__name__}",
+                        row_payload({"value": record}),
+                    )
+                    continue
+                builder.add(record, number, functools.partial(row_payload, record))
+                yield from _drain(builder, source.batch_size, final=False)
+        except (EOFError, ValueError, OSError, struct.error) as exc:
+            raise ReadError(
+                path, f"is a truncated or corrupt Avro file: it ends after record {number} ({exc})"
+            ) from None
     yield from _drain(builder, source.batch_size, final=True)
 
 
@@ -1086,24 +1247,32 @@ def tfrecord_records(stream: IO[bytes], path: str) -> Iterator[bytes]:
     """Yields the records of a TFRecord stream, checking lengths and checksums.
 
     Raises:
-        ValueError: on a truncated file or a checksum mismatch (the file is corrupt).
+        ReadError: on a truncated file or a checksum mismatch (the file is corrupt).
     """
     from transforms.tf_example import masked_crc32c
 
+    number = 0
     while True:
-        header = _read_fully(stream, 12)
+        try:
+            header = _read_fully(stream, 12)
+        except _BROKEN_STREAM as exc:
+            raise ReadError(path, f"is a truncated or corrupt gzip file ({exc})") from None
         if not header:
             return
+        number += 1
         if len(header) < 12:
-            raise ValueError(f"{path}: truncated TFRecord length header")
+            raise ReadError(path, f"is a truncated TFRecord file: record {number}'s length header")
         (length,) = struct.unpack("<Q", header[:8])
         if struct.unpack("<I", header[8:])[0] != masked_crc32c(header[:8]):
-            raise ValueError(f"{path}: corrupt TFRecord (length checksum mismatch)")
-        data = _read_fully(stream, length + 4)
+            raise ReadError(path, f"is a corrupt TFRecord file: record {number}'s length checksum")
+        try:
+            data = _read_fully(stream, length + 4)
+        except _BROKEN_STREAM as exc:
+            raise ReadError(path, f"is a truncated or corrupt gzip file ({exc})") from None
         if len(data) < length + 4:
-            raise ValueError(f"{path}: truncated TFRecord record")
+            raise ReadError(path, f"is a truncated TFRecord file: record {number} is cut short")
         if struct.unpack("<I", data[length:])[0] != masked_crc32c(data[:length]):
-            raise ValueError(f"{path}: corrupt TFRecord (data checksum mismatch)")
+            raise ReadError(path, f"is a corrupt TFRecord file: record {number}'s data checksum")
         yield data[:length]
 
 
@@ -1112,32 +1281,45 @@ def _read_tfrecord(
 ) -> Iterator[Yielded]:
     from transforms.tf_example import decode_tf_examples
 
+    allowed = set(source.allow_non_finite)
+
+    def encoded(record: bytes) -> str:
+        return json.dumps({"tf_example_base64": base64.b64encode(record).decode()})
+
+    def decode(records: list[bytes], first: int) -> Yielded:
+        batch, problems = decode_tf_examples(records, target)
+        found = [
+            ErrorRecord(
+                pipeline=pipeline,
+                step="read",
+                reason=p.reason,
+                message=p.message,
+                payload=encoded(records[p.position]),
+                source=f"{path}:{first + p.position}",
+            )
+            for p in problems
+        ]
+        bad = {p.position for p in problems}
+        good = [i for i in range(len(records)) if i not in bad]
+        if batch.num_rows == 0:
+            return None, found
+        lines = np.array([first + i for i in good], np.int64)
+        # The Examples' values have their columns' types; the non-finite rule still applies.
+        checked, more = _typed_batch(
+            batch,
+            target,
+            allowed,
+            path,
+            pipeline,
+            lines,
+            lambda _, rows: [encoded(records[good[i]]) for i in rows],
+        )
+        found = sorted(found + more, key=_line_of)
+        return checked, found
+
     with _open(path) as stream:
         number = 0
         pending: list[bytes] = []
-
-        def decode(records: list[bytes], first: int) -> Yielded:
-            batch, problems = decode_tf_examples(records, target)
-            found = [
-                ErrorRecord(
-                    pipeline=pipeline,
-                    step="read",
-                    reason=p.reason,
-                    message=p.message,
-                    payload=json.dumps(
-                        {"tf_example_base64": base64.b64encode(records[p.position]).decode()}
-                    ),
-                    source=f"{path}:{first + p.position}",
-                )
-                for p in problems
-            ]
-            bad = {p.position for p in problems}
-            lines = np.array([first + i for i in range(len(records)) if i not in bad], np.int64)
-            if batch.num_rows == 0:
-                return None, found
-            table = _with_source(pa.Table.from_batches([batch]), path, lines)
-            return table.combine_chunks().to_batches()[0], found
-
         for record in tfrecord_records(stream, path):
             pending.append(record)
             number += 1
@@ -1156,6 +1338,12 @@ _READERS: dict[str, Callable[[str, Source, pa.Schema, str, int], Iterator[Yielde
     "tfrecord": _read_tfrecord,
 }
 
+_CHECKERS: dict[str, Callable[[str, Source, pa.Schema], None]] = {
+    "csv": _check_csv,
+    "parquet": _check_parquet,
+    "avro": _check_avro,
+}
+
 
 # ---------------------------------------------------------------------------------------
 # Schema inference.
@@ -1167,7 +1355,7 @@ def infer_string_type(values: pa.Array) -> pa.DataType:
     if len(present) == 0:
         return pa.string()
     for tp in (pa.int64(), pa.float64()):
-        _, bad = convert_strings(present, tp)
+        _, bad = convert_strings(present, tp, allow_non_finite=True)
         if bad is None or not bad.any():
             return tp
     lowered = pc.utf8_lower(present)
@@ -1184,41 +1372,27 @@ def infer_string_type(values: pa.Array) -> pa.DataType:
 
 def _infer_csv(path: str, source: Source) -> pa.Schema:
     opts = source.csv
-    loose = dataclasses.replace(source, schema=None)
-    names: list[str] | None = None
+    if opts.header:
+        header = _csv_header(path, opts)
+        if header is None:
+            raise ReadError(path, "cannot infer a schema from an empty file")
+        names = _csv_layout(header, opts, pa.schema([]), path)
+    elif opts.column_names:
+        names = list(opts.column_names)
+    else:
+        raise ReadError(path, "csv.column_names is needed to infer a headerless schema")
+    strings = pa.schema([pa.field(n, pa.string()) for n in names])
+    loose = dataclasses.replace(source, schema=None, allow_non_finite=[])
     sample: list[pa.Table] = []
     rows = 0
-    to_skip = opts.skip_rows + (1 if opts.header else 0)
-    for chunk, first_line in _csv_lines(path, opts, 1 << 20):
-        while to_skip and chunk:
-            end = chunk.find(b"\n")
-            line, chunk = (chunk, b"") if end < 0 else (chunk[:end], chunk[end + 1 :])
-            to_skip -= 1
-            if to_skip == 0 and opts.header:
-                text = line.rstrip(b"\r").decode(opts.encoding, errors="replace").lstrip("\ufeff")
-                names = _parse_header(text.encode("utf-8") + b"\n", opts)
-            first_line += 1
-        if names is None:
-            if opts.header:
-                continue
-            if not opts.column_names:
-                raise ValueError(f"{path}: csv.column_names is needed to infer a headerless schema")
-            names = list(opts.column_names)
-        if not chunk:
-            continue
-        strings = pa.schema([pa.field(n, pa.string()) for n in names])
-        table, _ = _csv_chunk(
-            chunk, first_line, _CsvLayout(names, first_line), loose, strings, path, "infer"
-        )
-        if table is not None:
-            sample.append(table.select(names))
-            rows += table.num_rows
+    for batch, _ in _read_csv(path, loose, strings, "infer", 1 << 20):
+        if batch is not None:
+            sample.append(pa.Table.from_batches([batch]).select(names))
+            rows += batch.num_rows
         if rows >= INFER_ROWS:
             break
-    if names is None:
-        raise ValueError(f"{path}: cannot infer a schema from an empty file")
     if not sample:
-        return pa.schema([pa.field(n, pa.string()) for n in names])
+        return strings
     data = pa.concat_tables(sample).slice(0, INFER_ROWS)
     return pa.schema(
         [pa.field(n, infer_string_type(data.column(n).combine_chunks())) for n in names]
@@ -1255,14 +1429,14 @@ def _infer_jsonl(path: str, source: Source) -> pa.Schema:
             if len(rows) >= INFER_ROWS:
                 break
     if not rows:
-        raise ValueError(f"{path}: cannot infer a schema: no JSON object found")
+        raise ReadError(path, "cannot infer a schema: no JSON object found")
     inferred = pa.Table.from_pylist(rows).schema
     return pa.schema([pa.field(f.name, _normalise(f.type)) for f in inferred])
 
 
 def _infer_parquet(path: str, source: Source) -> pa.Schema:
-    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as stream:
-        arrow = pq.ParquetFile(stream).schema_arrow
+    with _open_raw(path) as stream:
+        arrow = _parquet_file(stream, path).schema_arrow
     return pa.schema([pa.field(f.name, _normalise(f.type)) for f in arrow])
 
 
@@ -1270,13 +1444,13 @@ def _infer_avro(path: str, source: Source) -> pa.Schema:
     import fastavro
 
     rows: list[dict[str, Any]] = []
-    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as stream:
+    with _open_raw(path) as stream:
         for record in fastavro.reader(stream):
             rows.append(record)  # type: ignore[arg-type]
             if len(rows) >= INFER_ROWS:
                 break
     if not rows:
-        raise ValueError(f"{path}: cannot infer a schema from an empty Avro file")
+        raise ReadError(path, "cannot infer a schema from an empty Avro file")
     inferred = pa.Table.from_pylist(rows).schema
     return pa.schema([pa.field(f.name, _normalise(f.type)) for f in inferred])
 
@@ -1364,7 +1538,10 @@ class ReadRecords(beam.PTransform):
         Counters ``beamforge/rows_read`` (rows emitted) and ``beamforge/read_errors``.
 
     Raises:
-        ValueError: at construction, for an invalid source or a pattern matching no file.
+        ValueError: at construction, for an invalid source.
+        InputError: at construction, for a pattern matching no file (or a directory); while
+            running, a :class:`ReadError` for a file that cannot be read at all (it reaches
+            the launcher as a ``ReadError``, whatever Beam wraps it in).
     """
 
     def __init__(
