@@ -41,9 +41,10 @@ from transforms import split as splitting
 from transforms.apply import COUNTS, ERRORS, ApplySteps, BundleCounter
 from transforms.artifact import Artifact, read_artifact, versions, write_artifact
 from transforms.commit import resolve_artifact_dir
+from transforms.config import SpecError
 from transforms.dedupe import DeduplicateBatches
 from transforms.engine import DROPPED, READ, REJECTED, WRITTEN, apply_steps, segments
-from transforms.errors import ErrorRecord
+from transforms.errors import ErrorRecord, InputError
 from transforms.fit import AnalyzeBatches, FitSteps
 from transforms.gcs import check_buckets, check_gcs_paths
 from transforms.manifest import (
@@ -55,7 +56,7 @@ from transforms.manifest import (
     sum_counts,
     write_text,
 )
-from transforms.read import ReadRecords, expand_paths, resolve_schema
+from transforms.read import ReadRecords, expand_paths, non_finite_problem, resolve_schema
 from transforms.schema import HIDDEN_PREFIX, parse_type
 from transforms.spill import ReadSpilled, SpillBatches
 from transforms.stats import DatasetStats
@@ -152,6 +153,9 @@ def plan(
         patterns, files, source = [], [], spec.source
         check_gcs_paths([root, errors_path, artifact_dir or spec.transform.artifact or ""])
         input_schema = _bigquery_schema(source)
+        problem = non_finite_problem(spec.source.allow_non_finite, input_schema)
+        if problem is not None:
+            raise SpecError("source", problem, source=spec.origin)
     else:
         patterns = list(inputs) if inputs else _as_list(spec.source.path)
         if not patterns:
@@ -301,7 +305,11 @@ def _read(p: beam.Pipeline, plan: Plan, label: str, log_files: bool = True) -> A
     source = plan.spec.source
     if source.bigquery is not None:
         return p | label >> bq_lib.ReadFromBigQuery(
-            source=source.bigquery, schema=plan.input_schema, batch_size=source.batch_size
+            source=source.bigquery,
+            schema=plan.input_schema,
+            batch_size=source.batch_size,
+            allow_non_finite=source.allow_non_finite,
+            pipeline=plan.spec.name,
         )
     return p | label >> ReadRecords(
         source=source, schema=plan.input_schema, pipeline=plan.spec.name, log_files=log_files
@@ -410,6 +418,13 @@ def _check_artifact(
         raise ValueError(
             f"the artifact expects input columns {artifact.input_schema} but the source has "
             f"{schema_mapping(schema)}"
+        )
+    if sorted(artifact.allow_non_finite) != sorted(spec.source.allow_non_finite):
+        # Serving applies the artifact's rule: the dataset must have been read by it too.
+        raise InputError(
+            "source.allow_non_finite",
+            f"is {sorted(spec.source.allow_non_finite)} but the artifact was fitted with "
+            f"{sorted(artifact.allow_non_finite)}; use the same list",
         )
 
 
@@ -698,6 +713,7 @@ def _artifact_for(plan: Plan, fitted: Mapping[str, Any]) -> Artifact:
         input_schema=schema_mapping(plan.input_schema),
         output_columns=list(plan.output_columns),
         output_schema=schema_mapping(plan.output_schema),
+        allow_non_finite=list(plan.spec.source.allow_non_finite),
     )
 
 

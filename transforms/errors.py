@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -39,10 +40,14 @@ class InputError(ValueError):
         problem: What is wrong and what was expected.
     """
 
-    def __init__(self, location: str, problem: str) -> None:
+    def __init__(self, location: str, problem: str | None = None) -> None:
+        # Beam re-raises a worker's exception as ``type(exc)(message + step)``: the
+        # one-argument form rebuilds the parts, so the launcher still gets this type.
+        if problem is None:
+            location, _, problem = location.partition(": ")
         self.location = location
         self.problem = problem
-        super().__init__(f"{location}: {problem}")
+        super().__init__(f"{location}: {problem}" if problem else location)
 
     def __reduce__(self) -> tuple[type, tuple[str, str]]:
         # Beam pickles exceptions raised in workers back to the launcher.
@@ -94,6 +99,30 @@ class ErrorRecord:
         return cls(**{f.name: data[f.name] for f in dataclasses.fields(cls) if f.name in data})
 
 
+_NON_FINITE_TEXT = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
+
+
+def _strict(value: Any) -> Any:
+    # NaN and infinities as the strings the readers parse back to the same float: the
+    # payload stays strict JSON and replays to the same row.
+    if isinstance(value, float) and not math.isfinite(value):
+        return _NON_FINITE_TEXT[repr(value)]
+    if isinstance(value, dict):
+        return {k: _strict(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_strict(v) for v in value]
+    return value
+
+
 def row_payload(row: Mapping[str, Any]) -> str:
-    """Serialises a row for :attr:`ErrorRecord.payload`, keeping values JSON-compatible."""
-    return json.dumps(row, ensure_ascii=False, sort_keys=True, default=str)
+    """Serialises a row for :attr:`ErrorRecord.payload` as strict JSON.
+
+    Values JSON has no literal for become strings: NaN and infinities ``"NaN"``,
+    ``"Infinity"``, ``"-Infinity"``; dates, times and other objects their ``str``.
+    """
+    try:
+        return json.dumps(row, ensure_ascii=False, sort_keys=True, default=str, allow_nan=False)
+    except ValueError:
+        return json.dumps(
+            _strict(dict(row)), ensure_ascii=False, sort_keys=True, default=str, allow_nan=False
+        )

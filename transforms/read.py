@@ -112,16 +112,7 @@ _GZIP_MAGIC = b"\x1f\x8b"
 
 
 class ReadError(InputError):
-    """An input file cannot be read as the source says; the message names the file.
-
-    Beam re-raises an exception from a worker as ``type(exc)(message + step)``: the
-    one-argument form rebuilds the parts, so the launcher still gets a ``ReadError``.
-    """
-
-    def __init__(self, location: str, problem: str | None = None) -> None:
-        if problem is None:
-            location, _, problem = location.partition(": ")
-        super().__init__(location, problem)
+    """An input file cannot be read as the source says; the message names the file."""
 
 
 @dataclasses.dataclass
