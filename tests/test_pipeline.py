@@ -253,3 +253,23 @@ def test_fit_on_one_split_fits_on_its_rows_only(tmp_path: pathlib.Path) -> None:
     assert filled == pytest.approx(expected)
     everything = [fare for i, fare in {**train, **eval_}.items() if i != 41]
     assert filled != pytest.approx(sum(everything) / len(everything))
+
+
+def test_an_artifact_read_under_another_non_finite_rule_is_refused(
+    tmp_path: pathlib.Path, tiny_csv: pathlib.Path
+) -> None:
+    from transforms.errors import InputError
+
+    lenient = _spec(source={**_spec()["source"], "allow_non_finite": ["fare"]})
+    first = run_job(parse_spec(lenient), inputs=[str(tiny_csv)], output=str(tmp_path / "a"))
+    assert json.loads((run_root(tmp_path / "a") / "artifact" / "transform.json").read_text())[
+        "allow_non_finite"
+    ] == ["fare"]
+    assert first.manifest["counts"]["read"] == 8
+    with pytest.raises(InputError, match=r"allow_non_finite: is \[\] but the artifact"):
+        run_job(
+            parse_spec(_spec()),
+            inputs=[str(tiny_csv)],
+            output=str(tmp_path / "b"),
+            artifact_dir=str(tmp_path / "a"),
+        )
