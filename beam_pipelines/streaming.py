@@ -434,7 +434,10 @@ def _read_source(
         repeats = pulled | "Repeats" >> beam.FlatMap(lambda e: e.duplicates)
         messages = pulled | "Messages" >> beam.Map(lambda e: e.messages)
         decoded = messages | "Decode" >> DecodeMessageLists(
-            decoding=sub, schema=plan.input_schema, pipeline=spec.name
+            decoding=sub,
+            schema=plan.input_schema,
+            pipeline=spec.name,
+            allow_non_finite=spec.source.allow_non_finite,
         )
     else:
         received = (
@@ -459,6 +462,7 @@ def _read_source(
             decoding=sub,
             schema=plan.input_schema,
             pipeline=spec.name,
+            allow_non_finite=spec.source.allow_non_finite,
             batch_size=sub.batch_size,
             max_latency_seconds=sub.max_latency_seconds,
         )

@@ -107,3 +107,37 @@ def test_event_time_rfc3339() -> None:
     assert parse_event_time("2023-11-14T22:13:20Z") == T0
     assert parse_event_time("2023-11-14T23:13:20+01:00") == T0
     assert parse_event_time("") is None
+
+
+def test_messages_follow_the_readers_rule_for_non_finite_and_integral_values() -> None:
+    attrs = {"ts": "1700000000000"}
+    decoding = Decoding(format="json", event_time_attribute="ts")
+    messages = [
+        Message(b'{"area": 1, "fare": NaN, "company": "A"}', attrs, "nan"),
+        Message(b'{"area": 2, "fare": 1e39, "company": "A"}', attrs, "overflow"),
+        Message(b'{"area": 3.7, "fare": 1.5, "company": "A"}', attrs, "fraction"),
+        Message(b'{"area": 4.0, "fare": "2.5", "company": "A"}', attrs, "ok"),
+    ]
+    batch, errors = decode_messages(messages, decoding, SCHEMA, pipeline="job")
+    assert batch is not None
+    assert [(r["area"], r["fare"]) for r in _rows(batch)] == [(4, 2.5)]
+    assert [(e.source, e.reason) for e in errors] == [
+        ("nan", "non_finite"),
+        ("overflow", "non_finite"),
+        ("fraction", "unparseable_value"),
+    ]
+    assert errors[0].message.startswith("column 'fare': ")
+    # Allowed for the column, as the spec's source.allow_non_finite says.
+    allowed, errors = decode_messages(
+        messages[:1], decoding, SCHEMA, pipeline="job", allow_non_finite=["fare"]
+    )
+    assert errors == [] and allowed is not None
+    assert str(_rows(allowed)[0]["fare"]) == "nan"
+    csv_batch, csv_errors = decode_messages(
+        [Message(b"5,inf,B", attrs, "c1"), Message(b"6,3.5,B", attrs, "c2")],
+        Decoding(format="csv", event_time_attribute="ts"),
+        SCHEMA,
+        pipeline="job",
+    )
+    assert csv_batch is not None and [r["area"] for r in _rows(csv_batch)] == [6]
+    assert [(e.source, e.reason) for e in csv_errors] == [("c1", "non_finite")]

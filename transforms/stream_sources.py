@@ -48,9 +48,10 @@ from apache_beam.utils.timestamp import Duration, Timestamp
 
 from transforms import errors as error_codes
 from transforms import schema as schema_lib
+from transforms import values as values_lib
 from transforms.errors import ErrorRecord, row_payload
 from transforms.live_source import LiveSource
-from transforms.read import Source, convert_strings, read_file
+from transforms.read import Source, read_file
 from transforms.windows import EVENT_TIME_COLUMN, NO_TIME, event_times_us
 
 PayloadFormat = Literal["json", "csv", "avro"]
@@ -179,13 +180,20 @@ def _decode_one(data: bytes, decoding: Decoding, names: Sequence[str]) -> list[d
 
 
 def decode_messages(
-    messages: Sequence[Message], decoding: Decoding, schema: pa.Schema, *, pipeline: str
+    messages: Sequence[Message],
+    decoding: Decoding,
+    schema: pa.Schema,
+    *,
+    pipeline: str,
+    allow_non_finite: Sequence[str] = (),
 ) -> tuple[pa.RecordBatch | None, list[ErrorRecord]]:
     """Decodes messages into one record batch plus an error record per bad message.
 
-    CSV values are converted with the CSV reader's own rules
-    (:func:`transforms.read.convert_strings`: empty is null), JSON and Avro values as the
-    JSONL and Avro readers do, so a row means the same in batch and streaming.
+    Values are accepted by the readers' one rule (:mod:`transforms.values`): CSV values by
+    the text grammar (empty is null), JSON and Avro values as the JSONL and Avro readers
+    take them (JSON strings holding a number are read as text, as serving does); NaN and
+    infinities are rejected as ``non_finite`` outside ``allow_non_finite``. A row means the
+    same in batch, streaming and serving.
 
     Returns:
         A batch with the schema's columns, the kept attributes, ``__file`` (the message id)
@@ -249,14 +257,15 @@ def decode_messages(
             payloads.append(row_payload(record))
     if not rows:
         return None, found
-    batch, bad = _to_batch(rows, target, decoding)
+    batch, bad = _to_batch(rows, target, decoding, allow_non_finite)
     for i in [k for k, problem in enumerate(bad) if problem]:
+        reason, text = bad[i] or ("", "")
         found.append(
             ErrorRecord(
                 pipeline=pipeline,
                 step="read",
-                reason=error_codes.UNPARSEABLE_VALUE,
-                message=str(bad[i]),
+                reason=reason,
+                message=text,
                 payload=payloads[i],
                 source=ids[i],
                 event_time=_iso(times[i]),
@@ -275,53 +284,33 @@ def decode_messages(
 
 
 def _to_batch(
-    rows: Sequence[Mapping[str, Any]], target: pa.Schema, decoding: Decoding
-) -> tuple[pa.RecordBatch, list[str | bool]]:
-    """Columns of ``target`` from row dicts; per row False, or the problem."""
-    bad: list[str | bool] = [False] * len(rows)
+    rows: Sequence[Mapping[str, Any]],
+    target: pa.Schema,
+    decoding: Decoding,
+    allow_non_finite: Sequence[str],
+) -> tuple[pa.RecordBatch, list[tuple[str, str] | None]]:
+    """Columns of ``target`` from row dicts; per row None, or its reason and message."""
+    problems: list[list[tuple[str, values_lib.Rejection]]] = [[] for _ in rows]
     arrays = []
     for field in target:
-        values = [r.get(field.name) for r in rows]
+        column = [r.get(field.name) for r in rows]
+        allow = field.name in allow_non_finite
         if decoding.format == "csv":
             # Empty fields are null, as the CSV reader's default null_values say.
-            strings = pa.array([None if v == "" else v for v in values], pa.string())
-            converted, invalid = convert_strings(strings, field.type)
-            if invalid is not None:
-                for j in np.flatnonzero(invalid):
-                    k = int(j)
-                    bad[k] = bad[k] or (
-                        f"column {field.name!r}: expected {schema_lib.type_name(field.type)}, "
-                        f"got {values[k]!r}"
-                    )
-            arrays.append(converted)
-            continue
-        column: list[Any] = []
-        for i, value in enumerate(values):
-            try:
-                column.append(pa.scalar(value, field.type).as_py() if value is not None else None)
-            except (pa.ArrowException, ValueError, TypeError, OverflowError):
-                try:
-                    column.append(_coerce(value, field.type))
-                except (ValueError, TypeError, OverflowError):
-                    bad[i] = bad[i] or (
-                        f"column {field.name!r}: expected {schema_lib.type_name(field.type)}, "
-                        f"got {value!r}"
-                    )
-                    column.append(None)
-        arrays.append(pa.array(column, field.type))
-    return pa.RecordBatch.from_arrays(arrays, schema=target), bad
-
-
-def _coerce(value: Any, tp: pa.DataType) -> Any:
-    # Strings holding numbers (as JSON writers of CSV-born data often produce).
-    if isinstance(value, str):
-        if pa.types.is_integer(tp):
-            return int(value)
-        if pa.types.is_floating(tp):
-            return float(value)
-    if isinstance(value, float) and pa.types.is_integer(tp) and value.is_integer():
-        return int(value)
-    raise ValueError(f"cannot convert {value!r}")
+            strings = pa.array([None if v == "" else v for v in column], pa.string())
+            converted = values_lib.parse_strings(strings, field.type, allow_non_finite=allow)
+        else:
+            converted = values_lib.convert_values(
+                column,
+                field.type,
+                allow_non_finite=allow,
+                strings_as_text=decoding.format == "json",
+            )
+        for i, rejection in converted.rejected.items():
+            problems[i].append((field.name, rejection))
+        arrays.append(converted.array)
+    described = [values_lib.describe(p) if p else None for p in problems]
+    return pa.RecordBatch.from_arrays(arrays, schema=target), described
 
 
 def _iso(us: int) -> str:
@@ -438,14 +427,25 @@ class DedupeMessages(beam.PTransform):
 
 
 class _DecodeDoFn(beam.DoFn):
-    def __init__(self, decoding: Decoding, schema: pa.Schema, pipeline: str) -> None:
+    def __init__(
+        self,
+        decoding: Decoding,
+        schema: pa.Schema,
+        pipeline: str,
+        allow_non_finite: Sequence[str] = (),
+    ) -> None:
         self._decoding = decoding
         self._schema = schema
         self._pipeline = pipeline
+        self._allow = list(allow_non_finite)
 
     def process(self, messages: Iterable[Message]) -> Iterator[Any]:
         batch, found = decode_messages(
-            list(messages), self._decoding, self._schema, pipeline=self._pipeline
+            list(messages),
+            self._decoding,
+            self._schema,
+            pipeline=self._pipeline,
+            allow_non_finite=self._allow,
         )
         for error in found:
             yield beam.pvalue.TaggedOutput(ERRORS, error)
@@ -473,11 +473,13 @@ class DecodeMessages(beam.PTransform):
         batch_size: int = 500,
         max_latency_seconds: float = 1.0,
         shards: int = 4,
+        allow_non_finite: Sequence[str] = (),
     ) -> None:
         super().__init__()
         if batch_size < 1 or max_latency_seconds <= 0 or shards < 1:
             raise ValueError("batch_size and shards must be >= 1, max_latency_seconds > 0")
         decoding.validate()
+        self._allow = list(allow_non_finite)
         self._decoding = decoding
         self._schema = schema
         self._pipeline = pipeline
@@ -496,7 +498,10 @@ class DecodeMessages(beam.PTransform):
             | "Messages" >> beam.Values()
             | "Decode"
             >> DecodeMessageLists(
-                decoding=self._decoding, schema=self._schema, pipeline=self._pipeline
+                decoding=self._decoding,
+                schema=self._schema,
+                pipeline=self._pipeline,
+                allow_non_finite=self._allow,
             )
         )
 
@@ -509,10 +514,17 @@ class DecodeMessageLists(beam.PTransform):
     (:class:`~transforms.errors.ErrorRecord`, step ``read``).
     """
 
-    def __init__(self, *, decoding: Decoding, schema: pa.Schema, pipeline: str) -> None:
+    def __init__(
+        self,
+        *,
+        decoding: Decoding,
+        schema: pa.Schema,
+        pipeline: str,
+        allow_non_finite: Sequence[str] = (),
+    ) -> None:
         super().__init__()
         decoding.validate()
-        self._fn = _DecodeDoFn(decoding, schema, pipeline)
+        self._fn = _DecodeDoFn(decoding, schema, pipeline, allow_non_finite)
 
     def expand(self, lists: beam.PCollection) -> beam.pvalue.DoOutputsTuple:
         return lists | beam.ParDo(self._fn).with_outputs(ERRORS, main=BATCHES)
