@@ -60,6 +60,7 @@ __all__ = [
     "Records",
     "Scan",
     "iter_records",
+    "read_fully",
     "scan",
     "skip_lines",
 ]
@@ -390,7 +391,8 @@ class Problem:
     payload: bytes
 
 
-def _read_fully(stream: IO[bytes], size: int) -> bytes:
+def read_fully(stream: IO[bytes], size: int) -> bytes:
+    """Reads ``size`` bytes, or up to the end of the stream (streams may return less)."""
     parts = []
     while size > 0:
         part = stream.read(size)
@@ -413,7 +415,7 @@ class _Input:
         self.eof = False
 
     def fill(self) -> None:
-        data = _read_fully(self.stream, self.chunk_bytes) if not self.eof else b""
+        data = read_fully(self.stream, self.chunk_bytes) if not self.eof else b""
         if not data:
             self.eof = True
         else:

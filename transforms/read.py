@@ -59,6 +59,7 @@ from transforms.csv_records import (
     Problem,
     Records,
     iter_records,
+    read_fully,
     scan,
     skip_lines,
 )
@@ -450,17 +451,6 @@ def _open(path: str) -> IO[bytes]:
     if magic == _GZIP_MAGIC:
         return gzip.GzipFile(fileobj=stream, mode="rb")  # type: ignore[return-value]
     return stream  # type: ignore[return-value]
-
-
-def _read_fully(stream: IO[bytes], size: int) -> bytes:
-    parts = []
-    while size > 0:
-        part = stream.read(size)
-        if not part:
-            break
-        parts.append(part)
-        size -= len(part)
-    return b"".join(parts)
 
 
 # Exceptions a truncated or corrupt compressed stream raises while it is read.
@@ -1245,7 +1235,7 @@ def tfrecord_records(stream: IO[bytes], path: str) -> Iterator[bytes]:
     number = 0
     while True:
         try:
-            header = _read_fully(stream, 12)
+            header = read_fully(stream, 12)
         except _BROKEN_STREAM as exc:
             raise ReadError(path, f"is a truncated or corrupt gzip file ({exc})") from None
         if not header:
@@ -1257,7 +1247,7 @@ def tfrecord_records(stream: IO[bytes], path: str) -> Iterator[bytes]:
         if struct.unpack("<I", header[8:])[0] != masked_crc32c(header[:8]):
             raise ReadError(path, f"is a corrupt TFRecord file: record {number}'s length checksum")
         try:
-            data = _read_fully(stream, length + 4)
+            data = read_fully(stream, length + 4)
         except _BROKEN_STREAM as exc:
             raise ReadError(path, f"is a truncated or corrupt gzip file ({exc})") from None
         if len(data) < length + 4:
