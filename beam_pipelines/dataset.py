@@ -21,6 +21,8 @@ import contextlib
 import dataclasses
 import datetime as dt
 import json
+import os
+import posixpath
 import shutil
 import tempfile
 import time
@@ -143,10 +145,13 @@ def plan(
     root = output or spec.output.path
     if not root:
         raise ValueError("no output path: give --output or output.path in the spec")
+    # Absolute: the manifest's paths must hold wherever it is read from.
+    root = _absolute(root)
+    errors_root = _absolute(spec.errors.path) if spec.errors.path else None
     run_id = commit_lib.new_run_id()
     errors_path = (
-        FileSystems.join(spec.errors.path, run_id)
-        if spec.errors.path
+        FileSystems.join(errors_root, run_id)
+        if errors_root
         else FileSystems.join(root, run_id, "errors")
     )
     if spec.source.format == "bigquery":
@@ -354,6 +359,10 @@ def _drop_staging(plan: Plan) -> None:
     refs = [bq_lib.staging_table(ref, plan.layout.run_id) for ref in _sink_tables(plan.spec)]
     if refs:
         bq_lib.drop_tables(bq_lib.make_client(refs[0].project), refs)
+
+
+def _absolute(path: str) -> str:
+    return path if "://" in path else os.path.abspath(path)
 
 
 def _as_list(path: str | list[str]) -> list[str]:
@@ -973,6 +982,10 @@ def run_job(
     local = is_local(options)
     dry_run = bool(options.view_as(TestOptions).dry_run)
     if not dry_run:
+        if spec.errors.path:
+            commit_lib.check_errors_folder(
+                posixpath.dirname(the_plan.layout.errors.rstrip("/")), the_plan.layout.output
+            )
         # The run owns its output from here: a concurrent run is refused, leftovers of
         # killed runs are deleted, and the previous dataset stays until the commit.
         the_plan.commit = commit_lib.acquire(
@@ -981,8 +994,9 @@ def run_job(
             runner="local" if local else type(p.runner).__name__,
         )
         if spec.errors.path and the_plan.commit.previous_run:
+            errors_root = posixpath.dirname(the_plan.layout.errors.rstrip("/"))
             the_plan.commit.extra_trees = (
-                FileSystems.join(spec.errors.path, the_plan.commit.previous_run),
+                FileSystems.join(errors_root, the_plan.commit.previous_run),
             )
         if local:
             the_plan.commit.start_heartbeat()
@@ -1013,7 +1027,9 @@ def run_job(
             if committed:
                 the_plan.commit.release()
             else:
-                the_plan.commit.abort()
+                # The dead letters of a failed run stay until the next run into the output:
+                # the failure's message points at them.
+                the_plan.commit.abort(keep=the_plan.layout.errors)
                 with contextlib.suppress(Exception):
                     # Left alone, they expire after STAGING_DAYS anyway.
                     _drop_staging(the_plan)

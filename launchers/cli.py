@@ -490,6 +490,18 @@ class _HeldWorkerStderr:
             sys.stderr.flush()
 
 
+def _stop_on_sigterm() -> Any:
+    """Makes SIGTERM (what schedulers and Kubernetes send first) unwind like Ctrl-C."""
+    import signal
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, interrupt)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the CLI; returns the process exit code (an :class:`ExitCode`).
 
@@ -502,14 +514,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not takes_extra and extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    previous = _stop_on_sigterm()
     try:
         return _command(args, extra)
+    except KeyboardInterrupt:
+        # run_job's cleanup (the run's folder, the output's lock) ran on the way out.
+        print("error: interrupted", file=sys.stderr)
+        return ExitCode.INTERRUPTED
     except Exception as exc:
         failure = failure_of(exc)
         if failure is None:
             raise
         print(f"error: {failure.message}", file=sys.stderr)
         return failure.code
+    finally:
+        if previous is not None:
+            import signal
+
+            signal.signal(signal.SIGTERM, previous)
 
 
 def _command(args: argparse.Namespace, extra: list[str]) -> int:

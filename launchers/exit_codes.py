@@ -19,6 +19,7 @@ class ExitCode(enum.IntEnum):
         DRAINED: The Dataflow job was drained.
         UPDATED: The Dataflow job was replaced by an update.
         TIMED_OUT: Waiting for the Dataflow job timed out.
+        INTERRUPTED: Stopped by Ctrl-C or SIGTERM; a run cleaned up after itself first.
     """
 
     OK = 0
@@ -28,6 +29,7 @@ class ExitCode(enum.IntEnum):
     DRAINED = 4
     UPDATED = 5
     TIMED_OUT = 6
+    INTERRUPTED = 130
 
 
 __all__ = ["ExitCode"]

@@ -135,8 +135,9 @@ def test_publish_over_a_manifest_written_meanwhile_is_a_conflict(tmp_path: pathl
     out = str(tmp_path / "out")
     mine = commit.acquire(out)
     # Another run that broke the lock commits first.
-    (tmp_path / "out" / commit.MANIFEST).write_text(json.dumps({"run": {"id": "run-x"}}))
-    with pytest.raises(commit.CommitConflictError, match="run-x committed to this output"):
+    other_run = "run-20260101T000000Z-0000000b"
+    (tmp_path / "out" / commit.MANIFEST).write_text(json.dumps({"run": {"id": other_run}}))
+    with pytest.raises(commit.CommitConflictError, match=f"{other_run} committed to this output"):
         mine.publish({}, json.dumps({"run": {"id": mine.run_id}}))
     mine.abort()
     assert not (tmp_path / "out" / mine.run_id).exists()
@@ -203,8 +204,14 @@ def test_a_failing_rerun_leaves_the_previous_dataset_intact(tmp_path: pathlib.Pa
     bad.write_text("\n".join([lines[0], *(line + ",extra" for line in lines[1:50])]) + "\n")
     with pytest.raises(CountsMismatchError):
         run_job(_taxi(max_fraction=0.01), inputs=[str(bad)], output=str(out))
-    assert {p: pathlib.Path(p).read_bytes() for p in files_under(out)} == before
-    assert assert_exactly_manifest(out) == good
+    after = files_under(out)
+    # Beside the intact dataset, only the failed run's dead letters, for the message's reader.
+    (failed,) = [p for p in after if p not in before]
+    assert pathlib.Path(failed).parent.name == "errors"
+    assert len(pathlib.Path(failed).read_text().splitlines()) == 49
+    assert {p: pathlib.Path(p).read_bytes() for p in after if p != failed} == before
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest == good
     assert not (out / commit.LOCK).exists()
 
 
@@ -281,3 +288,114 @@ def test_a_streaming_artifact_given_as_a_dataset_follows_its_commits(tmp_path: p
     now[0] = 10.0
     assert watcher.current()[2] == second["artifact"]["sha256"]
     assert watcher.loads == 2
+
+
+# ---------------------------------------------------------------------------------------------
+# What a hostile user tries
+
+
+def test_a_manifest_naming_anything_but_a_run_folder_deletes_nothing(tmp_path: pathlib.Path):
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "data.txt").write_text("keep")
+    out = tmp_path / "out"
+    out.mkdir()
+    for run_id in (str(precious), "../precious", "run-x"):
+        (out / "manifest.json").write_text(json.dumps({"run": {"id": run_id}}))
+        with pytest.raises(InputError, match="is not a manifest this version of beamforge"):
+            run_job(
+                _taxi(path=str(tmp_path / "errors")),
+                inputs=[str(TAXI_SAMPLE)],
+                output=str(out),
+            )
+    assert (precious / "data.txt").read_text() == "keep"
+
+
+def test_a_write_of_the_manifest_or_the_lock_cut_short_is_cleaned_by_the_next_run(
+    tmp_path: pathlib.Path,
+):
+    out = tmp_path / "out"
+    run_job(_taxi(), inputs=[str(TAXI_SAMPLE)], output=str(out))
+    (out / "manifest.json.tmp-0e6dff74").write_text('{"run": ')
+    (out / "_lock.json.tmp-1a2b3c4d").write_text("{")
+    run_job(_taxi(), inputs=[str(TAXI_SAMPLE)], output=str(out))
+    assert_exactly_manifest(out)
+
+
+@pytest.mark.parametrize(
+    ("expires", "note"),
+    [("2999-01-01T00:00:00", "no zone: UTC"), ("never", "unparseable: held by nobody")],
+)
+def test_a_damaged_lock_never_crashes_a_run(tmp_path: pathlib.Path, expires: str, note: str):
+    out = tmp_path / "out"
+    out.mkdir()
+    lock = {"run": "run-20260101T000000Z-00000002", "host": "elsewhere", "pid": 1}
+    (out / commit.LOCK).write_text(
+        json.dumps({**lock, "started": "2026-01-01T00:00:00", "expires": expires})
+    )
+    if expires == "never":
+        commit.acquire(str(out)).release()
+    else:
+        with pytest.raises(commit.OutputLockedError, match="run-20260101T000000Z-00000002"):
+            commit.acquire(str(out))
+
+
+def test_outputs_and_error_folders_that_overlap_a_dataset_are_refused(tmp_path: pathlib.Path):
+    out = tmp_path / "out"
+    manifest = run_job(_taxi(), inputs=[str(TAXI_SAMPLE)], output=str(out)).manifest
+    for nested in (out / "sub", pathlib.Path(manifest["run"]["root"]) / "nested"):
+        with pytest.raises(InputError, match=f"is inside the dataset folder {out}"):
+            run_job(_taxi(), inputs=[str(TAXI_SAMPLE)], output=str(nested))
+        assert not nested.exists()
+    with pytest.raises(InputError, match=r"errors\.path overlaps the output"):
+        run_job(_taxi(path=str(out / "errs")), inputs=[str(TAXI_SAMPLE)], output=str(out))
+    with pytest.raises(InputError, match=f"errors.path is inside the dataset folder {out}"):
+        run_job(_taxi(path=str(out)), inputs=[str(TAXI_SAMPLE)], output=str(tmp_path / "o2"))
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(InputError, match=r"errors\.path is a file"):
+        run_job(_taxi(path=str(tmp_path / "file")), inputs=[str(TAXI_SAMPLE)], output=str(out))
+    with pytest.raises(InputError, match=r"cannot hold any of \* \? \[ \] \{ \}"):
+        run_job(_taxi(), inputs=[str(TAXI_SAMPLE)], output=str(tmp_path / "o[1]"))
+    # An unrelated manifest.json above the output is not a dataset.
+    (tmp_path / "project").mkdir()
+    (tmp_path / "project" / "manifest.json").write_text('{"name": "an extension"}')
+    run_job(_taxi(), inputs=[str(TAXI_SAMPLE)], output=str(tmp_path / "project" / "ds"))
+    assert_exactly_manifest(out)
+
+
+def test_a_relative_output_is_recorded_with_absolute_paths(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.chdir(tmp_path)
+    manifest = run_job(_taxi(), inputs=[str(TAXI_SAMPLE)], output="rel/out").manifest
+    assert manifest["run"]["output"] == str(tmp_path / "rel" / "out")
+    assert all(os.path.isabs(p) for p in listed_files(manifest))
+    monkeypatch.chdir("/")
+    from transforms.preprocessor import Preprocessor
+
+    assert Preprocessor.load(str(tmp_path / "rel" / "out")).output_columns
+
+
+def test_a_failed_runs_dead_letters_stay_until_the_next_run(tmp_path: pathlib.Path):
+    out = tmp_path / "out"
+    lines = TAXI_SAMPLE.read_text().splitlines()
+    bad = tmp_path / "bad.csv"
+    bad.write_text("\n".join([lines[0], lines[1] + ",extra", *lines[2:30]]) + "\n")
+    with pytest.raises(CountsMismatchError, match=r"see (.*/errors)") as caught:
+        run_job(_taxi(max_fraction=0.0), inputs=[str(bad)], output=str(out))
+    errors_dir = pathlib.Path(str(caught.value).split("see ")[1].split(" ")[0])
+    (records,) = [
+        json.loads(x) for f in errors_dir.glob("*.jsonl") for x in f.read_text().splitlines()
+    ]
+    assert (records["reason"], records["source"]) == ("wrong_field_count", f"{bad}:2")
+    assert not (out / "manifest.json").exists() and not (out / commit.LOCK).exists()
+    run_job(_taxi(), inputs=[str(TAXI_SAMPLE)], output=str(out))
+    assert not errors_dir.exists()
+    assert_exactly_manifest(out)
+
+
+def test_a_folder_in_place_of_the_manifest_is_one_line(tmp_path: pathlib.Path):
+    out = tmp_path / "out"
+    (out / "manifest.json").mkdir(parents=True)
+    with pytest.raises(InputError, match=r"manifest\.json: is a folder"):
+        run_job(_taxi(), inputs=[str(TAXI_SAMPLE)], output=str(out))

@@ -157,9 +157,9 @@ def test_the_gs_lock_and_commit_use_generation_preconditions(gcs_emulator: Any):
         commit.acquire(out)
     # Another writer commits a manifest behind the lock's back: the commit is refused.
     client.bucket(bucket).blob("out/manifest.json").upload_from_string(
-        json.dumps({"run": {"id": "run-other"}})
+        json.dumps({"run": {"id": "run-20260101T000000Z-0000000c"}})
     )
-    with pytest.raises(commit.CommitConflictError, match="run-other committed"):
+    with pytest.raises(commit.CommitConflictError, match="run-20260101T000000Z-0000000c committed"):
         first.publish({}, json.dumps({"run": {"id": first.run_id}}))
     first.abort()
     assert client.bucket(bucket).get_blob("out/_lock.json") is None

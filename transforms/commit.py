@@ -49,6 +49,9 @@ MANIFEST = "manifest.json"
 LOCK = "_lock.json"
 RUN_PREFIX = "run-"
 RUN_DIR = re.compile(r"run-\d{8}T\d{6}Z-[0-9a-f]{8}")
+# What a killed write of the manifest or the lock leaves (see _LocalStore._write_new).
+_PARTIAL = re.compile(r"(manifest\.json|_lock\.json)\.tmp-[0-9a-f]{8}")
+_GLOB_CHARS = set("*?[]{}")
 # How long a lock outlives its last refresh. A local run refreshes it every third of this; a
 # run on a remote runner cannot, so its lock carries the longer lease.
 LEASE_SECONDS = 120.0
@@ -131,8 +134,10 @@ class _LocalStore:
             with open(path, "rb") as f:
                 st = os.fstat(f.fileno())
                 return f.read(), self._generation(st)
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             return None
+        except IsADirectoryError:
+            raise InputError(path, "is a folder; expected the file beamforge writes") from None
 
     def _write_new(self, path: str, data: bytes) -> str:
         # Write beside, then rename: a reader never sees half a file.
@@ -172,7 +177,11 @@ class _LocalStore:
             return []
 
     def delete_tree(self, path: str) -> None:
-        shutil.rmtree(path, ignore_errors=True)
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(path)
 
     def list_files(self, root: str) -> list[str]:
         out: list[str] = []
@@ -317,7 +326,7 @@ class LockInfo:
         return f"run {self.run} ({where}, started {self.started}, lease until {self.expires})"
 
     def expired(self, now: dt.datetime) -> bool:
-        return dt.datetime.fromisoformat(self.expires) < now
+        return _instant(self.expires) < now
 
     def holder_dead(self) -> bool:
         """True when the holder is a process of this host that no longer runs."""
@@ -347,10 +356,21 @@ def _lock_text(info: LockInfo) -> bytes:
 def _parse_lock(data: bytes) -> LockInfo | None:
     try:
         raw = json.loads(data.decode("utf-8"))
-        return LockInfo(**{f.name: raw[f.name] for f in dataclasses.fields(LockInfo)})
-    except (ValueError, KeyError, TypeError):
-        # A half-written or foreign lock file holds nobody.
+        info = LockInfo(
+            **{f.name: raw[f.name] for f in dataclasses.fields(LockInfo) if f.name in raw}
+        )
+        _instant(info.expires)
+        int(info.pid)
+    except (ValueError, KeyError, TypeError, AttributeError):
+        # A foreign or damaged lock file holds nobody: it is broken like a stale one.
         return None
+    return info
+
+
+def _instant(text: str) -> dt.datetime:
+    # A time without a zone is UTC (as this module writes them).
+    when = dt.datetime.fromisoformat(text)
+    return when if when.tzinfo else when.replace(tzinfo=dt.UTC)
 
 
 def manifest_run(data: bytes | None) -> str | None:
@@ -361,7 +381,10 @@ def manifest_run(data: bytes | None) -> str | None:
         run = json.loads(data.decode("utf-8")).get("run", {})
     except (ValueError, AttributeError):
         return None
-    return run.get("id") if isinstance(run, dict) else None
+    found = run.get("id") if isinstance(run, dict) else None
+    # Only a name this module makes: a manifest naming anything else (a path, "..") must
+    # never lead a run to delete it.
+    return found if isinstance(found, str) and RUN_DIR.fullmatch(found) else None
 
 
 @dataclasses.dataclass
@@ -387,6 +410,8 @@ class OutputCommit:
     lease_seconds: float = LEASE_SECONDS
     runner: str = "local"
     extra_trees: tuple[str, ...] = ()
+    # Whether acquire() created the output folder (a failed first run removes it again).
+    created: bool = False
     _lock_generation: str | None = None
     _heartbeat: Any = dataclasses.field(default=None, repr=False, compare=False)
 
@@ -516,18 +541,89 @@ class OutputCommit:
         if info is not None and info.run == self.run_id:
             store.delete(self.lock_path, current[1])
 
-    def abort(self) -> None:
-        """After a failure: deletes this run's folder (unless committed) and releases."""
+    def abort(self, keep: str | None = None) -> None:
+        """After a failure: deletes this run's folder (unless committed) and releases.
+
+        Args:
+            keep: A folder under the run's folder to leave in place (the dead-letter files
+                a failure message points at); the next run into the output deletes it.
+        """
         store = store_for(self.root)
         current = store.read(self.manifest_path)
         if manifest_run(current[0] if current else None) != self.run_id:
             with contextlib.suppress(Exception):
-                store.delete_tree(self.run_root)
+                kept = _normal(keep) if keep else None
+                for path in store.list_files(self.run_root):
+                    if kept is None or not _normal(path).startswith(kept.rstrip("/") + "/"):
+                        store.delete_files([path])
+                if not store.list_files(self.run_root):
+                    store.delete_tree(self.run_root)
+                if self.created and not store.list_dir(self.root) and not _is_gcs(self.root):
+                    os.rmdir(self.root)
         self.release()
 
 
 def _normal(path: str) -> str:
     return path if _is_gcs(path) else os.path.abspath(path)
+
+
+def _enclosing_dataset(path: str) -> str | None:
+    """The nearest folder above ``path`` that holds a dataset (a manifest or a lock)."""
+    store = store_for(path)
+    if _is_gcs(path):
+        from transforms.gcs import split_gcs_path
+
+        bucket, name = split_gcs_path(path)
+        parts = [p for p in name.split("/") if p]
+        parents = [f"gs://{bucket}/" + "/".join(parts[:k]) for k in range(len(parts) - 1, 0, -1)]
+    else:
+        here = os.path.abspath(path)
+        parents = []
+        while os.path.dirname(here) != here:
+            here = os.path.dirname(here)
+            parents.append(here)
+    for parent in parents:
+        manifest = store.read(join(parent, MANIFEST))
+        lock = store.read(join(parent, LOCK))
+        # Only beamforge's own files count: a manifest.json of anything else is not a dataset.
+        if (manifest is not None and manifest_run(manifest[0]) is not None) or (
+            lock is not None and _parse_lock(lock[0]) is not None
+        ):
+            return parent
+    return None
+
+
+def check_errors_folder(errors: str, output: str) -> None:
+    """Checks a dead-letter folder given apart from the output (the spec's ``errors.path``).
+
+    Raises:
+        InputError: if it is a file, lies inside the output or another dataset folder,
+            holds a dataset itself, or cannot be created.
+    """
+    store = store_for(errors)
+    if not _is_gcs(errors):
+        errors, output = os.path.abspath(errors), os.path.abspath(output)
+        if os.path.exists(errors) and not os.path.isdir(errors):
+            raise InputError(errors, "errors.path is a file; give a folder for the dead letters")
+    inside = errors.rstrip("/") + "/"
+    if inside.startswith(output.rstrip("/") + "/") or output.startswith(inside):
+        raise InputError(
+            errors,
+            f"errors.path overlaps the output {output}; give a folder outside it (the default, "
+            "a run's own errors/ folder, needs no errors.path)",
+        )
+    holder = _enclosing_dataset(errors) or (
+        errors if store.read(join(errors, MANIFEST)) or store.read(join(errors, LOCK)) else None
+    )
+    if holder is not None:
+        raise InputError(errors, f"errors.path is inside the dataset folder {holder}")
+    if not _is_gcs(errors):
+        try:
+            os.makedirs(errors, exist_ok=True)
+        except OSError as exc:
+            raise InputError(errors, f"cannot create the errors folder: {exc.strerror}") from None
+        if not os.access(errors, os.W_OK | os.X_OK):
+            raise InputError(errors, "cannot write the errors folder (no permission)")
 
 
 def check_output(root: str) -> None:
@@ -539,8 +635,21 @@ def check_output(root: str) -> None:
     store = store_for(root)
     if not _is_gcs(root) and os.path.exists(root) and not os.path.isdir(root):
         raise InputError(root, "--output is a file; give a folder for the dataset")
+    if _GLOB_CHARS & set(root):
+        raise InputError(root, "an output path cannot hold any of * ? [ ] { }")
+    holder = _enclosing_dataset(root)
+    if holder is not None:
+        raise InputError(
+            root,
+            f"is inside the dataset folder {holder}, which its runs rewrite; give a folder "
+            "outside it",
+        )
     names = store.list_dir(root)
-    foreign = [n for n in names if n not in (MANIFEST, LOCK) and not RUN_DIR.fullmatch(n)]
+    foreign = [
+        n
+        for n in names
+        if n not in (MANIFEST, LOCK) and not RUN_DIR.fullmatch(n) and not _PARTIAL.fullmatch(n)
+    ]
     if foreign:
         listed = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
         raise InputError(
@@ -583,9 +692,11 @@ def acquire(
     """
     check_output(root)
     store = store_for(root)
-    if not _is_gcs(root):
+    created = False
+    if not _is_gcs(root) and not os.path.isdir(root):
         try:
-            os.makedirs(root, exist_ok=True)
+            os.makedirs(root)
+            created = True
         except OSError as exc:
             raise InputError(root, f"cannot create the output folder: {exc.strerror}") from None
     lease = lease_seconds or (LEASE_SECONDS if runner == "local" else REMOTE_LEASE_SECONDS)
@@ -596,6 +707,7 @@ def acquire(
         previous_run=None,
         lease_seconds=lease,
         runner=runner,
+        created=created,
     )
     lock_path = commit.lock_path
     for _ in range(5):
@@ -625,9 +737,12 @@ def acquire(
     manifest = store.read(commit.manifest_path)
     commit.manifest_generation = manifest[1] if manifest else None
     commit.previous_run = manifest_run(manifest[0] if manifest else None)
-    # Leftovers of killed runs: every run folder the manifest does not name.
+    # Leftovers of killed runs: every run folder the manifest does not name, and the
+    # temporary file of a manifest or lock write that was cut short.
     for name in store.list_dir(root):
-        if RUN_DIR.fullmatch(name) and name not in (commit.previous_run, commit.run_id):
+        if (
+            RUN_DIR.fullmatch(name) and name not in (commit.previous_run, commit.run_id)
+        ) or _PARTIAL.fullmatch(name):
             store.delete_tree(join(root, name))
     return commit
 
@@ -676,6 +791,7 @@ __all__ = [
     "OutputCommit",
     "OutputLockedError",
     "acquire",
+    "check_errors_folder",
     "check_output",
     "join",
     "manifest_run",
