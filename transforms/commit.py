@@ -558,6 +558,11 @@ class OutputCommit:
                         store.delete_files([path])
                 if not store.list_files(self.run_root):
                     store.delete_tree(self.run_root)
+                elif not _is_gcs(self.run_root):
+                    # Folders left empty (GCS has none).
+                    for folder, _, _ in sorted(os.walk(self.run_root), reverse=True):
+                        with contextlib.suppress(OSError):
+                            os.rmdir(folder)
                 if self.created and not store.list_dir(self.root) and not _is_gcs(self.root):
                     os.rmdir(self.root)
         self.release()
