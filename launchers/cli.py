@@ -32,7 +32,7 @@ from collections.abc import Sequence
 from types import TracebackType
 from typing import Any, TextIO
 
-from launchers.exit_codes import ExitCode
+from launchers.exit_codes import ExitCode, Interrupted
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -267,6 +267,7 @@ def _typed_codes() -> dict[type[BaseException], ExitCode]:
     from transforms.manifest import CountsMismatchError
 
     return {
+        Interrupted: ExitCode.INTERRUPTED,
         InputError: ExitCode.USER_ERROR,
         SpecError: ExitCode.USER_ERROR,
         ArtifactError: ExitCode.USER_ERROR,
@@ -490,16 +491,21 @@ class _HeldWorkerStderr:
             sys.stderr.flush()
 
 
-def _stop_on_sigterm() -> Any:
-    """Makes SIGTERM (what schedulers and Kubernetes send first) unwind like Ctrl-C."""
+def _stop_on_signals() -> dict[int, Any]:
+    """Makes Ctrl-C and SIGTERM (what schedulers and Kubernetes send first) unwind the
+    command with :class:`Interrupted`, which a run's cleanup sees and Beam re-raises as is.
+
+    Returns:
+        The handlers replaced, to put back.
+    """
     import signal
 
     def interrupt(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
+        raise Interrupted(f"stopped by {signal.Signals(signum).name}")
 
     if threading.current_thread() is not threading.main_thread():
-        return None
-    return signal.signal(signal.SIGTERM, interrupt)
+        return {}
+    return {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -514,7 +520,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not takes_extra and extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    previous = _stop_on_sigterm()
+    previous = _stop_on_signals()
     try:
         return _command(args, extra)
     except KeyboardInterrupt:
@@ -528,10 +534,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {failure.message}", file=sys.stderr)
         return failure.code
     finally:
-        if previous is not None:
-            import signal
+        import signal
 
-            signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _command(args: argparse.Namespace, extra: list[str]) -> int:

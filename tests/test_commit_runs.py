@@ -168,3 +168,17 @@ def test_the_gs_lock_and_commit_use_generation_preconditions(gcs_emulator: Any):
     assert store.create(f"{out}/x.json", b"1") is not None
     assert store.create(f"{out}/x.json", b"2") is None
     assert client.bucket(bucket).blob("out/x.json").download_as_bytes() == b"1"
+
+
+@pytest.mark.slow
+def test_a_sigterm_stops_a_run_cleanly_in_one_line(tmp_path: pathlib.Path):
+    data = _big_file()
+    out = tmp_path / "out"
+    previous = run_job(_taxi(), inputs=[str(TAXI_SAMPLE)], output=str(out)).manifest
+    proc = _start(SPEC, data, out, tmp_path / "run.log")
+    _wait_for(out / commit.LOCK, proc)
+    os.killpg(proc.pid, signal.SIGTERM)
+    assert proc.wait(timeout=120) == 130
+    assert (tmp_path / "run.log").read_text() == "error: stopped by SIGTERM\n"
+    assert not (out / commit.LOCK).exists()
+    assert assert_exactly_manifest(out) == previous

@@ -563,9 +563,10 @@ class OutputCommit:
                     for folder, _, _ in sorted(os.walk(self.run_root), reverse=True):
                         with contextlib.suppress(OSError):
                             os.rmdir(folder)
-                if self.created and not store.list_dir(self.root) and not _is_gcs(self.root):
-                    os.rmdir(self.root)
         self.release()
+        if self.created and not _is_gcs(self.root):
+            with contextlib.suppress(OSError):
+                os.rmdir(self.root)  # only if empty: a first run that failed leaves nothing
 
 
 def _normal(path: str) -> str:
