@@ -419,6 +419,9 @@ def check_columns(spec: JobSpec, columns: list[str]) -> list[str]:
         SpecError: naming the step and the unknown column, listing the available ones.
     """
     available = list(columns)
+    # Which step produced each column: a later step that writes it again without reading it
+    # would silently replace the first one's feature.
+    produced: dict[str, str] = {}
     for section, steps in (("clean", spec.clean), ("features", spec.features)):
         for i, step in enumerate(steps):
             where = f"{section}[{i}]" if step.name != "label" else "label.expr"
@@ -431,7 +434,15 @@ def check_columns(spec: JobSpec, columns: list[str]) -> list[str]:
                     )
             for col in step.removed_columns():
                 available.remove(col)
+                produced.pop(col, None)
             for col in step.output_columns():
+                if col in produced and col not in step.input_columns():
+                    raise SpecError(
+                        where,
+                        f"step {step.name!r} writes column {col!r}, which step "
+                        f"{produced[col]!r} already wrote; give it another output name",
+                    )
+                produced[col] = step.name
                 if col not in available:
                     available.append(col)
     # With a preprocessing_fn the label and output columns are the function's outputs, known

@@ -246,3 +246,23 @@ def test_sizes_at_their_limits_load() -> None:
     )
     assert spec.output.num_shards == 10_000
     assert [s.name for s in spec.features] == ["bucketize:id", "hash_bucket:city"]
+
+
+def test_a_feature_written_twice_is_refused() -> None:
+    from beam_pipelines.spec import parse_spec
+    from transforms.config import SpecError
+
+    spec = {
+        "name": "twice",
+        "source": {"format": "csv", "schema": {"fare": "float64", "tips": "float64"}},
+        "features": [
+            {"op": "z_score", "column": "fare", "output": "x_xf"},
+            {"op": "z_score", "column": "tips", "output": "x_xf"},
+        ],
+    }
+    with pytest.raises(SpecError) as caught:
+        parse_spec(spec, origin="twice.yaml")
+    assert str(caught.value) == (
+        "twice.yaml: features[1]: step 'z_score:tips' writes column 'x_xf', which step "
+        "'z_score:fare' already wrote; give it another output name"
+    )
