@@ -213,7 +213,7 @@ def test_chain_passes_outputs_resumes_and_invalidates_downstream(workdir: pathli
     # Training saw the dataset's splits the way Vertex passes them: patterns of the
     # committed run's folder, which hold exactly the files its manifest lists.
     manifest = json.loads((workdir / "out/ds/manifest.json").read_text())
-    run = f"out/ds/{manifest['run']['id']}"
+    run = manifest["run"]["root"]  # absolute, as every path a manifest records
     assert _runs(workdir) == [
         {
             "AIP_CHECKPOINT_DIR": "out/train/checkpoints",
@@ -291,11 +291,11 @@ def test_trainer_exiting_non_zero_stops_the_chain_with_its_log_tail(
     spec = _local_chain(workdir)
     with pytest.raises(chains.ChainError) as info:
         chains.run_chain(spec)
-    run = json.loads((workdir / "out/ds/manifest.json").read_text())["run"]["id"]
+    run = json.loads((workdir / "out/ds/manifest.json").read_text())["run"]["root"]
     assert str(info.value) == (
         "step train: trainer exited with code 3\n"
         "--- last lines of the trainer's log ---\n"
-        f"reading out/ds/{run}/train/part-*.parquet\n"
+        f"reading {run}/train/part-*.parquet\n"
         "Traceback (most recent call last):\n"
         "ValueError: label 'tips_xf' has one class"
     )
