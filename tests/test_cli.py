@@ -167,6 +167,7 @@ def test_exit_codes_are_one_enum() -> None:
         ("DRAINED", 4),
         ("UPDATED", 5),
         ("TIMED_OUT", 6),
+        ("INTERRUPTED", 130),
     ]
     # The codes the chain and job errors carry are the enum's.
     assert ChainError.exit_code == JobFailedError.exit_code == ExitCode.FAILED
