@@ -50,4 +50,4 @@ unit: $(STAMP)
 	$(BIN)/python -m pytest -q -m 'not slow'
 
 clean:
-	rm -rf $(DEMO_OUT) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(DEMO_OUT) demo-chain demo-stream demo-output-tft .pytest_cache .mypy_cache .ruff_cache

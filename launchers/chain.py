@@ -14,10 +14,10 @@ it, so a changed input or spec invalidates that step and everything downstream.
 Example (``examples/chicago_taxi/chain.yaml``)::
 
     name: taxi
-    workdir: demo-output/chain
+    workdir: demo-chain
     steps:
       - {name: dataset, kind: dataset, spec: examples/chicago_taxi/pipeline.yaml,
-         inputs: [examples/chicago_taxi/data/sample.csv], output: demo-output/chain/dataset}
+         inputs: [examples/chicago_taxi/data/sample.csv], output: demo-chain/dataset}
       - {name: train, kind: train, dataset: dataset, module: examples.chicago_taxi.trainer.task}
       - {name: gate, kind: gate, metrics: train, metric: auc, min: 0.7}
       - {name: upload, kind: upload, model: train,

@@ -99,7 +99,7 @@ def test_load_chain_reads_the_example(tmp_path: pathlib.Path) -> None:
         ("upload", "upload"),
         ("deploy", "deploy"),
     ]
-    assert spec.state_path("local") == "demo-output/chain/state-local.json"
+    assert spec.state_path("local") == "demo-chain/state-local.json"
     chains.check_target(spec, "gcp")
 
 
