@@ -22,9 +22,11 @@ A run:
    the new one, never a mix, and a commit over a manifest written meanwhile fails;
 4. deletes the other run folders and releases the lock.
 
-A failed run deletes its own folder and releases the lock: the previous manifest and its
-folder are untouched. A killed run leaves its folder and its lock; the next run breaks the
-lock and deletes every run folder the manifest does not name.
+A failed run deletes its own folder (all but its dead-letter files, which its failure
+message names) and releases the lock: the previous manifest and its folder are untouched. A
+killed run leaves its folder and its lock; the next run breaks the lock and deletes every run
+folder the manifest does not name. Only names this module makes (``run-…``, and the ``.tmp``
+file of a cut-short manifest or lock write) are ever deleted.
 """
 
 from __future__ import annotations
