@@ -998,6 +998,7 @@ def run_job(
             the_plan.commit.extra_trees = (
                 FileSystems.join(errors_root, the_plan.commit.previous_run),
             )
+        the_plan.commit.keep_on_abort = the_plan.layout.errors
         if local:
             the_plan.commit.start_heartbeat()
     spill_dir = tempfile.mkdtemp(prefix="beamforge-spill-") if local else None

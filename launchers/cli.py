@@ -32,7 +32,7 @@ from collections.abc import Sequence
 from types import TracebackType
 from typing import Any, TextIO
 
-from launchers.exit_codes import ExitCode, Interrupted
+from launchers.exit_codes import ExitCode
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -267,7 +267,6 @@ def _typed_codes() -> dict[type[BaseException], ExitCode]:
     from transforms.manifest import CountsMismatchError
 
     return {
-        Interrupted: ExitCode.INTERRUPTED,
         InputError: ExitCode.USER_ERROR,
         SpecError: ExitCode.USER_ERROR,
         ArtifactError: ExitCode.USER_ERROR,
@@ -447,6 +446,9 @@ class _HeldWorkerStderr:
     the CLI reports in one line.
     """
 
+    # Where this process's own messages go while fd 2 is held (a signal handler writes here).
+    terminal_fd = 2
+
     def __init__(self, active: bool) -> None:
         self._active = active
         self._saved = -1
@@ -463,6 +465,7 @@ class _HeldWorkerStderr:
         self._held = tempfile.TemporaryFile()
         self._saved = os.dup(2)
         os.dup2(self._held.fileno(), 2)
+        _HeldWorkerStderr.terminal_fd = self._saved
         self._stream = os.fdopen(os.dup(self._saved), "w", buffering=1)
         for handler in logging.getLogger().handlers:
             if isinstance(handler, logging.StreamHandler) and handler.stream is sys.stderr:
@@ -482,6 +485,7 @@ class _HeldWorkerStderr:
         assert self._stream is not None
         self._stream.close()
         os.dup2(self._saved, 2)
+        _HeldWorkerStderr.terminal_fd = 2
         os.close(self._saved)
         self._held.seek(0)
         text = self._held.read().decode("utf-8", "replace")
@@ -492,20 +496,30 @@ class _HeldWorkerStderr:
 
 
 def _stop_on_signals() -> dict[int, Any]:
-    """Makes Ctrl-C and SIGTERM (what schedulers and Kubernetes send first) unwind the
-    command with :class:`Interrupted`, which a run's cleanup sees and Beam re-raises as is.
+    """Makes Ctrl-C and SIGTERM (what schedulers and Kubernetes send first) stop the command
+    cleanly: a run's folder is deleted and the output's lock released
+    (:func:`transforms.commit.abort_held`), one line is printed and the process exits 130.
+
+    Exiting from the handler, rather than raising into whatever frame is running, is what
+    makes this reliable: the local runner's code would catch or re-wrap an exception raised
+    at an arbitrary point.
 
     Returns:
         The handlers replaced, to put back.
     """
     import signal
 
-    def interrupt(signum: int, frame: Any) -> None:
-        raise Interrupted(f"stopped by {signal.Signals(signum).name}")
+    def stop(signum: int, frame: Any) -> None:
+        from transforms.commit import abort_held
+
+        abort_held()
+        line = f"error: stopped by {signal.Signals(signum).name}\n".encode()
+        os.write(_HeldWorkerStderr.terminal_fd, line)
+        os._exit(ExitCode.INTERRUPTED)
 
     if threading.current_thread() is not threading.main_thread():
         return {}
-    return {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
+    return {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

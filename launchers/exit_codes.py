@@ -32,11 +32,4 @@ class ExitCode(enum.IntEnum):
     INTERRUPTED = 130
 
 
-class Interrupted(Exception):  # noqa: N818 (the name says what happened, as KeyboardInterrupt)
-    """The command was stopped by a signal (Ctrl-C, SIGTERM); cleanup runs on the way out.
-
-    One message argument, so that Beam's re-raise of an exception from a DoFn keeps the type.
-    """
-
-
-__all__ = ["ExitCode", "Interrupted"]
+__all__ = ["ExitCode"]

@@ -171,14 +171,19 @@ def test_the_gs_lock_and_commit_use_generation_preconditions(gcs_emulator: Any):
 
 
 @pytest.mark.slow
-def test_a_sigterm_stops_a_run_cleanly_in_one_line(tmp_path: pathlib.Path):
+@pytest.mark.parametrize("after", [0.0, 4.0])
+def test_a_sigterm_stops_a_run_cleanly_in_one_line(tmp_path: pathlib.Path, after: float):
     data = _big_file()
     out = tmp_path / "out"
     previous = run_job(_taxi(), inputs=[str(TAXI_SAMPLE)], output=str(out)).manifest
     proc = _start(SPEC, data, out, tmp_path / "run.log")
     _wait_for(out / commit.LOCK, proc)
+    # At once (the pipeline being built) or while the input is being read.
+    with pytest.raises(subprocess.TimeoutExpired):
+        proc.wait(timeout=after)
     os.killpg(proc.pid, signal.SIGTERM)
-    assert proc.wait(timeout=120) == 130
-    assert (tmp_path / "run.log").read_text() == "error: stopped by SIGTERM\n"
+    code = proc.wait(timeout=120)
+    log = (tmp_path / "run.log").read_text()
+    assert (code, log) == (130, "error: stopped by SIGTERM\n")
     assert not (out / commit.LOCK).exists()
     assert assert_exactly_manifest(out) == previous

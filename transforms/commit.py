@@ -60,6 +60,11 @@ LEASE_SECONDS = 120.0
 REMOTE_LEASE_SECONDS = 24 * 3600.0
 
 
+# The outputs this process holds (acquired, not yet released): what a signal handler
+# cleans up before the process exits (abort_held).
+_HELD: list[OutputCommit] = []
+
+
 class OutputLockedError(InputError):
     """Another run is writing the same output."""
 
@@ -414,6 +419,8 @@ class OutputCommit:
     extra_trees: tuple[str, ...] = ()
     # Whether acquire() created the output folder (a failed first run removes it again).
     created: bool = False
+    # What abort() keeps when it is called for this run from a signal (the dead letters).
+    keep_on_abort: str | None = None
     _lock_generation: str | None = None
     _heartbeat: Any = dataclasses.field(default=None, repr=False, compare=False)
 
@@ -535,6 +542,8 @@ class OutputCommit:
     def release(self) -> None:
         """Deletes the lock if this run still holds it."""
         self._stop_heartbeat()
+        with contextlib.suppress(ValueError):
+            _HELD.remove(self)
         store = store_for(self.root)
         current = store.read(self.lock_path)
         if current is None:
@@ -745,6 +754,7 @@ def acquire(
     manifest = store.read(commit.manifest_path)
     commit.manifest_generation = manifest[1] if manifest else None
     commit.previous_run = manifest_run(manifest[0] if manifest else None)
+    _HELD.append(commit)
     # Leftovers of killed runs: every run folder the manifest does not name, and the
     # temporary file of a manifest or lock write that was cut short.
     for name in store.list_dir(root):
@@ -753,6 +763,14 @@ def acquire(
         ) or _PARTIAL.fullmatch(name):
             store.delete_tree(join(root, name))
     return commit
+
+
+def abort_held() -> None:
+    """Aborts every run this process holds an output for (from a signal handler, before the
+    process exits): their folders go, their locks are released, previous datasets stay."""
+    for held in list(_HELD):
+        with contextlib.suppress(Exception):
+            held.abort(keep=held.keep_on_abort)
 
 
 def resolve_dataset(path: str) -> tuple[str, dict[str, Any]] | None:
@@ -798,6 +816,7 @@ __all__ = [
     "LockInfo",
     "OutputCommit",
     "OutputLockedError",
+    "abort_held",
     "acquire",
     "check_errors_folder",
     "check_output",
