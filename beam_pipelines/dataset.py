@@ -3,7 +3,7 @@
 ``build(p, spec, ...)`` wires the transforms for a validated :class:`JobSpec`; ``run(argv)``
 parses options, runs the pipeline on the local runner by default and returns the manifest.
 
-Output layout under the output folder (local path or gs://; :mod:`transforms.commit`)::
+Output layout under the output folder (local path or gs://; :mod:`transforms.io.commit`)::
 
     manifest.json        the commit marker: names the run folder and lists every file
     _lock.json           while a run writes
@@ -36,20 +36,14 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import TestOptions
 
 from beam_pipelines.spec import JobSpec, check_columns, schema_mapping
-from transforms import bigquery as bq_lib
-from transforms import commit as commit_lib
-from transforms import inventory
-from transforms import split as splitting
-from transforms.apply import COUNTS, ERRORS, ApplySteps, BundleCounter
-from transforms.artifact import Artifact, read_artifact, versions, write_artifact
-from transforms.commit import resolve_artifact_dir
-from transforms.config import SpecError
-from transforms.dedupe import DeduplicateBatches
-from transforms.engine import DROPPED, READ, REJECTED, WRITTEN, apply_steps, segments
-from transforms.errors import ErrorRecord, InputError
-from transforms.fit import AnalyzeBatches, FitSteps
-from transforms.gcs import check_buckets, check_gcs_paths
-from transforms.manifest import (
+from transforms.beam.apply import COUNTS, ERRORS, ApplySteps, BundleCounter
+from transforms.beam.fit import AnalyzeBatches, FitSteps
+from transforms.core import split as splitting
+from transforms.core.artifact import Artifact, read_artifact, versions, write_artifact
+from transforms.core.config import SpecError
+from transforms.core.engine import DROPPED, READ, REJECTED, WRITTEN, apply_steps, segments
+from transforms.core.errors import ErrorRecord, InputError
+from transforms.core.manifest import (
     CountsMismatchError,
     check_balance,
     dumps,
@@ -58,12 +52,18 @@ from transforms.manifest import (
     sum_counts,
     write_text,
 )
-from transforms.read import ReadRecords, expand_paths, non_finite_problem, resolve_schema
-from transforms.schema import HIDDEN_PREFIX, parse_type
-from transforms.spill import ReadSpilled, SpillBatches
-from transforms.stats import DatasetStats
-from transforms.steps import Step
-from transforms.write import WriteBatches
+from transforms.core.schema import HIDDEN_PREFIX, parse_type
+from transforms.core.steps import Step
+from transforms.io import bigquery as bq_lib
+from transforms.io import commit as commit_lib
+from transforms.io import inventory
+from transforms.io.commit import resolve_artifact_dir
+from transforms.io.gcs import check_buckets, check_gcs_paths
+from transforms.io.read import ReadRecords, expand_paths, non_finite_problem, resolve_schema
+from transforms.io.spill import ReadSpilled, SpillBatches
+from transforms.io.write import WriteBatches
+from transforms.ops.dedupe import DeduplicateBatches
+from transforms.ops.stats import DatasetStats
 
 EXTENSIONS = {"parquet": "parquet", "tfrecord": "tfrecord.gz", "csv": "csv", "jsonl": "jsonl"}
 SPLIT_STEP = "split"
@@ -140,7 +140,7 @@ def plan(
 
     Raises:
         ValueError: for a missing output or input, or an artifact that does not fit the spec.
-        transforms.config.SpecError: for column references that do not exist.
+        transforms.core.config.SpecError: for column references that do not exist.
     """
     root = output or spec.output.path
     if not root:
@@ -222,8 +222,8 @@ def plan(
 def _plan_preprocessing_fn(
     spec: JobSpec, steps: Sequence[Step], fitted: Mapping[str, Any], schema: pa.Schema
 ) -> tuple[Any, pa.Schema, pa.Schema]:
-    from transforms import tft_backend
-    from transforms.schema import with_source_columns
+    from transforms.core.schema import with_source_columns
+    from transforms.tft import backend as tft_backend
 
     assert spec.transform.preprocessing_fn is not None
     fn = tft_backend.load_preprocessing_fn(spec.transform.preprocessing_fn)
@@ -513,7 +513,7 @@ class _RejectStep(Step):
     rejection: Any = None
 
     def apply(self, batch: pa.RecordBatch, fitted: Any) -> Any:
-        from transforms.steps import StepResult
+        from transforms.core.steps import StepResult
 
         return StepResult(batch, rejections=(self.rejection,))
 
@@ -546,7 +546,7 @@ class _WriteManifest(beam.DoFn):
 
     Every data file is listed with its size and the rows it holds, counted from the file;
     the rows of a split's files must add up to the split's count. Files under the run folder
-    that the manifest does not list are deleted before the commit (:mod:`transforms.commit`).
+    that the manifest does not list are deleted before the commit (:mod:`transforms.io.commit`).
     """
 
     def __init__(self, plan: Plan, formats: Sequence[str]) -> None:
@@ -679,7 +679,7 @@ MANIFEST_VERSION = 2
 def _artifact_files(plan: Plan) -> list[dict[str, Any]]:
     # Everything under the artifact folder but the tf.Transform backend's scratch space,
     # which the sweep before the commit deletes.
-    from transforms.tft_backend import TEMP_DIR
+    from transforms.tft.backend import TEMP_DIR
 
     store = commit_lib.store_for(plan.layout.output)
     scratch = FileSystems.join(plan.layout.artifact, TEMP_DIR)
@@ -711,7 +711,7 @@ def _bigquery_source(plan: Plan) -> dict[str, Any]:
 def _artifact_for(plan: Plan, fitted: Mapping[str, Any]) -> Artifact:
     fitted = dict(fitted)
     if plan.preprocessing_fn is not None:
-        from transforms.tft_backend import FITTED_KEY, fitted_entry
+        from transforms.tft.backend import FITTED_KEY, fitted_entry
 
         assert plan.spec.transform.preprocessing_fn is not None
         fitted[FITTED_KEY] = fitted_entry(plan.spec.transform.preprocessing_fn)
@@ -754,7 +754,7 @@ def build(p: beam.Pipeline, plan: Plan, *, spill_dir: str | None = None) -> beam
         plan: The plan.
         spill_dir: A local directory (local runner only): when the first steps are fitted,
             the input is read once, its batches spilled there for the apply pass
-            (:mod:`transforms.spill`); without it the fit pass reads the input again.
+            (:mod:`transforms.io.spill`); without it the fit pass reads the input again.
 
     Returns:
         A one-element PCollection holding the manifest dict (written last).
@@ -916,7 +916,7 @@ def build(p: beam.Pipeline, plan: Plan, *, spill_dir: str | None = None) -> beam
 def _run_preprocessing_fn(
     batches: beam.PCollection, plan: Plan
 ) -> tuple[beam.PCollection, beam.PCollection]:
-    from transforms import tft_backend
+    from transforms.tft import backend as tft_backend
 
     assert plan.cleaned_schema is not None and plan.fn_outputs is not None
     spec = plan.spec
@@ -960,7 +960,7 @@ def run_job(
     """Plans, builds and runs a dataset job, waiting for it to finish on the local runner.
 
     On any other runner (Dataflow) the job is submitted and not waited for: the result
-    holds the runner's result and an empty manifest; launchers.jobs waits on the job.
+    holds the runner's result and an empty manifest; launchers.dataflow.jobs waits on the job.
 
     Returns:
         The manifest the run wrote, the wall time and the plan.

@@ -5,7 +5,7 @@ parameters as ``--name=value`` flags, followed by the pipeline options Dataflow 
 (``--runner``, ``--project``, ``--temp_location``, ``--sdk_container_image`` ...).
 
 :data:`PARAMETERS` is the one list of template parameters: the argument parser here and the
-template's ``metadata.json`` (``launchers.templates``) are both generated from it.
+template's ``metadata.json`` (``launchers.dataflow.templates``) are both generated from it.
 """
 
 from __future__ import annotations

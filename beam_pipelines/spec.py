@@ -19,13 +19,13 @@ from typing import Annotated, Any, Literal
 import pyarrow as pa
 import yaml
 
-from transforms.bigquery import BigQuerySink, parse_table
-from transforms.config import SpecError, Within, check_within, from_mapping
-from transforms.errors import InputError
-from transforms.read import Source
-from transforms.schema import parse_type, type_name
-from transforms.split import Split
-from transforms.steps import Step, build_step
+from transforms.core.config import SpecError, Within, check_within, from_mapping
+from transforms.core.errors import InputError
+from transforms.core.schema import parse_type, type_name
+from transforms.core.split import Split
+from transforms.core.steps import Step, build_step
+from transforms.io.bigquery import BigQuerySink, parse_table
+from transforms.io.read import Source
 
 FORMATS = ("parquet", "tfrecord", "csv", "jsonl")
 # ``package.module:function``: dotted identifiers, a colon, one identifier.
@@ -49,7 +49,7 @@ class Label:
 
     Attributes:
         column: Name of the label column in the dataset.
-        expr: Expression computing it (see transforms/expressions.py); None if the column
+        expr: Expression computing it (see transforms/ops/expressions.py); None if the column
             already exists.
         type: Spec type name of the computed label.
     """
@@ -76,7 +76,7 @@ class Output:
         columns: Dataset columns in order. Default: the outputs of the feature steps and the
             label when there are feature steps, else every column.
         bigquery: Also write the dataset to BigQuery (see
-            :class:`transforms.bigquery.BigQuerySink`).
+            :class:`transforms.io.bigquery.BigQuerySink`).
     """
 
     path: str = ""
@@ -128,7 +128,7 @@ class Transform:
             rows alone are used to fit; the fitted steps are applied to every split.
         preprocessing_fn: ``package.module:function``, a tf.Transform ``preprocessing_fn``
             run through ``tensorflow_transform.beam`` after the clean steps, instead of
-            native ``features`` (see transforms/tft_backend.py). The dataset columns, and
+            native ``features`` (see transforms/tft/backend.py). The dataset columns, and
             the label, are then the function's outputs.
     """
 
@@ -191,7 +191,7 @@ class JobSpec:
     raw: Mapping[str, Any]
     description: str = ""
     origin: str = "<spec>"
-    # The ``dataflow:`` section as written; launchers.dataflow validates it.
+    # The ``dataflow:`` section as written; launchers.dataflow.settings validates it.
     dataflow: Mapping[str, Any] | None = None
 
     @property
@@ -281,7 +281,7 @@ def load_spec(path: str) -> JobSpec:
     Raises:
         SpecError: for invalid YAML (a key given twice included) or an invalid spec, naming
             the file.
-        transforms.errors.InputError: if the file does not exist, is a directory or cannot
+        transforms.core.errors.InputError: if the file does not exist, is a directory or cannot
             be read as UTF-8 text.
     """
     return parse_spec(load_yaml(path, what="spec file"), origin=path)
@@ -326,7 +326,7 @@ def load_yaml(path: str, *, what: str = "file") -> Any:
 
     Raises:
         SpecError: for text that is not valid YAML, naming the file and the line.
-        transforms.errors.InputError: if the file does not exist, is a directory or cannot
+        transforms.core.errors.InputError: if the file does not exist, is a directory or cannot
             be read as UTF-8 text.
     """
     import os
@@ -362,7 +362,7 @@ def _yaml_problem(exc: yaml.YAMLError) -> str:
 
 
 def _check_source_sizes(source: Source) -> None:
-    # transforms.read.Source checks signs; the limits that protect memory are the spec's.
+    # transforms.io.read.Source checks signs; the limits that protect memory are the spec's.
     check_within(
         source.batch_size,
         Within(1, MAX_BATCH_ROWS, "rows per record batch held in memory"),

@@ -2,9 +2,9 @@
 
 ``build(p, plan)`` wires it for a validated :class:`StreamingSpec` (the spec's
 ``streaming:`` section); ``run_streaming(spec, ...)`` runs it. The artifact fitted by a
-batch run is applied by the same engine (:func:`transforms.engine.apply_steps`), reloaded
+batch run is applied by the same engine (:func:`transforms.core.engine.apply_steps`), reloaded
 when a newer one is published; windowed aggregates are computed per key
-(:mod:`transforms.windows`), with rows too late for their windows sent to the errors.
+(:mod:`transforms.streaming.windows`), with rows too late for their windows sent to the errors.
 
 Output layout under ``streaming.output.path`` (local or gs://)::
 
@@ -16,9 +16,9 @@ Output layout under ``streaming.output.path`` (local or gs://)::
 
 and, with ``streaming.output.bigquery``, the rows streamed into one BigQuery table.
 
-Local runs (the streaming local runner, fed from a thread: :mod:`transforms.live_source`):
+Local runs (the streaming local runner, fed from a thread: :mod:`transforms.streaming.live_source`):
 the folder is watched until ``max_files`` files or its deadline; Pub/Sub is pulled
-(:mod:`transforms.pubsub_pull`) until ``max_messages``, ``idle_seconds`` or
+(:mod:`transforms.streaming.pubsub_pull`) until ``max_messages``, ``idle_seconds`` or
 ``deadline_seconds``. Windows fire as the watermark moves; when the source stops it drains:
 every window fires, and the run ends with everything written. On Dataflow the job keeps
 running (the splittable file watcher, Beam's ``ReadFromPubSub``) until drained or cancelled.
@@ -42,30 +42,36 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import StandardOptions
 
 from beam_pipelines.spec import JobSpec
-from transforms.artifact import read_artifact
-from transforms.bigquery import (
-    BigQuerySink,
-    WriteToBigQuery,
-    make_client,
-    parse_table,
-    prepare_table,
-)
-from transforms.config import SpecError, from_mapping
-from transforms.engine import DROPPED, READ, REJECTED, WRITTEN
-from transforms.errors import ErrorRecord
-from transforms.live_source import LiveSource
-from transforms.manifest import (
+from transforms.beam.artifact_reload import ApplyLatestArtifact
+from transforms.core.artifact import read_artifact
+from transforms.core.config import SpecError, from_mapping
+from transforms.core.engine import DROPPED, READ, REJECTED, WRITTEN
+from transforms.core.errors import ErrorRecord
+from transforms.core.manifest import (
     CountKey,
     CountsMismatchError,
     check_balance,
     nest_counts,
     sum_counts,
 )
-from transforms.pubsub_pull import Limits, PullPubSub, create_subscription, delete_subscription
-from transforms.read import resolve_schema
-from transforms.schema import FILE_COLUMN, LINE_COLUMN, arrow_schema
-from transforms.side_artifact import ApplyLatestArtifact
-from transforms.stream_sources import (
+from transforms.core.schema import FILE_COLUMN, LINE_COLUMN, arrow_schema
+from transforms.io.bigquery import (
+    BigQuerySink,
+    WriteToBigQuery,
+    make_client,
+    parse_table,
+    prepare_table,
+)
+from transforms.io.read import resolve_schema
+from transforms.io.write import conform, encode_jsonl
+from transforms.streaming.live_source import LiveSource
+from transforms.streaming.pubsub_pull import (
+    Limits,
+    PullPubSub,
+    create_subscription,
+    delete_subscription,
+)
+from transforms.streaming.sources import (
     DecodeMessageLists,
     DecodeMessages,
     Decoding,
@@ -74,8 +80,7 @@ from transforms.stream_sources import (
     is_heartbeat,
     message_from_pubsub,
 )
-from transforms.windows import MISSED_WINDOWS, STEP_PREFIX, AggregateWindows, Aggregation
-from transforms.write import conform, encode_jsonl
+from transforms.streaming.windows import MISSED_WINDOWS, STEP_PREFIX, AggregateWindows, Aggregation
 
 
 @dataclasses.dataclass
@@ -408,7 +413,7 @@ def _read_source(
             deadline=deadline,
             event_time_field=files.event_time_field,
             # Locally the folder is watched from a thread feeding the streaming runner, so
-            # windows fire as files arrive (see transforms.live_source).
+            # windows fire as files arrive (see transforms.streaming.live_source).
             live=is_local(p.options),
         )
         plan.live = arriving.live
@@ -420,7 +425,7 @@ def _read_source(
     if is_local(p.options):
         # Locally: a reader that ends (at a limit) and drains, so every window is written.
         # Each pull is one batch, de-duplicated by the reader, so nothing buffers rows
-        # between the source and the windows (see transforms.pubsub_pull.pull_events).
+        # between the source and the windows (see transforms.streaming.pubsub_pull.pull_events).
         assert plan.subscription is not None
         pull = PullPubSub(
             subscription=plan.subscription,

@@ -43,7 +43,7 @@ from typing import Any, ClassVar, Literal, Protocol
 import yaml
 
 from launchers.exit_codes import ExitCode
-from transforms.config import SpecError, from_mapping
+from transforms.core.config import SpecError, from_mapping
 
 _LOG = logging.getLogger(__name__)
 
@@ -635,7 +635,7 @@ def dataset_outputs(root: str, manifest: Mapping[str, Any]) -> dict[str, Any]:
 
 def _dataset_unchanged(outputs: Mapping[str, Any]) -> bool:
     # Still the run the chain recorded: a rerun of the dataset elsewhere makes it stale.
-    from transforms.commit import resolve_dataset
+    from transforms.io.commit import resolve_dataset
 
     found = resolve_dataset(str(outputs["root"]))
     return found is not None and found[1].get("run", {}).get("id") == outputs.get("run")
@@ -686,7 +686,7 @@ def copy_artifact(source: str, model_dir: str) -> str:
     """Copies (and so verifies) the transform artifact into ``{model_dir}/artifact``."""
     from apache_beam.io.filesystems import FileSystems
 
-    from transforms.artifact import read_artifact, write_artifact
+    from transforms.core.artifact import read_artifact, write_artifact
 
     dest = FileSystems.join(model_dir, "artifact")
     write_artifact(dest, read_artifact(source))
@@ -820,12 +820,12 @@ class GcpBackend:
 
             run_job(spec, output=gcp.output, inputs=step.inputs or None, beam_args=gcp.beam_args)
         else:
-            from launchers import jobs
+            from launchers.dataflow import jobs
 
             client = jobs.jobs_client(api_endpoint=self.settings.dataflow_api_endpoint)
             if gcp.launch == "dataflow":
-                from launchers.dataflow import DataflowSettings, resolve_settings
-                from launchers.submit import SubmittedJob, submit
+                from launchers.dataflow.settings import DataflowSettings, resolve_settings
+                from launchers.dataflow.submit import SubmittedJob, submit
 
                 settings: DataflowSettings
                 settings, rest = resolve_settings(spec.dataflow, gcp.beam_args)
@@ -855,7 +855,7 @@ class GcpBackend:
 
     def train(self, step: TrainStep, ctx: StepContext) -> dict[str, Any]:
         from launchers import vertex
-        from launchers.jobs import Backoff
+        from launchers.dataflow.jobs import Backoff
         from launchers.local_train import read_metrics
 
         assert step.gcp is not None

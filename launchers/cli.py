@@ -112,7 +112,7 @@ def chain_command(args: argparse.Namespace) -> int:
     import json
 
     from launchers import chain as chains
-    from transforms.config import SpecError
+    from transforms.core.config import SpecError
 
     words = list(args.words)
     action = words.pop(0) if words[0] in CHAIN_ACTIONS else "run"
@@ -261,10 +261,10 @@ class Failure:
 def _typed_codes() -> dict[type[BaseException], ExitCode]:
     # Imported here: the CLI's own start-up stays light. A new user-error type only has to
     # subclass InputError (or one of these) to be reported as one.
-    from transforms.artifact import ArtifactError
-    from transforms.config import SpecError
-    from transforms.errors import InputError
-    from transforms.manifest import CountsMismatchError
+    from transforms.core.artifact import ArtifactError
+    from transforms.core.config import SpecError
+    from transforms.core.errors import InputError
+    from transforms.core.manifest import CountsMismatchError
 
     return {
         InputError: ExitCode.USER_ERROR,
@@ -348,7 +348,7 @@ def _remote_failure(exc: BaseException) -> Failure | None:
     With ``--direct_running_mode=multi_processing`` a DoFn runs in a worker process and the
     FnApiRunner raises ``RuntimeError(traceback text)`` in the launcher: the exception object
     is gone and only its formatted traceback crosses the process boundary. The exception
-    lines of that text (``transforms.errors.InputError: message``, outermost last) are
+    lines of that text (``transforms.core.errors.InputError: message``, outermost last) are
     walked as :func:`_typed_failure` walks ``__context__``: the type each names is resolved
     to a class of this project and looked up by type, never by message.
     """
@@ -380,9 +380,9 @@ def failure_of(exc: BaseException) -> Failure | None:
     """The failure the CLI reports for ``exc``, or None for a code error (re-raised).
 
     Recognised, wherever they were raised (before the run, inside a DoFn in this process or
-    in a worker process): :class:`transforms.errors.InputError` and its subclasses,
-    :class:`transforms.config.SpecError`, :class:`transforms.artifact.ArtifactError` (exit
-    code 2) and :class:`transforms.manifest.CountsMismatchError` (exit code 1). A plain
+    in a worker process): :class:`transforms.core.errors.InputError` and its subclasses,
+    :class:`transforms.core.config.SpecError`, :class:`transforms.core.artifact.ArtifactError` (exit
+    code 2) and :class:`transforms.core.manifest.CountsMismatchError` (exit code 1). A plain
     ValueError raised before the pipeline runs (planning checks that do not raise a typed
     error yet) is taken as a user error too; raised inside the pipeline it is a bug.
     """
@@ -498,7 +498,7 @@ class _HeldWorkerStderr:
 def _stop_on_signals() -> dict[int, Any]:
     """Makes Ctrl-C and SIGTERM (what schedulers and Kubernetes send first) stop the command
     cleanly: a run's folder is deleted and the output's lock released
-    (:func:`transforms.commit.abort_held`), one line is printed and the process exits 130.
+    (:func:`transforms.io.commit.abort_held`), one line is printed and the process exits 130.
 
     Exiting from the handler, rather than raising into whatever frame is running, is what
     makes this reliable: the local runner's code would catch or re-wrap an exception raised
@@ -510,7 +510,7 @@ def _stop_on_signals() -> dict[int, Any]:
     import signal
 
     def stop(signum: int, frame: Any) -> None:
-        from transforms.commit import abort_held
+        from transforms.io.commit import abort_held
 
         abort_held()
         line = f"error: stopped by {signal.Signals(signum).name}\n".encode()

@@ -67,9 +67,9 @@ def run_on_dataflow(args: argparse.Namespace, spec: Any, extra: Sequence[str]) -
     With ``--streaming`` the spec's streaming job is submitted; it runs until drained, so
     ``--wait`` does not apply.
     """
-    from launchers.dataflow import DataflowSettings, resolve_settings
-    from launchers.submit import DryRunJob, SubmittedJob, submit, submit_streaming
-    from transforms.config import SpecError
+    from launchers.dataflow.settings import DataflowSettings, resolve_settings
+    from launchers.dataflow.submit import DryRunJob, SubmittedJob, submit, submit_streaming
+    from transforms.core.config import SpecError
 
     start = time.monotonic()
     settings: DataflowSettings
@@ -106,7 +106,7 @@ def run_on_dataflow(args: argparse.Namespace, spec: Any, extra: Sequence[str]) -
     print(f"submitted {job.job_name} as Dataflow job {job.job_id}\n  {job.console_url}")
     if not args.wait or args.streaming:
         return ExitCode.OK
-    from launchers.jobs import JobError, JobRef, jobs_client, wait_for_job
+    from launchers.dataflow.jobs import JobError, JobRef, jobs_client, wait_for_job
 
     ref = JobRef(job.project, job.region, job.job_id)
     try:
@@ -192,13 +192,13 @@ def _job_location(parser: argparse.ArgumentParser) -> None:
 def template_build(args: argparse.Namespace, spec: Any) -> int:
     from apache_beam.io.filesystems import FileSystems
 
-    from launchers.templates import LAUNCHER_IMAGE, TemplateBuildError, build_template
+    from launchers.dataflow.templates import LAUNCHER_IMAGE, TemplateBuildError, build_template
 
     with FileSystems.open(args.spec) as f:
         spec_text = f.read()
     client = None
     if args.build == "cloudbuild" and args.api_endpoint:
-        from launchers.templates import cloud_build_client
+        from launchers.dataflow.templates import cloud_build_client
 
         client = cloud_build_client(api_endpoint=args.api_endpoint)
     try:
@@ -230,10 +230,10 @@ def template_build(args: argparse.Namespace, spec: Any) -> int:
 
 
 def template_launch(args: argparse.Namespace, extra: Sequence[str]) -> int:
-    from launchers.dataflow import FlexLaunchSettings, flex_environment, resolve_settings
-    from launchers.jobs import JobRef, launch_flex_template, templates_client
-    from launchers.templates import parse_params
-    from transforms.config import SpecError
+    from launchers.dataflow.jobs import JobRef, launch_flex_template, templates_client
+    from launchers.dataflow.settings import FlexLaunchSettings, flex_environment, resolve_settings
+    from launchers.dataflow.templates import parse_params
+    from transforms.core.config import SpecError
 
     try:
         if not args.template.startswith("gs://"):
@@ -269,7 +269,7 @@ def template_launch(args: argparse.Namespace, extra: Sequence[str]) -> int:
 
 
 def _wait(args: argparse.Namespace, ref: Any, *, expect: str) -> int:
-    from launchers.jobs import JobError, jobs_client, wait_for_job
+    from launchers.dataflow.jobs import JobError, jobs_client, wait_for_job
 
     try:
         wait_for_job(
@@ -283,7 +283,7 @@ def _wait(args: argparse.Namespace, ref: Any, *, expect: str) -> int:
 
 
 def jobs_command(args: argparse.Namespace) -> int:
-    from launchers.jobs import (
+    from launchers.dataflow.jobs import (
         CANCELLED,
         DONE,
         DRAINED,

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
-from launchers.jobs import Backoff
+from launchers.dataflow.jobs import Backoff
 
 _LOG = logging.getLogger(__name__)
 

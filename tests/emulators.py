@@ -192,7 +192,7 @@ def bigquery_emulator(gcs_emulator: Gcs) -> Iterator[BigQuery]:
     """The BigQuery emulator for the session; gs:// in load jobs reads the GCS emulator's disk.
 
     Sets ``BIGQUERY_EMULATOR_HOST`` (honoured by google-cloud-bigquery and by
-    :mod:`transforms.bigquery`) and ``BIGQUERY_EMULATOR_GRPC_HOST`` (the Storage Read API).
+    :mod:`transforms.io.bigquery`) and ``BIGQUERY_EMULATOR_GRPC_HOST`` (the Storage Read API).
     """
     exe = BQ_VENV / "bin" / "bqemulator"
     if not exe.exists():

@@ -3,7 +3,7 @@
 ``python -m tests.gcs_preconditions -d DIR start --host 127.0.0.1 --port PORT``
 
 The PyPI emulator ignores ``ifGenerationMatch`` on uploads and deletes, which is what the
-output commit protocol (:mod:`transforms.commit`) relies on for its lock and its manifest.
+output commit protocol (:mod:`transforms.io.commit`) relies on for its lock and its manifest.
 This wraps the emulator's object insert and delete handlers to honour it as GCS does: the
 write or delete happens only if the object's current generation (0: absent) is the one
 given, else the answer is 412 Precondition Failed. Check and write run under one lock, so

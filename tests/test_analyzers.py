@@ -1,4 +1,4 @@
-"""Tests for transforms.analyzers: exact outputs, merging, pickling, non-finite values."""
+"""Tests for transforms.ops.analyzers: exact outputs, merging, pickling, non-finite values."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from transforms.analyzers import (
+from transforms.ops.analyzers import (
     DEFAULT_MAX_BINS,
     MIN_MAX_BINS,
     SUM_EXPONENT,

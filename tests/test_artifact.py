@@ -1,4 +1,4 @@
-"""Tests for transforms.artifact: round trip, layout, escaping and tamper detection."""
+"""Tests for transforms.core.artifact: round trip, layout, escaping and tamper detection."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from transforms.artifact import (
+from transforms.core.artifact import (
     Artifact,
     ArtifactError,
     content_hash,
@@ -20,7 +20,7 @@ from transforms.artifact import (
     unescape_line,
     write_artifact,
 )
-from transforms.steps import build_step
+from transforms.core.steps import build_step
 
 STEPS = [
     {"op": "vocabulary", "column": "s", "num_oov_buckets": 2, "output": "s_xf"},

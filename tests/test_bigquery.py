@@ -22,7 +22,7 @@ from beam_pipelines.spec import parse_spec
 from tests.conftest import REPO, TAXI_SAMPLE
 from tests.datasets import split_paths
 from tests.test_gcs import rows
-from transforms import bigquery as bq
+from transforms.io import bigquery as bq
 
 SPEC = str(REPO / "examples" / "chicago_taxi" / "pipeline.yaml")
 pytestmark = [pytest.mark.emulator, pytest.mark.timeout(120)]
@@ -265,7 +265,7 @@ def test_missing_tables_fail_at_plan_time(bigquery_emulator: Any, tmp_path: path
 def test_sink_tables_change_only_when_a_run_commits(
     bigquery_emulator: Any, tmp_path: pathlib.Path
 ) -> None:
-    from transforms.manifest import CountsMismatchError
+    from transforms.core.manifest import CountsMismatchError
 
     ds = _dataset(bigquery_emulator, "taxi_commit")
     client = bigquery_emulator.client()

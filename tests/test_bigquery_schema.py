@@ -1,4 +1,4 @@
-"""The pure parts of transforms.bigquery: table names, schema mapping, rows, SQL, errors."""
+"""The pure parts of transforms.io.bigquery: table names, schema mapping, rows, SQL, errors."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from transforms import bigquery as bq
+from transforms.io import bigquery as bq
 
 SCALARS = [pa.bool_(), pa.int64(), pa.float64(), pa.string(), pa.binary(), pa.date32()]
 

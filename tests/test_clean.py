@@ -13,7 +13,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from transforms.clean import (
+from transforms.core.config import SpecError
+from transforms.core.engine import REJECTED, apply_steps
+from transforms.core.steps import Step, StepResult, build_step
+from transforms.ops.clean import (
     AllowedValues,
     Cast,
     Clip,
@@ -27,9 +30,6 @@ from transforms.clean import (
     cast_array,
     clip_array,
 )
-from transforms.config import SpecError
-from transforms.engine import REJECTED, apply_steps
-from transforms.steps import Step, StepResult, build_step
 
 
 def batch(**columns: pa.Array | list) -> pa.RecordBatch:

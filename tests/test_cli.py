@@ -17,10 +17,10 @@ from beam_pipelines.runner import make_options, make_pipeline
 from launchers import cli
 from launchers.cli import ExitCode, failure_of
 from tests.conftest import REPO, TAXI_SAMPLE
-from transforms.artifact import ArtifactError
-from transforms.config import SpecError
-from transforms.errors import InputError
-from transforms.manifest import CountsMismatchError
+from transforms.core.artifact import ArtifactError
+from transforms.core.config import SpecError
+from transforms.core.errors import InputError
+from transforms.core.manifest import CountsMismatchError
 
 BEAMFORGE = [sys.executable, "-m", "launchers.cli"]
 MULTI_PROCESSING = ["--direct_num_workers=2", "--direct_running_mode=multi_processing"]
@@ -151,7 +151,7 @@ def _error_line(done: subprocess.CompletedProcess[str]) -> str:
 
 def test_exit_codes_are_one_enum() -> None:
     from launchers.chain import ChainError, GateFailedError
-    from launchers.jobs import (
+    from launchers.dataflow.jobs import (
         JobCancelledError,
         JobDrainedError,
         JobFailedError,
@@ -304,12 +304,12 @@ def test_an_input_error_raised_by_a_dofn_is_one_line(
     tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # Whatever the readers check before the run: here the DoFn itself raises.
-    import transforms.read
+    import transforms.io.read
 
     def unreadable(path: str, *args: Any, **kwargs: Any) -> Any:
         raise InputError(path, "cannot be read: Input/output error")
 
-    monkeypatch.setattr(transforms.read, "read_file", unreadable)
+    monkeypatch.setattr(transforms.io.read, "read_file", unreadable)
     code = cli.main(
         [
             "run",
@@ -328,12 +328,12 @@ def test_an_input_error_raised_by_a_dofn_is_one_line(
 def test_a_bug_inside_the_run_keeps_its_traceback(
     tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import transforms.read
+    import transforms.io.read
 
     def broken(path: str, *args: Any, **kwargs: Any) -> Any:
         raise ValueError("a bug, not the user's mistake")
 
-    monkeypatch.setattr(transforms.read, "read_file", broken)
+    monkeypatch.setattr(transforms.io.read, "read_file", broken)
     argv = ["run", "examples/chicago_taxi/pipeline.yaml", "--input", str(TAXI_SAMPLE)]
     with pytest.raises(ValueError, match="a bug, not the user's mistake"):
         cli.main([*argv, "--output", str(tmp_path / "o"), "--quiet"])

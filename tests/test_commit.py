@@ -1,4 +1,4 @@
-"""Tests for transforms.commit and the dataset run's use of it: a run owns its output.
+"""Tests for transforms.io.commit and the dataset run's use of it: a run owns its output.
 
 What a reader of an output folder sees is exactly what its manifest lists: after reruns with
 fewer shards, after failed runs and killed runs, locally and on gs:// (GCS emulator with
@@ -22,9 +22,9 @@ from beam_pipelines.dataset import run_job
 from beam_pipelines.spec import load_spec
 from launchers.chain import ChainError, dataset_outputs, read_manifest
 from tests.conftest import REPO, TAXI_SAMPLE
-from transforms import commit
-from transforms.errors import InputError
-from transforms.manifest import CountsMismatchError
+from transforms.core.errors import InputError
+from transforms.core.manifest import CountsMismatchError
+from transforms.io import commit
 
 TAXI_SPEC = REPO / "examples" / "chicago_taxi" / "pipeline.yaml"
 
@@ -271,7 +271,7 @@ def test_a_custom_error_folder_holds_one_run_at_a_time(tmp_path: pathlib.Path):
 
 
 def test_a_streaming_artifact_given_as_a_dataset_follows_its_commits(tmp_path: pathlib.Path):
-    from transforms.side_artifact import ArtifactWatcher
+    from transforms.beam.artifact_reload import ArtifactWatcher
 
     out = tmp_path / "out"
     first = run_job(_taxi(), inputs=[str(TAXI_SAMPLE)], output=str(out)).manifest
@@ -371,7 +371,7 @@ def test_a_relative_output_is_recorded_with_absolute_paths(
     assert manifest["run"]["output"] == str(tmp_path / "rel" / "out")
     assert all(os.path.isabs(p) for p in listed_files(manifest))
     monkeypatch.chdir("/")
-    from transforms.preprocessor import Preprocessor
+    from transforms.serving.preprocessor import Preprocessor
 
     assert Preprocessor.load(str(tmp_path / "rel" / "out")).output_columns
 

@@ -19,7 +19,7 @@ from beam_pipelines.dataset import run_job
 from benchmarks.data import generate
 from tests.conftest import REPO, TAXI_SAMPLE
 from tests.test_commit import _taxi, assert_exactly_manifest, listed_files
-from transforms import commit
+from transforms.io import commit
 
 BEAMFORGE = [sys.executable, "-m", "launchers.cli"]
 

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from transforms.config import FieldError, SpecError, Within, check_within, from_mapping
+from transforms.core.config import FieldError, SpecError, Within, check_within, from_mapping
 
 
 @dataclasses.dataclass

@@ -1,4 +1,4 @@
-"""transforms.csv_records finds exactly the records Arrow's CSV parser finds, vectorised."""
+"""transforms.io.csv_records finds exactly the records Arrow's CSV parser finds, vectorised."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from transforms import csv_records, errors
-from transforms.csv_records import CsvOptions, Dialect, Problem, Records, iter_records, scan
+from transforms.core import errors
+from transforms.io import csv_records
+from transforms.io.csv_records import CsvOptions, Dialect, Problem, Records, iter_records, scan
 
 COMMA, QUOTE, BACKSLASH = ord(","), ord('"'), ord("\\")
 

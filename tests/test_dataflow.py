@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from launchers.dataflow import (
+from launchers.dataflow.settings import (
     REPO_SETUP_FILE,
     DataflowSettings,
     SettingsError,
@@ -17,7 +17,7 @@ from launchers.dataflow import (
     default_job_name,
     resolve_settings,
 )
-from transforms.config import SpecError
+from transforms.core.config import SpecError
 
 GOOD: dict[str, Any] = {
     "project": "my-proj-123",

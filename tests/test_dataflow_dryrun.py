@@ -17,8 +17,8 @@ import pytest
 from beam_pipelines.dataset import run_job
 from beam_pipelines.spec import load_spec, parse_spec
 from launchers.cli import main
-from launchers.dataflow import REPO_SETUP_FILE, resolve_settings
-from launchers.submit import DryRunJob, submit
+from launchers.dataflow.settings import REPO_SETUP_FILE, resolve_settings
+from launchers.dataflow.submit import DryRunJob, submit
 from tests.conftest import REPO, TAXI_SAMPLE
 from tests.datasets import run_root
 
@@ -185,10 +185,10 @@ def test_setup_py_is_staged_as_an_sdist_of_beamforge(taxi_job: DryRunJob) -> Non
 
     for module in (
         "setup.py",
-        "launchers/dataflow.py",
+        "launchers/dataflow/settings.py",
         "beam_pipelines/dataset.py",
         "beam_pipelines/flex_main.py",
-        "transforms/features.py",
+        "transforms/ops/features.py",
     ):
         assert f"beamforge-0.1.0/{module}" in names
 
@@ -341,7 +341,7 @@ def test_a_streaming_pubsub_job_is_built_for_dataflow(
     import yaml
     from apache_beam.portability.api import beam_runner_api_pb2
 
-    from launchers.submit import submit_streaming
+    from launchers.dataflow.submit import submit_streaming
 
     streaming_yaml = REPO / "examples" / "chicago_taxi" / "streaming.yaml"
     run_job(load_spec(str(streaming_yaml)), inputs=[str(TAXI_SAMPLE)], output=str(tmp_path))
@@ -403,7 +403,7 @@ def test_a_streaming_pubsub_job_is_built_for_dataflow(
 def test_a_streaming_job_with_a_local_artifact_is_refused(tmp_path: pathlib.Path) -> None:
     import yaml
 
-    from launchers.submit import submit_streaming
+    from launchers.dataflow.submit import submit_streaming
 
     streaming_yaml = REPO / "examples" / "chicago_taxi" / "streaming.yaml"
     run_job(load_spec(str(streaming_yaml)), inputs=[str(TAXI_SAMPLE)], output=str(tmp_path))

@@ -13,16 +13,16 @@ from apache_beam.testing.util import assert_that, equal_to
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from transforms.config import SpecError
-from transforms.dedupe import (
+from transforms.core.config import SpecError
+from transforms.core.engine import apply_steps, segments
+from transforms.core.steps import build_step
+from transforms.ops.dedupe import (
     Deduplicate,
     DeduplicateBatches,
     dedupe_partition,
     duplicate_mask,
     partition_batch,
 )
-from transforms.engine import apply_steps, segments
-from transforms.steps import build_step
 
 
 def rows(file: str, lines: list[int], **columns: list) -> pa.RecordBatch:

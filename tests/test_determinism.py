@@ -23,9 +23,9 @@ import pyarrow as pa
 import pytest
 import yaml
 
-from transforms.analyzers import MIN_MAX_BINS, Moments, Quantiles, ValueCounts
-from transforms.stats import DatasetStats
-from transforms.steps import Analyzer, build_step
+from transforms.core.steps import Analyzer, build_step
+from transforms.ops.analyzers import MIN_MAX_BINS, Moments, Quantiles, ValueCounts
+from transforms.ops.stats import DatasetStats
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 PIPELINE_YAML = REPO / "examples/chicago_taxi/pipeline.yaml"

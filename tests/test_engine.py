@@ -10,8 +10,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from transforms.engine import DROPPED, REJECTED, apply_steps, fit_groups, fit_inputs, segments
-from transforms.steps import Analyzer, Rejection, Step, StepResult
+from transforms.core.engine import DROPPED, REJECTED, apply_steps, fit_groups, fit_inputs, segments
+from transforms.core.steps import Analyzer, Rejection, Step, StepResult
 
 
 class _Sum(Analyzer[float]):

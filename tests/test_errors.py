@@ -1,4 +1,4 @@
-"""Tests for transforms.errors: strict payloads, and user errors that keep their type."""
+"""Tests for transforms.core.errors: strict payloads, and user errors that keep their type."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pickle
 
 import pytest
 
-from transforms.errors import InputError, row_payload
+from transforms.core.errors import InputError, row_payload
 
 
 def _strict_loads(text: str) -> object:

@@ -1,4 +1,4 @@
-"""Tests for transforms.expressions: parsing, vectorised evaluation, expression and filter."""
+"""Tests for transforms.ops.expressions: parsing, vectorised evaluation, expression and filter."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from transforms.config import SpecError
-from transforms.engine import apply_steps
-from transforms.expressions import evaluate, evaluate_checked, parse
-from transforms.steps import build_step
+from transforms.core.config import SpecError
+from transforms.core.engine import apply_steps
+from transforms.core.steps import build_step
+from transforms.ops.expressions import evaluate, evaluate_checked, parse
 
 BATCH = pa.record_batch(
     {
@@ -298,7 +298,7 @@ def test_non_finite_from_a_narrowing_cast_and_integer_casts():
     ],
 )
 def test_oversized_expressions_fail_at_spec_load_in_one_line(expr):
-    from transforms.expressions import MAX_EXPRESSION_DEPTH, MAX_EXPRESSION_NODES
+    from transforms.ops.expressions import MAX_EXPRESSION_DEPTH, MAX_EXPRESSION_NODES
 
     assert (MAX_EXPRESSION_NODES, MAX_EXPRESSION_DEPTH) == (1_000, 100)
     with pytest.raises(SpecError) as caught:

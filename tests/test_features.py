@@ -1,4 +1,4 @@
-"""Tests for transforms.features: exact outputs per op, nulls, and the math's properties."""
+"""Tests for transforms.ops.features: exact outputs per op, nulls, and the math's properties."""
 
 from __future__ import annotations
 
@@ -11,11 +11,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from transforms.config import SpecError
-from transforms.engine import apply_steps
-from transforms.features import EMPTY_VOCABULARY_DUMMY
-from transforms.fingerprint import fingerprint64, hash_buckets
-from transforms.steps import build_step
+from transforms.core.config import SpecError
+from transforms.core.engine import apply_steps
+from transforms.core.fingerprint import fingerprint64, hash_buckets
+from transforms.core.steps import build_step
+from transforms.ops.features import EMPTY_VOCABULARY_DUMMY
 
 
 def step(**mapping):

@@ -10,10 +10,10 @@ from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from transforms.analyzers import Moments
-from transforms.apply import COUNTS, ERRORS, ApplySteps
-from transforms.fit import AnalyzeBatches, FitSteps
-from transforms.steps import build_step
+from transforms.beam.apply import COUNTS, ERRORS, ApplySteps
+from transforms.beam.fit import AnalyzeBatches, FitSteps
+from transforms.core.steps import build_step
+from transforms.ops.analyzers import Moments
 
 
 def _batches() -> list[pa.RecordBatch]:

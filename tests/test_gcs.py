@@ -15,7 +15,7 @@ from beam_pipelines.dataset import run_job
 from beam_pipelines.spec import load_spec
 from tests.conftest import REPO, TAXI_SAMPLE
 from tests.datasets import manifest_of, run_root, split_paths
-from transforms.gcs import split_gcs_path
+from transforms.io.gcs import split_gcs_path
 
 SPEC = str(REPO / "examples" / "chicago_taxi" / "pipeline.yaml")
 

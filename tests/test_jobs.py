@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from launchers.cli import main
-from launchers.jobs import (
+from launchers.dataflow.jobs import (
     CANCELLED,
     DRAINED,
     Backoff,

@@ -6,7 +6,7 @@ import collections
 
 import pytest
 
-from transforms.manifest import (
+from transforms.core.manifest import (
     CountsMismatchError,
     check_balance,
     nest_counts,

@@ -12,7 +12,7 @@ import pytest
 from beam_pipelines.dataset import run_job
 from beam_pipelines.spec import parse_spec
 from tests.datasets import manifest_of, run_root, split_paths
-from transforms.config import SpecError
+from transforms.core.config import SpecError
 
 CSV = """id,city,fare,tips
 1,Chicago,10.0,1.0
@@ -260,7 +260,7 @@ def test_fit_on_one_split_fits_on_its_rows_only(tmp_path: pathlib.Path) -> None:
 def test_an_artifact_read_under_another_non_finite_rule_is_refused(
     tmp_path: pathlib.Path, tiny_csv: pathlib.Path
 ) -> None:
-    from transforms.errors import InputError
+    from transforms.core.errors import InputError
 
     lenient = _spec(source={**_spec()["source"], "allow_non_finite": ["fare"]})
     first = run_job(parse_spec(lenient), inputs=[str(tiny_csv)], output=str(tmp_path / "a"))

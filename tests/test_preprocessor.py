@@ -1,4 +1,4 @@
-"""Tests for transforms.preprocessor: serving rows equal batch apply, errors name the key."""
+"""Tests for transforms.serving.preprocessor: serving rows equal batch apply, errors name the key."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from transforms.artifact import Artifact, write_artifact
-from transforms.engine import apply_steps
-from transforms.preprocessor import Preprocessor
-from transforms.steps import build_step
+from transforms.core.artifact import Artifact, write_artifact
+from transforms.core.engine import apply_steps
+from transforms.core.steps import build_step
+from transforms.serving.preprocessor import Preprocessor
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 
@@ -236,7 +236,7 @@ def test_batches_get_the_same_rule_with_their_sources(artifact_dir):
 
 
 def test_allow_non_finite_is_recorded_in_the_artifact_and_applied(tmp_path):
-    from transforms.artifact import content_hash, read_artifact
+    from transforms.core.artifact import content_hash, read_artifact
 
     plain = Artifact(
         pipeline="p",
@@ -275,8 +275,8 @@ JSON_VALUES = st.one_of(
 
 
 def _reader_accepts(tmp_path, fmt: str, text: bytes, tp: str, allowed: list[str]):
-    from transforms.read import Source, read_file
-    from transforms.schema import arrow_schema
+    from transforms.core.schema import arrow_schema
+    from transforms.io.read import Source, read_file
 
     path = tmp_path / f"x.{fmt}"
     path.write_bytes(text)
@@ -295,7 +295,7 @@ def test_serving_accepts_exactly_what_training_accepts(tmp_path_factory, tp, val
     import io
     import json
 
-    from transforms.artifact import Artifact as Plain
+    from transforms.core.artifact import Artifact as Plain
 
     tmp = tmp_path_factory.mktemp("same")
     allowed = ["x"] if allow and tp.startswith("float") else []

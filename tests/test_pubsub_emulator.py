@@ -34,7 +34,7 @@ from beam_pipelines.spec import load_spec, parse_spec
 from beam_pipelines.streaming import run_streaming
 from tests.datasets import dataset_files, run_root
 from tests.emulators import PubSub
-from transforms.stream_sources import DedupeMessages, Message, is_heartbeat, message_key
+from transforms.streaming.sources import DedupeMessages, Message, is_heartbeat, message_key
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 SAMPLE = REPO / "examples" / "chicago_taxi" / "data" / "sample.csv"
@@ -324,7 +324,7 @@ def test_the_streaming_bigquery_sink_is_one_table_with_streaming_inserts(
     sink: dict[str, Any], problem: str
 ) -> None:
     from beam_pipelines.streaming import streaming_spec
-    from transforms.config import SpecError
+    from transforms.core.config import SpecError
 
     data = yaml.safe_load(STREAMING_YAML.read_text())
     data["streaming"]["output"]["bigquery"] = sink
@@ -416,7 +416,7 @@ def test_a_newer_artifact_is_applied_without_restarting(
     pubsub_emulator: PubSub, tmp_path: pathlib.Path
 ) -> None:
     """Half the rows, then a newer artifact is published, then the other half."""
-    from transforms.artifact import read_artifact, write_artifact
+    from transforms.core.artifact import read_artifact, write_artifact
 
     rows_csv = _subset(tmp_path)
     header, *lines = rows_csv.read_text().splitlines()

@@ -11,7 +11,7 @@ from apache_beam.testing.util import assert_that, equal_to
 
 from beam_pipelines.runner import make_options, make_pipeline
 from tests.emulators import PubSub
-from transforms.pubsub_pull import (
+from transforms.streaming.pubsub_pull import (
     DRAIN_WATERMARK_US,
     Elements,
     Limits,

@@ -1,4 +1,4 @@
-"""Tests of transforms.read: file readers and the ReadRecords transform."""
+"""Tests of transforms.io.read: file readers and the ReadRecords transform."""
 
 from __future__ import annotations
 
@@ -21,10 +21,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from examples.chicago_taxi.schema import RAW_SCHEMA
-from transforms import errors
-from transforms.config import SpecError, from_mapping
-from transforms.errors import ErrorRecord, InputError
-from transforms.read import (
+from transforms.core import errors
+from transforms.core.config import SpecError, from_mapping
+from transforms.core.errors import ErrorRecord, InputError
+from transforms.io.read import (
     CsvOptions,
     ReadRecords,
     Source,
@@ -33,7 +33,7 @@ from transforms.read import (
     read_file,
     resolve_schema,
 )
-from transforms.tf_example import encode_tf_examples, tfrecord_frame
+from transforms.io.tf_example import encode_tf_examples, tfrecord_frame
 
 TAXI_SCHEMA = RAW_SCHEMA
 ABC = {"a": "int64", "b": "float32", "c": "string"}

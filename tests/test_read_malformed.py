@@ -2,7 +2,7 @@
 
 A bad record is one error record with its file and line, and reading goes on; a value a
 column cannot take rejects its row, whatever the format; a file that cannot be read at all
-is one line naming it (:class:`transforms.errors.InputError`), before any work when possible.
+is one line naming it (:class:`transforms.core.errors.InputError`), before any work when possible.
 """
 
 from __future__ import annotations
@@ -32,10 +32,11 @@ from apache_beam.testing.util import assert_that, equal_to
 from beam_pipelines.dataset import run_job
 from beam_pipelines.spec import parse_spec
 from tests.datasets import dataset_files
-from transforms import errors
-from transforms.config import SpecError, from_mapping
-from transforms.errors import ErrorRecord, InputError
-from transforms.read import (
+from transforms.core import errors
+from transforms.core.config import SpecError, from_mapping
+from transforms.core.errors import ErrorRecord, InputError
+from transforms.core.schema import arrow_schema
+from transforms.io.read import (
     CsvOptions,
     ReadError,
     ReadRecords,
@@ -44,8 +45,7 @@ from transforms.read import (
     read_file,
     resolve_schema,
 )
-from transforms.schema import arrow_schema
-from transforms.tf_example import encode_tf_examples, tfrecord_frame
+from transforms.io.tf_example import encode_tf_examples, tfrecord_frame
 
 TRIPS = {"id": "int64", "company": "string", "fare": "float64"}
 REPO = pathlib.Path(__file__).resolve().parent.parent
@@ -498,7 +498,7 @@ def test_an_unreadable_file_fails_before_any_work(tmp_path: pathlib.Path) -> Non
     path.write_text("id,company,fare\n1,a,1\n")
     path.chmod(0)
     program = (
-        "import sys; from transforms.read import Source, resolve_schema\n"
+        "import sys; from transforms.io.read import Source, resolve_schema\n"
         "try:\n"
         f"    resolve_schema(Source(format='csv', schema={TRIPS!r}), [{str(path)!r}])\n"
         "except Exception as exc:\n"
@@ -547,7 +547,7 @@ def test_an_input_error_raised_in_a_worker_reaches_the_launcher_as_one(
 def test_bigquery_rows_the_schema_cannot_take_are_rejected(bigquery_emulator: Any) -> None:
     from google.cloud import bigquery
 
-    from transforms.bigquery import BigQuerySource, ReadFromBigQuery
+    from transforms.io.bigquery import BigQuerySource, ReadFromBigQuery
 
     client = bigquery_emulator.client()
     client.create_dataset("malformed", exists_ok=True)
@@ -608,8 +608,8 @@ def test_bad_bytes_reject_their_record_only_in_any_encoding(tmp_path: pathlib.Pa
 
 
 def test_the_record_by_record_safety_net_reads_what_the_fast_path_reads() -> None:
-    from transforms import read as read_lib
-    from transforms.csv_records import Dialect, iter_records
+    from transforms.io import read as read_lib
+    from transforms.io.csv_records import Dialect, iter_records
 
     data = b'1,a,1\n2,b\n3,"c\nd",3\n'
     (records,) = iter_records(

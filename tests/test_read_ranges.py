@@ -15,8 +15,8 @@ from apache_beam.testing.util import assert_that, equal_to
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from transforms.read import CsvOptions, ReadRecords, Source, file_ranges, read_file
-from transforms.schema import arrow_schema
+from transforms.core.schema import arrow_schema
+from transforms.io.read import CsvOptions, ReadRecords, Source, file_ranges, read_file
 
 SCHEMA = {"id": "int64", "name": "string", "x": "float32"}
 

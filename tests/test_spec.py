@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from beam_pipelines.spec import load_spec, parse_spec
-from transforms.config import SpecError
-from transforms.errors import InputError
+from transforms.core.config import SpecError
+from transforms.core.errors import InputError
 
 
 def _spec(**overrides: Any) -> dict[str, Any]:
@@ -250,7 +250,7 @@ def test_sizes_at_their_limits_load() -> None:
 
 def test_a_feature_written_twice_is_refused() -> None:
     from beam_pipelines.spec import parse_spec
-    from transforms.config import SpecError
+    from transforms.core.config import SpecError
 
     spec = {
         "name": "twice",

@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from transforms.config import SpecError, from_mapping
-from transforms.hashing import column_hash, row_hash
-from transforms.split import MISSING_SPLIT_TIME, Split, assign, partition, to_micros
+from transforms.core.config import SpecError, from_mapping
+from transforms.core.hashing import column_hash, row_hash
+from transforms.core.split import MISSING_SPLIT_TIME, Split, assign, partition, to_micros
 
 
 def _batch(n: int) -> pa.RecordBatch:

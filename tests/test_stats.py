@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from transforms.stats import DatasetStats, stats_to_json
+from transforms.ops.stats import DatasetStats, stats_to_json
 
 
 def run(stats: DatasetStats, *batches: pa.RecordBatch) -> dict:

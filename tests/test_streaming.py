@@ -19,9 +19,9 @@ from beam_pipelines.dataset import run_job
 from beam_pipelines.spec import load_spec, parse_spec
 from beam_pipelines.streaming import balance_problems, run_streaming, streaming_spec
 from tests.datasets import dataset_files, run_root
-from transforms.artifact import read_artifact, write_artifact
-from transforms.config import SpecError
-from transforms.side_artifact import ArtifactWatcher
+from transforms.beam.artifact_reload import ArtifactWatcher
+from transforms.core.artifact import read_artifact, write_artifact
+from transforms.core.config import SpecError
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 SAMPLE = REPO / "examples" / "chicago_taxi" / "data" / "sample.csv"
@@ -287,8 +287,8 @@ def test_files_arriving_in_a_bucket_stream_to_a_bucket(
 
 
 def test_watch_events_find_each_file_once_and_drain_at_max_files(tmp_path: pathlib.Path) -> None:
-    from transforms.live_source import DRAIN_WATERMARK_US, Now, Watermark
-    from transforms.stream_sources import Found, watch_events
+    from transforms.streaming.live_source import DRAIN_WATERMARK_US, Now, Watermark
+    from transforms.streaming.sources import Found, watch_events
 
     (tmp_path / "a.csv").write_text("x\n")
     times = iter([100.0, 101.0, 102.0])
@@ -315,8 +315,8 @@ def test_watch_events_find_each_file_once_and_drain_at_max_files(tmp_path: pathl
 
 
 def test_watch_events_drain_at_the_deadline(tmp_path: pathlib.Path) -> None:
-    from transforms.live_source import DRAIN_WATERMARK_US, Watermark
-    from transforms.stream_sources import watch_events
+    from transforms.streaming.live_source import DRAIN_WATERMARK_US, Watermark
+    from transforms.streaming.sources import watch_events
 
     times = iter([10.0, 11.0, 12.0])
     events = list(
@@ -338,7 +338,7 @@ def test_the_splittable_watcher_emits_each_file_once(tmp_path: pathlib.Path) -> 
     from apache_beam.testing.test_pipeline import TestPipeline
     from apache_beam.testing.util import assert_that, equal_to
 
-    from transforms.stream_sources import WatchFiles
+    from transforms.streaming.sources import WatchFiles
 
     for name in ("a", "b", "c"):
         (tmp_path / f"{name}.csv").write_text("x\n")

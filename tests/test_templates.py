@@ -22,7 +22,7 @@ import pytest
 
 from beam_pipelines import flex_main
 from launchers.cli import main
-from launchers.templates import (
+from launchers.dataflow.templates import (
     DOCKERFILE,
     METADATA_FILE,
     REQUIREMENTS_FILE,
@@ -188,7 +188,7 @@ def test_build_context_is_reproducible_and_complete() -> None:
     names = [m.name for m in members]
     assert names[:3] == [DOCKERFILE, REQUIREMENTS_FILE, "setup.py"]
     assert "beam_pipelines/flex_main.py" in names
-    assert "launchers/templates.py" in names
+    assert "launchers/dataflow/templates.py" in names
     assert not [n for n in names if "__pycache__" in n or n.startswith("tests/")]
     assert {m.mtime for m in members} == {0}
     assert dockerfile == files.files[DOCKERFILE]

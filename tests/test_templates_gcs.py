@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from launchers.templates import TEMPLATE_FILE, build_template
+from launchers.dataflow.templates import TEMPLATE_FILE, build_template
 
 IMAGE = "us-central1-docker.pkg.dev/my-proj-123/beamforge/beamforge:1.0"
 

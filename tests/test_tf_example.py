@@ -1,4 +1,4 @@
-"""Tests of transforms.tf_example: hand-written tf.train.Example encoding and decoding."""
+"""Tests of transforms.io.tf_example: hand-written tf.train.Example encoding and decoding."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from transforms import errors
-from transforms.tf_example import (
+from transforms.core import errors
+from transforms.io.tf_example import (
     BYTES_LIST,
     FLOAT_LIST,
     INT64_LIST,

@@ -25,9 +25,9 @@ from beam_pipelines.dataset import plan, run_job
 from beam_pipelines.spec import parse_spec
 from examples.chicago_taxi import taxi_preprocessing as taxi
 from tests.datasets import run_root
-from transforms import tft_backend
-from transforms.artifact import read_artifact
-from transforms.config import SpecError
+from transforms.core.artifact import read_artifact
+from transforms.core.config import SpecError
+from transforms.tft import backend as tft_backend
 
 pytestmark = [pytest.mark.tft, pytest.mark.slow]
 

@@ -25,7 +25,7 @@ from beam_pipelines.dataset import run_job
 from beam_pipelines.spec import parse_spec
 from examples.chicago_taxi import taxi_preprocessing as taxi
 from examples.chicago_taxi.schema import RAW_SCHEMA
-from transforms.schema import arrow_schema
+from transforms.core.schema import arrow_schema
 
 pytestmark = [pytest.mark.tft, pytest.mark.slow]
 

@@ -20,8 +20,8 @@ from apache_beam.utils.timestamp import MAX_TIMESTAMP
 from hypothesis import given
 from hypothesis import strategies as st
 
-from transforms.config import SpecError, from_mapping
-from transforms.windows import (
+from transforms.core.config import SpecError, from_mapping
+from transforms.streaming.windows import (
     Accumulator,
     AggregateWindows,
     Aggregation,

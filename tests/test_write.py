@@ -1,4 +1,4 @@
-"""Tests of transforms.write: encoders and the WriteBatches transform."""
+"""Tests of transforms.io.write: encoders and the WriteBatches transform."""
 
 from __future__ import annotations
 
@@ -18,9 +18,9 @@ from apache_beam.testing.util import assert_that, equal_to
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from transforms.read import Source, read_file
-from transforms.tf_example import decode_tf_examples
-from transforms.write import WriteBatches, conform, csv_header, encode_csv, encode_jsonl
+from transforms.io.read import Source, read_file
+from transforms.io.tf_example import decode_tf_examples
+from transforms.io.write import WriteBatches, conform, csv_header, encode_csv, encode_jsonl
 
 SCHEMA = pa.schema(
     [
@@ -194,7 +194,7 @@ def test_write_batches_rejects_list_columns_in_csv():
 
 def _reference_jsonl(batch: pa.RecordBatch) -> bytes:
     """json.dumps of each row's dict: what encode_jsonl must write, byte for byte."""
-    from transforms.write import _json_column
+    from transforms.io.write import _json_column
 
     names = batch.schema.names
     columns = [_json_column(batch.column(i)) for i in range(batch.num_columns)]

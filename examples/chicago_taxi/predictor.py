@@ -30,7 +30,7 @@ import joblib
 import numpy as np
 from google.cloud.aiplatform.prediction.predictor import Predictor
 
-from transforms.preprocessor import Preprocessor
+from transforms.serving.preprocessor import Preprocessor
 
 MODEL_FILE = "model.joblib"
 ARTIFACT_DIR = "artifact"
