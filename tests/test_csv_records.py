@@ -1,4 +1,4 @@
-"""transforms.io.csv_records finds exactly the records Arrow's CSV parser finds, vectorised."""
+"""csv_records and csv_scan find exactly the records Arrow's CSV parser finds, vectorised."""
 
 from __future__ import annotations
 
@@ -12,8 +12,10 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from transforms.core import errors
-from transforms.io import csv_records
-from transforms.io.csv_records import CsvOptions, Dialect, Problem, Records, iter_records, scan
+from transforms.io import csv_scan
+from transforms.io.csv_options import CsvOptions, Dialect
+from transforms.io.csv_records import Problem, Records, iter_records
+from transforms.io.csv_scan import scan
 
 COMMA, QUOTE, BACKSLASH = ord(","), ord('"'), ord("\\")
 
@@ -105,8 +107,8 @@ def test_scan_finds_the_records_of_arrows_state_machine(buf: bytes, escape: int 
     junk: list[int] = []
     assert scanned(buf, escape) == reference(buf, escape, junk)
     data = np.frombuffer(buf, dtype=np.uint8)
-    escaped = csv_records._escaped(data, escape)[0] if escape is not None and len(buf) else None
-    _, late_closes = csv_records._quote_state(buf, data, Dialect(COMMA, QUOTE, escape), escaped)
+    escaped = csv_scan._escaped(data, escape)[0] if escape is not None and len(buf) else None
+    _, late_closes = csv_scan._quote_state(buf, data, Dialect(COMMA, QUOTE, escape), escaped)
     assert late_closes().tolist() == junk
 
 
@@ -117,11 +119,11 @@ def test_the_fast_quote_path_agrees_with_the_runs(buf: bytes, escape: int | None
     # must agree wherever the fast path says it applies.
     dialect = Dialect(COMMA, QUOTE, escape)
     data = np.frombuffer(buf, dtype=np.uint8)
-    escaped = csv_records._escaped(data, escape)[0] if escape is not None and len(buf) else None
-    fast, fast_junk = csv_records._quote_state(buf, data, dialect, escaped)
+    escaped = csv_scan._escaped(data, escape)[0] if escape is not None and len(buf) else None
+    fast, fast_junk = csv_scan._quote_state(buf, data, dialect, escaped)
     if fast.inside_after is not None or not len(fast.starts):
         return  # the runs decided: nothing to compare
-    runs, runs_junk = csv_records._quote_runs(data, fast.starts, dialect, escaped)
+    runs, runs_junk = csv_scan._quote_runs(data, fast.starts, dialect, escaped)
     assert fast_junk().tolist() == runs_junk().tolist()
     # Compare between runs (the runs model has no state inside a run of quotes).
     quotes = set(fast.starts.tolist())
