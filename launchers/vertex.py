@@ -17,9 +17,10 @@ import dataclasses
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, ClassVar
+from typing import Any
 
-from launchers.dataflow.jobs import Backoff
+from launchers.exit_codes import ExitCode
+from launchers.polling import Backoff, CloudJobError, poll
 
 _LOG = logging.getLogger(__name__)
 
@@ -84,23 +85,18 @@ def console_url(project: str, region: str, kind: str, resource_id: str) -> str:
     )
 
 
-class VertexJobError(RuntimeError):
-    """A Vertex AI training job did not succeed.
+class VertexJobError(CloudJobError):
+    """A Vertex AI training job did not succeed (attributes as :class:`CloudJobError`).
 
     Attributes:
-        job: The job's resource name.
-        state: The state it ended in (or was in, for a timeout).
-        url: Its console page.
+        job: The job's resource name (its ``job_id``).
     """
 
-    what: ClassVar[str] = "ended"
+    service = "Vertex AI"
 
-    def __init__(self, job: str, state: str, url: str, detail: str = "") -> None:
-        self.job = job
-        self.state = state
-        self.url = url
-        extra = f"; {detail}" if detail else ""
-        super().__init__(f"Vertex AI job {job} {self.what} ({state}){extra}: {url}")
+    @property
+    def job(self) -> str:
+        return self.job_id
 
 
 class VertexJobFailedError(VertexJobError):
@@ -108,6 +104,7 @@ class VertexJobFailedError(VertexJobError):
 
 
 class VertexJobCancelledError(VertexJobError):
+    exit_code = ExitCode.STOPPED
     what = "was cancelled"
 
 
@@ -120,6 +117,7 @@ class VertexJobPartiallySucceededError(VertexJobError):
 
 
 class VertexJobTimeoutError(VertexJobError):
+    exit_code = ExitCode.TIMED_OUT
     what = "did not finish in time"
 
 
@@ -244,30 +242,35 @@ def wait_for_custom_job(
     """
     parts = job_name.split("/")
     url = console_url(parts[1], parts[3], "training", parts[-1]) if len(parts) >= 6 else job_name
-    start = clock()
-    seen = None
-    for delay in backoff.delays():
-        state = job_state(job_name)
+    seen: str | None = None
+
+    def done(state: str) -> bool:
+        nonlocal seen
         if state != seen:
             seen = state
             _LOG.info("Vertex AI job %s is %s", job_name, state)
         if state == SUCCEEDED:
-            return state
+            return True
         if state in TERMINAL:
             raise _ERRORS[state](job_name, state, url)
-        if timeout is not None:
-            left = timeout - (clock() - start)
-            if left <= 0:
-                if cancel_on_timeout:
-                    from google.cloud import aiplatform
+        return False
 
-                    aiplatform.CustomJob.get(job_name).cancel()
-                raise VertexJobTimeoutError(
-                    job_name, state, url, f"still {state} after {timeout:g} s"
-                )
-            delay = min(delay, left)
-        sleep(delay)
-    raise AssertionError("unreachable")  # pragma: no cover
+    def timed_out(state: str) -> VertexJobTimeoutError:
+        if cancel_on_timeout:
+            from google.cloud import aiplatform
+
+            aiplatform.CustomJob.get(job_name).cancel()
+        return VertexJobTimeoutError(job_name, state, url, f"still {state} after {timeout:g} s")
+
+    return poll(
+        lambda: job_state(job_name),
+        done,
+        timed_out=timed_out,
+        timeout=timeout,
+        backoff=backoff,
+        clock=clock,
+        sleep=sleep,
+    )
 
 
 @dataclasses.dataclass(frozen=True)

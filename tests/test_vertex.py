@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 
 from launchers import vertex
-from launchers.dataflow.jobs import Backoff
+from launchers.polling import Backoff
 from tests import vertex_fake
 from tests.vertex_fake import PARENT, PROJECT, REGION, FakeVertex
 

@@ -16,10 +16,11 @@ import dataclasses
 import logging
 import time
 from collections.abc import Callable, Mapping
-from typing import Any, ClassVar
+from typing import Any
 
 from launchers.dataflow.settings import console_url
 from launchers.exit_codes import ExitCode
+from launchers.polling import DEFAULT_BACKOFF, Backoff, CloudJobError, poll
 
 _LOG = logging.getLogger(__name__)
 
@@ -31,25 +32,10 @@ UPDATED = "JOB_STATE_UPDATED"
 TERMINAL = (DONE, FAILED, CANCELLED, DRAINED, UPDATED)
 
 
-class JobError(RuntimeError):
-    """A Dataflow job did not end as expected.
+class JobError(CloudJobError):
+    """A Dataflow job did not end as expected (attributes as :class:`CloudJobError`)."""
 
-    Attributes:
-        job_id: The job's id.
-        state: The state it ended in (or was in, for a timeout).
-        url: Its console page.
-        exit_code: The CLI's exit code for this outcome.
-    """
-
-    exit_code: ClassVar[int] = ExitCode.FAILED
-    what: ClassVar[str] = "ended"
-
-    def __init__(self, job_id: str, state: str, url: str, detail: str = "") -> None:
-        self.job_id = job_id
-        self.state = state
-        self.url = url
-        extra = f"; {detail}" if detail else ""
-        super().__init__(f"Dataflow job {job_id} {self.what} ({state}){extra}: {url}")
+    service = "Dataflow"
 
 
 class JobFailedError(JobError):
@@ -84,28 +70,6 @@ _ERRORS: dict[str, type[JobError]] = {
     UPDATED: JobUpdatedError,
     DONE: JobError,
 }
-
-
-@dataclasses.dataclass(frozen=True)
-class Backoff:
-    """Delays between polls: ``initial``, times ``factor`` each poll, at most ``maximum``."""
-
-    initial: float = 5.0
-    factor: float = 1.5
-    maximum: float = 60.0
-
-    def __post_init__(self) -> None:
-        if self.initial <= 0 or self.factor < 1 or self.maximum < self.initial:
-            raise ValueError(
-                f"backoff needs initial > 0, factor >= 1 and maximum >= initial, got {self}"
-            )
-
-    def delays(self) -> Any:
-        """An endless iterator of delays in seconds."""
-        delay = self.initial
-        while True:
-            yield delay
-            delay = min(delay * self.factor, self.maximum)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -236,7 +200,7 @@ def wait_for_job(
     *,
     timeout: float | None = None,
     expect: str = DONE,
-    backoff: Backoff = Backoff(),
+    backoff: Backoff = DEFAULT_BACKOFF,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
     on_state: Callable[[str], None] | None = None,
@@ -262,11 +226,10 @@ def wait_for_job(
             ended in another terminal state (whichever is not ``expect``).
         JobTimeoutError: if ``timeout`` passed first.
     """
-    start = clock()
-    seen = None
-    _LOG.info("waiting for Dataflow job %s: %s", ref.job_id, ref.console_url)
-    for delay in backoff.delays():
-        job = get_job(client, ref)
+    seen: str | None = None
+
+    def done(job: Any) -> bool:
+        nonlocal seen
         state = state_name(job)
         if state != seen:
             seen = state
@@ -274,18 +237,27 @@ def wait_for_job(
             if on_state is not None:
                 on_state(state)
         if state == expect:
-            return job
+            return True
         if state in TERMINAL:
             raise _ERRORS[state](ref.job_id, state, ref.console_url)
-        if timeout is not None:
-            left = timeout - (clock() - start)
-            if left <= 0:
-                raise JobTimeoutError(
-                    ref.job_id, state, ref.console_url, f"still {state} after {timeout:g} s"
-                )
-            delay = min(delay, left)
-        sleep(delay)
-    raise AssertionError("unreachable")  # pragma: no cover
+        return False
+
+    def timed_out(job: Any) -> JobTimeoutError:
+        state = state_name(job)
+        return JobTimeoutError(
+            ref.job_id, state, ref.console_url, f"still {state} after {timeout:g} s"
+        )
+
+    _LOG.info("waiting for Dataflow job %s: %s", ref.job_id, ref.console_url)
+    return poll(
+        lambda: get_job(client, ref),
+        done,
+        timed_out=timed_out,
+        timeout=timeout,
+        backoff=backoff,
+        clock=clock,
+        sleep=sleep,
+    )
 
 
 def _request_state(client: Any, ref: JobRef, state: str) -> Any:
