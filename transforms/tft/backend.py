@@ -24,6 +24,8 @@ rest of beamforge does not need it.
 from __future__ import annotations
 
 import importlib
+import os
+import sys
 import tempfile
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -41,12 +43,29 @@ BACKEND = "tensorflow_transform"
 FITTED_KEY = "__preprocessing_fn"
 TRANSFORM_FN_DIR = "transform_fn_dir"
 TEMP_DIR = "tft_tmp"
+# TFTransformOutput.RAW_METADATA_DIR: the raw feature spec beside transform_fn/.
+RAW_METADATA_DIR = "metadata"
 
 PreprocessingFn = Callable[[Mapping[str, Any]], Mapping[str, Any]]
 
 
+def _import_module(name: str) -> Any:
+    # The `beamforge` script's path does not hold the current directory, while `python -m`
+    # would: a module of the user's project (run from its root) is looked up there too, after
+    # everything installed, so it never shadows an installed package.
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        top = name.partition(".")[0]
+        cwd = os.getcwd()
+        if exc.name != top or cwd in sys.path or "" in sys.path:
+            raise
+        sys.path.append(cwd)
+        return importlib.import_module(name)
+
+
 def load_preprocessing_fn(reference: str) -> PreprocessingFn:
-    """Imports ``package.module:function``.
+    """Imports ``package.module:function``, looking in the current directory too.
 
     Raises:
         ValueError: if the reference is malformed, the module does not import or has no
@@ -56,7 +75,7 @@ def load_preprocessing_fn(reference: str) -> PreprocessingFn:
     if not sep or not module_name or not attribute:
         raise ValueError(f"preprocessing_fn must be 'package.module:function', got {reference!r}")
     try:
-        module = importlib.import_module(module_name)
+        module = _import_module(module_name)
     except ImportError as exc:
         raise ValueError(
             f"preprocessing_fn {reference!r}: module {module_name!r} does not import ({exc}); "
@@ -195,6 +214,19 @@ def _feature_specs(schema: pa.Schema) -> dict[str, Any]:
     }
 
 
+def raw_metadata(schema: pa.Schema) -> Any:
+    """tf.Transform's ``DatasetMetadata`` of the raw input: one ``VarLenFeature`` per column.
+
+    Every raw column is fed as a sparse tensor (a null is an empty list), so this is also
+    the feature spec that parses ``tf.Example`` requests into what the ``transform_fn`` takes.
+    """
+    from tensorflow_transform.tf_metadata import dataset_metadata, schema_utils
+
+    return dataset_metadata.DatasetMetadata(
+        schema_utils.schema_from_feature_spec(_feature_specs(schema))
+    )
+
+
 def _arrow_output_type(tensor: Any, name: str) -> pa.DataType:
     import tensorflow as tf
 
@@ -284,7 +316,7 @@ class AnalyzeAndTransform(beam.PTransform):
     Output: ``PCollection[pa.RecordBatch]`` with ``outputs`` (:func:`output_schema`) plus
     the input's hidden columns; exactly as many rows as came in (tf.Transform neither
     rejects nor drops rows, so this step has no error output).
-    Side effects: the ``transform_fn`` SavedModel and the transformed metadata under
+    Side effects: the ``transform_fn`` SavedModel, the transformed and the raw metadata under
     ``transform_fn_dir``; tf.Transform's temporary files under ``temp_dir``, deleted once
     every batch is transformed. :attr:`written` is a one-element PCollection that exists
     once both are done (write the artifact's ``transform.json`` after it).
@@ -354,6 +386,14 @@ class AnalyzeAndTransform(beam.PTransform):
             published = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(
                 self._transform_fn_dir
             )
+            # WriteTransformFn writes transform_fn/ and transformed_metadata/ only; the raw
+            # metadata/ beside them is what TFTransformOutput.raw_feature_spec() reads, which a
+            # trainer's serving signature parses requests with (as TFX's Transform exports).
+            raw_written = raw_metadata(self._schema) | "WriteRawMetadata" >> (
+                tft_beam.tft_beam_io.WriteMetadata(
+                    FileSystems.join(self._transform_fn_dir, RAW_METADATA_DIR), batches.pipeline
+                )
+            )
         out = transformed | "FromTFT" >> beam.Map(_restore, self._outputs, self._hidden)
         # The count needs every transformed batch, and the side input the published
         # transform_fn: after both, nothing reads the temporary files.
@@ -362,7 +402,11 @@ class AnalyzeAndTransform(beam.PTransform):
             out
             | "AllTransformed" >> beam.combiners.Count.Globally()
             | "DeleteTemp"
-            >> beam.Map(lambda _, __: _delete_tree(temp_dir), beam.pvalue.AsSingleton(published))
+            >> beam.Map(
+                lambda _, __, ___: _delete_tree(temp_dir),
+                beam.pvalue.AsSingleton(published),
+                beam.pvalue.AsSingleton(raw_written),
+            )
             | "Written" >> beam.Map(lambda _: transform_fn_dir)
         )
         return out
