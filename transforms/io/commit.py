@@ -35,30 +35,33 @@ import contextlib
 import dataclasses
 import datetime as dt
 import errno
-import json
 import os
-import re
-import secrets
-import shutil
 import socket
 import threading
-from collections.abc import Iterable, Iterator
-from typing import Any, Protocol
+from collections.abc import Iterable
+from typing import Any
 
 from transforms.core.errors import InputError
-
-MANIFEST = "manifest.json"
-LOCK = "_lock.json"
-RUN_PREFIX = "run-"
-RUN_DIR = re.compile(r"run-\d{8}T\d{6}Z-[0-9a-f]{8}")
-# What a killed write of the manifest or the lock leaves (see _LocalStore._write_new).
-_PARTIAL = re.compile(r"(manifest\.json|_lock\.json)\.tmp-[0-9a-f]{8}")
-_GLOB_CHARS = set("*?[]{}")
-# How long a lock outlives its last refresh. A local run refreshes it every third of this; a
-# run on a remote runner cannot, so its lock carries the longer lease.
-LEASE_SECONDS = 120.0
-REMOTE_LEASE_SECONDS = 24 * 3600.0
-
+from transforms.io.output_folder import (
+    LOCK,
+    MANIFEST,
+    PARTIAL_WRITE,
+    RUN_DIR,
+    check_errors_folder,
+    check_output,
+    manifest_run,
+    new_run_id,
+    resolve_artifact_dir,
+    resolve_dataset,
+)
+from transforms.io.output_lock import (
+    LEASE_SECONDS,
+    REMOTE_LEASE_SECONDS,
+    LockInfo,
+    lock_text,
+    parse_lock,
+)
+from transforms.io.output_stores import is_gcs, join, store_for
 
 # The outputs this process holds (acquired, not yet released): what a signal handler
 # cleans up before the process exits (abort_held).
@@ -73,325 +76,8 @@ class CommitConflictError(InputError):
     """The output's manifest changed while this run was writing (its lock was broken)."""
 
 
-def new_run_id(now: dt.datetime | None = None) -> str:
-    """A run id: the UTC start time and 32 random bits, sortable by time."""
-    now = now or dt.datetime.now(dt.UTC)
-    return f"{RUN_PREFIX}{now.strftime('%Y%m%dT%H%M%SZ')}-{secrets.token_hex(4)}"
-
-
-def join(root: str, *parts: str) -> str:
-    """Joins path parts with ``/`` for gs:// and the OS separator locally."""
-    if _is_gcs(root):
-        return "/".join([root.rstrip("/"), *parts])
-    return os.path.join(root, *parts)
-
-
-def _is_gcs(path: str) -> bool:
-    return path.startswith("gs://")
-
-
 def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
-
-
-# ---------------------------------------------------------------------------------------------
-# Storage: the few operations the protocol needs, with generations for compare-and-swap.
-
-
-class _Store(Protocol):
-    """Small-object operations with compare-and-swap, locally or on GCS.
-
-    ``read`` returns the bytes and generation (None: absent); ``create`` writes a new object
-    and returns its generation (None: one exists); ``replace`` writes only if the generation
-    is still the given one (None: absent) and ``delete`` removes only that generation;
-    ``list_dir`` names the entries directly under a folder, ``list_files`` every file under
-    it; ``delete_tree`` and ``delete_files`` ignore what is already gone.
-    """
-
-    def read(self, path: str) -> tuple[bytes, str] | None: ...
-    def create(self, path: str, data: bytes) -> str | None: ...
-    def replace(self, path: str, data: bytes, generation: str | None) -> str | None: ...
-    def delete(self, path: str, generation: str) -> bool: ...
-    def list_dir(self, root: str) -> list[str]: ...
-    def delete_tree(self, path: str) -> None: ...
-    def list_files(self, root: str) -> list[str]: ...
-    def delete_files(self, paths: Iterable[str]) -> None: ...
-
-
-class _LocalStore:
-    """Local files. Compare-and-swap runs under an exclusive ``flock`` of the folder."""
-
-    @staticmethod
-    def _generation(st: os.stat_result) -> str:
-        return f"{st.st_ino}:{st.st_mtime_ns}:{st.st_size}"
-
-    @contextlib.contextmanager
-    def _folder_lock(self, path: str) -> Iterator[None]:
-        import fcntl
-
-        fd = os.open(os.path.dirname(path) or ".", os.O_RDONLY)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)
-
-    def read(self, path: str) -> tuple[bytes, str] | None:
-        try:
-            with open(path, "rb") as f:
-                st = os.fstat(f.fileno())
-                return f.read(), self._generation(st)
-        except (FileNotFoundError, NotADirectoryError):
-            return None
-        except IsADirectoryError:
-            raise InputError(path, "is a folder; expected the file beamforge writes") from None
-
-    def _write_new(self, path: str, data: bytes) -> str:
-        # Write beside, then rename: a reader never sees half a file.
-        tmp = f"{path}.tmp-{secrets.token_hex(4)}"
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        return self._generation(os.stat(path))
-
-    def create(self, path: str, data: bytes) -> str | None:
-        with self._folder_lock(path):
-            if os.path.lexists(path):
-                return None
-            return self._write_new(path, data)
-
-    def replace(self, path: str, data: bytes, generation: str | None) -> str | None:
-        with self._folder_lock(path):
-            current = self.read(path)
-            if (current[1] if current else None) != generation:
-                return None
-            return self._write_new(path, data)
-
-    def delete(self, path: str, generation: str) -> bool:
-        with self._folder_lock(path):
-            current = self.read(path)
-            if current is None or current[1] != generation:
-                return False
-            os.remove(path)
-            return True
-
-    def list_dir(self, root: str) -> list[str]:
-        try:
-            return sorted(os.listdir(root))
-        except FileNotFoundError:
-            return []
-
-    def delete_tree(self, path: str) -> None:
-        if os.path.isdir(path) and not os.path.islink(path):
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            with contextlib.suppress(FileNotFoundError):
-                os.remove(path)
-
-    def list_files(self, root: str) -> list[str]:
-        out: list[str] = []
-        for folder, _, files in os.walk(root):
-            out.extend(os.path.join(folder, f) for f in files)
-        return sorted(out)
-
-    def delete_files(self, paths: Iterable[str]) -> None:
-        for path in paths:
-            with contextlib.suppress(FileNotFoundError):
-                os.remove(path)
-
-
-class _GcsStore:
-    """Objects on GCS through google-cloud-storage, with generation preconditions."""
-
-    def __init__(self) -> None:
-        self._client: Any = None
-
-    def _bucket(self, path: str) -> tuple[Any, str]:
-        from transforms.io.gcs import split_gcs_path
-
-        if self._client is None:
-            from google.cloud.storage import Client
-
-            if os.environ.get("STORAGE_EMULATOR_HOST"):
-                from google.auth.credentials import AnonymousCredentials
-
-                self._client = Client(project="emulator", credentials=AnonymousCredentials())
-            else:
-                self._client = Client()
-        bucket, name = split_gcs_path(path)
-        return self._client.bucket(bucket), name
-
-    def read(self, path: str) -> tuple[bytes, str] | None:
-        from google.api_core import exceptions
-
-        bucket, name = self._bucket(path)
-        blob = bucket.get_blob(name)
-        if blob is None:
-            return None
-        # Taken before the download, which refreshes the blob's properties from headers.
-        generation = blob.generation
-        try:
-            data = blob.download_as_bytes(if_generation_match=generation)
-        except (exceptions.NotFound, exceptions.PreconditionFailed):
-            # Replaced or deleted between the two calls: read the new one.
-            return self.read(path)
-        return data, str(generation)
-
-    def _upload(self, path: str, data: bytes, generation: int) -> str | None:
-        from google.api_core import exceptions
-
-        bucket, name = self._bucket(path)
-        blob = bucket.blob(name)
-        try:
-            blob.upload_from_string(
-                data, content_type="application/json", if_generation_match=generation
-            )
-        except exceptions.PreconditionFailed:
-            return None
-        return str(blob.generation)
-
-    def create(self, path: str, data: bytes) -> str | None:
-        return self._upload(path, data, 0)
-
-    def replace(self, path: str, data: bytes, generation: str | None) -> str | None:
-        return self._upload(path, data, int(generation) if generation else 0)
-
-    def delete(self, path: str, generation: str) -> bool:
-        from google.api_core import exceptions
-
-        bucket, name = self._bucket(path)
-        try:
-            bucket.blob(name).delete(if_generation_match=int(generation))
-        except (exceptions.NotFound, exceptions.PreconditionFailed):
-            return False
-        return True
-
-    def _prefix(self, root: str) -> tuple[Any, str]:
-        bucket, name = self._bucket(root)
-        return bucket, (name.rstrip("/") + "/") if name else ""
-
-    def list_dir(self, root: str) -> list[str]:
-        bucket, prefix = self._prefix(root)
-        names = set()
-        for blob in self._client.list_blobs(bucket, prefix=prefix):
-            rest = blob.name[len(prefix) :]
-            if rest:
-                names.add(rest.split("/", 1)[0])
-        return sorted(names)
-
-    def list_files(self, root: str) -> list[str]:
-        bucket, prefix = self._prefix(root)
-        return sorted(
-            f"gs://{bucket.name}/{blob.name}"
-            for blob in self._client.list_blobs(bucket, prefix=prefix)
-        )
-
-    def delete_files(self, paths: Iterable[str]) -> None:
-        from google.api_core import exceptions
-
-        for path in paths:
-            bucket, name = self._bucket(path)
-            with contextlib.suppress(exceptions.NotFound):
-                bucket.blob(name).delete()
-
-    def delete_tree(self, path: str) -> None:
-        self.delete_files(self.list_files(path))
-
-
-def store_for(path: str) -> _Store:
-    """The store for a local or gs:// path.
-
-    Raises:
-        InputError: for any other scheme (the protocol needs atomic renames or preconditions).
-    """
-    if _is_gcs(path):
-        return _GcsStore()
-    if "://" in path:
-        raise InputError(path, "outputs must be local paths or gs:// locations")
-    return _LocalStore()
-
-
-# ---------------------------------------------------------------------------------------------
-# The lock
-
-
-@dataclasses.dataclass(frozen=True)
-class LockInfo:
-    """What a lock file says about the run that holds it."""
-
-    run: str
-    host: str
-    pid: int
-    started: str
-    expires: str
-    runner: str = "local"
-
-    def describe(self) -> str:
-        where = f"pid {self.pid} on {self.host}" if self.runner == "local" else self.runner
-        return f"run {self.run} ({where}, started {self.started}, lease until {self.expires})"
-
-    def expired(self, now: dt.datetime) -> bool:
-        return _instant(self.expires) < now
-
-    def holder_dead(self) -> bool:
-        """True when the holder is a process of this host that no longer runs."""
-        if self.runner != "local" or self.host != socket.gethostname():
-            return False
-        try:
-            os.kill(self.pid, 0)
-        except ProcessLookupError:
-            return True
-        except PermissionError:
-            return False
-        return _is_zombie(self.pid)
-
-
-def _is_zombie(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
-    except (OSError, IndexError):
-        return False
-
-
-def _lock_text(info: LockInfo) -> bytes:
-    return (json.dumps(dataclasses.asdict(info), indent=2) + "\n").encode("utf-8")
-
-
-def _parse_lock(data: bytes) -> LockInfo | None:
-    try:
-        raw = json.loads(data.decode("utf-8"))
-        info = LockInfo(
-            **{f.name: raw[f.name] for f in dataclasses.fields(LockInfo) if f.name in raw}
-        )
-        _instant(info.expires)
-        int(info.pid)
-    except (ValueError, KeyError, TypeError, AttributeError):
-        # A foreign or damaged lock file holds nobody: it is broken like a stale one.
-        return None
-    return info
-
-
-def _instant(text: str) -> dt.datetime:
-    # A time without a zone is UTC (as this module writes them).
-    when = dt.datetime.fromisoformat(text)
-    return when if when.tzinfo else when.replace(tzinfo=dt.UTC)
-
-
-def manifest_run(data: bytes | None) -> str | None:
-    """The run id a manifest's bytes name (None for no manifest or one without a run)."""
-    if data is None:
-        return None
-    try:
-        run = json.loads(data.decode("utf-8")).get("run", {})
-    except (ValueError, AttributeError):
-        return None
-    found = run.get("id") if isinstance(run, dict) else None
-    # Only a name this module makes: a manifest naming anything else (a path, "..") must
-    # never lead a run to delete it.
-    return found if isinstance(found, str) and RUN_DIR.fullmatch(found) else None
 
 
 @dataclasses.dataclass
@@ -458,14 +144,14 @@ class OutputCommit:
         current = store.read(self.lock_path)
         if current is None:
             return False
-        info = _parse_lock(current[0])
+        info = parse_lock(current[0])
         if info is None or info.run != self.run_id:
             return False
         renewed = dataclasses.replace(
             info,
             expires=(_now() + dt.timedelta(seconds=self.lease_seconds)).isoformat(),
         )
-        generation = store.replace(self.lock_path, _lock_text(renewed), current[1])
+        generation = store.replace(self.lock_path, lock_text(renewed), current[1])
         if generation is not None:
             self._lock_generation = generation
         return generation is not None
@@ -548,7 +234,7 @@ class OutputCommit:
         current = store.read(self.lock_path)
         if current is None:
             return
-        info = _parse_lock(current[0])
+        info = parse_lock(current[0])
         if info is not None and info.run == self.run_id:
             store.delete(self.lock_path, current[1])
 
@@ -569,119 +255,19 @@ class OutputCommit:
                         store.delete_files([path])
                 if not store.list_files(self.run_root):
                     store.delete_tree(self.run_root)
-                elif not _is_gcs(self.run_root):
+                elif not is_gcs(self.run_root):
                     # Folders left empty (GCS has none).
                     for folder, _, _ in sorted(os.walk(self.run_root), reverse=True):
                         with contextlib.suppress(OSError):
                             os.rmdir(folder)
         self.release()
-        if self.created and not _is_gcs(self.root):
+        if self.created and not is_gcs(self.root):
             with contextlib.suppress(OSError):
                 os.rmdir(self.root)  # only if empty: a first run that failed leaves nothing
 
 
 def _normal(path: str) -> str:
-    return path if _is_gcs(path) else os.path.abspath(path)
-
-
-def _enclosing_dataset(path: str) -> str | None:
-    """The nearest folder above ``path`` that holds a dataset (a manifest or a lock)."""
-    store = store_for(path)
-    if _is_gcs(path):
-        from transforms.io.gcs import split_gcs_path
-
-        bucket, name = split_gcs_path(path)
-        parts = [p for p in name.split("/") if p]
-        parents = [f"gs://{bucket}/" + "/".join(parts[:k]) for k in range(len(parts) - 1, 0, -1)]
-    else:
-        here = os.path.abspath(path)
-        parents = []
-        while os.path.dirname(here) != here:
-            here = os.path.dirname(here)
-            parents.append(here)
-    for parent in parents:
-        manifest = store.read(join(parent, MANIFEST))
-        lock = store.read(join(parent, LOCK))
-        # Only beamforge's own files count: a manifest.json of anything else is not a dataset.
-        if (manifest is not None and manifest_run(manifest[0]) is not None) or (
-            lock is not None and _parse_lock(lock[0]) is not None
-        ):
-            return parent
-    return None
-
-
-def check_errors_folder(errors: str, output: str) -> None:
-    """Checks a dead-letter folder given apart from the output (the spec's ``errors.path``).
-
-    Raises:
-        InputError: if it is a file, lies inside the output or another dataset folder,
-            holds a dataset itself, or cannot be created.
-    """
-    store = store_for(errors)
-    if not _is_gcs(errors):
-        errors, output = os.path.abspath(errors), os.path.abspath(output)
-        if os.path.exists(errors) and not os.path.isdir(errors):
-            raise InputError(errors, "errors.path is a file; give a folder for the dead letters")
-    inside = errors.rstrip("/") + "/"
-    if inside.startswith(output.rstrip("/") + "/") or output.startswith(inside):
-        raise InputError(
-            errors,
-            f"errors.path overlaps the output {output}; give a folder outside it (the default, "
-            "a run's own errors/ folder, needs no errors.path)",
-        )
-    holder = _enclosing_dataset(errors) or (
-        errors if store.read(join(errors, MANIFEST)) or store.read(join(errors, LOCK)) else None
-    )
-    if holder is not None:
-        raise InputError(errors, f"errors.path is inside the dataset folder {holder}")
-    if not _is_gcs(errors):
-        try:
-            os.makedirs(errors, exist_ok=True)
-        except OSError as exc:
-            raise InputError(errors, f"cannot create the errors folder: {exc.strerror}") from None
-        if not os.access(errors, os.W_OK | os.X_OK):
-            raise InputError(errors, "cannot write the errors folder (no permission)")
-
-
-def check_output(root: str) -> None:
-    """Checks that ``root`` can be a run's output folder before anything is written.
-
-    Raises:
-        InputError: if it is a file, or a folder holding anything but beamforge datasets.
-    """
-    store = store_for(root)
-    if not _is_gcs(root) and os.path.exists(root) and not os.path.isdir(root):
-        raise InputError(root, "--output is a file; give a folder for the dataset")
-    if _GLOB_CHARS & set(root):
-        raise InputError(root, "an output path cannot hold any of * ? [ ] { }")
-    holder = _enclosing_dataset(root)
-    if holder is not None:
-        raise InputError(
-            root,
-            f"is inside the dataset folder {holder}, which its runs rewrite; give a folder "
-            "outside it",
-        )
-    names = store.list_dir(root)
-    foreign = [
-        n
-        for n in names
-        if n not in (MANIFEST, LOCK) and not RUN_DIR.fullmatch(n) and not _PARTIAL.fullmatch(n)
-    ]
-    if foreign:
-        listed = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
-        raise InputError(
-            root,
-            f"the output folder holds files that are not a beamforge dataset ({listed}); "
-            "give an empty or new folder, or one a previous run wrote",
-        )
-    if MANIFEST in names:
-        current = store.read(join(root, MANIFEST))
-        if current is not None and manifest_run(current[0]) is None:
-            raise InputError(
-                join(root, MANIFEST),
-                "is not a manifest this version of beamforge wrote (it names no run); "
-                "remove the folder or give a new one",
-            )
+    return path if is_gcs(path) else os.path.abspath(path)
 
 
 def acquire(
@@ -710,7 +296,7 @@ def acquire(
     check_output(root)
     store = store_for(root)
     created = False
-    if not _is_gcs(root) and not os.path.isdir(root):
+    if not is_gcs(root) and not os.path.isdir(root):
         try:
             os.makedirs(root)
             created = True
@@ -729,7 +315,7 @@ def acquire(
     lock_path = commit.lock_path
     for _ in range(5):
         try:
-            generation = store.create(lock_path, _lock_text(commit._info()))
+            generation = store.create(lock_path, lock_text(commit._info()))
         except OSError as exc:
             if exc.errno in (errno.EACCES, errno.EROFS, errno.EPERM):
                 raise InputError(root, f"cannot write the output folder: {exc.strerror}") from None
@@ -740,7 +326,7 @@ def acquire(
         current = store.read(lock_path)
         if current is None:
             continue
-        holder = _parse_lock(current[0])
+        holder = parse_lock(current[0])
         if holder is not None and not holder.expired(_now()) and not holder.holder_dead():
             raise OutputLockedError(
                 root,
@@ -760,7 +346,7 @@ def acquire(
     for name in store.list_dir(root):
         if (
             RUN_DIR.fullmatch(name) and name not in (commit.previous_run, commit.run_id)
-        ) or _PARTIAL.fullmatch(name):
+        ) or PARTIAL_WRITE.fullmatch(name):
             store.delete_tree(join(root, name))
     return commit
 
@@ -771,42 +357,6 @@ def abort_held() -> None:
     for held in list(_HELD):
         with contextlib.suppress(Exception):
             held.abort(keep=held.keep_on_abort)
-
-
-def resolve_dataset(path: str) -> tuple[str, dict[str, Any]] | None:
-    """The manifest of the dataset in folder ``path``, or None if it holds none.
-
-    Returns:
-        ``(manifest path, manifest)``.
-    """
-    store = store_for(path)
-    manifest_path = join(path, MANIFEST)
-    found = store.read(manifest_path)
-    if found is None:
-        return None
-    try:
-        manifest = json.loads(found[0].decode("utf-8"))
-    except ValueError as exc:
-        raise InputError(manifest_path, f"is not valid JSON ({exc})") from None
-    return manifest_path, manifest
-
-
-def resolve_artifact_dir(path: str) -> str:
-    """The artifact folder ``path`` stands for.
-
-    A dataset folder (one holding ``manifest.json``) stands for the artifact its manifest
-    lists; any other path is an artifact folder itself.
-    """
-    if "://" in path and not _is_gcs(path):
-        return path
-    found = resolve_dataset(path)
-    if found is None:
-        return path
-    manifest_path, manifest = found
-    artifact = manifest.get("artifact") if isinstance(manifest, dict) else None
-    if not isinstance(artifact, dict) or not isinstance(artifact.get("path"), str):
-        raise InputError(manifest_path, "names no artifact (key artifact.path is missing)")
-    return str(artifact["path"])
 
 
 __all__ = [
