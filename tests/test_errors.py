@@ -8,6 +8,7 @@ import pickle
 import pytest
 
 from transforms.core.errors import InputError, row_payload
+from transforms.core.manifest import CountsMismatchError
 
 
 def _strict_loads(text: str) -> object:
@@ -48,3 +49,17 @@ def test_an_input_error_survives_pickling_and_beams_one_argument_copy():
 @pytest.mark.parametrize("message", ["no separator at all", ""])
 def test_a_one_argument_input_error_without_a_location_keeps_its_text(message: str):
     assert str(InputError(message)) == message
+
+
+def test_a_counts_mismatch_survives_pickling_and_beams_one_argument_copy():
+    error = CountsMismatchError("row counts do not balance: read 3 but 2")
+    copied = pickle.loads(pickle.dumps(error))
+    assert (type(copied), copied.message, str(copied)) == (
+        CountsMismatchError,
+        "row counts do not balance: read 3 but 2",
+        "row counts do not balance: read 3 but 2",
+    )
+    # What Beam does with an exception raised in a DoFn: the same type, one argument.
+    rebuilt = type(error)(f"{error} [while running 'Check']")
+    assert type(rebuilt) is CountsMismatchError
+    assert rebuilt.message == "row counts do not balance: read 3 but 2 [while running 'Check']"

@@ -18,7 +18,24 @@ CountKey = tuple[str, str, str]
 
 
 class CountsMismatchError(RuntimeError):
-    """The counts of a run do not balance: some rows are unaccounted for."""
+    """The counts of a run do not balance: some rows are unaccounted for.
+
+    Raised by the launcher's checks and inside the pipeline alike; the CLI recognises it by
+    its type (exit code 1), wherever it was raised.
+
+    Attributes:
+        message: What does not balance, naming the counts and where to look.
+    """
+
+    def __init__(self, message: str) -> None:
+        # One argument, the whole message: Beam re-raises an exception from a DoFn as
+        # ``type(exc)(message + step)``, so the copy keeps this type.
+        self.message = message
+        super().__init__(message)
+
+    def __reduce__(self) -> tuple[type, tuple[str]]:
+        # Beam pickles exceptions raised in workers back to the launcher.
+        return (type(self), (self.message,))
 
 
 def sum_counts(counters: Iterable[Mapping[CountKey, int]]) -> collections.Counter[CountKey]:
