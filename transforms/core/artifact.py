@@ -1,7 +1,7 @@
 """The transform artifact: fitted steps written once, read back for every apply.
 
-Layout under the artifact directory (a local path or ``gs://``, through Beam's
-``FileSystems``)::
+Layout under the artifact directory (a local path or ``gs://``, see
+:mod:`transforms.core.files`)::
 
     transform.json                  steps, fitted parameters, schemas, sha256, versions
     vocabularies/{step}.txt         one vocabulary value per line, in id order
@@ -36,11 +36,11 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
-from apache_beam.io.filesystem import CompressionTypes
-from apache_beam.io.filesystems import FileSystems
 
+from transforms.core import files
 from transforms.core.config import SpecError
-from transforms.core.steps import Step, build_step
+from transforms.core.dataset_folder import resolve_artifact_dir
+from transforms.core.steps import BuildStep, Step
 
 FORMAT_VERSION = 1
 TRANSFORM_FILE = "transform.json"
@@ -61,7 +61,7 @@ class Artifact:
 
     Attributes:
         pipeline: Name of the job that fitted it.
-        steps: One :func:`~transforms.core.steps.build_step` mapping per step, in order.
+        steps: One :func:`~transforms.ops.registry.build_step` mapping per step, in order.
         fitted: Analyzer outputs by step name.
         input_schema: Raw column -> spec type name.
         output_columns: Dataset columns, in order.
@@ -80,8 +80,12 @@ class Artifact:
     format_version: int = FORMAT_VERSION
     allow_non_finite: list[str] = dataclasses.field(default_factory=list)
 
-    def build_steps(self) -> list[Step]:
+    def build_steps(self, build_step: BuildStep) -> list[Step]:
         """Builds the steps from their mappings.
+
+        Args:
+            build_step: Builds one step from its mapping (the ops registry's
+                :func:`~transforms.ops.registry.build_step`).
 
         Raises:
             transforms.core.config.SpecError: if a mapping no longer builds (an unknown op or
@@ -196,17 +200,13 @@ def versions() -> dict[str, str]:
 
 
 def _write(path: str, text: str, mime_type: str) -> None:
-    with FileSystems.create(
-        path, mime_type=mime_type, compression_type=CompressionTypes.UNCOMPRESSED
-    ) as f:
-        f.write(text.encode("utf-8"))
+    files.write_bytes(path, text.encode("utf-8"), mime_type)
 
 
 def _read(path: str, what: str) -> str:
-    if not FileSystems.exists(path):
+    data = files.read_bytes(path)
+    if data is None:
         raise ArtifactError(f"{what} {path} is missing")
-    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
-        data: bytes = f.read()
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -238,7 +238,7 @@ def write_artifact(directory: str, artifact: Artifact) -> str:
         if isinstance(vocabulary, list) and _is_vocabulary(vocabulary):
             relative = _file_name(step_name, used)
             text = "".join(escape_line(v) + "\n" for v in vocabulary)
-            _write(FileSystems.join(directory, relative), text, "text/plain")
+            _write(files.join(directory, relative), text, "text/plain")
             params[VOCABULARY_KEY] = {"file": relative, "size": len(vocabulary)}
         fitted[step_name] = params
     document = {
@@ -254,14 +254,20 @@ def write_artifact(directory: str, artifact: Artifact) -> str:
         "allow_non_finite": artifact.allow_non_finite,
     }
     text = json.dumps(document, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
-    _write(FileSystems.join(directory, TRANSFORM_FILE), text, "application/json")
+    _write(files.join(directory, TRANSFORM_FILE), text, "application/json")
     return digest
 
 
-def read_artifact(directory: str) -> Artifact:
+def read_artifact(directory: str, build_step: BuildStep) -> Artifact:
     """Reads and verifies the artifact under ``directory``.
 
     ``directory`` may be a dataset folder: its manifest names the artifact to read.
+
+    Args:
+        directory: The artifact directory, or a dataset folder.
+        build_step: Builds one step from its mapping (the ops registry's
+            :func:`~transforms.ops.registry.build_step`), to check that every step still
+            builds and that its fitted parameters have every key its analyzer writes.
 
     Raises:
         ArtifactError: if ``transform.json`` or a vocabulary file is missing, is not strict
@@ -271,10 +277,9 @@ def read_artifact(directory: str) -> Artifact:
             the content does not hash to the recorded sha256 (the files were changed after
             they were written).
     """
-    from transforms.io.commit import resolve_artifact_dir
 
     directory = resolve_artifact_dir(directory)
-    path = FileSystems.join(directory, TRANSFORM_FILE)
+    path = files.join(directory, TRANSFORM_FILE)
     text = _read(path, "artifact file")
     try:
         document = json.loads(text, parse_constant=_strict_constant)
@@ -310,7 +315,7 @@ def read_artifact(directory: str) -> Artifact:
                 raise ArtifactError(
                     f"{path}: missing key fitted[{step_name!r}][{VOCABULARY_KEY!r}]['size']"
                 )
-            vocab_path = FileSystems.join(directory, reference["file"])
+            vocab_path = files.join(directory, reference["file"])
             text = _read(vocab_path, f"vocabulary file of step {step_name!r}")
             lines = text.split("\n")
             if lines[-1] != "":
@@ -323,7 +328,7 @@ def read_artifact(directory: str) -> Artifact:
                 )
             params[VOCABULARY_KEY] = values
         fitted[step_name] = params
-    _check_fitted(path, document["steps"], fitted)
+    _check_fitted(path, document["steps"], fitted, build_step)
     artifact = Artifact(
         pipeline=document["pipeline"],
         steps=document["steps"],
@@ -345,7 +350,9 @@ def read_artifact(directory: str) -> Artifact:
     return artifact
 
 
-def _check_fitted(path: str, steps: list[Any], fitted: Mapping[str, Any]) -> None:
+def _check_fitted(
+    path: str, steps: list[Any], fitted: Mapping[str, Any], build_step: BuildStep
+) -> None:
     """Every fitted step has its parameters, with every key its analyzer writes.
 
     The expected keys are those of the analyzer's output on no data, so a key deleted from

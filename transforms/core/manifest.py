@@ -12,6 +12,7 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from transforms.core import files
 from transforms.core.engine import DROPPED, READ, REJECTED, WRITTEN
 
 CountKey = tuple[str, str, str]
@@ -133,7 +134,4 @@ def dumps(obj: Any) -> str:
 
 def write_text(path: str, text: str) -> None:
     """Writes a small text file (local or gs://) in one go."""
-    from apache_beam.io.filesystems import FileSystems
-
-    with FileSystems.create(path, mime_type="application/json") as f:
-        f.write(text.encode("utf-8"))
+    files.write_bytes(path, text.encode("utf-8"), "application/json")

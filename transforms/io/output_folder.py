@@ -18,8 +18,8 @@ import json
 import os
 import re
 import secrets
-from typing import Any
 
+from transforms.core.dataset_folder import MANIFEST, resolve_artifact_dir, resolve_dataset
 from transforms.core.errors import InputError
 from transforms.io.output_lock import parse_lock
 from transforms.io.output_stores import is_gcs, join, store_for
@@ -38,7 +38,6 @@ __all__ = [
     "resolve_dataset",
 ]
 
-MANIFEST = "manifest.json"
 LOCK = "_lock.json"
 RUN_PREFIX = "run-"
 RUN_DIR = re.compile(r"run-\d{8}T\d{6}Z-[0-9a-f]{8}")
@@ -166,39 +165,3 @@ def check_output(root: str) -> None:
                 "is not a manifest this version of beamforge wrote (it names no run); "
                 "remove the folder or give a new one",
             )
-
-
-def resolve_dataset(path: str) -> tuple[str, dict[str, Any]] | None:
-    """The manifest of the dataset in folder ``path``, or None if it holds none.
-
-    Returns:
-        ``(manifest path, manifest)``.
-    """
-    store = store_for(path)
-    manifest_path = join(path, MANIFEST)
-    found = store.read(manifest_path)
-    if found is None:
-        return None
-    try:
-        manifest = json.loads(found[0].decode("utf-8"))
-    except ValueError as exc:
-        raise InputError(manifest_path, f"is not valid JSON ({exc})") from None
-    return manifest_path, manifest
-
-
-def resolve_artifact_dir(path: str) -> str:
-    """The artifact folder ``path`` stands for.
-
-    A dataset folder (one holding ``manifest.json``) stands for the artifact its manifest
-    lists; any other path is an artifact folder itself.
-    """
-    if "://" in path and not is_gcs(path):
-        return path
-    found = resolve_dataset(path)
-    if found is None:
-        return path
-    manifest_path, manifest = found
-    artifact = manifest.get("artifact") if isinstance(manifest, dict) else None
-    if not isinstance(artifact, dict) or not isinstance(artifact.get("path"), str):
-        raise InputError(manifest_path, "names no artifact (key artifact.path is missing)")
-    return str(artifact["path"])
