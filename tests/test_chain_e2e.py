@@ -1,9 +1,10 @@
 """The local chain for real: raw CSV -> dataset -> training subprocess -> gate -> local server.
 
-A first run in a subprocess is killed (SIGKILL, through the chain's kill hook) right after
-training; the second run resumes without redoing the dataset or the training, deploys the
-model to a real HTTP server on a free port, and the features it serves for the raw rows are
-exactly the features the batch pipeline wrote for them.
+A first run, ``beamforge chain`` in a subprocess, is killed from outside (SIGKILL to its process
+group, the trainer included, as a machine failure would) once its state file records the
+dataset step as finished; the second run resumes without redoing the dataset, trains again
+from an empty model folder, deploys the model to a real HTTP server on a free port, and the
+features it serves for the raw rows are exactly the features the batch pipeline wrote for them.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import pathlib
 import signal
 import subprocess
 import sys
+import time
 from typing import Any
 
 import joblib
@@ -41,7 +43,23 @@ def _key(row: dict[str, Any], columns: list[str]) -> tuple[Any, ...]:
     return tuple(row[c] for c in columns)
 
 
-def test_local_chain_end_to_end_with_a_kill_between_steps(
+def _wait_for_completed(
+    state_file: pathlib.Path, step: str, proc: subprocess.Popen[bytes], log: pathlib.Path
+) -> None:
+    """Returns once the state file records ``step`` as completed (bounded: 180 s)."""
+    deadline = time.monotonic() + 180
+    while True:
+        # The state file is replaced whole (a rename), so every read sees a complete one.
+        if state_file.exists():
+            steps = json.loads(state_file.read_text())["steps"]
+            if steps.get(step, {}).get("status") == "completed":
+                return
+        assert proc.poll() is None, f"the chain exited ({proc.returncode}):\n{log.read_text()}"
+        assert time.monotonic() < deadline, f"{state_file} never recorded {step} as completed"
+        time.sleep(0.02)
+
+
+def test_local_chain_end_to_end_killed_after_its_first_step(
     tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     chain_file = tmp_path / "chain.yaml"
@@ -83,33 +101,48 @@ def test_local_chain_end_to_end_with_a_kill_between_steps(
             }
         )
     )
-    env = dict(os.environ, **{chains.KILL_AFTER_ENV: "train"})
-    first = subprocess.run(
-        [sys.executable, "-m", "launchers.cli", "chain", str(chain_file)],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-    assert first.returncode == -signal.SIGKILL, first.stderr
     spec = chains.load_chain(str(chain_file))
+    log = tmp_path / "first.log"
+    with log.open("wb") as out:
+        first = subprocess.Popen(
+            [sys.executable, "-m", "launchers.cli", "chain", str(chain_file)],
+            cwd=REPO,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        _wait_for_completed(pathlib.Path(spec.state_path("local")), "dataset", first, log)
+    finally:
+        os.killpg(first.pid, signal.SIGKILL)
+    assert first.wait(timeout=60) == -signal.SIGKILL, log.read_text()
     assert [(s.name, s.status, s.runs) for s in chains.chain_status(spec)] == [
         ("dataset", "completed", 1),
-        ("train", "completed", 1),
+        ("train", "pending", 0),
         ("gate", "pending", 0),
         ("upload", "pending", 0),
         ("deploy", "pending", 0),
     ]
-    model_file = tmp_path / "work/train/model/model.joblib"
-    trained_at = model_file.stat().st_mtime_ns
+    manifest_file = tmp_path / "dataset/manifest.json"
+    committed = manifest_file.read_bytes()
+    committed_at = manifest_file.stat().st_mtime_ns
 
     monkeypatch.chdir(REPO)
     report = chains.run_chain(spec)
     server = serving.LocalServer.from_json(report.outputs["deploy"]["server"])
     try:
-        assert (report.ran, report.skipped) == (["gate", "upload", "deploy"], ["dataset", "train"])
-        assert model_file.stat().st_mtime_ns == trained_at
+        assert (report.ran, report.skipped) == (["train", "gate", "upload", "deploy"], ["dataset"])
+        assert manifest_file.read_bytes() == committed
+        assert manifest_file.stat().st_mtime_ns == committed_at
+        # The killed attempt left no record: training ran once, from an empty model folder.
+        assert [(s.name, s.status, s.runs) for s in chains.chain_status(spec)] == [
+            ("dataset", "completed", 1),
+            ("train", "completed", 1),
+            ("gate", "completed", 1),
+            ("upload", "completed", 1),
+            ("deploy", "completed", 1),
+        ]
+        model_file = tmp_path / "work/train/model/model.joblib"
         assert report.outputs["gate"]["value"] >= 0.7
         assert serving.is_healthy(server)
 

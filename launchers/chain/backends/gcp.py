@@ -1,0 +1,169 @@
+"""The ``gcp`` target: Dataflow for the dataset, Vertex AI for training, upload, deployment."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import posixpath
+from collections.abc import Mapping
+from typing import Any
+
+from launchers.chain.backends.interface import StepContext
+from launchers.chain.handoff import (
+    copy_artifact,
+    dataset_outputs,
+    dataset_unchanged,
+    read_manifest,
+    training_uris,
+)
+from launchers.chain.spec import DatasetStep, DeployStep, GcpSettings, TrainStep, UploadStep
+
+
+class GcpBackend:
+    """Dataflow for the dataset, Vertex AI for training, upload and deployment."""
+
+    def __init__(self, settings: GcpSettings, *, credentials: Any = None) -> None:
+        from launchers import vertex
+
+        self.settings = settings
+        self._credentials = credentials
+        vertex.init(
+            vertex.VertexSettings(
+                project=settings.project,
+                region=settings.region,
+                staging_bucket=settings.staging_bucket,
+                service_account=settings.service_account,
+                api_endpoint=settings.api_endpoint,
+            ),
+            credentials=credentials,
+        )
+
+    def dataset(self, step: DatasetStep, ctx: StepContext) -> dict[str, Any]:
+        from beam_pipelines.spec import load_spec
+
+        assert step.gcp is not None
+        gcp = step.gcp
+        spec = load_spec(step.spec)
+        if gcp.launch == "local":
+            from beam_pipelines.dataset import run_job
+
+            run_job(spec, output=gcp.output, inputs=step.inputs or None, beam_args=gcp.beam_args)
+        else:
+            from launchers.dataflow import jobs
+
+            client = jobs.jobs_client(api_endpoint=self.settings.dataflow_api_endpoint)
+            if gcp.launch == "dataflow":
+                from launchers.dataflow.settings import DataflowSettings, resolve_settings
+                from launchers.dataflow.submit import SubmittedJob, submit
+
+                settings: DataflowSettings
+                settings, rest = resolve_settings(spec.dataflow, gcp.beam_args)
+                submitted = submit(
+                    spec, settings, output=gcp.output, inputs=step.inputs or None, beam_args=rest
+                )
+                assert isinstance(submitted, SubmittedJob)
+                job_id = submitted.job_id
+            else:
+                assert gcp.template is not None
+                job = jobs.launch_flex_template(
+                    jobs.templates_client(api_endpoint=self.settings.dataflow_api_endpoint),
+                    project=self.settings.project,
+                    region=self.settings.region,
+                    job_name=f"{ctx.chain.name}-{step.name}-{_stamp()}".lower().replace("_", "-"),
+                    template_path=gcp.template,
+                    parameters={**gcp.parameters, "output": gcp.output},
+                )
+                job_id = job.id
+            # Training never starts on a job that has merely been submitted.
+            jobs.wait_for_job(
+                client,
+                jobs.JobRef(self.settings.project, self.settings.region, job_id),
+                timeout=gcp.timeout,
+            )
+        return dataset_outputs(gcp.output, read_manifest(gcp.output))
+
+    def train(self, step: TrainStep, ctx: StepContext) -> dict[str, Any]:
+        from launchers import vertex
+        from launchers.local_train import read_metrics
+        from launchers.polling import Backoff
+
+        assert step.gcp is not None
+        gcp = step.gcp
+        dataset = ctx.inputs[step.dataset]
+        base = posixpath.join(self.settings.staging_bucket, ctx.chain.name, step.name, _stamp())
+        specs = vertex.worker_pool_specs(
+            image_uri=gcp.image_uri,
+            command=gcp.command,
+            args=step.args if gcp.args is None else gcp.args,
+            env=training_uris(step, dataset),
+            machine_type=gcp.machine_type,
+            replica_count=gcp.replica_count,
+        )
+        job = vertex.submit_custom_job(
+            display_name=f"{ctx.chain.name}-{step.name}",
+            specs=specs,
+            base_output_dir=base,
+            service_account=self.settings.service_account,
+            labels={"beamforge-chain": _label(ctx.chain.name)},
+        )
+        vertex.wait_for_custom_job(
+            job.resource_name,
+            timeout=gcp.timeout,
+            backoff=Backoff(initial=gcp.poll_seconds, factor=1.5, maximum=120.0),
+        )
+        # Vertex sets AIP_MODEL_DIR to {base_output_directory}/model.
+        model_dir = posixpath.join(base, "model")
+        metrics = read_metrics(model_dir)
+        copy_artifact(dataset["artifact"], model_dir)
+        return {"model_dir": model_dir, "metrics": metrics, "job": job.resource_name}
+
+    def upload(self, step: UploadStep, ctx: StepContext) -> dict[str, Any]:
+        from launchers import vertex
+
+        assert step.gcp is not None
+        gcp = step.gcp
+        model_dir = ctx.inputs[step.model]["model_dir"]
+        module, _, cls = step.predictor.partition(":")
+        name = vertex.upload_model(
+            display_name=step.display_name or ctx.chain.name,
+            artifact_uri=model_dir,
+            container=vertex.ServingContainer(
+                image_uri=gcp.image_uri,
+                predict_route=gcp.predict_route,
+                health_route=gcp.health_route,
+                port=gcp.port,
+                env={**gcp.env, "PREDICTOR_MODULE": module, "PREDICTOR_CLASS": cls},
+            ),
+            labels={"beamforge-chain": _label(ctx.chain.name)},
+        )
+        return {"model": name, "model_dir": model_dir, "predictor": step.predictor}
+
+    def deploy(self, step: DeployStep, ctx: StepContext) -> dict[str, Any]:
+        from launchers import vertex
+
+        assert step.gcp is not None
+        gcp = step.gcp
+        deployment = vertex.deploy_model(
+            model_name=ctx.inputs[step.model]["model"],
+            endpoint_display_name=gcp.endpoint,
+            machine_type=gcp.machine_type,
+            min_replica_count=gcp.min_replica_count,
+            max_replica_count=gcp.max_replica_count,
+            traffic_percentage=gcp.traffic_percentage,
+            undeploy_replaced=gcp.undeploy_replaced,
+            service_account=self.settings.service_account,
+        )
+        return dataclasses.asdict(deployment)
+
+    def still_valid(self, step: Any, outputs: Mapping[str, Any]) -> bool:
+        if isinstance(step, DatasetStep):
+            return dataset_unchanged(outputs)
+        return True
+
+
+def _stamp() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y%m%d%H%M%S")
+
+
+def _label(value: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "-" for c in value.lower())[:63]

@@ -1,0 +1,175 @@
+"""Running a chain: its steps in order on one target, resuming from the state file.
+
+A re-run resumes after the last completed step and never repeats a finished one whose
+fingerprint is unchanged and whose outputs the backend still finds; the state is written
+after every step, completed or failed. The evaluation gate is the one step the chain does
+itself: it needs no backend.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from launchers.chain.backends import Backend, StepContext, backend_for
+from launchers.chain.errors import ChainError, GateFailedError
+from launchers.chain.fingerprints import fingerprint
+from launchers.chain.spec import (
+    ChainSpec,
+    DatasetStep,
+    DeployStep,
+    GateStep,
+    TrainStep,
+    UploadStep,
+    check_target,
+)
+from launchers.chain.state import COMPLETED, FAILED, PENDING, StepState, load_state, save_state
+
+_LOG = logging.getLogger(__name__)
+
+
+def evaluate_gate(step: GateStep, metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """Checks a gate against a training step's metrics.
+
+    Returns:
+        The gate's outputs (metric, value, bounds).
+
+    Raises:
+        GateFailedError: if the metric is missing, not a number, or out of bounds.
+    """
+    if step.metric not in metrics:
+        numeric = sorted(k for k, v in metrics.items() if isinstance(v, int | float))
+        raise GateFailedError(
+            step.name, f"metric {step.metric!r} not reported; the trainer reported {numeric}"
+        )
+    value = metrics[step.metric]
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise GateFailedError(step.name, f"metric {step.metric!r} is {value!r}, not a number")
+    if step.min is not None and value < step.min:
+        raise GateFailedError(step.name, f"{step.metric} = {value:.6g} is below min {step.min:g}")
+    if step.max is not None and value > step.max:
+        raise GateFailedError(step.name, f"{step.metric} = {value:.6g} is above max {step.max:g}")
+    return {"metric": step.metric, "value": value, "min": step.min, "max": step.max}
+
+
+@dataclasses.dataclass
+class ChainReport:
+    """What a chain run did.
+
+    Attributes:
+        ran: Steps that ran, in order.
+        skipped: Completed steps that were reused.
+        outputs: Every step's outputs by name (reused ones included).
+        state_path: Where the state is.
+    """
+
+    ran: list[str]
+    skipped: list[str]
+    outputs: dict[str, dict[str, Any]]
+    state_path: str
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
+def run_chain(
+    spec: ChainSpec,
+    *,
+    target: str = "local",
+    backend: Backend | None = None,
+    on_step: Callable[[str, str], None] | None = None,
+) -> ChainReport:
+    """Runs the chain's steps in order on ``target``, resuming from the persisted state.
+
+    Args:
+        spec: The validated chain.
+        target: ``local`` or ``gcp``.
+        backend: The backend (default: :func:`backend_for` the target).
+        on_step: Called with (step name, ``running``/``skipped``/``completed``/``failed``).
+
+    Returns:
+        The report.
+
+    Raises:
+        ChainError: the step that stopped the chain (the gate: GateFailedError); the state
+            records it as failed and the steps after it do not run.
+    """
+    check_target(spec, target)
+    backend = backend or backend_for(spec, target)
+    path = spec.state_path(target)
+    state = load_state(path, spec.name, target)
+    report = ChainReport(ran=[], skipped=[], outputs={}, state_path=path)
+    previous = ""
+    notify = on_step or (lambda name, what: None)
+    for step in spec.steps:
+        referenced = {getattr(step, f): state.steps[getattr(step, f)] for f in step.REFS}
+        fp = fingerprint(step, target, previous, referenced)
+        old = state.steps.get(step.name)
+        if (
+            old is not None
+            and old.status == COMPLETED
+            and old.fingerprint == fp
+            and backend.still_valid(step, old.outputs)
+        ):
+            # The run count of the step before is part of the next fingerprint: a step that
+            # ran again invalidates what follows even if its outputs look the same.
+            previous = f"{fp}:{old.runs}"
+            report.skipped.append(step.name)
+            report.outputs[step.name] = old.outputs
+            notify(step.name, "skipped")
+            continue
+        ctx = StepContext(
+            chain=spec,
+            target=target,
+            inputs={k: v.outputs for k, v in referenced.items()},
+            previous_outputs=old.outputs if old else {},
+        )
+        current = StepState(
+            status=PENDING,
+            fingerprint=fp,
+            started=_now(),
+            runs=(old.runs if old else 0) + 1,
+            outputs=old.outputs if old else {},
+        )
+        notify(step.name, "running")
+        _LOG.info("chain %s: running step %s (%s)", spec.name, step.name, step.KIND)
+        try:
+            outputs = _run_step(backend, step, ctx)
+        except Exception as exc:
+            current.status = FAILED
+            current.finished = _now()
+            current.error = str(exc)
+            state.steps[step.name] = current
+            save_state(path, state)
+            notify(step.name, "failed")
+            if isinstance(exc, ChainError):
+                raise
+            raise ChainError(step.name, str(exc)) from exc
+        previous = f"{fp}:{current.runs}"
+        current.status = COMPLETED
+        current.finished = _now()
+        current.outputs = outputs
+        state.steps[step.name] = current
+        save_state(path, state)
+        report.ran.append(step.name)
+        report.outputs[step.name] = outputs
+        notify(step.name, "completed")
+    return report
+
+
+def _run_step(backend: Backend, step: Any, ctx: StepContext) -> dict[str, Any]:
+    if isinstance(step, DatasetStep):
+        return backend.dataset(step, ctx)
+    if isinstance(step, TrainStep):
+        return backend.train(step, ctx)
+    if isinstance(step, GateStep):
+        return evaluate_gate(step, ctx.inputs[step.metrics].get("metrics", {}))
+    if isinstance(step, UploadStep):
+        return backend.upload(step, ctx)
+    if isinstance(step, DeployStep):
+        return backend.deploy(step, ctx)
+    raise TypeError(f"unknown step type {type(step).__name__}")  # pragma: no cover

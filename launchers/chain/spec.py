@@ -1,0 +1,347 @@
+"""The chain spec: its steps, their target sections, and their validation.
+
+A chain spec (YAML) names its steps in order; each step reads the outputs of earlier steps by
+name, and a reference to no earlier step of the right kind is an error at load time.
+
+Example (``examples/chicago_taxi/chain.yaml``)::
+
+    name: taxi
+    workdir: demo-chain
+    steps:
+      - {name: dataset, kind: dataset, spec: examples/chicago_taxi/pipeline.yaml,
+         inputs: [examples/chicago_taxi/data/sample.csv], output: demo-chain/dataset}
+      - {name: train, kind: train, dataset: dataset, module: examples.chicago_taxi.trainer.task}
+      - {name: gate, kind: gate, metrics: train, metric: auc, min: 0.7}
+      - {name: upload, kind: upload, model: train,
+         predictor: "examples.chicago_taxi.predictor:TaxiPredictor"}
+      - {name: deploy, kind: deploy, model: upload}
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import posixpath
+from collections.abc import Mapping
+from typing import Any, ClassVar, Literal
+
+import yaml
+
+from transforms.core.config import SpecError, from_mapping
+
+TARGETS = ("local", "gcp")
+
+
+@dataclasses.dataclass
+class GcpSettings:
+    """Where the ``gcp`` target runs.
+
+    Attributes:
+        project: Project id.
+        region: Region for Dataflow and Vertex AI.
+        staging_bucket: ``gs://`` bucket for job outputs (training base output directories).
+        service_account: Service account for jobs and endpoints.
+        api_endpoint: Vertex AI API endpoint override (``http://`` for a local fake server).
+        dataflow_api_endpoint: Dataflow API endpoint override.
+    """
+
+    project: str
+    region: str
+    staging_bucket: str
+    service_account: str | None = None
+    api_endpoint: str | None = None
+    dataflow_api_endpoint: str | None = None
+
+    def validate(self) -> None:
+        if not self.staging_bucket.startswith("gs://"):
+            raise ValueError(f"staging_bucket must be a gs:// path, got {self.staging_bucket!r}")
+
+
+@dataclasses.dataclass
+class DatasetGcp:
+    """How the dataset job runs on the ``gcp`` target.
+
+    Attributes:
+        output: ``gs://`` output prefix.
+        launch: ``local`` (this machine writing to gs://), ``dataflow`` (DataflowRunner with
+            the dataset spec's ``dataflow:`` settings) or ``flex_template``.
+        template: ``gs://`` Flex Template spec, for ``flex_template``.
+        parameters: Template parameters, for ``flex_template`` (``output`` is added).
+        beam_args: More Beam/Dataflow flags.
+        timeout: Seconds to wait for the Dataflow job.
+    """
+
+    output: str
+    launch: Literal["local", "dataflow", "flex_template"] = "dataflow"
+    template: str | None = None
+    parameters: dict[str, str] = dataclasses.field(default_factory=dict)
+    beam_args: list[str] = dataclasses.field(default_factory=list)
+    timeout: float | None = None
+
+    def validate(self) -> None:
+        if not self.output.startswith("gs://"):
+            raise ValueError(f"output must be a gs:// path, got {self.output!r}")
+        if self.launch == "flex_template" and not self.template:
+            raise ValueError("launch: flex_template needs template (the gs:// template spec)")
+
+
+@dataclasses.dataclass
+class DatasetStep:
+    """A dataset job (``beam_pipelines.dataset``); outputs its manifest, splits and artifact."""
+
+    KIND: ClassVar[str] = "dataset"
+    REFS: ClassVar[dict[str, tuple[str, ...]]] = {}
+    name: str
+    spec: str
+    output: str
+    inputs: list[str] = dataclasses.field(default_factory=list)
+    beam_args: list[str] = dataclasses.field(default_factory=list)
+    gcp: DatasetGcp | None = None
+
+
+@dataclasses.dataclass
+class Splits:
+    """Which dataset split feeds which ``AIP_*_DATA_URI``."""
+
+    training: str = "train"
+    validation: str | None = "eval"
+    test: str | None = None
+
+
+@dataclasses.dataclass
+class TrainGcp:
+    """A Vertex AI CustomJob.
+
+    Attributes:
+        image_uri: Prebuilt or custom training container.
+        command: Container command (default: the image's entry point).
+        args: Container arguments (default: the step's ``args``).
+        machine_type: Worker machine type.
+        replica_count: Workers.
+        timeout: Seconds to wait for the job.
+        poll_seconds: First delay between polls (backs off to 2 min).
+    """
+
+    image_uri: str
+    command: list[str] = dataclasses.field(default_factory=list)
+    args: list[str] | None = None
+    machine_type: str = "n1-standard-4"
+    replica_count: int = 1
+    timeout: float | None = 6 * 3600
+    poll_seconds: float = 10.0
+
+
+@dataclasses.dataclass
+class TrainStep:
+    """Training on a dataset step's output; outputs the model directory and metrics."""
+
+    KIND: ClassVar[str] = "train"
+    REFS: ClassVar[dict[str, tuple[str, ...]]] = {"dataset": ("dataset",)}
+    name: str
+    dataset: str
+    module: str | None = None
+    script: str | None = None
+    args: list[str] = dataclasses.field(default_factory=list)
+    splits: Splits = dataclasses.field(default_factory=Splits)
+    timeout: float | None = 3600.0
+    gcp: TrainGcp | None = None
+
+    def validate(self) -> None:
+        if (self.module is None) == (self.script is None):
+            raise ValueError("give exactly one of module (python -m) or script (a .py file)")
+
+
+@dataclasses.dataclass
+class GateStep:
+    """An evaluation gate: the chain stops unless ``min <= metrics[metric] <= max``."""
+
+    KIND: ClassVar[str] = "gate"
+    REFS: ClassVar[dict[str, tuple[str, ...]]] = {"metrics": ("train",)}
+    name: str
+    metrics: str
+    metric: str
+    min: float | None = None
+    max: float | None = None
+
+    def validate(self) -> None:
+        if self.min is None and self.max is None:
+            raise ValueError("a gate needs min, max or both")
+
+
+@dataclasses.dataclass
+class UploadGcp:
+    """The serving container Vertex runs the model in (a CPR image with the predictor)."""
+
+    image_uri: str
+    predict_route: str = "/predict"
+    health_route: str = "/health"
+    port: int = 8080
+    env: dict[str, str] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass
+class UploadStep:
+    """Registers a training step's model (Vertex AI Model.upload; locally, a record)."""
+
+    KIND: ClassVar[str] = "upload"
+    REFS: ClassVar[dict[str, tuple[str, ...]]] = {"model": ("train",)}
+    name: str
+    model: str
+    predictor: str
+    display_name: str | None = None
+    gcp: UploadGcp | None = None
+
+
+@dataclasses.dataclass
+class DeployGcp:
+    """A Vertex AI endpoint deployment."""
+
+    endpoint: str
+    machine_type: str = "n1-standard-2"
+    min_replica_count: int = 1
+    max_replica_count: int = 1
+    traffic_percentage: int = 100
+    undeploy_replaced: bool = True
+
+    def validate(self) -> None:
+        if not 0 < self.traffic_percentage <= 100:
+            raise ValueError(f"traffic_percentage must be in 1..100, got {self.traffic_percentage}")
+
+
+@dataclasses.dataclass
+class DeployStep:
+    """Serves an uploaded model (Vertex AI endpoint; locally, the CPR server in a subprocess)."""
+
+    KIND: ClassVar[str] = "deploy"
+    REFS: ClassVar[dict[str, tuple[str, ...]]] = {"model": ("upload",)}
+    name: str
+    model: str
+    host: str = "127.0.0.1"
+    port: int = 0
+    start_timeout: float = 120.0
+    gcp: DeployGcp | None = None
+
+
+ChainStep = DatasetStep | TrainStep | GateStep | UploadStep | DeployStep
+KINDS: dict[str, type[Any]] = {
+    c.KIND: c for c in (DatasetStep, TrainStep, GateStep, UploadStep, DeployStep)
+}
+
+
+@dataclasses.dataclass
+class ChainSpec:
+    """A validated chain.
+
+    Attributes:
+        name: Chain name (job names, labels, display names).
+        workdir: Where local step outputs (model directories, logs) go.
+        steps: The steps, in order.
+        state: State file (local or gs://); default ``{workdir}/state-{target}.json``.
+        gcp: Settings of the ``gcp`` target.
+        origin: The file the spec came from.
+    """
+
+    name: str
+    workdir: str
+    steps: list[Any]
+    state: str | None = None
+    gcp: GcpSettings | None = None
+    origin: str = "<chain>"
+
+    def state_path(self, target: str) -> str:
+        return self.state or posixpath.join(self.workdir, f"state-{target}.json")
+
+    def step(self, name: str) -> Any:
+        return next(s for s in self.steps if s.name == name)
+
+
+@dataclasses.dataclass
+class _RawChain:
+    name: str
+    workdir: str
+    steps: list[Any]
+    state: str | None = None
+    gcp: Any = None
+
+
+def parse_chain(data: Any, *, origin: str = "<chain>") -> ChainSpec:
+    """Validates a chain mapping (from YAML).
+
+    Raises:
+        SpecError: with the YAML path for an unknown key or step kind, a wrong type, a
+            duplicate step name, or a reference to no earlier step of the right kind.
+    """
+    try:
+        raw = from_mapping(_RawChain, data)
+        gcp = from_mapping(GcpSettings, raw.gcp, "gcp") if raw.gcp is not None else None
+        steps: list[Any] = []
+        for i, item in enumerate(raw.steps):
+            path = f"steps[{i}]"
+            if not isinstance(item, Mapping):
+                raise SpecError(path, f"got {item!r}; expected a mapping with kind and name")
+            kind = item.get("kind")
+            if kind not in KINDS:
+                raise SpecError(
+                    f"{path}.kind",
+                    f"unknown step kind {kind!r}; valid kinds are {', '.join(KINDS)}",
+                )
+            fields = {k: v for k, v in item.items() if k != "kind"}
+            step = from_mapping(KINDS[kind], fields, path)
+            earlier = {s.name: s for s in steps}
+            if step.name in earlier:
+                raise SpecError(f"{path}.name", f"step name {step.name!r} is used twice")
+            for field, kinds in step.REFS.items():
+                ref = getattr(step, field)
+                target = earlier.get(ref)
+                if target is None or target.KIND not in kinds:
+                    candidates = [s.name for s in steps if s.KIND in kinds]
+                    raise SpecError(
+                        f"{path}.{field}",
+                        f"{ref!r} is not an earlier {' or '.join(kinds)} step; "
+                        f"earlier {' or '.join(kinds)} steps: {candidates or 'none'}",
+                    )
+            steps.append(step)
+        if not steps:
+            raise SpecError("steps", "a chain needs at least one step")
+    except SpecError as exc:
+        raise exc.located(origin) from None
+    return ChainSpec(
+        name=raw.name, workdir=raw.workdir, steps=steps, state=raw.state, gcp=gcp, origin=origin
+    )
+
+
+def load_chain(path: str) -> ChainSpec:
+    """Reads and validates a chain spec file.
+
+    Raises:
+        SpecError: as :func:`parse_chain`, or for YAML that does not parse.
+        FileNotFoundError: if the file is missing.
+    """
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise SpecError("", f"not valid YAML: {exc}", source=path) from None
+    return parse_chain(data, origin=path)
+
+
+def check_target(spec: ChainSpec, target: str) -> None:
+    """Checks that every step can run on ``target`` (the gcp target needs gcp sections).
+
+    Raises:
+        SpecError: naming the missing section.
+    """
+    if target not in TARGETS:
+        raise SpecError("", f"unknown target {target!r}; expected one of {', '.join(TARGETS)}")
+    if target != "gcp":
+        return
+    try:
+        if spec.gcp is None:
+            raise SpecError("gcp", "the gcp target needs a gcp section (project, region, ...)")
+        for i, step in enumerate(spec.steps):
+            if hasattr(step, "gcp") and step.gcp is None:
+                raise SpecError(
+                    f"steps[{i}].gcp", f"the gcp target needs {step.name}'s gcp section"
+                )
+    except SpecError as exc:
+        raise exc.located(spec.origin) from None
