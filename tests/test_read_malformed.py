@@ -608,21 +608,22 @@ def test_bad_bytes_reject_their_record_only_in_any_encoding(tmp_path: pathlib.Pa
 
 
 def test_the_record_by_record_safety_net_reads_what_the_fast_path_reads() -> None:
-    from transforms.io import read as read_lib
-    from transforms.io.csv_records import Dialect, iter_records
+    from transforms.io import csv_parse
+    from transforms.io.csv_options import Dialect
+    from transforms.io.csv_records import iter_records
 
     data = b'1,a,1\n2,b\n3,"c\nd",3\n'
     (records,) = iter_records(
         io.BytesIO(data), Dialect.of(CsvOptions()), chunk_bytes=64, max_record_bytes=1 << 10
     )
     names = ["id", "company", "fare"]
-    table, keep, wrong = read_lib._csv_one_by_one(records, names, trips(), arrow_schema(TRIPS))
+    table, keep, wrong = csv_parse.parse_one_by_one(records, names, trips(), arrow_schema(TRIPS))
     assert table.to_pylist() == [
         {"id": "1", "company": "a", "fare": "1"},
         {"id": "3", "company": "c\nd", "fare": "3"},
     ]
     assert (keep.tolist(), wrong) == ([True, False, True], [(1, 2)])
-    fast, found = read_lib._csv_block(records, names, trips(), arrow_schema(TRIPS), "f", "job")
+    fast, found = csv_parse.parse_records(records, names, trips(), arrow_schema(TRIPS), "f", "job")
     assert fast.column("id").to_pylist() == [1, 3]
     assert [(e.reason, e.source) for e in found] == [(errors.WRONG_FIELD_COUNT, "f:2")]
 
