@@ -58,6 +58,7 @@ setup(
             "gcp-storage-emulator>=2024.8",
             "matplotlib>=3.8",
             "psutil>=5.9",
+            "import-linter>=2.1",
         ],
     },
     entry_points={"console_scripts": ["beamforge=launchers.cli:main"]},

@@ -9,7 +9,8 @@ subprocesses for the whole session and are torn down after it:
   ``tools/bqemulator-venv.sh``; its pins conflict with the project's).
 - Pub/Sub: the official emulator of the Google Cloud SDK (Java), one per test.
 
-Where an emulator is not installed the tests that need it skip and say how to install it.
+Where an emulator is not installed the tests that need it skip and say how to install it; in CI
+(``CI`` set) they fail instead, so a missing emulator never passes unnoticed.
 Tests using them are marked ``emulator``.
 """
 
