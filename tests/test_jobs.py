@@ -6,6 +6,7 @@ that records every request and answers with scripted job states.
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import Iterator
 from typing import Any
 
@@ -31,6 +32,7 @@ from launchers.dataflow.jobs import (
     templates_client,
     wait_for_job,
 )
+from launchers.polling import CloudJobError, poll
 from tests.fake_rest import JsonHandler, RecordingServer, serving
 
 PROJECT = "my-proj-123"
@@ -445,3 +447,57 @@ def test_cli_cancel_and_drain_then_wait_for_that_state(
         ("PUT", {"requestedState": number}),
         ("GET", None),
     ]
+
+
+# The one poll both Dataflow and Vertex AI waits use.
+
+
+def test_poll_backs_off_and_cuts_the_last_sleep_at_the_timeout() -> None:
+    clock = FakeClock()
+    probes: list[float] = []
+
+    def probe() -> float:
+        probes.append(clock.now)
+        return clock.now
+
+    with pytest.raises(TimeoutError, match=r"^last seen at 0\.006$"):
+        poll(
+            probe,
+            lambda _: False,
+            timed_out=lambda seen: TimeoutError(f"last seen at {seen:g}"),
+            timeout=0.006,
+            backoff=TINY,
+            clock=clock,
+            sleep=clock.sleep,
+        )
+    assert clock.sleeps == [0.001, 0.002, 0.003]
+    assert probes == [0.0, 0.001, 0.003, 0.006]
+
+
+def test_poll_returns_what_done_accepts() -> None:
+    clock = FakeClock()
+    states = iter(["RUNNING", "RUNNING", "DONE"])
+
+    seen = poll(
+        lambda: next(states),
+        lambda state: state == "DONE",
+        timed_out=lambda state: AssertionError(state),
+        backoff=TINY,
+        clock=clock,
+        sleep=clock.sleep,
+    )
+    assert (seen, clock.sleeps) == ("DONE", [0.001, 0.002])
+
+
+def test_job_errors_share_one_base_and_pickle_from_their_parts() -> None:
+    error = JobDrainedError("job-1", "JOB_STATE_DRAINED", URL)
+    copied = pickle.loads(pickle.dumps(error))
+    assert isinstance(copied, CloudJobError)
+    assert (type(copied), str(copied), copied.job_id, copied.state, copied.url) == (
+        JobDrainedError,
+        f"Dataflow job job-1 was drained (JOB_STATE_DRAINED): {URL}",
+        "job-1",
+        "JOB_STATE_DRAINED",
+        URL,
+    )
+    assert copied.exit_code == 4
