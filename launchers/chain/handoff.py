@@ -69,7 +69,7 @@ def dataset_unchanged(outputs: Mapping[str, Any]) -> bool:
 
     A rerun of the dataset elsewhere (another chain, ``beamforge run``) makes the step stale.
     """
-    from transforms.io.commit import resolve_dataset
+    from transforms.core.dataset_folder import resolve_dataset
 
     found = resolve_dataset(str(outputs["root"]))
     return found is not None and found[1].get("run", {}).get("id") == outputs.get("run")

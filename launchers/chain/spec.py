@@ -248,9 +248,11 @@ class ChainSpec:
     origin: str = "<chain>"
 
     def state_path(self, target: str) -> str:
+        """The state file of this chain on ``target``."""
         return self.state or posixpath.join(self.workdir, f"state-{target}.json")
 
     def step(self, name: str) -> Any:
+        """The step called ``name`` (StopIteration if there is none)."""
         return next(s for s in self.steps if s.name == name)
 
 

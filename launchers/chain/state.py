@@ -41,6 +41,7 @@ class ChainState:
     steps: dict[str, StepState] = dataclasses.field(default_factory=dict)
 
     def to_json(self) -> str:
+        """The state file's text (sorted keys, so unchanged state reads the same)."""
         return json.dumps(
             {
                 "version": STATE_VERSION,
@@ -54,6 +55,7 @@ class ChainState:
 
     @classmethod
     def from_json(cls, text: str) -> ChainState:
+        """The state read back from :meth:`to_json`'s text."""
         data = json.loads(text)
         return cls(
             chain=data["chain"],

@@ -20,6 +20,7 @@ class StepContext:
     previous_outputs: dict[str, Any]
 
     def step_dir(self, step: Any) -> str:
+        """The folder of a step's local files (logs, a local model) under the workdir."""
         return posixpath.join(self.chain.workdir, step.name)
 
 
