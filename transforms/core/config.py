@@ -146,7 +146,9 @@ def _type_name(tp: Any) -> str:
     if origin in (list, typing.List):  # noqa: UP006
         return f"list of {_type_name(get_args(tp)[0])}"
     if origin in (dict, typing.Dict, Mapping):  # noqa: UP006
-        return f"mapping of {_type_name(get_args(tp)[1])}"
+        values = get_args(tp)[1]
+        # "mapping of Any" reads as a Python type; any value is what a plain mapping says.
+        return "mapping" if values is Any else f"mapping of {_type_name(values)}"
     if tp is type(None):
         return "null"
     if dataclasses.is_dataclass(tp):
