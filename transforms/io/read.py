@@ -16,11 +16,8 @@ column missing) raises :class:`ReadError`, a one-line
 :class:`~transforms.core.errors.InputError` naming the file; :func:`expand_paths` and
 :func:`resolve_schema` find most of these before any work.
 
-One module per format reads it: :mod:`~transforms.io.read_csv` (with
-:mod:`~transforms.io.csv_records` and :mod:`~transforms.io.csv_parse`),
-:mod:`~transforms.io.read_jsonl`, :mod:`~transforms.io.read_parquet`,
-:mod:`~transforms.io.read_avro` and :mod:`~transforms.io.read_tfrecord`; schemas are inferred
-by :mod:`~transforms.io.infer_schema` and files opened by :mod:`~transforms.io.streams`.
+Each format has its reader module (``read_csv``, ``read_jsonl``, ``read_parquet``,
+``read_avro``, ``read_tfrecord``); ``infer_schema`` infers schemas, ``streams`` opens files.
 """
 
 from __future__ import annotations
@@ -339,9 +336,6 @@ _CHECKERS: dict[str, Callable[[str, Source, pa.Schema], None]] = {
     "avro": check_avro_file,
 }
 
-
-# ---------------------------------------------------------------------------------------
-# Beam.
 
 _LOG = logging.getLogger(__name__)
 BATCHES = "batches"
