@@ -19,6 +19,7 @@ from typing import Annotated, Any, Literal
 import pyarrow as pa
 import yaml
 
+from beam_pipelines.dataflow_settings import DataflowSection
 from transforms.core.config import SpecError, Within, check_within, from_mapping
 from transforms.core.errors import InputError
 from transforms.core.schema import parse_type, type_name
@@ -155,7 +156,7 @@ class _RawSpec:
     output: Output = dataclasses.field(default_factory=Output)
     errors: Errors = dataclasses.field(default_factory=Errors)
     transform: Transform = dataclasses.field(default_factory=Transform)
-    dataflow: dict[str, Any] | None = None
+    dataflow: DataflowSection | None = None
     # Validated by beam_pipelines.streaming when the job runs with --streaming.
     streaming: dict[str, Any] | None = None
     description: str = ""
@@ -177,6 +178,7 @@ class JobSpec:
         transform: Artifact to apply instead of fitting.
         raw: The spec mapping as loaded (hashed into the manifest).
         origin: File the spec came from, for messages.
+        dataflow: The ``dataflow:`` section; flags complete it when a job is submitted.
     """
 
     name: str
@@ -191,8 +193,7 @@ class JobSpec:
     raw: Mapping[str, Any]
     description: str = ""
     origin: str = "<spec>"
-    # The ``dataflow:`` section as written; launchers.dataflow.settings validates it.
-    dataflow: Mapping[str, Any] | None = None
+    dataflow: DataflowSection | None = None
 
     @property
     def steps(self) -> list[Step]:

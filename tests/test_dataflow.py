@@ -1,4 +1,4 @@
-"""Dataflow settings: merging spec and flags, validation messages, Beam arguments."""
+"""Dataflow settings: checked at spec load and merged with flags, messages, Beam arguments."""
 
 from __future__ import annotations
 
@@ -9,8 +9,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from beam_pipelines.spec import parse_spec
 from launchers.dataflow.settings import (
     REPO_SETUP_FILE,
+    DataflowSection,
     DataflowSettings,
     SettingsError,
     console_url,
@@ -137,14 +139,13 @@ def test_a_similar_beam_flag_is_not_taken_for_a_setting() -> None:
     assert rest == ["--projec=x"]
 
 
-BAD = [
-    ({"project": None}, "dataflow.project", "required"),
+# Problems of one value on its own: the spec's section is refused when it loads, so
+# `beamforge validate` reports them.
+BAD_VALUES = [
     ({"project": "My_Project"}, "dataflow.project", "'My_Project' is not a valid project id"),
     ({"project": "proj"}, "dataflow.project", "not a valid project id"),
     ({"project": "my-project-"}, "dataflow.project", "not a valid project id"),
-    ({"region": None}, "dataflow.region", "required: the Dataflow region"),
     ({"region": "us-central1-a"}, "dataflow.region", "not a region name"),
-    ({"temp_location": None}, "dataflow.temp_location", "required"),
     (
         {"temp_location": "/tmp/beam"},
         "dataflow.temp_location",
@@ -159,25 +160,10 @@ BAD = [
     ({"staging_location": "s3://b/stage"}, "dataflow.staging_location", "not a gs:// path"),
     ({"service_account": "runner"}, "dataflow.service_account", "not a service account email"),
     ({"network": "projects/p/global/networks/n"}, "dataflow.network", "not a network name"),
-    (
-        {"subnetwork": "regions/europe-west1/subnetworks/sub"},
-        "dataflow.subnetwork",
-        "the subnetwork is in 'europe-west1' but the job runs in 'us-central1'",
-    ),
     ({"subnetwork": "sub-1"}, "dataflow.subnetwork", "is not regions/REGION/subnetworks/NAME"),
-    (
-        {"kms_key": "projects/p/locations/europe-west1/keyRings/r/cryptoKeys/k"},
-        "dataflow.kms_key",
-        "the key is in 'europe-west1' but the job runs in 'us-central1'",
-    ),
     ({"kms_key": "my-key"}, "dataflow.kms_key", "is not a key name"),
     ({"machine_type": "N1 standard"}, "dataflow.machine_type", "is not a machine type"),
     ({"max_workers": 0}, "dataflow.max_workers", "must be at least 1, got 0"),
-    (
-        {"num_workers": 5, "max_workers": 2},
-        "dataflow.num_workers",
-        "5 initial workers is more than max_workers=2",
-    ),
     ({"labels": {"Team": "ml"}}, "dataflow.labels", "key 'Team': label keys are"),
     ({"labels": {"1team": "ml"}}, "dataflow.labels", "key '1team'"),
     ({"labels": {"team": "ML Ops"}}, "dataflow.labels", "value 'ML Ops' of 'team'"),
@@ -185,20 +171,10 @@ BAD = [
     ({"labels": {f"k{i}": "v" for i in range(65)}}, "dataflow.labels", "65 labels"),
     ({"experiments": [""]}, "dataflow.experiments", "item 0 is empty"),
     (
-        {
-            "sdk_container_image": "us-docker.pkg.dev/p/r/beamforge:1",
-            "setup_file": str(REPO_SETUP_FILE),
-        },
-        "dataflow.setup_file",
-        "sdk_container_image already has beamforge installed",
-    ),
-    ({"image_has_beamforge": False}, "dataflow.image_has_beamforge", "only means something"),
-    (
         {"sdk_container_image": "Not An Image"},
         "dataflow.sdk_container_image",
         "not an image reference",
     ),
-    ({"setup_file": "/nonexistent/setup.py"}, "dataflow.setup_file", "does not exist"),
     ({"setup_file": "pyproject.toml"}, "dataflow.setup_file", "Beam stages a file named setup.py"),
     ({"job_name": "Taxi_Job"}, "dataflow.job_name", "is not a Dataflow job name"),
     (
@@ -208,6 +184,39 @@ BAD = [
     ),
     ({"max_workers": "ten"}, "dataflow.max_workers", "got 'ten'; expected an integer"),
 ]
+# Missing keys and problems across keys: flags may still give or change a key, so these are
+# found once the section is merged with the flags, before anything is submitted.
+BAD_ACROSS_KEYS = [
+    ({"project": None}, "dataflow.project", "required"),
+    ({"region": None}, "dataflow.region", "required: the Dataflow region"),
+    ({"temp_location": None}, "dataflow.temp_location", "required"),
+    (
+        {"subnetwork": "regions/europe-west1/subnetworks/sub"},
+        "dataflow.subnetwork",
+        "the subnetwork is in 'europe-west1' but the job runs in 'us-central1'",
+    ),
+    (
+        {"kms_key": "projects/p/locations/europe-west1/keyRings/r/cryptoKeys/k"},
+        "dataflow.kms_key",
+        "the key is in 'europe-west1' but the job runs in 'us-central1'",
+    ),
+    (
+        {"num_workers": 5, "max_workers": 2},
+        "dataflow.num_workers",
+        "5 initial workers is more than max_workers=2",
+    ),
+    (
+        {
+            "sdk_container_image": "us-docker.pkg.dev/p/r/beamforge:1",
+            "setup_file": str(REPO_SETUP_FILE),
+        },
+        "dataflow.setup_file",
+        "sdk_container_image already has beamforge installed",
+    ),
+    ({"image_has_beamforge": False}, "dataflow.image_has_beamforge", "only means something"),
+    ({"setup_file": "/nonexistent/setup.py"}, "dataflow.setup_file", "does not exist"),
+]
+BAD = BAD_VALUES + BAD_ACROSS_KEYS
 
 
 @pytest.mark.parametrize(("changes", "path", "message"), BAD)
@@ -219,6 +228,84 @@ def test_bad_settings_fail_with_their_path_and_a_message(
 
     assert info.value.path == path
     assert message in info.value.problem
+
+
+def _spec(section: Any) -> dict[str, Any]:
+    return {
+        "name": "job",
+        "source": {"format": "csv", "path": "in.csv", "schema": {"id": "int64"}},
+        "dataflow": section,
+    }
+
+
+@pytest.mark.parametrize(("changes", "path", "message"), BAD_VALUES)
+def test_a_bad_value_is_refused_when_the_spec_loads(
+    changes: dict[str, Any], path: str, message: str
+) -> None:
+    # The section holds only the bad key: each value is checked on its own.
+    with pytest.raises(SpecError) as info:
+        parse_spec(_spec(changes), origin="job.yaml")
+
+    assert info.value.path == path
+    assert message in info.value.problem
+    assert str(info.value).startswith(f"job.yaml: {path}: ")
+
+
+@pytest.mark.parametrize(("changes", "path", "message"), BAD_ACROSS_KEYS)
+def test_what_needs_every_key_loads_and_fails_once_merged(
+    changes: dict[str, Any], path: str, message: str
+) -> None:
+    section = {k: v for k, v in {**GOOD, **changes}.items() if v is not None}
+    spec = parse_spec(_spec(section))
+    assert isinstance(spec.dataflow, DataflowSection)
+
+    with pytest.raises(SpecError) as info:
+        resolve_settings(spec.dataflow)
+
+    assert info.value.path == path
+    assert message in info.value.problem
+
+
+def test_flags_complete_and_override_the_typed_section() -> None:
+    spec = parse_spec(
+        _spec(
+            {
+                "region": "us-central1",
+                "subnetwork": "regions/europe-west4/subnetworks/sub-1",
+                "machine_type": "n1-standard-2",
+                "labels": {"team": "ml", "env": "dev"},
+                "experiments": ["use_runner_v2"],
+            }
+        )
+    )
+    argv = [
+        "--project=my-proj-123",
+        "--region=europe-west4",
+        "--temp_location=gs://my-bucket/tmp",
+        "--labels=env=prod",
+        "--save_main_session",
+    ]
+
+    settings, rest = resolve_settings(spec.dataflow, argv)
+
+    assert rest == ["--save_main_session"]
+    assert settings == DataflowSettings(
+        project="my-proj-123",
+        region="europe-west4",
+        temp_location="gs://my-bucket/tmp",
+        subnetwork="regions/europe-west4/subnetworks/sub-1",
+        machine_type="n1-standard-2",
+        labels={"team": "ml", "env": "prod"},
+        experiments=["use_runner_v2"],
+    )
+    assert spec.dataflow.labels == {"team": "ml", "env": "dev"}
+
+
+def test_a_spec_without_the_section_has_none() -> None:
+    spec = parse_spec({k: v for k, v in _spec(None).items() if k != "dataflow"})
+
+    assert spec.dataflow is None
+    assert parse_spec(_spec(None)).dataflow is None
 
 
 def test_messages_name_the_spec_key_and_the_flag() -> None:
