@@ -37,6 +37,7 @@ from apache_beam.options.pipeline_options import TestOptions
 
 from beam_pipelines.spec import JobSpec, check_columns, schema_mapping
 from transforms.beam.apply import COUNTS, ERRORS, ApplySteps, BundleCounter
+from transforms.beam.dedupe import DeduplicateBatches
 from transforms.beam.fit import AnalyzeBatches, FitSteps
 from transforms.core import split as splitting
 from transforms.core.artifact import Artifact, read_artifact, versions, write_artifact
@@ -62,7 +63,7 @@ from transforms.io.gcs import check_buckets, check_gcs_paths
 from transforms.io.read import ReadRecords, expand_paths, non_finite_problem, resolve_schema
 from transforms.io.spill import ReadSpilled, SpillBatches
 from transforms.io.write import WriteBatches
-from transforms.ops.dedupe import DeduplicateBatches
+from transforms.ops.registry import build_step
 from transforms.ops.stats import DatasetStats
 
 EXTENSIONS = {"parquet": "parquet", "tfrecord": "tfrecord.gz", "csv": "csv", "jsonl": "jsonl"}
@@ -183,9 +184,9 @@ def plan(
             "applying a fitted artifact is not supported with transform.preprocessing_fn yet; "
             "run without --artifact / transform.artifact (the function is analyzed again)"
         )
-    artifact = read_artifact(artifact_dir) if artifact_dir else None
+    artifact = read_artifact(artifact_dir, build_step) if artifact_dir else None
     if artifact is not None:
-        steps = artifact.build_steps()
+        steps = artifact.build_steps(build_step)
         _check_artifact(spec, steps, input_schema, artifact)
         fitted = artifact.fitted
     else:

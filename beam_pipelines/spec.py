@@ -24,9 +24,10 @@ from transforms.core.config import SpecError, Within, check_within, from_mapping
 from transforms.core.errors import InputError
 from transforms.core.schema import parse_type, type_name
 from transforms.core.split import Split
-from transforms.core.steps import Step, build_step
+from transforms.core.steps import Step
 from transforms.io.bigquery import BigQuerySink, parse_table
 from transforms.io.read import Source
+from transforms.ops.registry import build_step
 
 FORMATS = ("parquet", "tfrecord", "csv", "jsonl")
 # ``package.module:function``: dotted identifiers, a colon, one identifier.

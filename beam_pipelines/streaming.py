@@ -64,6 +64,7 @@ from transforms.io.bigquery import (
 )
 from transforms.io.read import resolve_schema
 from transforms.io.write import conform, encode_jsonl
+from transforms.ops.registry import build_step
 from transforms.streaming.live_source import LiveSource
 from transforms.streaming.pubsub_pull import (
     Limits,
@@ -276,7 +277,7 @@ def plan(
         stream = dataclasses.replace(stream, artifact=artifact_dir)
     if output:
         stream = dataclasses.replace(stream, output=dataclasses.replace(stream.output, path=output))
-    artifact = read_artifact(stream.artifact)
+    artifact = read_artifact(stream.artifact, build_step)
     input_schema = arrow_schema(artifact.input_schema)
     if spec.source.schema is not None:
         input_schema = resolve_schema(spec.source, [])

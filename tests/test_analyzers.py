@@ -1,4 +1,4 @@
-"""Tests for transforms.ops.analyzers: exact outputs, merging, pickling, non-finite values."""
+"""Tests for the analyzers and quantiles: exact outputs, merging, pickling, non-finite values."""
 
 from __future__ import annotations
 
@@ -13,19 +13,20 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from transforms.ops.analyzers import (
-    DEFAULT_MAX_BINS,
-    MIN_MAX_BINS,
     SUM_EXPONENT,
     Moments,
+    ValueCounts,
+    exact_sums,
+    vocabulary_order,
+)
+from transforms.ops.arrays import split_finite, string_form
+from transforms.ops.quantiles import (
+    DEFAULT_MAX_BINS,
+    MIN_MAX_BINS,
     Quantiles,
     QuantileSummary,
-    ValueCounts,
     bucket_boundaries,
-    exact_sums,
     quantiles_of,
-    split_finite,
-    string_form,
-    vocabulary_order,
 )
 
 

@@ -20,7 +20,7 @@ from transforms.core.artifact import (
     unescape_line,
     write_artifact,
 )
-from transforms.core.steps import build_step
+from transforms.ops.registry import build_step
 
 STEPS = [
     {"op": "vocabulary", "column": "s", "num_oov_buckets": 2, "output": "s_xf"},
@@ -59,7 +59,7 @@ def test_round_trip_and_layout(tmp_path: pathlib.Path):
     artifact = make_artifact()
     digest = write_artifact(str(tmp_path / "art"), artifact)
     assert digest == content_hash(artifact) and len(digest) == 64
-    assert read_artifact(str(tmp_path / "art")) == artifact
+    assert read_artifact(str(tmp_path / "art"), build_step) == artifact
 
     document = json.loads((tmp_path / "art/transform.json").read_text())
     assert document["sha256"] == digest
@@ -79,7 +79,7 @@ def test_round_trip_and_layout(tmp_path: pathlib.Path):
 
 def test_build_steps_gives_equal_steps(tmp_path: pathlib.Path):
     write_artifact(str(tmp_path), make_artifact())
-    steps = read_artifact(str(tmp_path)).build_steps()
+    steps = read_artifact(str(tmp_path), build_step).build_steps(build_step)
     assert [s.describe() for s in steps] == make_artifact().steps
     assert [s.name for s in steps] == ["vocabulary:s", "z_score:x", "expression:y"]
 
@@ -90,7 +90,7 @@ def test_empty_vocabulary_round_trips(tmp_path: pathlib.Path):
     artifact.fitted["vocabulary:s"]["frequencies"] = []
     write_artifact(str(tmp_path), artifact)
     assert (tmp_path / "vocabularies/vocabulary_s.txt").read_text() == ""
-    assert read_artifact(str(tmp_path)) == artifact
+    assert read_artifact(str(tmp_path), build_step) == artifact
 
 
 def test_clashing_sanitised_names_get_distinct_files(tmp_path: pathlib.Path):
@@ -99,7 +99,7 @@ def test_clashing_sanitised_names_get_distinct_files(tmp_path: pathlib.Path):
     write_artifact(str(tmp_path), artifact)
     files = sorted(p.name for p in (tmp_path / "vocabularies").iterdir())
     assert files == ["vocabulary_s-2.txt", "vocabulary_s.txt"]
-    assert read_artifact(str(tmp_path)) == artifact
+    assert read_artifact(str(tmp_path), build_step) == artifact
 
 
 def test_tampered_vocabulary_fails(tmp_path: pathlib.Path):
@@ -107,7 +107,7 @@ def test_tampered_vocabulary_fails(tmp_path: pathlib.Path):
     vocab = tmp_path / "vocabularies/vocabulary_s.txt"
     vocab.write_text(vocab.read_text().replace("a\n", "b\n", 1))
     with pytest.raises(ArtifactError, match="does not match its sha256"):
-        read_artifact(str(tmp_path))
+        read_artifact(str(tmp_path), build_step)
 
 
 def test_tampered_parameters_fail(tmp_path: pathlib.Path):
@@ -115,7 +115,7 @@ def test_tampered_parameters_fail(tmp_path: pathlib.Path):
     path = tmp_path / "transform.json"
     path.write_text(path.read_text().replace('"mean": 1.5', '"mean": 1.6'))
     with pytest.raises(ArtifactError, match="the files were modified after they were written"):
-        read_artifact(str(tmp_path))
+        read_artifact(str(tmp_path), build_step)
 
 
 def test_truncated_vocabulary_fails(tmp_path: pathlib.Path):
@@ -123,18 +123,18 @@ def test_truncated_vocabulary_fails(tmp_path: pathlib.Path):
     vocab = tmp_path / "vocabularies/vocabulary_s.txt"
     vocab.write_text("a\n")
     with pytest.raises(ArtifactError, match=r"has 1 values but transform\.json records 6"):
-        read_artifact(str(tmp_path))
+        read_artifact(str(tmp_path), build_step)
 
 
 def test_missing_files_fail(tmp_path: pathlib.Path):
     with pytest.raises(ArtifactError, match=r"artifact file .*transform.json is missing"):
-        read_artifact(str(tmp_path))
+        read_artifact(str(tmp_path), build_step)
     write_artifact(str(tmp_path), make_artifact())
     (tmp_path / "vocabularies/vocabulary_s.txt").unlink()
     with pytest.raises(
         ArtifactError, match=r"vocabulary file of step 'vocabulary:s' .* is missing"
     ):
-        read_artifact(str(tmp_path))
+        read_artifact(str(tmp_path), build_step)
 
 
 def test_unknown_format_version_fails(tmp_path: pathlib.Path):
@@ -142,7 +142,7 @@ def test_unknown_format_version_fails(tmp_path: pathlib.Path):
     path = tmp_path / "transform.json"
     path.write_text(path.read_text().replace('"format_version": 1', '"format_version": 9'))
     with pytest.raises(ArtifactError, match="format_version 9; this code reads version 1"):
-        read_artifact(str(tmp_path))
+        read_artifact(str(tmp_path), build_step)
 
 
 @given(st.text())
@@ -173,7 +173,7 @@ def test_non_finite_statistics_are_written_as_null(tmp_path: pathlib.Path):
     document = _strict_loads((tmp_path / "transform.json").read_text())
     assert document["fitted"]["z_score:x"]["variance"] is None
     assert document["fitted"]["z_score:x"]["sum"] is None
-    back = read_artifact(str(tmp_path))
+    back = read_artifact(str(tmp_path), build_step)
     assert back.fitted["z_score:x"]["variance"] is None
     assert content_hash(back) == digest
 
@@ -206,7 +206,7 @@ def test_missing_top_level_key_names_file_and_key(tmp_path: pathlib.Path, key: s
     del document[key]
     path.write_text(json.dumps(document))
     with pytest.raises(ArtifactError) as caught:
-        read_artifact(str(tmp_path))
+        read_artifact(str(tmp_path), build_step)
     message = str(caught.value)
     assert message == f"{path}: missing key {key!r}"
     assert "\n" not in message
@@ -230,7 +230,7 @@ def test_missing_fitted_key_names_file_and_key(tmp_path: pathlib.Path, delete, n
     delete(document)
     path.write_text(json.dumps(document))
     with pytest.raises(ArtifactError, match=r"^.*transform\.json: missing key ") as caught:
-        read_artifact(str(tmp_path))
+        read_artifact(str(tmp_path), build_step)
     assert str(caught.value) == f"{path}: missing key {named}"
 
 
@@ -251,7 +251,7 @@ def test_malformed_transform_json_fails_in_one_line(tmp_path: pathlib.Path, text
     else:
         path.write_text(text)
     with pytest.raises(ArtifactError, match=problem) as caught:
-        read_artifact(str(tmp_path))
+        read_artifact(str(tmp_path), build_step)
     assert str(path) in str(caught.value) and "\n" not in str(caught.value)
 
 
@@ -262,12 +262,12 @@ def test_wrong_types_are_named(tmp_path: pathlib.Path):
     document["steps"] = {"not": "a list"}
     path.write_text(json.dumps(document))
     with pytest.raises(ArtifactError, match=r"'steps' is dict; expected a list"):
-        read_artifact(str(tmp_path))
+        read_artifact(str(tmp_path), build_step)
     document["steps"] = []
     document["fitted"]["z_score:x"] = [1, 2]
     path.write_text(json.dumps(document))
     with pytest.raises(ArtifactError, match=r"fitted\['z_score:x'\] is not an object"):
-        read_artifact(str(tmp_path))
+        read_artifact(str(tmp_path), build_step)
 
 
 def test_cli_prints_a_broken_artifact_as_one_line(tmp_path: pathlib.Path):

@@ -15,21 +15,11 @@ from hypothesis import strategies as st
 
 from transforms.core.config import SpecError
 from transforms.core.engine import REJECTED, apply_steps
-from transforms.core.steps import Step, StepResult, build_step
-from transforms.ops.clean import (
-    AllowedValues,
-    Cast,
-    Clip,
-    DropColumns,
-    FillMissing,
-    NormalizeText,
-    Range,
-    Regex,
-    Rename,
-    Required,
-    cast_array,
-    clip_array,
-)
+from transforms.core.steps import Step, StepResult
+from transforms.ops.checks import AllowedValues, Range, Regex, Required
+from transforms.ops.clean import Cast, DropColumns, NormalizeText, Rename, cast_array
+from transforms.ops.fitted_clean import Clip, FillMissing, clip_array
+from transforms.ops.registry import build_step
 
 
 def batch(**columns: pa.Array | list) -> pa.RecordBatch:

@@ -13,16 +13,11 @@ from apache_beam.testing.util import assert_that, equal_to
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from transforms.beam.dedupe import DeduplicateBatches
 from transforms.core.config import SpecError
 from transforms.core.engine import apply_steps, segments
-from transforms.core.steps import build_step
-from transforms.ops.dedupe import (
-    Deduplicate,
-    DeduplicateBatches,
-    dedupe_partition,
-    duplicate_mask,
-    partition_batch,
-)
+from transforms.ops.dedupe import Deduplicate, dedupe_partition, duplicate_mask, partition_batch
+from transforms.ops.registry import build_step
 
 
 def rows(file: str, lines: list[int], **columns: list) -> pa.RecordBatch:

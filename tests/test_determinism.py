@@ -23,8 +23,10 @@ import pyarrow as pa
 import pytest
 import yaml
 
-from transforms.core.steps import Analyzer, build_step
-from transforms.ops.analyzers import MIN_MAX_BINS, Moments, Quantiles, ValueCounts
+from transforms.core.steps import Analyzer
+from transforms.ops.analyzers import Moments, ValueCounts
+from transforms.ops.quantiles import MIN_MAX_BINS, Quantiles
+from transforms.ops.registry import build_step
 from transforms.ops.stats import DatasetStats
 
 REPO = pathlib.Path(__file__).resolve().parent.parent

@@ -1,4 +1,4 @@
-"""Tests for transforms.ops.expressions: parsing, vectorised evaluation, expression and filter."""
+"""Tests for the expression language: parsing, vectorised evaluation, expression and filter."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ from hypothesis import strategies as st
 
 from transforms.core.config import SpecError
 from transforms.core.engine import apply_steps
-from transforms.core.steps import build_step
-from transforms.ops.expressions import evaluate, evaluate_checked, parse
+from transforms.ops.expression_eval import evaluate, evaluate_checked
+from transforms.ops.expression_parser import parse
+from transforms.ops.registry import build_step
 
 BATCH = pa.record_batch(
     {
@@ -298,7 +299,7 @@ def test_non_finite_from_a_narrowing_cast_and_integer_casts():
     ],
 )
 def test_oversized_expressions_fail_at_spec_load_in_one_line(expr):
-    from transforms.ops.expressions import MAX_EXPRESSION_DEPTH, MAX_EXPRESSION_NODES
+    from transforms.ops.expression_parser import MAX_EXPRESSION_DEPTH, MAX_EXPRESSION_NODES
 
     assert (MAX_EXPRESSION_NODES, MAX_EXPRESSION_DEPTH) == (1_000, 100)
     with pytest.raises(SpecError) as caught:

@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 from transforms.core.config import SpecError
 from transforms.core.engine import apply_steps
 from transforms.core.fingerprint import fingerprint64, hash_buckets
-from transforms.core.steps import build_step
 from transforms.ops.features import EMPTY_VOCABULARY_DUMMY
+from transforms.ops.registry import build_step
 
 
 def step(**mapping):

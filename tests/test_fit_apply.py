@@ -12,8 +12,8 @@ from apache_beam.testing.util import assert_that, equal_to
 
 from transforms.beam.apply import COUNTS, ERRORS, ApplySteps
 from transforms.beam.fit import AnalyzeBatches, FitSteps
-from transforms.core.steps import build_step
 from transforms.ops.analyzers import Moments
+from transforms.ops.registry import build_step
 
 
 def _batches() -> list[pa.RecordBatch]:

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from transforms.core.artifact import Artifact, write_artifact
 from transforms.core.engine import apply_steps
-from transforms.core.steps import build_step
+from transforms.ops.registry import build_step
 from transforms.serving.preprocessor import Preprocessor
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
@@ -251,7 +251,7 @@ def test_allow_non_finite_is_recorded_in_the_artifact_and_applied(tmp_path):
     assert "allow_non_finite" not in plain.content()
     assert content_hash(allowing) != content_hash(plain)
     write_artifact(str(tmp_path / "a"), allowing)
-    assert read_artifact(str(tmp_path / "a")).allow_non_finite == ["x"]
+    assert read_artifact(str(tmp_path / "a"), build_step).allow_non_finite == ["x"]
     out, errors = Preprocessor.load(str(tmp_path / "a")).transform_rows(
         [{"x": "NaN", "y": 1.0}, {"x": float("inf"), "y": float("inf")}]
     )

@@ -417,6 +417,7 @@ def test_a_newer_artifact_is_applied_without_restarting(
 ) -> None:
     """Half the rows, then a newer artifact is published, then the other half."""
     from transforms.core.artifact import read_artifact, write_artifact
+    from transforms.ops.registry import build_step
 
     rows_csv = _subset(tmp_path)
     header, *lines = rows_csv.read_text().splitlines()
@@ -426,7 +427,7 @@ def test_a_newer_artifact_is_applied_without_restarting(
     spec_file = load_spec(str(STREAMING_YAML))
     run_job(spec_file, inputs=[str(rows_csv)], output=str(tmp_path / "batch"))
     # The newer artifact: another fare mean (as a refit on other data would give).
-    newer = read_artifact(str(tmp_path / "batch"))
+    newer = read_artifact(str(tmp_path / "batch"), build_step)
     newer.fitted = {**newer.fitted, "z_score:fare": {**newer.fitted["z_score:fare"], "mean": 0.0}}
     write_artifact(str(tmp_path / "newer"), newer)
     # What each half must get: the first half the artifact of the start, the second the newer.

@@ -22,6 +22,7 @@ from tests.datasets import dataset_files, run_root
 from transforms.beam.artifact_reload import ArtifactWatcher
 from transforms.core.artifact import read_artifact, write_artifact
 from transforms.core.config import SpecError
+from transforms.ops.registry import build_step
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 SAMPLE = REPO / "examples" / "chicago_taxi" / "data" / "sample.csv"
@@ -170,7 +171,7 @@ def test_watcher_reloads_a_newer_artifact(batch_run: pathlib.Path, tmp_path: pat
     now = [0.0]
     watcher = ArtifactWatcher(str(directory), refresh_seconds=10, clock=lambda: now[0])
     _, fitted, first = watcher.current()
-    artifact = read_artifact(str(directory))
+    artifact = read_artifact(str(directory), build_step)
     changed = dict(artifact.fitted)
     changed["z_score:fare"] = {**changed["z_score:fare"], "mean": 0.0}
     artifact.fitted = changed

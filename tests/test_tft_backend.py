@@ -27,6 +27,7 @@ from examples.chicago_taxi import taxi_preprocessing as taxi
 from tests.datasets import run_root
 from transforms.core.artifact import read_artifact
 from transforms.core.config import SpecError
+from transforms.ops.registry import build_step
 from transforms.tft import backend as tft_backend
 
 pytestmark = [pytest.mark.tft, pytest.mark.slow]
@@ -185,7 +186,7 @@ def test_artifact_records_the_backend_and_the_transform_fn_loads(runs):
     spec = output.transformed_feature_spec()
     assert set(spec) == set(runs["tft"])
     assert spec["fare_xf"] == tf.io.FixedLenFeature([], tf.float32)
-    native = read_artifact(str(runs["native_out"])).fitted
+    native = read_artifact(str(runs["native_out"]), build_step).fitted
     for i, key in enumerate(taxi.VOCAB_FEATURE_KEYS):
         suffix = f"_{i}" if i else ""
         theirs = output.vocabulary_by_name(f"vocab_compute_and_apply_vocabulary{suffix}_vocabulary")

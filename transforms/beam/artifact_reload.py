@@ -32,6 +32,7 @@ from transforms.core.artifact import TRANSFORM_FILE, Artifact, read_artifact
 from transforms.core.engine import apply_steps
 from transforms.core.steps import Step
 from transforms.io.commit import resolve_artifact_dir
+from transforms.ops.registry import build_step
 
 
 def recorded_hash(directory: str) -> str | None:
@@ -81,9 +82,9 @@ class ArtifactWatcher:
             directory = resolve_artifact_dir(self.directory)
             digest = recorded_hash(directory)
             if digest is not None and digest != self.sha256:
-                artifact = read_artifact(directory)
+                artifact = read_artifact(directory, build_step)
                 self.artifact = artifact
-                self.steps = [s for s in artifact.build_steps() if not s.is_barrier]
+                self.steps = [s for s in artifact.build_steps(build_step) if not s.is_barrier]
                 self.sha256 = digest
                 self.loads += 1
         if self.artifact is None:

@@ -1,10 +1,10 @@
 """The step contract: pure ``batch -> StepResult`` functions, optionally fitted.
 
 A *step* is one clean or feature operation named in a spec (``op: z_score``). It is a
-dataclass whose fields are its parameters, registered under its op name. Steps that need
-statistics of the whole data set return an :class:`Analyzer`: mergeable accumulators that
-Beam combines across the data set (fit); :meth:`Step.apply` then takes the analyzer's
-JSON-serialisable output (apply). The same ``apply`` runs in batch, streaming and serving.
+dataclass whose fields are its parameters, looked up by its op name in
+:mod:`transforms.ops.registry`. Steps that need statistics of the whole data set return an
+:class:`Analyzer`: mergeable accumulators that Beam combines across the data set (fit);
+:meth:`Step.apply` then takes the analyzer's JSON-serialisable output (apply). The same ``apply`` runs in batch, streaming and serving.
 
 Rows a step refuses are not removed by the step: it returns the batch unchanged in length
 and says which rows to reject (data errors, sent to the error output) or to drop on purpose
@@ -16,13 +16,11 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, ClassVar, Generic, NamedTuple, TypeVar
 
 import numpy as np
 import pyarrow as pa
-
-from transforms.core.config import SpecError, from_mapping
 
 A = TypeVar("A")
 
@@ -93,7 +91,8 @@ class Step(abc.ABC):
     """Base class of every clean and feature step.
 
     Subclasses are dataclasses whose fields are the step's parameters; they set ``op`` and
-    are registered with :func:`register`. ``name`` identifies the step in error records,
+    are listed in their module's ``STEPS`` tuple, which :mod:`transforms.ops.registry`
+    merges. ``name`` identifies the step in error records,
     counts and the artifact; the spec loader fills it in when the spec leaves it out.
     """
 
@@ -135,47 +134,7 @@ class Step(abc.ABC):
         return {"op": self.op, **dataclasses.asdict(self)}
 
 
-STEPS: dict[str, type[Step]] = {}
-
-S = TypeVar("S", bound=type[Step])
-
-
-def register(cls: S) -> S:
-    """Class decorator adding a step class to the registry under its ``op``."""
-    if not cls.op:
-        raise TypeError(f"{cls.__name__} must set op")
-    if cls.op in STEPS and STEPS[cls.op] is not cls:
-        raise TypeError(f"op {cls.op!r} registered twice")
-    STEPS[cls.op] = cls
-    return cls
-
-
-def build_step(item: Any, path: str) -> Step:
-    """Builds a step from its spec mapping (``{op: ..., <params>}``).
-
-    Raises:
-        SpecError: for a missing or unknown ``op`` (listing the registered ones) and for any
-            invalid parameter.
-    """
-    _load_builtin_steps()
-    if not isinstance(item, Mapping):
-        raise SpecError(path, f"got {item!r}; expected a mapping with an 'op' key")
-    op = item.get("op")
-    if op is None:
-        raise SpecError(path, f"missing 'op'; valid ops are {', '.join(sorted(STEPS))}")
-    if op not in STEPS:
-        raise SpecError(
-            f"{path}.op", f"unknown op {op!r}; valid ops are {', '.join(sorted(STEPS))}"
-        )
-    params = {k: v for k, v in item.items() if k != "op"}
-    step = from_mapping(STEPS[op], params, path)
-    if not step.name:
-        step.name = step.default_name()
-    return step
-
-
-def _load_builtin_steps() -> None:
-    # Importing the modules registers their steps; kept lazy so this module stays a leaf.
-    import transforms.ops.clean
-    import transforms.ops.dedupe
-    import transforms.ops.features  # noqa: F401
+# Builds a step from its spec mapping and YAML path; :func:`transforms.ops.registry.build_step`
+# is the one implementation. Code in this package that reads steps back (the artifact) takes
+# it as an argument, so the contract never imports the ops that implement it.
+BuildStep = Callable[[Any, str], Step]

@@ -2,24 +2,23 @@
 
 Deduplication regroups the data set, so it cannot run batch by batch: the ``dedupe`` step is
 a *barrier* (:attr:`~transforms.core.steps.Step.is_barrier`) that pipelines run with
-:class:`DeduplicateBatches`. Rows are ordered by their hidden source columns
+:class:`transforms.beam.dedupe.DeduplicateBatches`, built on the pure functions here. Rows are ordered by their hidden source columns
 (``__file``, ``__line``), so which duplicate survives is the same on every run and runner.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from typing import ClassVar, Literal
 
-import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from transforms.core.hashing import row_hash
 from transforms.core.schema import FILE_COLUMN, HIDDEN_PREFIX, LINE_COLUMN
-from transforms.core.steps import Fitted, Step, StepResult, register
+from transforms.core.steps import Fitted, Step, StepResult
 
 # Reason under which dropped duplicates are counted in the manifest.
 DUPLICATE = "duplicate"
@@ -32,7 +31,6 @@ _ROW = "__row"
 _MAX_BATCH_ROWS = 8192
 
 
-@register
 @dataclasses.dataclass(kw_only=True)
 class Deduplicate(Step):
     """Drops rows whose key was already seen (the ``dedupe`` op).
@@ -184,69 +182,4 @@ def dedupe_partition(
     return survivors.to_batches(max_chunksize=_MAX_BATCH_ROWS), int(drop.sum())
 
 
-class _PartitionFn(beam.DoFn):
-    def __init__(self, key: Sequence[str], num_partitions: int) -> None:
-        self._key = list(key)
-        self._num_partitions = num_partitions
-
-    def process(self, batch: pa.RecordBatch) -> Iterator[tuple[int, pa.RecordBatch]]:
-        yield from partition_batch(batch, self._key, self._num_partitions)
-
-
-class _DedupeFn(beam.DoFn):
-    def __init__(self, key: Sequence[str], keep: Keep) -> None:
-        self._key = list(key)
-        self._keep = keep
-        self._dropped = beam.metrics.Metrics.counter("dedupe", "rows_dropped")
-
-    def process(  # type: ignore[override]
-        self, element: tuple[int, Iterable[pa.RecordBatch]]
-    ) -> Iterator[pa.RecordBatch | beam.pvalue.TaggedOutput]:
-        _, batches = element
-        survivors, dropped = dedupe_partition(list(batches), self._key, self._keep)
-        yield from survivors
-        self._dropped.inc(dropped)
-        yield beam.pvalue.TaggedOutput(DeduplicateBatches.DROPPED, dropped)
-
-
-class DeduplicateBatches(beam.PTransform):
-    """Keeps one row per key across a PCollection of record batches.
-
-    Input: ``PCollection[pa.RecordBatch]`` carrying the key columns and, for a deterministic
-    choice of survivor, the hidden ``__file``/``__line`` columns. Rows are hash-partitioned
-    by key into ``num_partitions`` groups (``GroupByKey``); each group is deduplicated with
-    :func:`duplicate_mask`. A worker holds one partition at a time, about
-    ``data size / num_partitions``.
-
-    Output: a tagged result whose main output ``batches`` holds the surviving rows (at most
-    8192 rows per batch, in source order within a partition) and whose ``dropped`` output
-    holds one int per non-empty partition: the rows dropped there. Metric counter
-    ``dedupe/rows_dropped``.
-
-    Batch pipelines only: on unbounded input the grouping needs windowing first (it then
-    deduplicates within each window).
-    """
-
-    DROPPED = "dropped"
-    BATCHES = "batches"
-
-    def __init__(self, *, step: Step, num_partitions: int = 64) -> None:
-        super().__init__()
-        # Typed as any Step so pipelines can pass the barrier step of a segment as it comes.
-        if not isinstance(step, Deduplicate):
-            raise TypeError(f"step must be a Deduplicate step, got {type(step).__name__}")
-        if num_partitions < 1:
-            raise ValueError(f"num_partitions must be at least 1, got {num_partitions}")
-        self.step: Deduplicate = step
-        self.num_partitions = num_partitions
-
-    def expand(self, batches: beam.PCollection) -> beam.pvalue.DoOutputsTuple:
-        return (
-            batches
-            | "Partition" >> beam.ParDo(_PartitionFn(self.step.key, self.num_partitions))
-            | "Group" >> beam.GroupByKey()
-            | "Dedupe"
-            >> beam.ParDo(_DedupeFn(self.step.key, self.step.keep)).with_outputs(
-                self.DROPPED, main=self.BATCHES
-            )
-        )
+STEPS = (Deduplicate,)

@@ -1,7 +1,9 @@
-"""Feature steps: scaling, bucketing, vocabularies, hashing, crosses and time parts.
+"""Feature steps: scaling, bucketing, vocabularies, hashing and crosses.
 
-Each step is a registered :class:`~transforms.core.steps.Step`; fitted ones return an analyzer
-from :mod:`transforms.ops.analyzers` and apply its JSON output. Where tf.Transform has the same
+Each step is a :class:`~transforms.core.steps.Step`; fitted ones return an analyzer from
+:mod:`transforms.ops.analyzers` or :mod:`transforms.ops.quantiles` and apply its JSON output.
+Calendar parts (``timestamp_parts``) are in :mod:`transforms.ops.time_parts` and typed copies
+(``copy``) in :mod:`transforms.ops.clean`. Where tf.Transform has the same
 operation the numbers are tf.Transform's:
 
 - ``z_score``: ``(x - mean) / sqrt(population variance)`` in float32 (float64 for float64
@@ -42,23 +44,21 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import zoneinfo
 from typing import Annotated, Any, ClassVar
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-import transforms.ops.expressions  # noqa: F401  (registers the expression and filter steps)
 from transforms.core.config import Within
 from transforms.core.fingerprint import fingerprint64, hash_buckets
-from transforms.core.schema import parse_type
-from transforms.core.steps import Analyzer, Fitted, Rejection, Step, StepResult, register
-from transforms.ops.analyzers import Moments, Quantiles, ValueCounts, column_of, string_form
-from transforms.ops.expressions import checked_cast, put_column
+from transforms.core.steps import Analyzer, Fitted, Rejection, Step, StepResult
+from transforms.ops.analyzers import Moments, ValueCounts
+from transforms.ops.arrays import column_of, string_form
+from transforms.ops.columns import put_column
+from transforms.ops.quantiles import Quantiles
 
 OUT_OF_DOMAIN = "out_of_domain"
-CAST_FAILED = "cast_failed"
 
 # tf.Transform's stand-in for an empty string vocabulary (analyzers.py).
 EMPTY_VOCABULARY_DUMMY = "49d0cd50-04bb-48c0-bc6f-5b575dce351a"
@@ -121,7 +121,6 @@ class _ColumnStep(Step):
         return [self.target]
 
 
-@register
 @dataclasses.dataclass(kw_only=True)
 class ZScore(_ColumnStep):
     """Standardises a numeric column with the data set's mean and population variance.
@@ -153,7 +152,6 @@ class ZScore(_ColumnStep):
         return StepResult(put_column(batch, self.target, _with_nulls(result, nulls, tp)))
 
 
-@register
 @dataclasses.dataclass(kw_only=True)
 class MinMax(_ColumnStep):
     """Scales a numeric column to ``[output_min, output_max]`` with the data set's range."""
@@ -189,7 +187,6 @@ class MinMax(_ColumnStep):
         return StepResult(put_column(batch, self.target, values))
 
 
-@register
 @dataclasses.dataclass(kw_only=True)
 class Log(_ColumnStep):
     """Natural (or ``base``) logarithm of ``column + offset``.
@@ -232,7 +229,6 @@ class Log(_ColumnStep):
         return StepResult(put_column(batch, self.target, values), rejections)
 
 
-@register
 @dataclasses.dataclass(kw_only=True)
 class Bucketize(_ColumnStep):
     """Bucket index (int64) of a numeric column, by fitted quantiles or fixed boundaries.
@@ -277,7 +273,6 @@ class Bucketize(_ColumnStep):
         return StepResult(put_column(batch, self.target, values))
 
 
-@register
 @dataclasses.dataclass(kw_only=True)
 class Vocabulary(_ColumnStep):
     """Integer ids (int64) from the data set's vocabulary of a column.
@@ -328,7 +323,6 @@ class Vocabulary(_ColumnStep):
         return StepResult(put_column(batch, self.target, pa.array(rows, pa.int64())))
 
 
-@register
 @dataclasses.dataclass(kw_only=True)
 class HashBucket(_ColumnStep):
     """``Fingerprint64(string form) % num_buckets`` as int64 (``to_hash_bucket_fast``)."""
@@ -346,7 +340,6 @@ class HashBucket(_ColumnStep):
         return StepResult(put_column(batch, self.target, hash_buckets(strings, self.num_buckets)))
 
 
-@register
 @dataclasses.dataclass(kw_only=True)
 class Cross(Step):
     """Hash bucket of several columns joined: ``Fingerprint64("a_X_b") % num_buckets``.
@@ -386,117 +379,4 @@ class Cross(Step):
         return StepResult(put_column(batch, self.target, hash_buckets(joined, self.num_buckets)))
 
 
-TIME_PARTS = ("hour", "minute", "day_of_week", "day", "month", "year", "day_of_year", "is_weekend")
-
-
-@register
-@dataclasses.dataclass(kw_only=True)
-class TimestampParts(Step):
-    """Calendar parts (int64) of a timestamp or integer unix-seconds column.
-
-    Parts: ``hour``, ``minute``, ``day_of_week`` (0 = Monday), ``day``, ``month``, ``year``,
-    ``day_of_year`` (1-based), ``is_weekend`` (1 on Saturday and Sunday, else 0), in
-    ``timezone`` (IANA name). Outputs are ``{prefix}_{part}``; ``prefix`` defaults to the
-    column name. The source column is kept.
-    """
-
-    op: ClassVar[str] = "timestamp_parts"
-
-    column: str
-    parts: list[str] = dataclasses.field(default_factory=lambda: list(TIME_PARTS))
-    prefix: str | None = None
-    timezone: str = "UTC"
-
-    def validate(self) -> None:
-        unknown = [p for p in self.parts if p not in TIME_PARTS]
-        if unknown or not self.parts:
-            raise ValueError(f"unknown part {unknown[:1]}; valid parts are {', '.join(TIME_PARTS)}")
-        try:
-            zoneinfo.ZoneInfo(self.timezone)
-        except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
-            raise ValueError(
-                f"unknown timezone {self.timezone!r}; use an IANA name like 'America/Chicago'"
-            ) from exc
-
-    def input_columns(self) -> list[str]:
-        return [self.column]
-
-    def output_columns(self) -> list[str]:
-        return [f"{self.prefix or self.column}_{part}" for part in self.parts]
-
-    def apply(self, batch: pa.RecordBatch, fitted: Fitted | None) -> StepResult:
-        array = column_of(batch, self.column)
-        if isinstance(array, pa.ChunkedArray):
-            array = array.combine_chunks()
-        if pa.types.is_integer(array.type):
-            array = pc.cast(array.cast(pa.int64()), pa.timestamp("s", tz="UTC"))
-        elif not pa.types.is_timestamp(array.type):
-            raise ValueError(
-                f"column {self.column!r} is {array.type}; timestamp_parts needs a timestamp "
-                "or integer unix seconds"
-            )
-        elif array.type.tz is None:
-            # A naive timestamp is taken as UTC, the project's convention for readers.
-            array = array.cast(pa.timestamp(array.type.unit, tz="UTC"))
-        local = array.cast(pa.timestamp(array.type.unit, tz=self.timezone))
-        day_of_week = pc.day_of_week(local)
-        compute = {
-            "hour": lambda: pc.hour(local),
-            "minute": lambda: pc.minute(local),
-            "day_of_week": lambda: day_of_week,
-            "day": lambda: pc.day(local),
-            "month": lambda: pc.month(local),
-            "year": lambda: pc.year(local),
-            "day_of_year": lambda: pc.day_of_year(local),
-            "is_weekend": lambda: pc.cast(pc.greater_equal(day_of_week, 5), pa.int64()),
-        }
-        out = batch
-        for part, name in zip(self.parts, self.output_columns(), strict=True):
-            out = put_column(out, name, pc.cast(compute[part](), pa.int64()))
-        return StepResult(out)
-
-
-@register
-@dataclasses.dataclass(kw_only=True)
-class Copy(Step):
-    """Copies columns to ``{column}{suffix}``, optionally cast to ``type`` (passthroughs).
-
-    Values that do not cast are rejected with reason ``cast_failed``.
-    """
-
-    op: ClassVar[str] = "copy"
-
-    columns: list[str]
-    suffix: str = "_xf"
-    type: str | None = None
-
-    def validate(self) -> None:
-        if not self.columns:
-            raise ValueError("columns must list at least one column")
-        if not self.suffix:
-            raise ValueError("suffix must be non-empty, or the copy would replace the column")
-        if self.type is not None:
-            parse_type(self.type)
-
-    def input_columns(self) -> list[str]:
-        return list(self.columns)
-
-    def output_columns(self) -> list[str]:
-        return [f"{c}{self.suffix}" for c in self.columns]
-
-    def apply(self, batch: pa.RecordBatch, fitted: Fitted | None) -> StepResult:
-        out = batch
-        rejections = []
-        for source, target in zip(self.columns, self.output_columns(), strict=True):
-            values = column_of(batch, source)
-            if self.type is not None:
-                cast, failed = checked_cast(values, parse_type(self.type))
-                if failed.any():
-                    shown = values.to_pylist()
-                    messages = np.full(len(failed), "", dtype=object)
-                    for row in np.flatnonzero(failed):
-                        messages[row] = f"{source}={shown[row]!r} does not cast to {self.type}"
-                    rejections.append(Rejection(failed, CAST_FAILED, messages))
-                values = cast
-            out = put_column(out, target, values)
-        return StepResult(out, tuple(rejections))
+STEPS = (ZScore, MinMax, Log, Bucketize, Vocabulary, HashBucket, Cross)

@@ -6,7 +6,7 @@ over the whole data set like any fitted step (per split, then merged). Its outpu
 pyarrow/NumPy calls; per-value Python runs only over the distinct values of a batch.
 
 Numeric statistics are deterministic: moments are exact sums and quantiles come from the
-order-independent :class:`~transforms.ops.analyzers.QuantileSummary`, so the same data gives
+order-independent :class:`~transforms.ops.quantiles.QuantileSummary`, so the same data gives
 the same numbers however it was bundled and merged. NaN and infinities are counted per
 column (``non_finite``) and left out of every other numeric statistic.
 """
@@ -26,13 +26,9 @@ import pyarrow.compute as pc
 
 from transforms.core.schema import HIDDEN_PREFIX, type_name
 from transforms.core.steps import Analyzer
-from transforms.ops.analyzers import (
-    MomentsAccumulator,
-    QuantileSummary,
-    precision_of,
-    quantiles_of,
-    split_finite,
-)
+from transforms.ops.analyzers import MomentsAccumulator
+from transforms.ops.arrays import precision_of, split_finite
+from transforms.ops.quantiles import QuantileSummary, quantiles_of
 
 # Map size (log2) of the frequent-strings sketch: counts are exact while a column has fewer
 # than 0.75 * 2**13 = 6144 distinct values, and estimates (with a known bound) beyond.

@@ -25,6 +25,7 @@ from transforms.core.values import (
     describe,
     rejected_mask,
 )
+from transforms.ops.registry import build_step
 
 INPUT_STEP = "input"
 
@@ -43,13 +44,13 @@ class Preprocessor:
     input_schema: pa.Schema = dataclasses.field(init=False)
 
     def __post_init__(self) -> None:
-        self.steps = [s for s in self.artifact.build_steps() if not s.is_barrier]
+        self.steps = [s for s in self.artifact.build_steps(build_step) if not s.is_barrier]
         self.input_schema = arrow_schema(self.artifact.input_schema)
 
     @classmethod
     def load(cls, directory: str) -> Preprocessor:
         """Reads and verifies the artifact under ``directory`` (local or gs://)."""
-        return cls(read_artifact(directory))
+        return cls(read_artifact(directory, build_step))
 
     @property
     def output_columns(self) -> list[str]:
