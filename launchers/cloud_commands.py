@@ -7,8 +7,9 @@
                                   [--validate-only] [--wait] [Dataflow flags ...]
     beamforge jobs wait|cancel|drain JOB --project P --region R [--timeout S] [--wait]
 
-Exit codes: 0 success, 1 failed, 2 invalid settings or arguments, 3 cancelled, 4 drained,
-5 updated (replaced), 6 timed out.
+Exit codes are :class:`launchers.exit_codes.ExitCode`: OK, FAILED, USER_ERROR (invalid
+settings or arguments), STOPPED (cancelled), DRAINED, UPDATED (replaced), TIMED_OUT; a job
+error carries its own (:attr:`launchers.polling.CloudJobError.exit_code`).
 """
 
 from __future__ import annotations
@@ -16,12 +17,12 @@ from __future__ import annotations
 import argparse
 import json
 import pathlib
-import sys
 import time
 from collections.abc import Sequence
 from typing import Any
 
 from launchers.exit_codes import ExitCode
+from launchers.report import error, format_summary
 
 
 def add_run_flags(run: argparse.ArgumentParser) -> None:
@@ -54,11 +55,6 @@ def wants_dataflow(args: argparse.Namespace, extra: Sequence[str]) -> bool:
         ):
             return True
     return False
-
-
-def _error(message: object) -> int:
-    print(f"error: {message}", file=sys.stderr)
-    return ExitCode.USER_ERROR
 
 
 def run_on_dataflow(args: argparse.Namespace, spec: Any, extra: Sequence[str]) -> int:
@@ -96,7 +92,7 @@ def run_on_dataflow(args: argparse.Namespace, spec: Any, extra: Sequence[str]) -
                 dry_run=args.dry_run,
             )
     except (SpecError, FileNotFoundError, ValueError) as exc:
-        return _error(exc)
+        return error(exc)
     if isinstance(job, DryRunJob):
         print(job.summary())
         if args.job_json:
@@ -112,12 +108,10 @@ def run_on_dataflow(args: argparse.Namespace, spec: Any, extra: Sequence[str]) -
     try:
         wait_for_job(jobs_client(api_endpoint=args.api_endpoint), ref, timeout=args.timeout)
     except JobError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
+        return error(exc, exc.exit_code)
     from apache_beam.io.filesystems import FileSystems
 
     from beam_pipelines.dataset import plan
-    from launchers.cli import format_summary
 
     root = plan(spec, output=args.output, inputs=args.input, artifact_dir=args.artifact).layout
     with FileSystems.open(root.manifest) as f:
@@ -215,10 +209,9 @@ def template_build(args: argparse.Namespace, spec: Any) -> int:
             cloud_build=client,
         )
     except ValueError as exc:
-        return _error(exc)
+        return error(exc)
     except TemplateBuildError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return ExitCode.FAILED
+        return error(exc, ExitCode.FAILED)
     print(f"template {built.out_dir} for image {built.image}")
     for path in built.paths:
         print(f"  {path}")
@@ -247,7 +240,7 @@ def template_launch(args: argparse.Namespace, extra: Sequence[str]) -> int:
             raise ValueError(f"unrecognized arguments: {' '.join(rest)}")
         params = parse_params(args.param)
     except (SpecError, ValueError) as exc:
-        return _error(exc)
+        return error(exc)
     job = launch_flex_template(
         templates_client(api_endpoint=args.api_endpoint),
         project=args.project,
@@ -276,8 +269,7 @@ def _wait(args: argparse.Namespace, ref: Any, *, expect: str) -> int:
             jobs_client(api_endpoint=args.api_endpoint), ref, timeout=args.timeout, expect=expect
         )
     except JobError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
+        return error(exc, exc.exit_code)
     print(f"Dataflow job {ref.job_id} is {expect}: {ref.console_url}")
     return ExitCode.OK
 

@@ -15,7 +15,8 @@ import pytest
 
 from beam_pipelines.runner import make_options, make_pipeline
 from launchers import cli
-from launchers.cli import ExitCode, failure_of
+from launchers.exit_codes import ExitCode
+from launchers.report import Failure, failure_of
 from tests.conftest import REPO, TAXI_SAMPLE
 from transforms.core.artifact import ArtifactError
 from transforms.core.config import SpecError
@@ -378,15 +379,15 @@ def _beam_failure(fn: Any, beam_args: list[str]) -> BaseException:
 
 
 IN_PIPELINE_CASES = [
-    (_raise_input_error, cli.Failure(ExitCode.USER_ERROR, "f.csv.gz: is truncated")),
-    (_raise_spec_error, cli.Failure(ExitCode.USER_ERROR, "split.fractions: bad")),
+    (_raise_input_error, Failure(ExitCode.USER_ERROR, "f.csv.gz: is truncated")),
+    (_raise_spec_error, Failure(ExitCode.USER_ERROR, "split.fractions: bad")),
     (
         _raise_artifact_error,
-        cli.Failure(ExitCode.USER_ERROR, "artifact/transform.json is missing"),
+        Failure(ExitCode.USER_ERROR, "artifact/transform.json is missing"),
     ),
     (
         _raise_counts_mismatch,
-        cli.Failure(ExitCode.FAILED, "row counts do not balance: read 3 but 2"),
+        Failure(ExitCode.FAILED, "row counts do not balance: read 3 but 2"),
     ),
     (_bug_while_handling_an_input_error, None),
     (_raise_value_error, None),
@@ -411,11 +412,11 @@ def test_failures_raised_in_a_worker_process_are_found_by_type(
 
 
 def test_failures_raised_before_the_run() -> None:
-    assert failure_of(InputError("x.csv", "missing")) == cli.Failure(
+    assert failure_of(InputError("x.csv", "missing")) == Failure(
         ExitCode.USER_ERROR, "x.csv: missing"
     )
     # A planning check that raises a plain ValueError is still the user's (until typed).
-    assert failure_of(ValueError("no output path: give --output")) == cli.Failure(
+    assert failure_of(ValueError("no output path: give --output")) == Failure(
         ExitCode.USER_ERROR, "no output path: give --output"
     )
     assert failure_of(KeyError("x")) is None
