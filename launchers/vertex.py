@@ -4,8 +4,9 @@ Thin typed functions over ``google-cloud-aiplatform``. Training runs as a ``Cust
 prebuilt or custom container that receives the dataset the way Vertex passes managed
 datasets (``AIP_TRAINING_DATA_URI``, ``AIP_VALIDATION_DATA_URI``, ``AIP_TEST_DATA_URI``,
 ``AIP_DATA_FORMAT``; ``AIP_MODEL_DIR`` comes from the job's base output directory).
-Waiting is bounded and backs off; only ``JOB_STATE_SUCCEEDED`` counts as success, every
-other terminal state raises its own error naming the job and its console page.
+Waiting is bounded and backs off (:func:`launchers.polling.poll`); only
+``JOB_STATE_SUCCEEDED`` counts as success, every other terminal state raises its own error
+(a :class:`launchers.polling.CloudJobError`) naming the job and its console page.
 
 :func:`init` points the SDK at a project; with an ``http://`` ``api_endpoint`` (a local fake
 server) it uses the REST transport and anonymous credentials.

@@ -1,9 +1,10 @@
 """Dataflow job control: launch a Flex Template, wait for a job, cancel or drain it.
 
 Thin typed functions over the Dataflow client library (``google-cloud-dataflow-client``).
-Waiting is bounded and backs off exponentially; every terminal state other than the one
-asked for raises its own exception naming the job and its console URL, so a chain never
-goes on after a job that merely stopped.
+Waiting is bounded and backs off exponentially (:func:`launchers.polling.poll`); every
+terminal state other than the one asked for raises its own exception (a
+:class:`launchers.polling.CloudJobError`) naming the job and its console URL, so a chain
+never goes on after a job that merely stopped.
 
 Clients are passed in; :func:`jobs_client` and :func:`templates_client` make them, with an
 ``api_endpoint`` for a local fake server (plain ``http://`` endpoints get anonymous

@@ -13,6 +13,7 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
+from launchers.exit_codes import ExitCode
 from launchers.serving.environment import (
     DEFAULT_MAX_REQUEST_BYTES,
     HANDLER_CLASS,
@@ -135,4 +136,4 @@ def main(argv: Sequence[str] | None = None) -> int:
         workers=1,
         log_level="warning",
     )
-    return 0
+    return ExitCode.OK
