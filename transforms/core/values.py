@@ -284,6 +284,10 @@ def _column_each(
     return _column(out, tp)
 
 
+# ---------------------------------------------------------------------------------------
+# Rows and batches.
+
+
 def describe(rejected: Sequence[tuple[str, Rejection]], prefix: str = "column") -> tuple[str, str]:
     """One row's reason and message from its rejected ``(column, rejection)`` pairs.
 
