@@ -57,6 +57,19 @@ def _pardo_steps(job: DryRunJob, prefix: str) -> list[str]:
     raise AssertionError(f"no DoFn with steps under {prefix}")
 
 
+def _stages(job: DryRunJob) -> dict[str, list[str]]:
+    """The names of the transforms each top-level transform holds, in graph order."""
+    transforms = job.pipeline.components.transforms
+    out = {}
+    for transform in transforms.values():
+        if transform.unique_name in job.transforms:
+            prefix = transform.unique_name + "/"
+            out[transform.unique_name] = [
+                transforms[t].unique_name.removeprefix(prefix) for t in transform.subtransforms
+            ]
+    return out
+
+
 @pytest.fixture(scope="module")
 def taxi_job() -> DryRunJob:
     settings, rest = resolve_settings(SETTINGS)
@@ -76,39 +89,41 @@ def test_the_graph_holds_every_step_of_the_spec(taxi_job: DryRunJob) -> None:
     assert taxi_job.job_name == "taxi-dry-run"
     assert taxi_job.transforms == [
         "Read",
-        "CountRead",
-        "CountReadErrors",
-        "AssignSplit",
-        "NothingFitted",
-        "ReadForFit",
-        "Fit0",
-        "Apply0",
-        "Partition",
-        "Write_train_parquet",
-        "Files_train_parquet",
-        "Write_eval_parquet",
-        "Files_eval_parquet",
-        "Stats_train",
-        "Stats_eval",
-        "StatsTrigger",
-        "Stats",
+        "Transform",
+        "Split",
+        "Write",
+        "Artifact",
         "AllErrors",
-        "ErrorJson",
-        "WriteErrors",
-        "DescribeErrors",
-        "CountErrors",
-        "WriteArtifact",
         "AllCounts",
-        "SumCounts",
-        "ManifestTrigger",
-        "AllFiles",
+        "Errors",
         "Manifest",
     ]
+    assert _stages(taxi_job) == {
+        "Read": ["Records", "CountRead", "CountReadErrors", "AssignSplit"],
+        "Transform": ["Fitted", "ReadForFit", "Fit0", "Apply0"],
+        "Split": ["Route"],
+        "Write": [
+            "Write_train_parquet",
+            "Files_train_parquet",
+            "Write_eval_parquet",
+            "Files_eval_parquet",
+            "Stats_train",
+            "Stats_eval",
+            "StatsTrigger",
+            "Stats",
+            "AllFiles",
+        ],
+        "Artifact": ["Write"],
+        "AllErrors": [],
+        "AllCounts": [],
+        "Errors": ["ErrorJson", "WriteErrors", "DescribeErrors", "CountErrors"],
+        "Manifest": ["SumCounts", "Trigger", "Commit"],
+    }
     spec_steps = [s.name for s in load_spec(str(TAXI_SPEC)).steps]
     assert spec_steps[:2] == ["fill_numbers", "fill_strings"]
     assert spec_steps[-1] == "label"
-    assert _pardo_steps(taxi_job, "Fit0/") == spec_steps
-    assert _pardo_steps(taxi_job, "Apply0/") == spec_steps
+    assert _pardo_steps(taxi_job, "Transform/Fit0/") == spec_steps
+    assert _pardo_steps(taxi_job, "Transform/Apply0/") == spec_steps
 
 
 def test_the_options_carry_every_setting(taxi_job: DryRunJob) -> None:
@@ -186,7 +201,7 @@ def test_setup_py_is_staged_as_an_sdist_of_beamforge(taxi_job: DryRunJob) -> Non
     for module in (
         "setup.py",
         "launchers/dataflow/settings.py",
-        "beam_pipelines/dataset.py",
+        "beam_pipelines/dataset/build.py",
         "beam_pipelines/flex_main.py",
         "transforms/ops/features.py",
     ):
@@ -236,21 +251,21 @@ def test_segments_around_a_barrier_each_get_fit_and_apply(tmp_path: pathlib.Path
     job = submit(spec, settings, output="gs://b-1/o", inputs=[str(csv)], dry_run=True)
 
     assert isinstance(job, DryRunJob)
-    names = job.transforms
-    assert [n for n in names if n[:-1] in ("Apply", "Fit", "Dedupe")] == [
+    stages = _stages(job)
+    assert [n for n in stages["Transform"] if n[:-1] in ("Apply", "Fit", "Dedupe")] == [
         "Apply0",
         "Dedupe0",
         "Fit1",
         "Apply1",
     ]
-    assert [n for n in names if n.startswith("Write_")] == [
+    assert [n for n in stages["Write"] if n.startswith("Write_")] == [
         "Write_train_parquet",
         "Write_train_csv",
         "Write_eval_parquet",
         "Write_eval_csv",
     ]
-    assert _pardo_steps(job, "Apply0/") == ["range:fare"]
-    assert _pardo_steps(job, "Apply1/") == ["fill_missing:fare"]
+    assert _pardo_steps(job, "Transform/Apply0/") == ["range:fare"]
+    assert _pardo_steps(job, "Transform/Apply1/") == ["fill_missing:fare"]
 
 
 def test_a_local_output_is_refused_before_building() -> None:
@@ -289,7 +304,7 @@ def test_cli_dry_run_prints_the_job_and_writes_its_json(
 
     out = capsys.readouterr().out
     assert code == 0
-    assert out.splitlines()[0] == "dry run: job taxi-cli (28 steps) not submitted"
+    assert out.splitlines()[0] == "dry run: job taxi-cli (9 steps) not submitted"
     assert "  region        europe-west4" in out
     assert "  machine type  e2-standard-8" in out
     assert '  labels        {"team": "ml"}' in out

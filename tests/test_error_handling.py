@@ -147,6 +147,20 @@ def test_a_discarded_error_output_needs_a_reason() -> None:
         assert_that(collected.errors, equal_to(["odd 1"]))
 
 
+def test_the_consumer_s_own_error_output_may_be_discarded_after_close() -> None:
+    with test_pipeline.TestPipeline() as p:
+        collector = ErrorCollector(p)
+        stage = _stage(p, "First", [1, 2])
+        collector.add(errors=stage.errors, counts=stage.counts)
+        collected = collector.close()
+        refused = collected.errors | "DeadLetterTable" >> beam.FlatMap(
+            lambda e: [beam.pvalue.TaggedOutput("errors", f"refused {e}")]
+        ).with_outputs("errors", main="rows")
+        collector.discard(refused.errors, reason="the records are in the error files too")
+
+        assert_that(refused.errors, equal_to(["refused odd 1"]))
+
+
 def test_nothing_handed_in_gives_empty_outputs() -> None:
     with test_pipeline.TestPipeline() as p:
         collected = ErrorCollector(p).close()

@@ -78,7 +78,9 @@ def test_a_local_run_removes_its_spill_files(
     assert list(temp.iterdir()) == []
 
 
-@pytest.mark.parametrize(("spill", "reads"), [(True, ["Read"]), (False, ["Read", "ReadForFit"])])
+@pytest.mark.parametrize(
+    ("spill", "reads"), [(True, ["Read"]), (False, ["Read", "Transform/ReadForFit"])]
+)
 def test_with_a_spill_directory_the_input_is_read_once(
     tmp_path: pathlib.Path, spill: bool, reads: list[str]
 ) -> None:
@@ -94,6 +96,9 @@ def test_with_a_spill_directory_the_input_is_read_once(
     )
     p = make_pipeline(make_options([]))
     build(p, the_plan, spill_dir=str(tmp_path) if spill else None)
-    top = [t.full_label for t in p.transforms_stack[0].parts]
-    assert [name for name in top if name.startswith("Read") and "Spilled" not in name] == reads
-    assert ("Spill" in top, "ReadSpilled" in top) == (spill, spill)
+    top = p.transforms_stack[0].parts
+    (transform,) = [t for t in top if t.full_label == "Transform"]
+    names = [t.full_label for t in top] + [t.full_label for t in transform.parts]
+    read = [n for n in names if n.split("/")[-1].startswith("Read") and "Spilled" not in n]
+    assert read == reads
+    assert ("Transform/Spill" in names, "Transform/ReadSpilled" in names) == (spill, spill)

@@ -139,6 +139,8 @@ class ErrorCollector:
     def discard(self, errors: beam.PCollection, *, reason: str) -> None:
         """Marks an error output as dropped on purpose (its records are handled elsewhere).
 
+        Unlike :meth:`add`, this may come after :meth:`close`.
+
         Args:
             errors: The error output.
             reason: Why dropping it loses nothing (kept for the reader of the code).
@@ -148,7 +150,8 @@ class ErrorCollector:
         """
         if not reason.strip():
             raise ValueError("discard needs a reason: say where these records are handled")
-        self._check_open("discard")
+        # Allowed after close(): the consumer of the collected records may itself have an
+        # error output (a dead-letter table refusing rows that are in the error files too).
         self._handle(errors)
 
     def close(self) -> Collected:
