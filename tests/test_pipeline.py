@@ -275,3 +275,34 @@ def test_an_artifact_read_under_another_non_finite_rule_is_refused(
             output=str(tmp_path / "b"),
             artifact_dir=str(tmp_path / "a"),
         )
+
+
+def test_every_error_output_of_the_dataset_pipeline_reaches_its_collector(
+    tmp_path: pathlib.Path, tiny_csv: pathlib.Path
+) -> None:
+    import apache_beam as beam
+
+    from beam_pipelines.dataset import build, plan
+    from beam_pipelines.runner import make_options, make_pipeline
+    from transforms.beam.error_handling import UnhandledErrorsError
+
+    # Fitted steps on both sides of a dedupe barrier, fit on one split: every stage that
+    # makes an error output is in the graph, and the second read of the fit pass too.
+    the_plan = plan(
+        parse_spec(_spec(transform={"fit_on": "train"})),
+        inputs=[str(tiny_csv)],
+        output=str(tmp_path / "out"),
+    )
+    p = make_pipeline(make_options([]))
+    build(p, the_plan)
+    for handler in p._error_handlers:
+        handler.verify_closed()
+
+    _ = (
+        p
+        | "Stray" >> beam.Create([1])
+        | "Check" >> beam.Map(lambda x: x).with_outputs("errors", main="rows")
+    )
+    with pytest.raises(UnhandledErrorsError, match=r"nobody handles: 'errors' of 'Check'\."):
+        p.run()
+    assert not (tmp_path / "out").exists()

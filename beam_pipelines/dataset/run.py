@@ -140,8 +140,9 @@ def run(argv: Sequence[str] | None = None) -> RunResult:
     from beam_pipelines.spec import load_spec
 
     parser = argparse.ArgumentParser(
+        prog="python -m beam_pipelines.dataset",
         description="The training-dataset pipeline: read -> clean -> fit/apply features -> "
-        "split -> write."
+        "split -> write.",
     )
     parser.add_argument("spec")
     parser.add_argument("--input", action="append")
