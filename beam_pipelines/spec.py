@@ -20,6 +20,7 @@ import pyarrow as pa
 import yaml
 
 from beam_pipelines.dataflow_settings import DataflowSection
+from beam_pipelines.streaming.settings import StreamingSpec
 from transforms.core.config import SpecError, Within, check_within, from_mapping
 from transforms.core.errors import InputError
 from transforms.core.schema import parse_type, type_name
@@ -158,8 +159,7 @@ class _RawSpec:
     errors: Errors = dataclasses.field(default_factory=Errors)
     transform: Transform = dataclasses.field(default_factory=Transform)
     dataflow: DataflowSection | None = None
-    # Validated by beam_pipelines.streaming when the job runs with --streaming.
-    streaming: dict[str, Any] | None = None
+    streaming: StreamingSpec | None = None
     description: str = ""
 
 
@@ -195,6 +195,8 @@ class JobSpec:
     description: str = ""
     origin: str = "<spec>"
     dataflow: DataflowSection | None = None
+    # The ``streaming:`` section, for runs with --streaming.
+    streaming: StreamingSpec | None = None
 
     @property
     def steps(self) -> list[Step]:
@@ -259,6 +261,7 @@ def parse_spec(data: Any, *, origin: str = "<spec>") -> JobSpec:
             description=raw.description,
             origin=origin,
             dataflow=raw.dataflow,
+            streaming=raw.streaming,
         )
         _check_names(spec)
         _check_source_sizes(raw.source)

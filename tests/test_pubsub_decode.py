@@ -9,7 +9,8 @@ import pyarrow as pa
 from hypothesis import given
 from hypothesis import strategies as st
 
-from transforms.streaming.sources import Decoding, Message, decode_messages, parse_event_time
+from transforms.streaming.event_time import parse_event_time
+from transforms.streaming.pubsub_messages import Decoding, Message, decode_messages
 
 SCHEMA = pa.schema([("area", pa.int64()), ("fare", pa.float32()), ("company", pa.string())])
 T0 = 1_700_000_000_000_000

@@ -17,11 +17,10 @@ import yaml
 
 from beam_pipelines.dataset import run_job
 from beam_pipelines.spec import load_spec, parse_spec
-from beam_pipelines.streaming import balance_problems, run_streaming, streaming_spec
+from beam_pipelines.streaming import balance_problems, run_streaming
 from tests.datasets import dataset_files, run_root
 from transforms.beam.artifact_reload import ArtifactWatcher
 from transforms.core.artifact import read_artifact, write_artifact
-from transforms.core.config import SpecError
 from transforms.ops.registry import build_step
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
@@ -152,19 +151,6 @@ def test_streamed_rows_get_the_batch_features(stream_run: tuple, batch_run: path
     assert canonical(streamed) == canonical(batch)
 
 
-def test_streaming_section_is_validated() -> None:
-    data = yaml.safe_load(STREAMING_YAML.read_text())
-    data["streaming"]["source"] = "pubsub"
-    with pytest.raises(SpecError, match=r"needs a streaming\.pubsub section"):
-        streaming_spec(parse_spec(data))
-    data["streaming"]["pubsubb"] = {}
-    with pytest.raises(SpecError, match=r"unknown key 'pubsubb'"):
-        streaming_spec(parse_spec(data))
-    del data["streaming"]
-    with pytest.raises(SpecError, match="needs a 'streaming:' section"):
-        streaming_spec(parse_spec(data))
-
-
 def test_watcher_reloads_a_newer_artifact(batch_run: pathlib.Path, tmp_path: pathlib.Path) -> None:
     directory = tmp_path / "artifact"
     shutil.copytree(run_root(batch_run) / "artifact", directory)
@@ -284,72 +270,6 @@ def test_files_arriving_in_a_bucket_stream_to_a_bucket(
     assert set(summary["aggregate_rows"]) == {"fares_per_company", "trips_per_area"}
 
 
-# --- the folder watchers ------------------------------------------------------------------
-
-
-def test_watch_events_find_each_file_once_and_drain_at_max_files(tmp_path: pathlib.Path) -> None:
-    from transforms.streaming.live_source import DRAIN_WATERMARK_US, Now, Watermark
-    from transforms.streaming.sources import Found, watch_events
-
-    (tmp_path / "a.csv").write_text("x\n")
-    times = iter([100.0, 101.0, 102.0])
-
-    def sleep(_: float) -> None:
-        # A new file arrives between two listings.
-        (tmp_path / "b.csv").write_text("x\n")
-        (tmp_path / "c.csv").write_text("x\n")
-
-    events = list(
-        watch_events(str(tmp_path / "*.csv"), max_files=2, clock=lambda: next(times), sleep=sleep)
-    )
-    found = [e for e in events if isinstance(e, Found)]
-    assert [(pathlib.Path(f.path).name, f.timestamp_us) for f in found] == [
-        ("a.csv", 100_000_000),
-        ("b.csv", 101_000_000),
-    ]
-    assert [e for e in events if isinstance(e, Watermark)] == [
-        Watermark(100_000_000),
-        Watermark(101_000_000),
-        Watermark(DRAIN_WATERMARK_US),
-    ]
-    assert [e for e in events if isinstance(e, Now)] == [Now(100_000_000), Now(101_000_000)]
-
-
-def test_watch_events_drain_at_the_deadline(tmp_path: pathlib.Path) -> None:
-    from transforms.streaming.live_source import DRAIN_WATERMARK_US, Watermark
-    from transforms.streaming.sources import watch_events
-
-    times = iter([10.0, 11.0, 12.0])
-    events = list(
-        watch_events(
-            str(tmp_path / "*.csv"), deadline=11.5, clock=lambda: next(times), sleep=lambda s: None
-        )
-    )
-    assert events[-1] == Watermark(DRAIN_WATERMARK_US)
-    assert [e for e in events if isinstance(e, Watermark)][:-1] == [
-        Watermark(10_000_000),
-        Watermark(11_000_000),
-        Watermark(12_000_000),
-    ]
-
-
-def test_the_splittable_watcher_emits_each_file_once(tmp_path: pathlib.Path) -> None:
-    """The watcher Dataflow runs (a splittable DoFn), here on the batch local runner."""
-    import apache_beam as beam
-    from apache_beam.testing.test_pipeline import TestPipeline
-    from apache_beam.testing.util import assert_that, equal_to
-
-    from transforms.streaming.sources import WatchFiles
-
-    for name in ("a", "b", "c"):
-        (tmp_path / f"{name}.csv").write_text("x\n")
-    p = TestPipeline(runner="DirectRunner")
-    paths = p | WatchFiles(pattern=str(tmp_path / "*.csv"), poll_seconds=0.1, max_files=3)
-    names = paths | beam.Map(lambda path: pathlib.Path(path).name)
-    assert_that(names, equal_to(["a.csv", "b.csv", "c.csv"]))
-    p.run().wait_until_finish()
-
-
 @pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_windows_fire_while_files_are_still_arriving(
@@ -394,22 +314,3 @@ def test_windows_fire_while_files_are_still_arriving(
     assert seen_before_last == [True]
     assert summary["balanced"] and summary["counts"]["read"] == 10 * FILES
     assert summary["aggregations"]["per_company"]["aggregated"] == 10 * FILES
-
-
-def test_a_streaming_run_says_what_it_reads_and_when_it_stops(tmp_path: pathlib.Path) -> None:
-    from beam_pipelines.streaming import describe
-
-    stream = streaming_spec(_spec(tmp_path, tmp_path / "artifact"))
-    assert describe(stream) == (
-        f"watching {tmp_path}/incoming/*.csv every 0.1 s; stops after {FILES} files or 90 s; "
-        f"rows, windows (trips_per_area, fares_per_company) and errors to {tmp_path}/out"
-    )
-    data = yaml.safe_load(STREAMING_YAML.read_text())
-    data["streaming"].update(source="pubsub", pubsub={"topic": "projects/p/topics/t"})
-    del data["streaming"]["files"]
-    data["streaming"]["aggregations"] = []
-    stream = streaming_spec(parse_spec(data, origin="test"))
-    assert describe(stream, "gs://b/out") == (
-        "reading projects/p/topics/t; runs until interrupted; rows, windows (no windows) and "
-        "errors to gs://b/out"
-    )

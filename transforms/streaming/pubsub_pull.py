@@ -6,7 +6,7 @@ local runner has no bounded wait, so a demo or a test would have to cancel the j
 wall-clock deadline, and whatever windows had not fired by then are never written.
 
 :class:`PullPubSub` pulls with the Pub/Sub client instead, in a thread of the process, and
-hands the runner events through a :class:`~transforms.streaming.live_source.LiveSource`: elements,
+hands the runner events through a :class:`~transforms.streaming.threaded_source.LiveSource`: elements,
 watermark and processing-time advances (:func:`pull_events`, pure apart from its two
 callbacks). It stops when a limit is reached
 (``max_messages`` data messages, ``idle_seconds`` without any message, or a deadline), and
@@ -28,8 +28,14 @@ from typing import Any
 
 import apache_beam as beam
 
-from transforms.streaming.live_source import DRAIN_WATERMARK_US, LiveSource, Now, Watermark, drain
-from transforms.streaming.sources import Message, is_heartbeat, message_key
+from transforms.streaming.pubsub_messages import Message, is_heartbeat, message_key
+from transforms.streaming.threaded_source import (
+    DRAIN_WATERMARK_US,
+    LiveSource,
+    Now,
+    Watermark,
+    drain,
+)
 
 _US = 1_000_000
 # Time between two pulls of an idle subscription, and the longest a pull waits for messages.
@@ -142,7 +148,7 @@ def pull_events(
 
     Each pull of up to ``batch_size`` messages yields one :class:`Elements`: its data
     messages, less repeats of an id seen in the last ``dedupe_seconds`` of publish time
-    (:func:`~transforms.streaming.sources.message_key`; as Dataflow's source does with
+    (:func:`~transforms.streaming.pubsub_messages.message_key`; as Dataflow's source does with
     ``id_label``), whose ids it lists. Heartbeats are acknowledged and dropped. Then the
     watermark: the oldest publish time of the pull (never moving back), and the processing
     time (the clock), so processing-time timers downstream fire on the real clock. While the
@@ -222,7 +228,7 @@ class PullPubSub(beam.PTransform):
     Applied to a pipeline root. Output: ``PCollection[Elements]`` (unbounded), one element
     per pull: its data messages less repeated ids, and the ids dropped, timestamped with its
     oldest publish time (see :func:`pull_events`). The messages are pulled by a thread of this process
-    and fed to the runner by a :class:`~transforms.streaming.live_source.LiveSource`, which sets the
+    and fed to the runner by a :class:`~transforms.streaming.threaded_source.LiveSource`, which sets the
     watermark, advances processing time, and ends by draining: every window and timer fires,
     and ``wait_until_finish`` returns.
 
