@@ -13,8 +13,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from transforms.core.batch_steps import REJECTED, apply_steps
 from transforms.core.config import SpecError
-from transforms.core.engine import REJECTED, apply_steps
 from transforms.core.steps import Step, StepResult
 from transforms.ops.checks import AllowedValues, Range, Regex, Required
 from transforms.ops.clean import Cast, DropColumns, NormalizeText, Rename, cast_array

@@ -14,8 +14,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from transforms.beam.dedupe import DeduplicateBatches
+from transforms.core.batch_steps import apply_steps, segments
 from transforms.core.config import SpecError
-from transforms.core.engine import apply_steps, segments
 from transforms.ops.dedupe import Deduplicate, dedupe_partition, duplicate_mask, partition_batch
 from transforms.ops.registry import build_step
 

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from transforms.core.batch_steps import apply_steps
 from transforms.core.config import SpecError
-from transforms.core.engine import apply_steps
 from transforms.ops.expression_eval import evaluate, evaluate_checked
 from transforms.ops.expression_parser import parse
 from transforms.ops.registry import build_step

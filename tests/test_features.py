@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from transforms.core.batch_steps import apply_steps
 from transforms.core.config import SpecError
-from transforms.core.engine import apply_steps
 from transforms.core.fingerprint import fingerprint64, hash_buckets
 from transforms.ops.features import EMPTY_VOCABULARY_DUMMY
 from transforms.ops.registry import build_step

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from transforms.core.artifact import Artifact, write_artifact
-from transforms.core.engine import apply_steps
+from transforms.core.batch_steps import apply_steps
 from transforms.ops.registry import build_step
 from transforms.serving.preprocessor import Preprocessor
 

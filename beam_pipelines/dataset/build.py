@@ -27,12 +27,12 @@ from transforms.beam.dedupe import DeduplicateBatches
 from transforms.beam.error_handling import ErrorCollector
 from transforms.beam.fit import AnalyzeBatches, FitSteps
 from transforms.core.artifact import Artifact, write_artifact
-from transforms.core.engine import DROPPED, READ, REJECTED, segments
+from transforms.core.batch_steps import DROPPED, READ, REJECTED, segments
 from transforms.core.errors import ErrorRecord
 from transforms.io import bigquery as bq_lib
 from transforms.io import inventory
 from transforms.io.read import ReadRecords
-from transforms.io.spill import ReadSpilled, SpillBatches
+from transforms.io.spilled_batches import ReadSpilled, SpillBatches
 from transforms.io.write import WriteBatches
 from transforms.ops.stats import DatasetStats
 
@@ -57,7 +57,7 @@ def build(p: beam.Pipeline, plan: Plan, *, spill_dir: str | None = None) -> beam
         plan: The plan.
         spill_dir: A local directory (local runner only): when the first steps are fitted,
             the input is read once, its batches spilled there for the apply pass
-            (:mod:`transforms.io.spill`); without it the fit pass reads the input again.
+            (:mod:`transforms.io.spilled_batches`); without it the fit pass reads the input again.
 
     Returns:
         A one-element PCollection holding the manifest dict (written last).

@@ -27,8 +27,8 @@ from apache_beam.io.filesystems import FileSystems
 
 from beam_pipelines.spec import JobSpec, check_columns, schema_mapping
 from transforms.core.artifact import Artifact, read_artifact
+from transforms.core.batch_steps import apply_steps
 from transforms.core.config import SpecError
-from transforms.core.engine import apply_steps
 from transforms.core.errors import InputError
 from transforms.core.schema import HIDDEN_PREFIX, parse_type
 from transforms.core.steps import Step

@@ -18,7 +18,7 @@ import pyarrow.compute as pc
 from beam_pipelines.dataset.plan import SPLIT_COLUMN, SPLIT_STEP
 from transforms.beam.apply import COUNTS, ERRORS, BundleCounter
 from transforms.core import split as splitting
-from transforms.core.engine import WRITTEN, apply_steps
+from transforms.core.batch_steps import WRITTEN, apply_steps
 from transforms.core.steps import Step
 
 __all__ = ["AssignSplits", "PartitionSplits", "only_split"]

@@ -3,7 +3,7 @@
 ``build(p, plan)`` wires it for a validated :class:`StreamingSpec` (the spec's
 ``streaming:`` section, typed in :mod:`~beam_pipelines.streaming.settings`);
 ``run_streaming(spec, ...)`` runs it. The artifact fitted by a batch run is applied by the
-same engine (:func:`transforms.core.engine.apply_steps`), reloaded when a newer one is
+same engine (:func:`transforms.core.batch_steps.apply_steps`), reloaded when a newer one is
 published; windowed aggregates are computed per key (:mod:`transforms.streaming.windows`),
 with rows too late for their windows sent to the errors.
 

@@ -16,7 +16,7 @@ from typing import Any
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
-from transforms.core.engine import DROPPED, READ, REJECTED, WRITTEN
+from transforms.core.batch_steps import DROPPED, READ, REJECTED, WRITTEN
 from transforms.core.errors import ErrorRecord
 from transforms.core.manifest import (
     CountKey,

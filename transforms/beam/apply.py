@@ -9,7 +9,7 @@ import apache_beam as beam
 import pyarrow as pa
 from apache_beam.transforms.window import GlobalWindows
 
-from transforms.core.engine import apply_steps
+from transforms.core.batch_steps import apply_steps
 from transforms.core.steps import Fitted, Step
 
 ERRORS = "errors"

@@ -29,7 +29,7 @@ from apache_beam.metrics import Metrics
 
 from transforms.beam.apply import COUNTS, ERRORS
 from transforms.core.artifact import TRANSFORM_FILE, Artifact, read_artifact
-from transforms.core.engine import apply_steps
+from transforms.core.batch_steps import apply_steps
 from transforms.core.steps import Step
 from transforms.io.commit import resolve_artifact_dir
 from transforms.ops.registry import build_step

@@ -2,7 +2,7 @@
 
 Each bundle folds its batches into one accumulator per analyzer (no per-row Python, no
 per-batch shuffle); the per-bundle accumulators are then merged globally and turned into the
-fitted parameters of each step. Passes are planned by :func:`transforms.core.engine.fit_groups`:
+fitted parameters of each step. Passes are planned by :func:`transforms.core.batch_steps.fit_groups`:
 one pass over the data per group of independent fitted steps.
 
 Fitting is deterministic: every analyzer's accumulator depends only on the multiset of
@@ -21,7 +21,7 @@ import pyarrow as pa
 from apache_beam.transforms.window import GlobalWindows
 from apache_beam.utils.windowed_value import WindowedValue
 
-from transforms.core.engine import fit_groups, fit_inputs
+from transforms.core.batch_steps import fit_groups, fit_inputs
 from transforms.core.steps import Analyzer, Fitted, Step
 
 

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from transforms.core import files
-from transforms.core.engine import DROPPED, READ, REJECTED, WRITTEN
+from transforms.core.batch_steps import DROPPED, READ, REJECTED, WRITTEN
 
 CountKey = tuple[str, str, str]
 

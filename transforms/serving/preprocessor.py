@@ -1,7 +1,7 @@
 """Serving-time preprocessing: replay a transform artifact on raw rows or batches.
 
 The :class:`Preprocessor` applies exactly the steps and fitted parameters a dataset run used
-(:func:`transforms.core.engine.apply_steps`), so training and serving see the same features. It is
+(:func:`transforms.core.batch_steps.apply_steps`), so training and serving see the same features. It is
 plain Python, pyarrow and NumPy: no Beam pipeline and no TensorFlow.
 """
 
@@ -14,7 +14,7 @@ from typing import Any
 import pyarrow as pa
 
 from transforms.core.artifact import Artifact, read_artifact
-from transforms.core.engine import apply_steps, row_source, visible_row
+from transforms.core.batch_steps import apply_steps, row_source, visible_row
 from transforms.core.errors import ErrorRecord, row_payload
 from transforms.core.schema import HIDDEN_PREFIX, arrow_schema
 from transforms.core.steps import Step

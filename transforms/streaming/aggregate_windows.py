@@ -25,7 +25,7 @@ from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec
 from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import MAX_TIMESTAMP, Timestamp
 
-from transforms.core.engine import REJECTED, row_source, visible_row
+from transforms.core.batch_steps import REJECTED, row_source, visible_row
 from transforms.core.errors import ErrorRecord, row_payload
 from transforms.streaming.event_time import NO_TIME, event_times_us, iso_time, utc_datetime
 from transforms.streaming.windows import (

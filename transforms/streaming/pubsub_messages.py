@@ -4,7 +4,7 @@
 container per message) into one record batch with the spec's columns plus the hidden columns
 ``__file`` (the message id) and ``__event_time``, and an
 :class:`~transforms.core.errors.ErrorRecord` per message that cannot be decoded, so the batch
-pipeline's steps (:func:`transforms.core.engine.apply_steps`) run on them unchanged. No Beam
+pipeline's steps (:func:`transforms.core.batch_steps.apply_steps`) run on them unchanged. No Beam
 here: the transforms that de-duplicate, batch and decode messages in a pipeline are in
 :mod:`transforms.streaming.pubsub_decode`.
 """

@@ -10,7 +10,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from transforms.core.engine import DROPPED, REJECTED, apply_steps, fit_groups, fit_inputs, segments
+from transforms.core.batch_steps import (
+    DROPPED,
+    REJECTED,
+    apply_steps,
+    fit_groups,
+    fit_inputs,
+    segments,
+)
 from transforms.core.steps import Analyzer, Rejection, Step, StepResult
 
 

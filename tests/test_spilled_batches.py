@@ -10,7 +10,7 @@ import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from transforms.io.spill import ReadSpilled, SpillBatches, read_spilled
+from transforms.io.spilled_batches import ReadSpilled, SpillBatches, read_spilled
 
 
 def _batch(start: int, n: int) -> pa.RecordBatch:
