@@ -188,6 +188,23 @@ def _remote_failure(exc: BaseException) -> Failure | None:
     return found
 
 
+def _cloud_failure(exc: BaseException) -> Failure | None:
+    """Google Cloud's own errors before the run: no credentials, a service out of reach.
+
+    They say what the environment lacks, not where the code is wrong: one line each. Missing
+    credentials are the user's to give (exit code 2); a request that failed or kept failing
+    until its retry deadline is a failed run (exit code 1).
+    """
+    if _in_pipeline(exc):
+        return None
+    module = type(exc).__module__
+    if module.startswith("google.auth"):
+        return Failure(ExitCode.USER_ERROR, _one_line(f"Google Cloud credentials: {exc}"))
+    if module.startswith("google.api_core"):
+        return Failure(ExitCode.FAILED, _one_line(f"Google Cloud request failed: {exc}"))
+    return None
+
+
 def failure_of(exc: BaseException) -> Failure | None:
     """The failure the CLI reports for ``exc``, or None for a code error (re-raised).
 
@@ -196,9 +213,11 @@ def failure_of(exc: BaseException) -> Failure | None:
     :class:`transforms.core.config.SpecError`, :class:`transforms.core.artifact.ArtifactError` (exit
     code 2) and :class:`transforms.core.manifest.CountsMismatchError` (exit code 1). A plain
     ValueError raised before the pipeline runs (planning checks that do not raise a typed
-    error yet) is taken as a user error too; raised inside the pipeline it is a bug.
+    error yet) is taken as a user error too; raised inside the pipeline it is a bug. Errors
+    of Google's client libraries raised before the run (credentials, a request that failed)
+    are one line too.
     """
-    failure = _typed_failure(exc) or _remote_failure(exc)
+    failure = _typed_failure(exc) or _remote_failure(exc) or _cloud_failure(exc)
     if failure is not None:
         return failure
     if isinstance(exc, ValueError) and not _in_pipeline(exc):

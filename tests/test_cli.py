@@ -421,3 +421,28 @@ def test_failures_raised_before_the_run() -> None:
     )
     assert failure_of(KeyError("x")) is None
     assert failure_of(RuntimeError("boom")) is None
+
+
+def test_google_cloud_errors_before_the_run_are_one_line() -> None:
+    from google.api_core import exceptions as api_exceptions
+    from google.auth import exceptions as auth_exceptions
+
+    # What a bucket lookup raises when storage.googleapis.com stays out of reach.
+    unreachable = api_exceptions.RetryError(
+        "Timeout of 120.0s exceeded", ConnectionError("Max retries exceeded")
+    )
+    assert failure_of(unreachable) == Failure(
+        ExitCode.FAILED,
+        "Google Cloud request failed: Timeout of 120.0s exceeded, last exception: "
+        "Max retries exceeded",
+    )
+    assert failure_of(api_exceptions.Forbidden("no storage.buckets.get on b")) == Failure(
+        ExitCode.FAILED, "Google Cloud request failed: 403 no storage.buckets.get on b"
+    )
+    no_credentials = auth_exceptions.DefaultCredentialsError(
+        "Your default credentials were not found."
+    )
+    assert failure_of(no_credentials) == Failure(
+        ExitCode.USER_ERROR,
+        "Google Cloud credentials: Your default credentials were not found.",
+    )
