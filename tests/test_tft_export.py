@@ -130,3 +130,18 @@ def test_serving_signature_gives_the_rows_the_pipeline_wrote(output):
     assert _rows(served, features) == _rows(
         {n: written.column(n).to_numpy() for n in features}, features
     )
+
+
+def test_the_preprocessor_refuses_it_at_load_and_names_the_layer(output):
+    from transforms.core.artifact import ArtifactError
+    from transforms.serving import Preprocessor
+
+    artifact = run_root(output) / "artifact"
+    with pytest.raises(ArtifactError) as caught:
+        Preprocessor.load(str(output))
+    assert str(caught.value) == (
+        f"{artifact}: fitted by preprocessing_fn "
+        "'examples.chicago_taxi.taxi_preprocessing:preprocessing_fn' through tf.Transform; "
+        "the Preprocessor replays native steps only: serve it with "
+        f"tft.TFTransformOutput('{artifact}/transform_fn_dir').transform_features_layer()"
+    )

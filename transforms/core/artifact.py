@@ -46,6 +46,9 @@ FORMAT_VERSION = 1
 TRANSFORM_FILE = "transform.json"
 VOCABULARY_DIR = "vocabularies"
 VOCABULARY_KEY = "vocabulary"
+# The ``fitted`` key under which a run through tf.Transform records its backend (a
+# ``preprocessing_fn`` and its ``transform_fn`` SavedModel) instead of native steps' values.
+PREPROCESSING_FN_KEY = "__preprocessing_fn"
 
 _ESCAPES = {"\\": "\\\\", "\n": "\\n", "\r": "\\r"}
 _UNESCAPES = {"\\\\": "\\", "\\n": "\n", "\\r": "\r"}

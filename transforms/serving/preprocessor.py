@@ -13,8 +13,9 @@ from typing import Any
 
 import pyarrow as pa
 
-from transforms.core.artifact import Artifact, read_artifact
+from transforms.core.artifact import PREPROCESSING_FN_KEY, Artifact, ArtifactError, read_artifact
 from transforms.core.batch_steps import apply_steps, row_source, visible_row
+from transforms.core.dataset_folder import resolve_artifact_dir
 from transforms.core.errors import ErrorRecord, row_payload
 from transforms.core.schema import HIDDEN_PREFIX, arrow_schema
 from transforms.core.steps import Step
@@ -44,13 +45,23 @@ class Preprocessor:
     input_schema: pa.Schema = dataclasses.field(init=False)
 
     def __post_init__(self) -> None:
+        _refuse_preprocessing_fn(self.artifact, "the artifact directory")
         self.steps = [s for s in self.artifact.build_steps(build_step) if not s.is_barrier]
         self.input_schema = arrow_schema(self.artifact.input_schema)
 
     @classmethod
     def load(cls, directory: str) -> Preprocessor:
-        """Reads and verifies the artifact under ``directory`` (local or gs://)."""
-        return cls(read_artifact(directory, build_step))
+        """Reads and verifies the artifact under ``directory`` (local or gs://).
+
+        ``directory`` may be a dataset folder: its manifest names the artifact.
+
+        Raises:
+            ArtifactError: for an artifact that cannot be read, or one fitted by a
+                ``preprocessing_fn`` (served by tf.Transform's own layer, not replayed here).
+        """
+        artifact = read_artifact(directory, build_step)
+        _refuse_preprocessing_fn(artifact, resolve_artifact_dir(directory))
+        return cls(artifact)
 
     @property
     def output_columns(self) -> list[str]:
@@ -176,3 +187,18 @@ def _select(batch: pa.RecordBatch, columns: list[str]) -> pa.RecordBatch:
             f"the batch has {batch.schema.names}"
         )
     return batch.select(columns)
+
+
+def _refuse_preprocessing_fn(artifact: Artifact, directory: str) -> None:
+    # A run through tf.Transform records only its clean steps here; the features are in the
+    # transform_fn SavedModel, which only TensorFlow can replay. Refused at load, not on
+    # the first request.
+    backend = artifact.fitted.get(PREPROCESSING_FN_KEY)
+    if not isinstance(backend, Mapping):
+        return
+    saved_model = f"{directory.rstrip('/')}/{backend.get('transform_fn', 'transform_fn_dir')}"
+    raise ArtifactError(
+        f"{directory}: fitted by preprocessing_fn {backend.get('preprocessing_fn')!r} through "
+        "tf.Transform; the Preprocessor replays native steps only: serve it with "
+        f"tft.TFTransformOutput({saved_model!r}).transform_features_layer()"
+    )

@@ -36,11 +36,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from apache_beam.io.filesystems import FileSystems
 
+from transforms.core.artifact import PREPROCESSING_FN_KEY
 from transforms.core.schema import HIDDEN_PREFIX
 
 BACKEND = "tensorflow_transform"
 # The artifact's ``fitted`` mapping records the backend under this key (not a step name).
-FITTED_KEY = "__preprocessing_fn"
+FITTED_KEY = PREPROCESSING_FN_KEY
 TRANSFORM_FN_DIR = "transform_fn_dir"
 TEMP_DIR = "tft_tmp"
 # TFTransformOutput.RAW_METADATA_DIR: the raw feature spec beside transform_fn/.
