@@ -208,8 +208,15 @@ def _command(args: argparse.Namespace, extra: list[str]) -> int:
         return chain_command(args)
     if args.command == "template" and args.template_command == "launch":
         return cloud_commands.template_launch(args, extra)
-    from beam_pipelines.spec import load_spec
+    from beam_pipelines.spec import load_spec, load_yaml
 
+    if args.command == "validate" and _is_chain(load_yaml(args.spec, what="spec file")):
+        from launchers import chain as chains
+
+        chain = chains.load_chain(args.spec)
+        names = ", ".join(step.name for step in chain.steps)
+        print(f"{args.spec}: valid chain ({chain.name}: {len(chain.steps)} steps, {names})")
+        return ExitCode.OK
     spec = load_spec(args.spec)
     if args.command == "validate":
         steps = len(spec.steps)
@@ -269,6 +276,11 @@ def _run_streaming(args: argparse.Namespace, spec: Any, extra: Sequence[str]) ->
 
 
 __all__ = ["CHAIN_ACTIONS", "chain_command", "main"]
+
+
+def _is_chain(data: object) -> bool:
+    # A chain spec lists steps and reads no source; a job spec always has a source.
+    return isinstance(data, dict) and "steps" in data and "source" not in data
 
 
 if __name__ == "__main__":

@@ -49,6 +49,24 @@ def test_validate_accepts_the_taxi_example() -> None:
     )
 
 
+def test_validate_recognises_a_chain_spec(tmp_path: pathlib.Path) -> None:
+    done = _run("validate", "examples/chicago_taxi/chain.yaml")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == (
+        "examples/chicago_taxi/chain.yaml: valid chain "
+        "(chicago_taxi: 5 steps, dataset, train, gate, upload, deploy)\n"
+    )
+    spec = tmp_path / "chain.yaml"
+    text = (REPO / "examples" / "chicago_taxi" / "chain.yaml").read_text()
+    spec.write_text(text.replace("\nworkdir:", "\nworkdri:", 1))
+    done = _run("validate", str(spec))
+    assert done.returncode == 2
+    assert done.stderr == (
+        f"error: {spec}: workdri: unknown key 'workdri'; "
+        "valid keys are name, workdir, steps, state, gcp\n"
+    )
+
+
 def test_validate_names_the_file_path_value_and_choices(tmp_path: pathlib.Path) -> None:
     spec = tmp_path / "bad.yaml"
     spec.write_text(
