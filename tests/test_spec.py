@@ -66,10 +66,13 @@ def test_a_valid_spec_loads_with_defaults() -> None:
             "job.yaml: output.formats[0]: got 'xml'; expected one of 'parquet', 'tfrecord', 'csv', 'jsonl'",
         ),
         ({"source": {"format": "csv", "path": "x"}}, "job.yaml: source: schema is required"),
-        ({"source": {"format": "csv", "schema": {"a": "decimal"}}}, "unknown type 'decimal'"),
+        (
+            {"source": {"format": "csv", "schema": {"a": "decimal"}}},
+            "job.yaml: source.schema.a: unknown type 'decimal'",
+        ),
         (
             {"split": {"fractions": {"train": 0.9}}},
-            "job.yaml: split.fractions: split.fractions must sum to 1",
+            "job.yaml: split.fractions: must sum to 1, got 0.9 ({'train': 0.9})",
         ),
         (
             {"split": {"key": ["nope"]}},

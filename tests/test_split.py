@@ -227,7 +227,7 @@ def test_good_split_names_load() -> None:
         (
             {"train": 0.8, "eval": 0.2 + 1e-6},
             "split.fractions",
-            "split.fractions must sum to 1, got 1 ({'train': 0.8, 'eval': 0.200001})",
+            "must sum to 1, got 1 ({'train': 0.8, 'eval': 0.200001})",
         ),
         ({}, "split.fractions", "must name at least one split, e.g. {train: 0.8, eval: 0.2}"),
     ],

@@ -121,9 +121,7 @@ class Split:
                 )
         total = math.fsum(self.fractions.values())
         if abs(total - 1.0) > 1e-9:
-            raise FieldError(
-                "fractions", f"split.fractions must sum to 1, got {total:g} ({self.fractions})"
-            )
+            raise FieldError("fractions", f"must sum to 1, got {total:g} ({self.fractions})")
 
     def _check_cutoffs(self) -> None:
         if not self.column:

@@ -34,6 +34,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
 from transforms.core import schema as schema_lib
+from transforms.core.config import FieldError
 from transforms.core.errors import InputError
 from transforms.core.values import convert_strings, is_float_type
 from transforms.io.batches import Yielded
@@ -117,7 +118,7 @@ class Source:
         elif self.schema is None and not self.infer_schema:
             raise ValueError("schema is required unless infer_schema is true")
         if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+            raise FieldError("batch_size", f"got {self.batch_size}; expected an integer >= 1")
         if self.split_bytes < 0:
             raise ValueError(
                 f"split_bytes must be >= 0 (0: never split files), got {self.split_bytes}"
@@ -127,11 +128,11 @@ class Source:
             try:
                 tp = schema_lib.parse_type(type_name)
             except ValueError as exc:
-                raise ValueError(f"schema.{column}: {exc}") from None
+                raise FieldError(f"schema.{column}", str(exc)) from None
             if column.startswith(schema_lib.HIDDEN_PREFIX):
-                raise ValueError(f"schema.{column}: names starting with '__' are reserved")
+                raise FieldError(f"schema.{column}", "names starting with '__' are reserved")
             if self.format == "csv" and pa.types.is_list(tp):
-                raise ValueError(f"schema.{column}: list columns cannot be read from csv")
+                raise FieldError(f"schema.{column}", "list columns cannot be read from csv")
         if len(set(self.allow_non_finite)) != len(self.allow_non_finite):
             raise ValueError(f"allow_non_finite lists a column twice: {self.allow_non_finite}")
         if self.schema is not None and not self.infer_schema and self.bigquery is None:
