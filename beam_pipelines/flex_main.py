@@ -6,6 +6,8 @@ parameters as ``--name=value`` flags, followed by the pipeline options Dataflow 
 
 :data:`PARAMETERS` is the one list of template parameters: the argument parser here and the
 template's ``metadata.json`` (``launchers.dataflow.templates``) are both generated from it.
+A bad parameter or spec ends as one line on stderr, ``error: <message>``, with exit code 2
+(:mod:`beam_pipelines.entry`): Dataflow shows it in the job's log.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -98,7 +101,9 @@ PARAMETERS: tuple[Parameter, ...] = (
 
 def parser() -> argparse.ArgumentParser:
     """The argument parser for :data:`PARAMETERS` (everything else goes to Beam)."""
-    parser = argparse.ArgumentParser(
+    from beam_pipelines.entry import OneLineParser
+
+    parser = OneLineParser(
         prog="flex_main", description=__doc__.splitlines()[0], allow_abbrev=False
     )
     for param in PARAMETERS:
@@ -136,5 +141,7 @@ def run(argv: Sequence[str] | None = None) -> Any:
 
 
 if __name__ == "__main__":
+    from beam_pipelines.entry import main
+
     logging.basicConfig(level=logging.INFO)
-    run()
+    sys.exit(main(run))

@@ -142,12 +142,28 @@ def run(argv: Sequence[str] | None = None) -> RunResult:
     parser = argparse.ArgumentParser(
         prog="python -m beam_pipelines.dataset",
         description="The training-dataset pipeline: read -> clean -> fit/apply features -> "
-        "split -> write.",
+        "split -> write. Other --flags are Beam pipeline options (DirectRunner by default).",
     )
-    parser.add_argument("spec")
-    parser.add_argument("--input", action="append")
-    parser.add_argument("--output")
-    parser.add_argument("--artifact")
+    parser.add_argument("spec", help="the job spec YAML file (local path or gs://)")
+    parser.add_argument(
+        "--input",
+        action="append",
+        metavar="PATH",
+        help="a file or glob pattern to read, overriding source.path of the spec; "
+        "repeat for several",
+    )
+    parser.add_argument(
+        "--output",
+        metavar="DIR",
+        help="where the dataset, artifact, stats, errors and manifest go; overrides "
+        "output.path of the spec",
+    )
+    parser.add_argument(
+        "--artifact",
+        metavar="DIR",
+        help="a fitted transform artifact (or a dataset folder) to apply instead of fitting; "
+        "overrides transform.artifact of the spec",
+    )
     args, beam_args = parser.parse_known_args(argv)
     return run_job(
         load_spec(args.spec),

@@ -82,10 +82,24 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
     from beam_pipelines.spec import load_spec
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("spec")
-    parser.add_argument("--artifact")
-    parser.add_argument("--output")
+    parser = argparse.ArgumentParser(
+        prog="python -m beam_pipelines.streaming",
+        description=__doc__.splitlines()[0]
+        + " Other --flags are Beam pipeline options (the local runner by default).",
+    )
+    parser.add_argument("spec", help="the job spec YAML file, with a streaming: section")
+    parser.add_argument(
+        "--artifact",
+        metavar="DIR",
+        help="the fitted transform artifact (or the dataset folder of a batch run) to apply; "
+        "overrides streaming.artifact of the spec",
+    )
+    parser.add_argument(
+        "--output",
+        metavar="DIR",
+        help="where rows, windows, errors and summary.json go; overrides "
+        "streaming.output.path of the spec",
+    )
     args, beam_args = parser.parse_known_args(argv)
     return run_streaming(
         load_spec(args.spec), artifact_dir=args.artifact, output=args.output, beam_args=beam_args

@@ -7,20 +7,29 @@ when it starts (they take seconds to import, and only the server process needs t
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
+import socket
+import sys
 from collections.abc import Sequence
 from typing import Any
 
 from launchers.exit_codes import ExitCode
+from launchers.report import error
 from launchers.serving.environment import (
     DEFAULT_MAX_REQUEST_BYTES,
-    HANDLER_CLASS,
-    HANDLER_MODULE,
+    HEALTH_ROUTE,
     MAX_REQUEST_BYTES_ENV,
+    PREDICT_ROUTE,
+    ServerSetupError,
     max_request_bytes,
+    port_setting,
+    predictor_class,
+    predictor_setting,
     server_env,
+    setting,
 )
 from launchers.serving.protocol import RequestGuard, request_problem
 
@@ -93,47 +102,126 @@ def create_app() -> RequestGuard:
     )
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Runs the model server in this process from the ``AIP_*`` environment."""
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        # The name its usage line has always shown: the server was launchers/serving.py.
-        prog="serving.py",
-        description="Serve a model directory like Vertex AI does.",
+        prog="python -m launchers.serving",
+        description="Serve a model directory like Vertex AI does. Each flag overrides the "
+        "environment variable a Vertex endpoint sets for its container.",
     )
-    parser.add_argument("--model-dir", help="AIP_STORAGE_URI (default: from the environment)")
-    parser.add_argument("--predictor", help="module:Class (default: from the environment)")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, help="AIP_HTTP_PORT (default: from the environment)")
+    parser.add_argument(
+        "--model-dir",
+        metavar="DIR",
+        help="the model directory to serve (model.joblib, artifact/, ...); overrides "
+        "AIP_STORAGE_URI",
+    )
+    parser.add_argument(
+        "--predictor",
+        metavar="MODULE:CLASS",
+        help="the Predictor class that loads the model and answers requests, e.g. "
+        "examples.chicago_taxi.predictor:TaxiPredictor; overrides PREDICTOR_MODULE and "
+        "PREDICTOR_CLASS",
+    )
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="the address to listen on (default: 127.0.0.1)"
+    )
+    parser.add_argument(
+        "--port",
+        type=int,
+        help="the port to listen on, 0 for any free one (printed at start); overrides "
+        "AIP_HTTP_PORT",
+    )
     parser.add_argument(
         "--max-request-bytes",
         type=int,
-        help=f"largest request body accepted, else 413 (default: {MAX_REQUEST_BYTES_ENV} or "
-        f"{DEFAULT_MAX_REQUEST_BYTES:,})",
+        metavar="N",
+        help=f"the largest request body accepted, else 413; overrides {MAX_REQUEST_BYTES_ENV} "
+        f"(default: {DEFAULT_MAX_REQUEST_BYTES:,})",
     )
+    return parser
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """A socket bound to ``host:port`` (port 0: a free one), as uvicorn would bind it."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+        # Listening from here: a client that connects once the address is printed waits in
+        # the backlog until the server's loop accepts, instead of being refused.
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        raise ServerSetupError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    return sock
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs the model server in this process, configured by flags over the ``AIP_*`` environment.
+
+    A setting that is missing or unusable (the model directory, the predictor, the port) is
+    printed as one line, ``error: <message>``, and returns :attr:`ExitCode.USER_ERROR`.
+    """
+    parser = _parser()
     args = parser.parse_args(argv)
-    if args.model_dir or args.predictor or args.port:
-        env = server_env(
-            args.model_dir or os.environ["AIP_STORAGE_URI"],
-            args.predictor or f"{os.environ['PREDICTOR_MODULE']}:{os.environ['PREDICTOR_CLASS']}",
-            args.port or int(os.environ["AIP_HTTP_PORT"]),
-        )
-        os.environ.update(env)
-    if args.max_request_bytes is not None:
-        if args.max_request_bytes < 1:
-            parser.error(f"--max-request-bytes must be positive, got {args.max_request_bytes}")
-        os.environ[MAX_REQUEST_BYTES_ENV] = str(args.max_request_bytes)
-    max_request_bytes()  # a bad value in the environment fails here, before the model loads
-    os.environ.setdefault("HANDLER_MODULE", HANDLER_MODULE)
-    os.environ.setdefault("HANDLER_CLASS", HANDLER_CLASS)
+    if args.max_request_bytes is not None and args.max_request_bytes < 1:
+        parser.error(f"--max-request-bytes must be positive, got {args.max_request_bytes}")
+    sock = None
+    try:
+        model_dir = setting(args.model_dir, "--model-dir", "AIP_STORAGE_URI")
+        predictor, source = predictor_setting(args.predictor)
+        port = port_setting(args.port)
+        if args.max_request_bytes is not None:
+            os.environ[MAX_REQUEST_BYTES_ENV] = str(args.max_request_bytes)
+        max_request_bytes()  # a bad value in the environment fails here, before the model loads
+        predictor_class(predictor, source)
+        # Bound before the model loads: a busy port fails at once, and port 0 becomes a real
+        # one, which the environment then holds as Vertex's would.
+        sock = _listen(args.host, port)
+        port = sock.getsockname()[1]
+        _set_environment(model_dir, predictor, port)
+        app = _load(predictor, model_dir)
+    except ServerSetupError as exc:
+        if sock is not None:
+            sock.close()
+        return error(exc)
+    host = f"[{args.host}]" if ":" in args.host else args.host
+    print(f"serving {model_dir} at http://{host}:{port}", file=sys.stderr, flush=True)
     import uvicorn
 
     # One worker: the CPR default (one per core) is for a container with the machine to itself.
-    uvicorn.run(
-        "launchers.serving.app:create_app",
-        host=args.host,
-        port=int(os.environ["AIP_HTTP_PORT"]),
-        factory=True,
-        workers=1,
-        log_level="warning",
+    config = uvicorn.Config(app, host=args.host, port=port, workers=1, log_level="warning")
+    server = uvicorn.Server(config)
+    with contextlib.suppress(KeyboardInterrupt):
+        server.run(sockets=[sock])
+    return ExitCode.OK if server.started else ExitCode.FAILED
+
+
+def _set_environment(model_dir: str, predictor: str, port: int) -> None:
+    """Puts the settings into the environment CPR reads, as a Vertex endpoint does."""
+    env = server_env(
+        model_dir,
+        predictor,
+        port,
+        # A Vertex endpoint sets its routes; locally they are the defaults.
+        predict_route=os.environ.get("AIP_PREDICT_ROUTE", PREDICT_ROUTE),
+        health_route=os.environ.get("AIP_HEALTH_ROUTE", HEALTH_ROUTE),
     )
-    return ExitCode.OK
+    # A container may name its own handler: a set HANDLER_* stays.
+    for key in ("HANDLER_MODULE", "HANDLER_CLASS"):
+        if os.environ.get(key):
+            del env[key]
+    os.environ.update(env)
+
+
+def _load(predictor: str, model_dir: str) -> RequestGuard:
+    """The app with its model loaded; a model the predictor cannot load is a setup error."""
+    from transforms.core.artifact import ArtifactError
+    from transforms.core.errors import InputError
+
+    try:
+        return create_app()
+    except (OSError, ArtifactError, InputError) as exc:
+        # Raised by the predictor's load(); its type says what went wrong (FileNotFoundError).
+        raise ServerSetupError(
+            f"{predictor} cannot load the model in {model_dir}: {type(exc).__name__}: {exc}"
+        ) from None

@@ -8,8 +8,25 @@ The local server is configured exactly as a Vertex endpoint configures its conta
 
 from __future__ import annotations
 
+import importlib
 import os
 from typing import Any
+
+__all__ = [
+    "DEFAULT_MAX_REQUEST_BYTES",
+    "HANDLER_CLASS",
+    "HANDLER_MODULE",
+    "HEALTH_ROUTE",
+    "MAX_REQUEST_BYTES_ENV",
+    "PREDICT_ROUTE",
+    "ServerSetupError",
+    "max_request_bytes",
+    "port_setting",
+    "predictor_class",
+    "predictor_setting",
+    "server_env",
+    "setting",
+]
 
 PREDICT_ROUTE = "/predict"
 HEALTH_ROUTE = "/health"
@@ -21,6 +38,88 @@ MAX_REQUEST_BYTES_ENV = "BEAMFORGE_MAX_REQUEST_BYTES"
 # Far above a real request (3,001 raw taxi trips are about 1.3 MB) and small enough that a
 # runaway client cannot make the server buffer much.
 DEFAULT_MAX_REQUEST_BYTES = 4 << 20
+
+
+class ServerSetupError(ValueError):
+    """The server cannot start as configured: a setting is missing or unusable.
+
+    The message is one line naming the flag or variable at fault; ``python -m
+    launchers.serving`` prints it as ``error: <message>`` and exits with code 2.
+    """
+
+
+def setting(value: str | None, flag: str, variable: str) -> str:
+    """A server setting: the flag's ``value`` if given, else the environment ``variable``.
+
+    Raises:
+        ServerSetupError: if neither is set.
+    """
+    if value is not None:
+        return value
+    found = os.environ.get(variable)
+    if not found:
+        raise ServerSetupError(f"{flag} or {variable} is required")
+    return found
+
+
+def port_setting(port: int | None) -> int:
+    """The port to listen on: ``--port`` if given (0 picks a free one), else ``AIP_HTTP_PORT``.
+
+    Raises:
+        ServerSetupError: if neither is set, or the value is not a port number.
+    """
+    source = "--port" if port is not None else "AIP_HTTP_PORT"
+    raw: Any = port if port is not None else setting(None, "--port", "AIP_HTTP_PORT")
+    try:
+        number = int(raw)
+    except ValueError:
+        raise ServerSetupError(f"{source} must be a port number, got {raw!r}") from None
+    if not 0 <= number <= 65535:
+        raise ServerSetupError(f"{source} must be a port number in [0, 65535], got {number}")
+    return number
+
+
+def predictor_setting(predictor: str | None) -> tuple[str, str]:
+    """``module:Class`` of the predictor: ``--predictor``, else ``PREDICTOR_MODULE`` and ``_CLASS``.
+
+    Returns:
+        The predictor and where it came from (the flag or the variables), for messages.
+
+    Raises:
+        ServerSetupError: if neither is set, or ``--predictor`` is not ``module:Class``.
+    """
+    if predictor is None:
+        module = setting(None, "--predictor", "PREDICTOR_MODULE")
+        cls = setting(None, "--predictor", "PREDICTOR_CLASS")
+        return f"{module}:{cls}", "PREDICTOR_MODULE and PREDICTOR_CLASS"
+    module, _, cls = predictor.partition(":")
+    if not module or not cls:
+        raise ServerSetupError(f"--predictor must be 'module:Class', got {predictor!r}")
+    return predictor, "--predictor"
+
+
+def predictor_class(predictor: str, source: str = "--predictor") -> type:
+    """Imports the :class:`Predictor` class ``module:Class`` names.
+
+    Args:
+        predictor: ``module:Class``.
+        source: The flag or variables it came from, for the error message.
+
+    Raises:
+        ServerSetupError: if the module does not exist or has no such class. An import error
+            inside the module (a missing dependency) propagates.
+    """
+    module_name, _, cls = predictor.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name is None or not (module_name + ".").startswith(exc.name + "."):
+            raise  # the module exists; something it imports does not
+        raise ServerSetupError(f"{source} {predictor}: no module named {exc.name!r}") from None
+    found = getattr(module, cls, None)
+    if not isinstance(found, type):
+        raise ServerSetupError(f"{source} {predictor}: module {module_name} has no class {cls!r}")
+    return found
 
 
 def server_env(
@@ -65,9 +164,9 @@ def _positive(value: Any, what: str) -> int:
     try:
         number = int(value)
     except (TypeError, ValueError):
-        raise ValueError(f"{what} must be a positive integer, got {value!r}") from None
+        raise ServerSetupError(f"{what} must be a positive integer, got {value!r}") from None
     if number < 1:
-        raise ValueError(f"{what} must be a positive integer, got {value!r}")
+        raise ServerSetupError(f"{what} must be a positive integer, got {value!r}")
     return number
 
 
@@ -75,7 +174,7 @@ def max_request_bytes() -> int:
     """The request size limit from the environment (``BEAMFORGE_MAX_REQUEST_BYTES``).
 
     Raises:
-        ValueError: if the variable is set to anything but a positive integer.
+        ServerSetupError: if the variable is set to anything but a positive integer.
     """
     raw = os.environ.get(MAX_REQUEST_BYTES_ENV)
     if raw is None or raw == "":
