@@ -20,7 +20,7 @@ import pyarrow as pa
 import yaml
 
 from beam_pipelines.dataflow_settings import DataflowSection
-from beam_pipelines.streaming.settings import StreamingSpec
+from beam_pipelines.streaming.settings import StreamingSpec, check_streaming_columns
 from transforms.core.config import SpecError, Within, check_within, from_mapping
 from transforms.core.errors import InputError
 from transforms.core.schema import parse_type, type_name
@@ -274,7 +274,8 @@ def parse_spec(data: Any, *, origin: str = "<spec>") -> JobSpec:
                 f"{', '.join(spec.split.names)}",
             )
         if spec.source.schema is not None:
-            check_columns(spec, list(spec.source.schema))
+            after_steps = check_columns(spec, list(spec.source.schema))
+            check_streaming_columns(spec, after_steps)
     except SpecError as exc:
         raise exc.located(origin) from None
     return spec

@@ -17,7 +17,12 @@ import pytest
 import yaml
 
 from beam_pipelines.spec import parse_spec
-from beam_pipelines.streaming import StreamingSpec, describe, streaming_spec
+from beam_pipelines.streaming import (
+    StreamingSpec,
+    check_aggregation_columns,
+    describe,
+    streaming_spec,
+)
 from transforms.core.config import SpecError
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
@@ -41,7 +46,7 @@ def _files_spec(root: pathlib.Path) -> Any:
 def _validate(tmp_path: pathlib.Path, data: dict[str, Any]) -> subprocess.CompletedProcess[str]:
     """``beamforge validate`` on ``data`` written as a spec file, as a real subprocess."""
     spec = tmp_path / "spec.yaml"
-    spec.write_text(yaml.safe_dump(data))
+    spec.write_text(yaml.safe_dump(data, sort_keys=False))
     return subprocess.run(
         [sys.executable, "-m", "launchers.cli", "validate", str(spec)],
         cwd=REPO,
@@ -250,3 +255,122 @@ def test_the_streaming_bigquery_sink_is_one_table_with_streaming_inserts(
     data["streaming"]["output"]["bigquery"] = sink
     with pytest.raises(SpecError, match=problem):
         streaming_spec(parse_spec(data, origin="test"))
+
+
+def _set(path: list[str | int], value: Any) -> Callable[[dict[str, Any]], None]:
+    def change(d: dict[str, Any]) -> None:
+        parent = d["streaming"]
+        for key in path[:-1]:
+            parent = parent[key]
+        parent[path[-1]] = value
+
+    return change
+
+
+def _pubsub(key: str, value: Any) -> Callable[[dict[str, Any]], None]:
+    def change(d: dict[str, Any]) -> None:
+        d["streaming"].update(source="pubsub", pubsub={**_PUBSUB, key: value})
+        del d["streaming"]["files"]
+
+    return change
+
+
+_SECONDS = "expected a number greater than 0 (seconds)"
+# What the example's aggregations may read: its source columns, then its artifact's outputs.
+_EXAMPLE_COLUMNS = (
+    "pickup_community_area, fare, trip_start_month, trip_start_hour, trip_start_day, "
+    "trip_start_timestamp, pickup_latitude, pickup_longitude, dropoff_latitude, "
+    "dropoff_longitude, trip_miles, pickup_census_tract, dropoff_census_tract, payment_type, "
+    "company, trip_seconds, dropoff_community_area, tips, trip_miles_xf, fare_xf, "
+    "trip_seconds_xf, payment_type_xf, company_xf, pickup_latitude_xf, pickup_longitude_xf, "
+    "dropoff_latitude_xf, dropoff_longitude_xf, trip_start_hour_xf, trip_start_day_xf, "
+    "trip_start_month_xf, pickup_census_tract_xf, dropoff_census_tract_xf, "
+    "pickup_community_area_xf, dropoff_community_area_xf, tips_xf"
+)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("change", "where", "problem"),
+    [
+        # Columns the aggregations read: checked against source.schema and the steps' outputs.
+        (_set(["aggregations", 0, "keys"], ["nope"]), "aggregations[0].keys[0]", None),
+        (
+            _set(["aggregations", 1, "keys"], ["company", "nope"]),
+            "aggregations[1].keys[1]",
+            None,
+        ),
+        (
+            _set(["aggregations", 1, "metrics", 1, "column"], "nope"),
+            "aggregations[1].metrics[1].column",
+            None,
+        ),
+        (_set(["aggregations", 0, "time_column"], "nope"), "aggregations[0].time_column", None),
+        # Every number of the sources, the output and the refresh, at its key.
+        (
+            _set(["files", "max_files"], -1),
+            "files.max_files",
+            "got -1; expected an integer of at least 1",
+        ),
+        (
+            _set(["files", "max_files"], 0),
+            "files.max_files",
+            "got 0; expected an integer of at least 1",
+        ),
+        (_set(["files", "poll_seconds"], -1), "files.poll_seconds", f"got -1; {_SECONDS}"),
+        (_set(["files", "deadline_seconds"], 0), "files.deadline_seconds", f"got 0; {_SECONDS}"),
+        (
+            _set(["artifact_refresh_seconds"], -0.5),
+            "artifact_refresh_seconds",
+            f"got -0.5; {_SECONDS}",
+        ),
+        (_pubsub("batch_size", 0), "pubsub.batch_size", "got 0; expected an integer of at least 1"),
+        (
+            _pubsub("max_messages", -3),
+            "pubsub.max_messages",
+            "got -3; expected an integer of at least 1",
+        ),
+        (_pubsub("max_latency_seconds", 0), "pubsub.max_latency_seconds", f"got 0; {_SECONDS}"),
+        (_pubsub("dedupe_seconds", -600), "pubsub.dedupe_seconds", f"got -600; {_SECONDS}"),
+        (_pubsub("idle_seconds", 0), "pubsub.idle_seconds", f"got 0; {_SECONDS}"),
+        (_pubsub("deadline_seconds", -1), "pubsub.deadline_seconds", f"got -1; {_SECONDS}"),
+    ],
+)
+def test_validate_refuses_what_a_streaming_run_would_refuse(
+    tmp_path: pathlib.Path,
+    change: Callable[[dict[str, Any]], None],
+    where: str,
+    problem: str | None,
+) -> None:
+    """Unknown columns (with source.schema) and numbers out of range: exit 2, one line."""
+    data = _example()
+    change(data)
+    done = _validate(tmp_path, data)
+    assert done.returncode == 2, done.stderr
+    assert done.stdout == ""
+    if problem is None:
+        problem = f"unknown column 'nope'; available columns are {_EXAMPLE_COLUMNS}"
+    assert _error_line(done) == f"error: {tmp_path / 'spec.yaml'}: streaming.{where}: {problem}"
+
+
+def test_aggregation_columns_are_checked_at_their_keys() -> None:
+    stream = streaming_spec(parse_spec(_example(), origin="spec.yaml"))
+    check_aggregation_columns(stream, ["pickup_community_area", "company", "fare"])
+    with pytest.raises(SpecError) as raised:
+        check_aggregation_columns(stream, ["pickup_community_area", "company"])
+    assert str(raised.value) == (
+        "streaming.aggregations[0].metrics[1].column: unknown column 'fare'; "
+        "available columns are pickup_community_area, company"
+    )
+    # The source's event time column is always there.
+    data = _example()
+    data["streaming"]["aggregations"][0]["time_column"] = "__event_time"
+    parse_spec(data, origin="spec.yaml")
+
+
+def test_without_a_schema_the_columns_wait_for_the_run() -> None:
+    data = _example()
+    del data["source"]["schema"]
+    data["source"]["infer_schema"] = True
+    data["streaming"]["aggregations"][0]["keys"] = ["nope"]
+    assert parse_spec(data, origin="spec.yaml").streaming is not None

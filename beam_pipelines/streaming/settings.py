@@ -3,7 +3,12 @@
 :class:`StreamingSpec` is parsed with the rest of the spec (:func:`beam_pipelines.spec.parse_spec`
 builds it with :func:`transforms.core.config.from_mapping`), so ``beamforge validate`` refuses an
 unknown key or a wrong type anywhere in the section, naming its YAML path, the value and what is
-valid. :func:`describe` says in one line what a local run of it does.
+valid. Every number of the section's sources, output and refresh is range-checked there too,
+at its key (``streaming.files.max_files: got
+-1; expected an integer of at least 1``). When the spec declares ``source.schema``, the columns
+the aggregations read are checked then as well (:func:`check_streaming_columns`, called by
+``parse_spec``); otherwise when a run plans (:func:`check_aggregation_columns`, with the
+artifact's columns). :func:`describe` says in one line what a local run of it does.
 
 This module imports no pipeline code and not the spec module (which imports it).
 """
@@ -11,12 +16,33 @@ This module imports no pipeline code and not the spec module (which imports it).
 from __future__ import annotations
 
 import dataclasses
-from typing import Literal
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Annotated, Literal
 
+from transforms.core.config import FieldError, SpecError, Within
 from transforms.io.bigquery import BigQuerySink
 from transforms.streaming.pubsub_messages import Decoding
 from transforms.streaming.pubsub_pull import Limits
 from transforms.streaming.windows import Aggregation
+
+if TYPE_CHECKING:
+    # Only for annotations: the spec module imports this one.
+    from beam_pipelines.spec import JobSpec
+
+# A count of files, messages or rows: at least one.
+_COUNT = Within(1)
+
+
+def _check_positive(section: object, keys: Sequence[str]) -> None:
+    """Raises FieldError for the first of ``keys`` (durations in seconds) that is not > 0.
+
+    Null (an optional bound left out) passes: it means "no bound". ``Within`` bounds are
+    inclusive, so a strict bound is checked here.
+    """
+    for key in keys:
+        value = getattr(section, key)
+        if value is not None and value <= 0:
+            raise FieldError(key, f"got {value:g}; expected a number greater than 0 (seconds)")
 
 
 @dataclasses.dataclass
@@ -33,9 +59,12 @@ class FilesSource:
 
     path: str
     poll_seconds: float = 1.0
-    max_files: int | None = None
+    max_files: Annotated[int, _COUNT] | None = None
     deadline_seconds: float | None = None
     event_time_field: str | None = None
+
+    def validate(self) -> None:
+        _check_positive(self, ("poll_seconds", "deadline_seconds"))
 
 
 @dataclasses.dataclass
@@ -56,17 +85,18 @@ class PubsubSource(Decoding):
 
     subscription: str | None = None
     topic: str | None = None
-    batch_size: int = 500
+    batch_size: Annotated[int, _COUNT] = 500
     max_latency_seconds: float = 1.0
     dedupe_seconds: float = 600.0
-    max_messages: int | None = None
+    max_messages: Annotated[int, _COUNT] | None = None
     idle_seconds: float | None = None
     deadline_seconds: float | None = None
 
     def validate(self) -> None:
+        _check_positive(
+            self, ("max_latency_seconds", "dedupe_seconds", "idle_seconds", "deadline_seconds")
+        )
         super().validate()
-        if self.dedupe_seconds <= 0:
-            raise ValueError("streaming.pubsub.dedupe_seconds must be > 0")
         self.limits(started=0.0).validate()
         if bool(self.subscription) == bool(self.topic):
             raise ValueError("give exactly one of streaming.pubsub.subscription and topic")
@@ -122,11 +152,63 @@ class StreamingSpec:
     aggregations: list[Aggregation] = dataclasses.field(default_factory=list)
 
     def validate(self) -> None:
+        _check_positive(self, ("artifact_refresh_seconds",))
         if getattr(self, self.source) is None:
             raise ValueError(f"source: {self.source} needs a streaming.{self.source} section")
         names = [a.name for a in self.aggregations]
         if len(set(names)) != len(names):
             raise ValueError(f"aggregation names must be distinct: {names}")
+
+
+def check_aggregation_columns(stream: StreamingSpec, available: Sequence[str]) -> None:
+    """Checks every column the aggregations read (keys, time column, metrics).
+
+    Args:
+        stream: The section.
+        available: The columns of the rows aggregated: the source's and the artifact's
+            output columns. Hidden columns (``__event_time``, set by the source) always are.
+
+    Raises:
+        SpecError: at the key naming an unknown column (``streaming.aggregations[0].keys[1]``,
+            ``...time_column``, ``...metrics[2].column``), listing the available ones.
+    """
+    for i, agg in enumerate(stream.aggregations):
+        where = f"streaming.aggregations[{i}]"
+        refs = [(f"{where}.keys[{j}]", key) for j, key in enumerate(agg.keys)]
+        refs.append((f"{where}.time_column", agg.time_column))
+        refs += [
+            (f"{where}.metrics[{j}].column", m.column)
+            for j, m in enumerate(agg.metrics)
+            if m.column is not None
+        ]
+        for path, col in refs:
+            if not col.startswith("__") and col not in available:
+                raise SpecError(
+                    path, f"unknown column {col!r}; available columns are {', '.join(available)}"
+                )
+
+
+def check_streaming_columns(spec: JobSpec, after_steps: Sequence[str]) -> None:
+    """What a run's plan checks, checked when a spec declaring ``source.schema`` is parsed.
+
+    The artifact a batch run fits from this spec outputs ``spec.output_columns``; with a
+    ``transform.preprocessing_fn`` those are known only once it is traced, so the check is
+    left to the run.
+
+    Args:
+        spec: The spec, whose ``source.schema`` is given.
+        after_steps: The columns present after every step (``check_columns``'s result).
+
+    Raises:
+        SpecError: as :func:`check_aggregation_columns` does.
+    """
+    if spec.streaming is None or spec.source.schema is None:
+        return
+    if spec.transform.preprocessing_fn is not None:
+        return
+    available = list(spec.source.schema)
+    available += [c for c in spec.output_columns(list(after_steps)) if c not in available]
+    check_aggregation_columns(spec.streaming, available)
 
 
 def describe(stream: StreamingSpec, output: str | None = None) -> str:
@@ -157,4 +239,12 @@ def describe(stream: StreamingSpec, output: str | None = None) -> str:
     )
 
 
-__all__ = ["FilesSource", "PubsubSource", "StreamOutput", "StreamingSpec", "describe"]
+__all__ = [
+    "FilesSource",
+    "PubsubSource",
+    "StreamOutput",
+    "StreamingSpec",
+    "check_aggregation_columns",
+    "check_streaming_columns",
+    "describe",
+]

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
-from beam_pipelines.streaming.settings import StreamingSpec
+from beam_pipelines.streaming.settings import StreamingSpec, check_aggregation_columns
 from transforms.core.artifact import read_artifact
 from transforms.core.config import SpecError
 from transforms.core.schema import arrow_schema
@@ -81,14 +81,11 @@ def plan(
     if spec.source.schema is not None:
         input_schema = resolve_schema(spec.source, [])
     available = [*input_schema.names, *artifact.output_columns]
-    for i, agg in enumerate(stream.aggregations):
-        for col in agg.input_columns():
-            if not col.startswith("__") and col not in available:
-                raise SpecError(
-                    f"streaming.aggregations[{i}]",
-                    f"unknown column {col!r}; available columns are {', '.join(available)}",
-                    source=spec.origin,
-                )
+    try:
+        # Also checked when the spec was parsed, if it declares source.schema.
+        check_aggregation_columns(stream, available)
+    except SpecError as exc:
+        raise exc.located(spec.origin) from None
     out_schema = arrow_schema(artifact.output_schema)
     output_schema = pa.schema([out_schema.field(c) for c in artifact.output_columns])
     sink = stream.output.bigquery
