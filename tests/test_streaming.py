@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import pathlib
 import shutil
+import subprocess
+import sys
 import threading
 import time
 from typing import Any
@@ -17,10 +20,18 @@ import yaml
 
 from beam_pipelines.dataset import run_job
 from beam_pipelines.spec import load_spec, parse_spec
-from beam_pipelines.streaming import balance_problems, run_streaming
+from beam_pipelines.streaming import (
+    balance_problems,
+    check_fresh_output,
+    earlier_run_files,
+    plan,
+    run_streaming,
+)
 from tests.datasets import dataset_files, run_root
 from transforms.beam.artifact_reload import ArtifactWatcher
 from transforms.core.artifact import read_artifact, write_artifact
+from transforms.core.config import SpecError
+from transforms.core.errors import InputError
 from transforms.ops.registry import build_step
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
@@ -149,6 +160,94 @@ def test_streamed_rows_get_the_batch_features(stream_run: tuple, batch_run: path
 
     # Same artifact, same engine: the same feature values for every row.
     assert canonical(streamed) == canonical(batch)
+
+
+def _snapshot(root: pathlib.Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_a_second_run_into_the_same_output_is_refused_before_any_work(
+    stream_run: tuple, batch_run: pathlib.Path, tmp_path: pathlib.Path
+) -> None:
+    """The documented command run again: its counts would add to the first run's."""
+    out, summary = stream_run
+    assert summary["balanced"]
+    root = out.parent
+    spec = tmp_path / "streaming.yaml"
+    spec.write_text(yaml.safe_dump(_spec(root, batch_run).raw))
+    before = _snapshot(root)
+    done = subprocess.run(
+        [sys.executable, "-m", "launchers.cli", "run", str(spec), "--streaming", "--quiet"],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert done.returncode == 2, done.stderr
+    assert done.stdout == ""
+    assert done.stderr.splitlines() == [
+        f"error: {out}: holds the files of an earlier streaming run; give a new output folder "
+        "or remove it"
+    ]
+    # Nothing written, nothing moved: the first run's files are as it left them.
+    assert _snapshot(root) == before
+    # The same refusal in process, for --output too; a fresh folder is taken.
+    with pytest.raises(InputError, match=f"^{out}: holds the files of an earlier"):
+        run_streaming(_spec(tmp_path, batch_run), output=str(out))
+    assert earlier_run_files(str(tmp_path / "fresh")) == []
+
+
+def test_a_folder_with_any_of_a_runs_files_is_refused(tmp_path: pathlib.Path) -> None:
+    check_fresh_output(str(tmp_path / "missing"))
+    (tmp_path / "incoming").mkdir()
+    check_fresh_output(str(tmp_path))  # other folders are not a run's
+    for name in (
+        "counts/part-1.jsonl",
+        "rows/part-a.parquet",
+        "errors/part-1.jsonl",
+        "aggregates/per_company/part-1.jsonl",
+        "summary.json",
+    ):
+        out = tmp_path / name.replace("/", "_")
+        (out / name).parent.mkdir(parents=True, exist_ok=True)
+        (out / name).write_text("")
+        assert earlier_run_files(str(out)) == [str(out / name)]
+        with pytest.raises(InputError, match="earlier streaming run"):
+            check_fresh_output(str(out))
+
+
+@pytest.mark.emulator
+def test_a_bucket_folder_with_a_runs_files_is_refused(gcs_emulator: Any) -> None:
+    bucket = gcs_emulator.new_bucket("stream-rerun")
+    check_fresh_output(f"gs://{bucket}/out")
+    gcs_emulator.client().bucket(bucket).blob("out/counts/part-1.jsonl").upload_from_string("[]\n")
+    assert earlier_run_files(f"gs://{bucket}/out") == [f"gs://{bucket}/out/counts/part-1.jsonl"]
+    with pytest.raises(InputError) as raised:
+        check_fresh_output(f"gs://{bucket}/out")
+    assert str(raised.value) == (
+        f"gs://{bucket}/out: holds the files of an earlier streaming run; give a new output "
+        "folder or remove it"
+    )
+    check_fresh_output(f"gs://{bucket}/out2")
+
+
+def test_the_run_checks_the_aggregation_columns_at_their_keys(batch_run: pathlib.Path) -> None:
+    """Without source.schema the columns are known from the artifact, when the run plans."""
+    data = copy.deepcopy(dict(_spec(batch_run, batch_run).raw))
+    del data["source"]["schema"]
+    data["source"]["infer_schema"] = True
+    data["streaming"]["aggregations"][1]["metrics"][1]["column"] = "nope"
+    spec = parse_spec(data, origin="spec.yaml")
+    with pytest.raises(SpecError) as raised:
+        plan(spec)
+    assert str(raised.value).startswith(
+        "spec.yaml: streaming.aggregations[1].metrics[1].column: unknown column 'nope'; "
+        "available columns are "
+    )
 
 
 def test_watcher_reloads_a_newer_artifact(batch_run: pathlib.Path, tmp_path: pathlib.Path) -> None:

@@ -17,6 +17,10 @@ Output layout under ``streaming.output.path`` (local or gs://)::
 
 and, with ``streaming.output.bigquery``, the rows streamed into one BigQuery table.
 
+``run_streaming`` refuses, before any work, an output folder that already holds these files
+(:mod:`~beam_pipelines.streaming.output_folder`): they are appended to, and an earlier run's
+ledger would add to this one's.
+
 Local runs (the streaming local runner, fed from a thread:
 :mod:`transforms.streaming.threaded_source`): the folder is watched until ``max_files``
 files or its deadline; Pub/Sub is pulled (:mod:`transforms.streaming.pubsub_pull`) until
@@ -27,17 +31,21 @@ written. On Dataflow the job keeps running (the splittable file watcher, Beam's
 
 Modules: ``settings`` (the typed section), ``stream_plan`` (what is decided before a job
 starts), ``sources`` (the stream read), ``build`` (the graph), ``bundle_files`` (per-bundle
-output files), ``ledger`` (counts, summary and balance) and ``run``.
+output files), ``ledger`` (counts, summary and balance), ``output_folder`` (a fresh folder per
+run) and ``run``.
 """
 
 from beam_pipelines.streaming.build import build
 from beam_pipelines.streaming.ledger import balance_problems, summarize
+from beam_pipelines.streaming.output_folder import check_fresh_output, earlier_run_files
 from beam_pipelines.streaming.run import run, run_streaming
 from beam_pipelines.streaming.settings import (
     FilesSource,
     PubsubSource,
     StreamingSpec,
     StreamOutput,
+    check_aggregation_columns,
+    check_streaming_columns,
     describe,
 )
 from beam_pipelines.streaming.stream_plan import StreamPlan, plan, streaming_spec
@@ -50,7 +58,11 @@ __all__ = [
     "StreamingSpec",
     "balance_problems",
     "build",
+    "check_aggregation_columns",
+    "check_fresh_output",
+    "check_streaming_columns",
     "describe",
+    "earlier_run_files",
     "plan",
     "run",
     "run_streaming",

@@ -17,7 +17,8 @@ from apache_beam.options.pipeline_options import StandardOptions
 from beam_pipelines.runner import is_local, make_options, make_pipeline
 from beam_pipelines.streaming.build import build
 from beam_pipelines.streaming.ledger import summarize
-from beam_pipelines.streaming.stream_plan import plan
+from beam_pipelines.streaming.output_folder import check_fresh_output
+from beam_pipelines.streaming.stream_plan import plan, streaming_spec
 from transforms.core.manifest import CountsMismatchError
 from transforms.streaming.pubsub_pull import create_subscription, delete_subscription
 
@@ -38,7 +39,12 @@ def run_streaming(
     Returns:
         The summary of what was written (also written as ``summary.json``), or ``{}`` when
         the job was submitted to a remote runner.
+
+    Raises:
+        InputError: before any work, if the output folder holds an earlier streaming run's
+            files (its counts would add to this run's).
     """
+    check_fresh_output(output or streaming_spec(spec).output.path)
     the_plan = plan(spec, artifact_dir=artifact_dir, output=output)
     sub = the_plan.stream.pubsub if the_plan.stream.source == "pubsub" else None
     options = make_options(beam_args)
