@@ -29,6 +29,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from beam_pipelines.exit_codes import ExitCode
 from launchers import cloud_commands
 from launchers.console import (
     Heartbeat,
@@ -37,7 +38,6 @@ from launchers.console import (
     restore_signals,
     stop_on_signals,
 )
-from launchers.exit_codes import ExitCode
 from launchers.report import error, failure_of, format_summary
 
 

@@ -7,7 +7,7 @@
                                   [--validate-only] [--wait] [Dataflow flags ...]
     beamforge jobs wait|cancel|drain JOB --project P --region R [--timeout S] [--wait]
 
-Exit codes are :class:`launchers.exit_codes.ExitCode`: OK, FAILED, USER_ERROR (invalid
+Exit codes are :class:`beam_pipelines.exit_codes.ExitCode`: OK, FAILED, USER_ERROR (invalid
 settings or arguments), STOPPED (cancelled), DRAINED, UPDATED (replaced), TIMED_OUT; a job
 error carries its own (:attr:`launchers.polling.CloudJobError.exit_code`).
 """
@@ -21,7 +21,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from launchers.exit_codes import ExitCode
+from beam_pipelines.exit_codes import ExitCode
 from launchers.report import error, format_summary
 
 

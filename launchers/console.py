@@ -2,7 +2,7 @@
 
 A heartbeat line while a long run is silent; Beam's error logs and worker processes' stderr
 held until the run's outcome is known (a user error is reported in one line, by
-:func:`launchers.report.failure_of`, not with Beam's tracebacks); Ctrl-C and SIGTERM stop
+:func:`beam_pipelines.failures.failure_of`, not with Beam's tracebacks); Ctrl-C and SIGTERM stop
 the command with one line and exit code 130.
 """
 
@@ -18,8 +18,8 @@ import time
 from types import TracebackType
 from typing import Any, TextIO
 
-from launchers.exit_codes import ExitCode
-from launchers.report import failure_of
+from beam_pipelines.exit_codes import ExitCode
+from beam_pipelines.failures import failure_of
 
 
 class Heartbeat:

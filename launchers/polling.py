@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import ClassVar, TypeVar
 
-from launchers.exit_codes import ExitCode
+from beam_pipelines.exit_codes import ExitCode
 
 T = TypeVar("T")
 

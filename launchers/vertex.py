@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from launchers.exit_codes import ExitCode
+from beam_pipelines.exit_codes import ExitCode
 from launchers.polling import Backoff, CloudJobError, poll
 
 _LOG = logging.getLogger(__name__)

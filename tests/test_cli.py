@@ -13,10 +13,10 @@ from typing import Any
 import apache_beam as beam
 import pytest
 
+from beam_pipelines.exit_codes import ExitCode
+from beam_pipelines.failures import Failure, failure_of
 from beam_pipelines.runner import make_options, make_pipeline
 from launchers import cli
-from launchers.exit_codes import ExitCode
-from launchers.report import Failure, failure_of
 from tests.conftest import REPO, TAXI_SAMPLE
 from transforms.core.artifact import ArtifactError
 from transforms.core.config import SpecError

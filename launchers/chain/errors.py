@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from launchers.exit_codes import ExitCode
+from beam_pipelines.exit_codes import ExitCode
 
 
 class ChainError(RuntimeError):

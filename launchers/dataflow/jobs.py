@@ -19,8 +19,8 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from beam_pipelines.exit_codes import ExitCode
 from launchers.dataflow.settings import console_url
-from launchers.exit_codes import ExitCode
 from launchers.polling import DEFAULT_BACKOFF, Backoff, CloudJobError, poll
 
 _LOG = logging.getLogger(__name__)

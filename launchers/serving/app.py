@@ -16,7 +16,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from launchers.exit_codes import ExitCode
+from beam_pipelines.exit_codes import ExitCode
 from launchers.report import error
 from launchers.serving.environment import (
     DEFAULT_MAX_REQUEST_BYTES,
