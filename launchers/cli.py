@@ -259,10 +259,17 @@ def _command(args: argparse.Namespace, extra: list[str]) -> int:
 
 
 def _run_streaming(args: argparse.Namespace, spec: Any, extra: Sequence[str]) -> int:
-    from beam_pipelines.streaming import describe, run_streaming, streaming_spec
+    from beam_pipelines.streaming import (
+        check_fresh_output,
+        describe,
+        run_streaming,
+        streaming_spec,
+    )
 
     # As for batch runs, main() reports user errors and CountsMismatchError (summary.json,
-    # written before the balance check, holds the counts and the problems).
+    # written before the balance check, holds the counts and the problems). A used output
+    # folder is refused before the banner, so the refusal is the only line.
+    check_fresh_output(args.output or streaming_spec(spec).output.path)
     if not args.quiet:
         # A streaming run may go on for long before it prints its summary.
         line = describe(streaming_spec(spec), args.output)

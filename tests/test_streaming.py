@@ -179,7 +179,7 @@ def test_a_second_run_into_the_same_output_is_refused_before_any_work(
     spec.write_text(yaml.safe_dump(_spec(root, batch_run).raw))
     before = _snapshot(root)
     done = subprocess.run(
-        [sys.executable, "-m", "launchers.cli", "run", str(spec), "--streaming", "--quiet"],
+        [sys.executable, "-m", "launchers.cli", "run", str(spec), "--streaming"],
         cwd=REPO,
         env={**os.environ, "PYTHONPATH": str(REPO)},
         capture_output=True,

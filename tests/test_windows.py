@@ -62,12 +62,44 @@ def test_every_window_contains_its_time(t: int, period: int, k: int, offset: int
 
 
 def test_window_spec_validation() -> None:
-    with pytest.raises(SpecError, match="multiple of"):
-        from_mapping(Window, {"kind": "sliding", "size_seconds": 25, "period_seconds": 10})
-    with pytest.raises(SpecError, match="needs a column"):
-        from_mapping(Metric, {"op": "sum", "output": "x"})
-    with pytest.raises(SpecError, match="period_seconds is for kind: sliding"):
-        from_mapping(Window, {"size_seconds": 10, "period_seconds": 5})
+    # Each problem is reported at its own key, with the value and what is expected.
+    cases = [
+        (
+            Window,
+            {"kind": "sliding", "size_seconds": 25, "period_seconds": 10},
+            "w.size_seconds: got 25.0; expected a multiple of period_seconds (10.0)",
+        ),
+        (Metric, {"op": "sum", "output": "x"}, "w.column: op sum needs a column (metric 'x')"),
+        (
+            Window,
+            {"size_seconds": 10, "period_seconds": 5},
+            "w.period_seconds: only a sliding window has one (kind: sliding)",
+        ),
+        (
+            Window,
+            {"size_seconds": -1},
+            "w.size_seconds: got -1.0; expected a number greater than 0",
+        ),
+        (
+            Window,
+            {"kind": "sliding", "size_seconds": 10},
+            "w.period_seconds: got None; a sliding window needs a number greater than 0",
+        ),
+    ]
+    late = {
+        "name": "a",
+        "keys": ["k"],
+        "window": {"size_seconds": 60},
+        "metrics": [{"op": "count", "output": "n"}],
+        "allowed_lateness_seconds": -1,
+    }
+    cases.append(
+        (Aggregation, late, "w.allowed_lateness_seconds: got -1.0; expected a number of at least 0")
+    )
+    for cls, mapping, message in cases:
+        with pytest.raises(SpecError) as caught:
+            from_mapping(cls, mapping, "w")
+        assert str(caught.value) == message
 
 
 def test_event_times_from_seconds_and_timestamps() -> None:

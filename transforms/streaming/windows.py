@@ -60,6 +60,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from transforms.core.config import FieldError
 from transforms.streaming.event_time import EVENT_TIME_COLUMN, NO_TIME, event_times_us
 
 LATE = "late"
@@ -99,7 +100,7 @@ class Metric:
 
     def validate(self) -> None:
         if self.op != "count" and not self.column:
-            raise ValueError(f"metric {self.output!r}: op {self.op} needs a column")
+            raise FieldError("column", f"op {self.op} needs a column (metric {self.output!r})")
 
 
 @dataclasses.dataclass
@@ -120,18 +121,24 @@ class Window:
 
     def validate(self) -> None:
         if self.size_seconds <= 0:
-            raise ValueError(f"window.size_seconds must be > 0, got {self.size_seconds}")
+            raise FieldError(
+                "size_seconds", f"got {self.size_seconds}; expected a number greater than 0"
+            )
         if self.kind == "sliding":
             if self.period_seconds is None or self.period_seconds <= 0:
-                raise ValueError("a sliding window needs window.period_seconds > 0")
+                raise FieldError(
+                    "period_seconds",
+                    f"got {self.period_seconds}; a sliding window needs a number greater than 0",
+                )
             size, period = round(self.size_seconds * _US), round(self.period_seconds * _US)
             if size % period:
-                raise ValueError(
-                    f"window.size_seconds ({self.size_seconds}) must be a multiple of "
-                    f"period_seconds ({self.period_seconds})"
+                raise FieldError(
+                    "size_seconds",
+                    f"got {self.size_seconds}; expected a multiple of period_seconds "
+                    f"({self.period_seconds})",
                 )
         elif self.period_seconds is not None:
-            raise ValueError("window.period_seconds is for kind: sliding only")
+            raise FieldError("period_seconds", "only a sliding window has one (kind: sliding)")
 
     @property
     def size_us(self) -> int:
@@ -168,11 +175,14 @@ class Aggregation:
 
     def validate(self) -> None:
         if not self.keys:
-            raise ValueError(f"aggregation {self.name!r} needs at least one key column")
+            raise FieldError("keys", f"aggregation {self.name!r} needs at least one key column")
         if not self.metrics:
-            raise ValueError(f"aggregation {self.name!r} needs at least one metric")
+            raise FieldError("metrics", f"aggregation {self.name!r} needs at least one metric")
         if self.allowed_lateness_seconds < 0:
-            raise ValueError("allowed_lateness_seconds must be >= 0")
+            raise FieldError(
+                "allowed_lateness_seconds",
+                f"got {self.allowed_lateness_seconds}; expected a number of at least 0",
+            )
         names = [*self.keys, WINDOW_START, WINDOW_END, PANE, ROWS]
         for metric in self.metrics:
             if metric.output in names:
