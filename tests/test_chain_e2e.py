@@ -210,3 +210,11 @@ def test_local_chain_end_to_end_killed_after_its_first_step(
     finally:
         assert serving.stop_server(server)
     assert not serving.is_healthy(server)
+    # A stopped server is no longer a deployment: status says what the next run would do.
+    assert [(s.name, s.status) for s in chains.chain_status(spec)] == [
+        ("dataset", "completed"),
+        ("train", "completed"),
+        ("gate", "completed"),
+        ("upload", "completed"),
+        ("deploy", "stale"),
+    ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 
+from launchers.chain.backends.local import LocalBackend
 from launchers.chain.fingerprints import fingerprint
 from launchers.chain.spec import ChainSpec, check_target
 from launchers.chain.state import COMPLETED, FAILED, PENDING, STALE, StepState, load_state
@@ -26,10 +27,14 @@ def chain_status(spec: ChainSpec, target: str = "local") -> list[StepStatus]:
     """Each step's status: completed, stale (its inputs changed since), failed or pending.
 
     Nothing is run and no cloud API is called; fingerprints are recomputed from the spec,
-    the files and the recorded outputs.
+    the files and the recorded outputs. On the local target a completed step whose outputs
+    are gone (a stopped server, a dataset rerun elsewhere, a deleted model) is stale too, as
+    the next run would find it.
     """
     check_target(spec, target)
     state = load_state(spec.state_path(target), spec.name, target)
+    # Only the local checks are cheap and offline; the gcp ones ask the cloud.
+    still_valid = LocalBackend().still_valid if target == "local" else None
     out: list[StepStatus] = []
     previous = ""
     upstream_changed = False
@@ -47,7 +52,11 @@ def chain_status(spec: ChainSpec, target: str = "local") -> list[StepStatus]:
             continue
         status = old.status
         # Whatever follows a step that will run again runs again too.
-        if status == COMPLETED and (old.fingerprint != fp or upstream_changed):
+        if status == COMPLETED and (
+            old.fingerprint != fp
+            or upstream_changed
+            or (still_valid is not None and not still_valid(step, old.outputs))
+        ):
             status = STALE
         upstream_changed = upstream_changed or status != COMPLETED
         out.append(
