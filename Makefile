@@ -16,7 +16,7 @@ export TF_CPP_MIN_LOG_LEVEL := 2
 $(STAMP): setup.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[tft,gcp,train,dev]'
+	$(BIN)/python -m pip install -q -e '.[tft,gcp,train,dev,orchestrators]'
 	touch $(STAMP)
 
 venv: $(STAMP)

@@ -48,6 +48,8 @@ setup(
             "google-cloud-build>=3.20",
         ],
         "train": ["scikit-learn>=1.4", "joblib>=1.3"],
+        # beamforge chain compile --to kfp: the chain as a Vertex AI / Kubeflow pipeline.
+        "orchestrators": ["kfp==2.17.3"],
         "dev": [
             "pytest>=8",
             "pytest-timeout>=2.3",

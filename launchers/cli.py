@@ -7,6 +7,7 @@
     beamforge chain [run] CHAIN.yaml [--target local|gcp]
     beamforge chain status|stop CHAIN.yaml [--target local|gcp]
     beamforge chain predict CHAIN.yaml --instances FILE.json|FILE.csv [--limit N]
+    beamforge chain compile CHAIN.yaml --to kfp [--target local] -o PIPELINE.yaml
 
 Beam pipeline options (``--runner``, ``--direct_num_workers``, ...) pass through to Beam;
 the local runner is used when none is named. With ``--runner DataflowRunner`` (or
@@ -71,14 +72,14 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-CHAIN_ACTIONS = ("run", "status", "stop", "predict")
+CHAIN_ACTIONS = ("run", "status", "stop", "predict", "compile")
 
 
 def _add_chain_parser(sub: Any) -> None:
     chain = sub.add_parser(
         "chain",
         help="run a chain (dataset -> training -> gate -> upload -> deploy), or show its status",
-        description="beamforge chain [run|status|stop|predict] CHAIN.yaml",
+        description="beamforge chain [run|status|stop|predict|compile] CHAIN.yaml",
     )
     chain.add_argument("words", nargs="+", metavar="[ACTION] CHAIN", help="action and chain spec")
     chain.add_argument("--target", choices=["local", "gcp"], default="local")
@@ -86,6 +87,8 @@ def _add_chain_parser(sub: Any) -> None:
         "--instances", help="predict: JSON file with a list of instances, or a CSV of raw rows"
     )
     chain.add_argument("--limit", type=int, default=1, help="predict: rows of a CSV to send")
+    chain.add_argument("--to", help="compile: the orchestrator (kfp)")
+    chain.add_argument("-o", "--output", help="compile: the pipeline file to write")
 
 
 def _read_instances(path: str, limit: int) -> list[Any]:
@@ -119,12 +122,15 @@ def chain_command(args: argparse.Namespace) -> int:
         return error("expected beamforge chain [ACTION] CHAIN.yaml")
     try:
         spec = chains.load_chain(words[0])
-        chains.check_target(spec, args.target)
+        if action != "compile":
+            chains.check_target(spec, args.target)
     except OSError as exc:
         # The chain file itself cannot be read (missing, a directory, no permission).
         return error(f"{words[0]}: cannot be read: {exc.strerror or exc}")
     except SpecError as exc:
         return error(exc)
+    if action == "compile":
+        return _chain_compile(args, spec)
     if action == "status":
         print(chains.format_status(spec, args.target, chains.chain_status(spec, args.target)))
         return ExitCode.OK
@@ -171,6 +177,27 @@ def chain_command(args: argparse.Namespace) -> int:
     print(chains.format_status(spec, args.target, chains.chain_status(spec, args.target)))
     ran = ", ".join(report.ran) or "nothing"
     print(f"ran: {ran}; reused: {', '.join(report.skipped) or 'nothing'}")
+    return ExitCode.OK
+
+
+def _chain_compile(args: argparse.Namespace, spec: Any) -> int:
+    # Issue #13 plans Airflow and the gcp target too; until then they are refused plainly.
+    if args.to is None:
+        return error("chain compile needs --to kfp")
+    if args.to != "kfp":
+        return error(f"chain compile --to {args.to} is not built yet; --to kfp is")
+    if args.target != "local":
+        return error(f"chain compile --target {args.target} is not built yet; --target local is")
+    if not args.output:
+        return error("chain compile needs -o PIPELINE.yaml")
+    from launchers.chain.compile import compile_kfp
+    from transforms.core.config import SpecError
+
+    try:
+        compile_kfp(spec, target=args.target, output=args.output)
+    except SpecError as exc:
+        return error(exc)
+    print(f"{args.output}: kfp pipeline of chain {spec.name} ({len(spec.steps)} steps, local)")
     return ExitCode.OK
 
 

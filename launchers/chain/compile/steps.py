@@ -1,0 +1,70 @@
+"""The chain's own local step code, called from inside a pipeline's components.
+
+Each function loads the chain file, finds the step by name and runs it exactly as
+``beamforge chain --target local`` does (:class:`~launchers.chain.backends.LocalBackend`,
+:func:`~launchers.chain.run.evaluate_gate`); what a step hands the next travels as JSON text,
+the form an orchestrator passes between tasks. No orchestrator library is imported here.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from launchers.chain.backends import LocalBackend, StepContext
+from launchers.chain.errors import GateFailedError
+from launchers.chain.run import evaluate_gate
+from launchers.chain.spec import DatasetStep, DeployStep, TrainStep, UploadStep, load_chain
+
+
+def _context(chain_file: str, step_name: str, upstream: str) -> tuple[Any, StepContext]:
+    spec = load_chain(chain_file)
+    step = spec.step(step_name)
+    inputs: dict[str, dict[str, Any]] = {}
+    if step.REFS:
+        # Every kind refers to at most one earlier step, whose outputs come in as ``upstream``.
+        (field,) = step.REFS
+        inputs[getattr(step, field)] = json.loads(upstream)
+    return step, StepContext(chain=spec, target="local", inputs=inputs, previous_outputs={})
+
+
+def run_local_step(chain_file: str, step_name: str, upstream: str = "{}") -> dict[str, Any]:
+    """Runs a dataset, train, upload or deploy step on the local target.
+
+    Args:
+        chain_file: The chain spec file.
+        step_name: The step to run.
+        upstream: JSON outputs of the step it refers to (``{}`` for a dataset step).
+
+    Returns:
+        The step's outputs, as the chain's state records them.
+    """
+    step, ctx = _context(chain_file, step_name, upstream)
+    backend = LocalBackend()
+    if isinstance(step, DatasetStep):
+        return backend.dataset(step, ctx)
+    if isinstance(step, TrainStep):
+        return backend.train(step, ctx)
+    if isinstance(step, UploadStep):
+        return backend.upload(step, ctx)
+    if isinstance(step, DeployStep):
+        return backend.deploy(step, ctx)
+    raise TypeError(f"a {step.KIND} step is not run by run_local_step")
+
+
+def check_gate(chain_file: str, step_name: str, upstream: str) -> tuple[bool, float, str]:
+    """Evaluates a gate step against its training step's outputs.
+
+    Returns:
+        Whether the gate passed, the metric's value (NaN when it is missing or not a
+        number) and the reason it stopped (empty when it passed).
+    """
+    step, ctx = _context(chain_file, step_name, upstream)
+    metrics = ctx.inputs[step.metrics].get("metrics", {})
+    try:
+        outputs = evaluate_gate(step, metrics)
+    except GateFailedError as exc:
+        value = metrics.get(step.metric)
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        return False, float(value) if number else float("nan"), str(exc)
+    return True, float(outputs["value"]), ""
