@@ -14,18 +14,8 @@ the files it reads (the dataset spec, its inputs, the training code), the output
 steps it refers to and the fingerprint of the step before it, so a changed input or spec
 invalidates that step and everything downstream.
 
-Example (``examples/chicago_taxi/chain.yaml``)::
-
-    name: taxi
-    workdir: demo-chain
-    steps:
-      - {name: dataset, kind: dataset, spec: examples/chicago_taxi/pipeline.yaml,
-         inputs: [examples/chicago_taxi/data/sample.csv], output: demo-chain/dataset}
-      - {name: train, kind: train, dataset: dataset, module: examples.chicago_taxi.trainer.task}
-      - {name: gate, kind: gate, metrics: train, metric: auc, min: 0.7}
-      - {name: upload, kind: upload, model: train,
-         predictor: "examples.chicago_taxi.predictor:TaxiPredictor"}
-      - {name: deploy, kind: deploy, model: upload}
+A spec's example is in :mod:`~launchers.chain.spec`; ``examples/chicago_taxi/chain.yaml``
+is the whole taxi chain.
 """
 
 from __future__ import annotations
