@@ -119,7 +119,11 @@ def chain_command(args: argparse.Namespace) -> int:
     words = list(args.words)
     action = words.pop(0) if words[0] in CHAIN_ACTIONS else "run"
     if len(words) != 1:
-        return error("expected beamforge chain [ACTION] CHAIN.yaml")
+        # e.g. a misspelt action, taken for a second chain file.
+        return error(
+            f"expected beamforge chain [ACTION] CHAIN.yaml, got {' '.join(args.words)!r}; "
+            f"ACTION is one of {', '.join(CHAIN_ACTIONS)}"
+        )
     try:
         spec = chains.load_chain(words[0])
         if action != "compile":

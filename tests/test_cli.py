@@ -67,6 +67,16 @@ def test_validate_recognises_a_chain_spec(tmp_path: pathlib.Path) -> None:
     )
 
 
+def test_a_misspelt_chain_action_names_the_actions() -> None:
+    done = _run("chain", "stauts", "examples/chicago_taxi/chain.yaml")
+    assert done.returncode == 2
+    assert done.stderr == (
+        "error: expected beamforge chain [ACTION] CHAIN.yaml, got "
+        "'stauts examples/chicago_taxi/chain.yaml'; "
+        "ACTION is one of run, status, stop, predict, compile\n"
+    )
+
+
 def test_validate_names_the_file_path_value_and_choices(tmp_path: pathlib.Path) -> None:
     spec = tmp_path / "bad.yaml"
     spec.write_text(
