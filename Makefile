@@ -11,7 +11,7 @@ export GCE_METADATA_HOST := 127.0.0.1:1
 export GCE_METADATA_IP := 127.0.0.1:1
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: demo test lint typecheck unit venv emulators clean
+.PHONY: demo test lint typecheck unit venv emulators airflow clean
 
 $(STAMP): setup.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -44,7 +44,12 @@ typecheck: $(STAMP)
 emulators: $(STAMP)
 	PYTHON=$(PYTHON) tools/bqemulator-venv.sh $(VENV)/bqemulator
 
-test: lint typecheck emulators
+# Airflow's own venv (its Google provider cannot share one with tensorflow-transform):
+# compiled chain DAGs are imported and run there. Created on the first run, reused after.
+airflow: $(STAMP)
+	PYTHON=$(PYTHON) tools/airflow-venv.sh $(VENV)/airflow
+
+test: lint typecheck emulators airflow
 	$(BIN)/python -m pytest -q
 
 unit: $(STAMP)

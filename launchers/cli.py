@@ -87,6 +87,13 @@ def _add_chain_parser(sub: Any) -> None:
         "--instances", help="predict: JSON file with a list of instances, or a CSV of raw rows"
     )
     chain.add_argument("--limit", type=int, default=1, help="predict: rows of a CSV to send")
+    chain.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a value for one of the chain's parameters (repeatable)",
+    )
     chain.add_argument("--to", help="compile: the orchestrator (kfp)")
     chain.add_argument("-o", "--output", help="compile: the pipeline file to write")
 
@@ -125,7 +132,9 @@ def chain_command(args: argparse.Namespace) -> int:
             f"ACTION is one of {', '.join(CHAIN_ACTIONS)}"
         )
     try:
-        spec = chains.load_chain(words[0])
+        from launchers.chain.parameters import parse_assignments
+
+        spec = chains.load_chain(words[0], parse_assignments(args.param))
         if action != "compile":
             chains.check_target(spec, args.target)
     except OSError as exc:

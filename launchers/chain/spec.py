@@ -21,14 +21,25 @@ from __future__ import annotations
 
 import dataclasses
 import posixpath
+import re
 from collections.abc import Mapping
 from typing import Any, ClassVar, Literal
 
 import yaml
 
-from transforms.core.config import SpecError, from_mapping
+from launchers.chain.parameters import (
+    Parameter,
+    check_references,
+    parse_parameters,
+    resolve_values,
+    substitute,
+)
+from launchers.chain.schedule import Schedule
+from transforms.core.config import FieldError, SpecError, from_mapping
 
 TARGETS = ("local", "gcp")
+_LABEL = re.compile(r"[a-z][a-z0-9_-]{0,62}")
+_LABEL_VALUE = re.compile(r"[a-z0-9_-]{0,63}")
 
 
 @dataclasses.dataclass
@@ -42,6 +53,12 @@ class GcpSettings:
         service_account: Service account for jobs and endpoints.
         api_endpoint: Vertex AI API endpoint override (``http://`` for a local fake server).
         dataflow_api_endpoint: Dataflow API endpoint override.
+        pipeline_root: ``gs://`` root of Vertex AI pipeline runs' artifacts; default
+            ``{staging_bucket}/pipelines``.
+        network: VPC network the pipeline's jobs peer with
+            (``projects/NUMBER/global/networks/NAME``).
+        kms_key: Cloud KMS key (CMEK) the pipeline run and its resources are encrypted with.
+        labels: Labels put on pipeline runs and schedules.
     """
 
     project: str
@@ -50,10 +67,27 @@ class GcpSettings:
     service_account: str | None = None
     api_endpoint: str | None = None
     dataflow_api_endpoint: str | None = None
+    pipeline_root: str | None = None
+    network: str | None = None
+    kms_key: str | None = None
+    labels: dict[str, str] = dataclasses.field(default_factory=dict)
 
     def validate(self) -> None:
         if not self.staging_bucket.startswith("gs://"):
             raise ValueError(f"staging_bucket must be a gs:// path, got {self.staging_bucket!r}")
+        if self.pipeline_root is not None and not self.pipeline_root.startswith("gs://"):
+            raise FieldError("pipeline_root", f"must be a gs:// path, got {self.pipeline_root!r}")
+        for key, value in self.labels.items():
+            if not _LABEL.fullmatch(key) or not _LABEL_VALUE.fullmatch(value):
+                raise FieldError(
+                    f"labels.{key}",
+                    "label keys and values are lower-case letters, digits, _ and -, up to 63 "
+                    "characters (keys start with a letter)",
+                )
+
+    def root(self) -> str:
+        """Where pipeline runs keep their artifacts."""
+        return self.pipeline_root or posixpath.join(self.staging_bucket, "pipelines")
 
 
 @dataclasses.dataclass
@@ -238,6 +272,10 @@ class ChainSpec:
         state: State file (local or gs://); default ``{workdir}/state-{target}.json``.
         gcp: Settings of the ``gcp`` target.
         origin: The file the spec came from.
+        parameters: The parameter table (:mod:`~launchers.chain.parameters`).
+        values: The value of each parameter the steps were resolved with.
+        schedule: When schedulers start the chain.
+        raw_steps: The steps as written, references unresolved (for compilers).
     """
 
     name: str
@@ -246,6 +284,10 @@ class ChainSpec:
     state: str | None = None
     gcp: GcpSettings | None = None
     origin: str = "<chain>"
+    parameters: dict[str, Parameter] = dataclasses.field(default_factory=dict)
+    values: dict[str, str] = dataclasses.field(default_factory=dict)
+    schedule: Schedule | None = None
+    raw_steps: list[Any] = dataclasses.field(default_factory=list)
 
     def state_path(self, target: str) -> str:
         """The state file of this chain on ``target``."""
@@ -263,56 +305,90 @@ class _RawChain:
     steps: list[Any]
     state: str | None = None
     gcp: Any = None
+    parameters: Any = None
+    schedule: Any = None
 
 
-def parse_chain(data: Any, *, origin: str = "<chain>") -> ChainSpec:
+def parse_chain(
+    data: Any, *, origin: str = "<chain>", values: Mapping[str, str] | None = None
+) -> ChainSpec:
     """Validates a chain mapping (from YAML).
+
+    Args:
+        data: The mapping.
+        origin: The file it came from (named in errors).
+        values: Parameter values given by the caller (``--param``); the others take their
+            defaults.
 
     Raises:
         SpecError: with the YAML path for an unknown key or step kind, a wrong type, a
-            duplicate step name, or a reference to no earlier step of the right kind.
+            duplicate step name, a reference to no earlier step of the right kind, a
+            ``${name}`` that is no parameter, or a parameter with no value.
     """
     try:
         raw = from_mapping(_RawChain, data)
         gcp = from_mapping(GcpSettings, raw.gcp, "gcp") if raw.gcp is not None else None
-        steps: list[Any] = []
-        for i, item in enumerate(raw.steps):
-            path = f"steps[{i}]"
-            if not isinstance(item, Mapping):
-                raise SpecError(path, f"got {item!r}; expected a mapping with kind and name")
-            kind = item.get("kind")
-            if kind not in KINDS:
-                raise SpecError(
-                    f"{path}.kind",
-                    f"unknown step kind {kind!r}; valid kinds are {', '.join(KINDS)}",
-                )
-            fields = {k: v for k, v in item.items() if k != "kind"}
-            step = from_mapping(KINDS[kind], fields, path)
-            earlier = {s.name: s for s in steps}
-            if step.name in earlier:
-                raise SpecError(f"{path}.name", f"step name {step.name!r} is used twice")
-            for field, kinds in step.REFS.items():
-                ref = getattr(step, field)
-                target = earlier.get(ref)
-                if target is None or target.KIND not in kinds:
-                    candidates = [s.name for s in steps if s.KIND in kinds]
-                    raise SpecError(
-                        f"{path}.{field}",
-                        f"{ref!r} is not an earlier {' or '.join(kinds)} step; "
-                        f"earlier {' or '.join(kinds)} steps: {candidates or 'none'}",
-                    )
-            steps.append(step)
-        if not steps:
-            raise SpecError("steps", "a chain needs at least one step")
+        schedule = None
+        if raw.schedule is not None:
+            section = {"cron": raw.schedule} if isinstance(raw.schedule, str) else raw.schedule
+            schedule = from_mapping(Schedule, section, "schedule")
+        parameters = parse_parameters(raw.parameters)
+        if not isinstance(raw.steps, list):
+            raise SpecError("steps", f"got {raw.steps!r}; expected a list of steps")
+        check_references(raw.steps, parameters, origin=origin)
+        resolved_values = resolve_values(parameters, values, origin=origin)
+        steps = _parse_steps(substitute(raw.steps, resolved_values))
     except SpecError as exc:
-        raise exc.located(origin) from None
+        raise (exc if exc.source else exc.located(origin)) from None
     return ChainSpec(
-        name=raw.name, workdir=raw.workdir, steps=steps, state=raw.state, gcp=gcp, origin=origin
+        name=raw.name,
+        workdir=raw.workdir,
+        steps=steps,
+        state=raw.state,
+        gcp=gcp,
+        origin=origin,
+        parameters=parameters,
+        values=resolved_values,
+        schedule=schedule,
+        raw_steps=raw.steps,
     )
 
 
-def load_chain(path: str) -> ChainSpec:
-    """Reads and validates a chain spec file.
+def _parse_steps(items: list[Any]) -> list[Any]:
+    steps: list[Any] = []
+    for i, item in enumerate(items):
+        path = f"steps[{i}]"
+        if not isinstance(item, Mapping):
+            raise SpecError(path, f"got {item!r}; expected a mapping with kind and name")
+        kind = item.get("kind")
+        if kind not in KINDS:
+            raise SpecError(
+                f"{path}.kind",
+                f"unknown step kind {kind!r}; valid kinds are {', '.join(KINDS)}",
+            )
+        fields = {k: v for k, v in item.items() if k != "kind"}
+        step = from_mapping(KINDS[kind], fields, path)
+        earlier = {s.name: s for s in steps}
+        if step.name in earlier:
+            raise SpecError(f"{path}.name", f"step name {step.name!r} is used twice")
+        for field, kinds in step.REFS.items():
+            ref = getattr(step, field)
+            target = earlier.get(ref)
+            if target is None or target.KIND not in kinds:
+                candidates = [s.name for s in steps if s.KIND in kinds]
+                raise SpecError(
+                    f"{path}.{field}",
+                    f"{ref!r} is not an earlier {' or '.join(kinds)} step; "
+                    f"earlier {' or '.join(kinds)} steps: {candidates or 'none'}",
+                )
+        steps.append(step)
+    if not steps:
+        raise SpecError("steps", "a chain needs at least one step")
+    return steps
+
+
+def load_chain(path: str, values: Mapping[str, str] | None = None) -> ChainSpec:
+    """Reads and validates a chain spec file, its parameters set to ``values`` or defaults.
 
     Raises:
         SpecError: as :func:`parse_chain`, or for YAML that does not parse.
@@ -324,7 +400,7 @@ def load_chain(path: str) -> ChainSpec:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise SpecError("", f"not valid YAML: {exc}", source=path) from None
-    return parse_chain(data, origin=path)
+    return parse_chain(data, origin=path, values=values)
 
 
 def check_target(spec: ChainSpec, target: str) -> None:

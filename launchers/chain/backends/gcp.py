@@ -71,7 +71,7 @@ class GcpBackend:
                     region=self.settings.region,
                     job_name=f"{ctx.chain.name}-{step.name}-{_stamp()}".lower().replace("_", "-"),
                     template_path=gcp.template,
-                    parameters={**gcp.parameters, "output": gcp.output},
+                    parameters=flex_template_parameters(step),
                 )
                 job_id = job.id
             # Training never starts on a job that has merely been submitted.
@@ -159,6 +159,16 @@ class GcpBackend:
         if isinstance(step, DatasetStep):
             return dataset_unchanged(outputs)
         return True
+
+
+def flex_template_parameters(step: DatasetStep) -> dict[str, str]:
+    """The dataset step's Flex Template parameters: its own, its inputs and its output."""
+    assert step.gcp is not None
+    parameters = dict(step.gcp.parameters)
+    if step.inputs and "input" not in parameters:
+        parameters["input"] = ",".join(step.inputs)
+    parameters["output"] = step.gcp.output
+    return parameters
 
 
 def _stamp() -> str:

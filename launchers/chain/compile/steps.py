@@ -9,6 +9,7 @@ the form an orchestrator passes between tasks. No orchestrator library is import
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
 from launchers.chain.backends import LocalBackend, StepContext
@@ -17,8 +18,11 @@ from launchers.chain.run import evaluate_gate
 from launchers.chain.spec import DatasetStep, DeployStep, TrainStep, UploadStep, load_chain
 
 
-def _context(chain_file: str, step_name: str, upstream: str) -> tuple[Any, StepContext]:
-    spec = load_chain(chain_file)
+def _context(
+    chain_file: str, step_name: str, upstream: str, parameters: Mapping[str, str] | None
+) -> tuple[Any, StepContext]:
+    # The orchestrator's parameter values resolve the chain as ``--param`` would.
+    spec = load_chain(chain_file, dict(parameters or {}))
     step = spec.step(step_name)
     inputs: dict[str, dict[str, Any]] = {}
     if step.REFS:
@@ -28,18 +32,24 @@ def _context(chain_file: str, step_name: str, upstream: str) -> tuple[Any, StepC
     return step, StepContext(chain=spec, target="local", inputs=inputs, previous_outputs={})
 
 
-def run_local_step(chain_file: str, step_name: str, upstream: str = "{}") -> dict[str, Any]:
+def run_local_step(
+    chain_file: str,
+    step_name: str,
+    upstream: str = "{}",
+    parameters: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
     """Runs a dataset, train, upload or deploy step on the local target.
 
     Args:
         chain_file: The chain spec file.
         step_name: The step to run.
         upstream: JSON outputs of the step it refers to (``{}`` for a dataset step).
+        parameters: Values of the chain's parameters (the others take their defaults).
 
     Returns:
         The step's outputs, as the chain's state records them.
     """
-    step, ctx = _context(chain_file, step_name, upstream)
+    step, ctx = _context(chain_file, step_name, upstream, parameters)
     backend = LocalBackend()
     if isinstance(step, DatasetStep):
         return backend.dataset(step, ctx)
@@ -52,14 +62,19 @@ def run_local_step(chain_file: str, step_name: str, upstream: str = "{}") -> dic
     raise TypeError(f"a {step.KIND} step is not run by run_local_step")
 
 
-def check_gate(chain_file: str, step_name: str, upstream: str) -> tuple[bool, float, str]:
+def check_gate(
+    chain_file: str,
+    step_name: str,
+    upstream: str,
+    parameters: Mapping[str, str] | None = None,
+) -> tuple[bool, float, str]:
     """Evaluates a gate step against its training step's outputs.
 
     Returns:
         Whether the gate passed, the metric's value (NaN when it is missing or not a
         number) and the reason it stopped (empty when it passed).
     """
-    step, ctx = _context(chain_file, step_name, upstream)
+    step, ctx = _context(chain_file, step_name, upstream, parameters)
     metrics = ctx.inputs[step.metrics].get("metrics", {})
     try:
         outputs = evaluate_gate(step, metrics)
