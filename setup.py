@@ -49,7 +49,7 @@ setup(
         ],
         "train": ["scikit-learn>=1.4", "joblib>=1.3"],
         # beamforge chain compile --to kfp: the chain as a Vertex AI / Kubeflow pipeline.
-        "orchestrators": ["kfp==2.17.3"],
+        "orchestrators": ["kfp==2.17.3", "google-cloud-pipeline-components==2.22.0"],
         "dev": [
             "pytest>=8",
             "pytest-timeout>=2.3",

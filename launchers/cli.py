@@ -7,7 +7,8 @@
     beamforge chain [run] CHAIN.yaml [--target local|gcp]
     beamforge chain status|stop CHAIN.yaml [--target local|gcp]
     beamforge chain predict CHAIN.yaml --instances FILE.json|FILE.csv [--limit N]
-    beamforge chain compile CHAIN.yaml --to kfp [--target local] -o PIPELINE.yaml
+    beamforge chain compile CHAIN.yaml --to kfp|airflow [--target local|gcp] -o FILE
+    beamforge chain submit CHAIN.yaml --to vertex [--wait] [--once]
 
 Beam pipeline options (``--runner``, ``--direct_num_workers``, ...) pass through to Beam;
 the local runner is used when none is named. With ``--runner DataflowRunner`` (or
@@ -94,7 +95,7 @@ def _add_chain_parser(sub: Any) -> None:
         metavar="NAME=VALUE",
         help="a value for one of the chain's parameters (repeatable)",
     )
-    chain.add_argument("--to", help="compile: the orchestrator (kfp)")
+    chain.add_argument("--to", help="compile: the orchestrator (kfp or airflow); submit: vertex")
     chain.add_argument("-o", "--output", help="compile: the pipeline file to write")
 
 
@@ -194,23 +195,26 @@ def chain_command(args: argparse.Namespace) -> int:
 
 
 def _chain_compile(args: argparse.Namespace, spec: Any) -> int:
-    # Issue #13 plans Airflow and the gcp target too; until then they are refused plainly.
-    if args.to is None:
-        return error("chain compile needs --to kfp")
-    if args.to != "kfp":
-        return error(f"chain compile --to {args.to} is not built yet; --to kfp is")
-    if args.target != "local":
-        return error(f"chain compile --target {args.target} is not built yet; --target local is")
-    if not args.output:
-        return error("chain compile needs -o PIPELINE.yaml")
-    from launchers.chain.compile import compile_kfp
+    from launchers.chain.compile import ORCHESTRATORS, compile_chain
     from transforms.core.config import SpecError
 
+    if args.to not in ORCHESTRATORS:
+        got = f"--to {args.to}" if args.to else "no --to"
+        return error(f"chain compile needs --to {' or '.join(ORCHESTRATORS)}; got {got}")
+    if not args.output:
+        what = "dags/NAME.py" if args.to == "airflow" else "PIPELINE.yaml"
+        return error(f"chain compile needs -o {what}")
     try:
-        compile_kfp(spec, target=args.target, output=args.output)
+        compile_chain(spec, to=args.to, target=args.target, output=args.output)
     except SpecError as exc:
         return error(exc)
-    print(f"{args.output}: kfp pipeline of chain {spec.name} ({len(spec.steps)} steps, local)")
+    except OSError as exc:
+        return error(f"{args.output}: cannot be written: {exc.strerror or exc}")
+    kind = "Airflow DAG" if args.to == "airflow" else "kfp pipeline"
+    print(
+        f"{args.output}: {kind} of chain {spec.name} "
+        f"({len(spec.steps)} steps, {args.target} target)"
+    )
     return ExitCode.OK
 
 

@@ -1,9 +1,63 @@
-"""A chain compiled for an orchestrator: Kubeflow Pipelines (Vertex AI Pipelines) for now.
+"""A chain compiled for an orchestrator: Kubeflow Pipelines (Vertex AI Pipelines) or Airflow.
 
-:func:`compile_kfp` (:mod:`~launchers.chain.compile.kfp_local`) writes the pipeline file;
-kfp is imported only when a chain is compiled, never when ``beamforge`` starts.
+:func:`compile_chain` writes the pipeline or DAG file for a target:
+
+- ``--to kfp --target local`` (:mod:`~launchers.chain.compile.kfp_local`): lightweight
+  components that run the chain's own local step code, for ``kfp.local``;
+- ``--to kfp --target gcp`` (:mod:`~launchers.chain.compile.kfp_gcp`): Google Cloud Pipeline
+  Components (Dataflow Flex Template, CustomJob, Model upload, endpoint deploy);
+- ``--to airflow --target local|gcp`` (:mod:`~launchers.chain.compile.airflow_dag`): a DAG
+  file for Cloud Composer, with the Google provider's operators on the gcp target.
+
+The orchestrator libraries are imported only when a chain is compiled, never when
+``beamforge`` starts.
 """
 
-from launchers.chain.compile.kfp_local import COMPILE_TARGETS, compile_kfp, pipeline_name
+from __future__ import annotations
 
-__all__ = ["COMPILE_TARGETS", "compile_kfp", "pipeline_name"]
+from launchers.chain.spec import ChainSpec
+from transforms.core.config import SpecError
+
+ORCHESTRATORS = ("kfp", "airflow")
+COMPILE_TARGETS = ("local", "gcp")
+
+
+def compile_chain(spec: ChainSpec, *, to: str, target: str, output: str) -> str:
+    """Writes ``spec`` as a pipeline of orchestrator ``to`` for ``target``.
+
+    Returns:
+        ``output``.
+
+    Raises:
+        SpecError: for an unknown orchestrator or target, or a chain the orchestrator cannot
+            express (at the YAML path of what it cannot express).
+    """
+    if to not in ORCHESTRATORS:
+        raise SpecError(
+            "", f"unknown orchestrator {to!r}; expected one of {', '.join(ORCHESTRATORS)}"
+        )
+    if target not in COMPILE_TARGETS:
+        raise SpecError(
+            "", f"unknown target {target!r}; expected one of {', '.join(COMPILE_TARGETS)}"
+        )
+    if to == "kfp" and target == "local":
+        from launchers.chain.compile.kfp_local import compile_kfp
+
+        return compile_kfp(spec, target=target, output=output)
+    if to == "kfp":
+        from launchers.chain.compile.kfp_gcp import compile_kfp_gcp
+
+        return compile_kfp_gcp(spec, output=output)
+    from launchers.chain.compile.airflow_dag import compile_airflow
+
+    return compile_airflow(spec, target=target, output=output)
+
+
+def pipeline_name(chain_name: str) -> str:
+    """The chain's name as a pipeline or DAG id (lower case letters, digits and dashes)."""
+    import re
+
+    return re.sub(r"[^a-z0-9]+", "-", chain_name.lower()).strip("-") or "chain"
+
+
+__all__ = ["COMPILE_TARGETS", "ORCHESTRATORS", "compile_chain", "pipeline_name"]

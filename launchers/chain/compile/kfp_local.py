@@ -11,18 +11,13 @@ read from the working directory the pipeline runs in, as ``beamforge chain`` rea
 # No postponed annotations here: kfp reads the pipeline function's parameter types.
 import contextlib
 import os
-import re
 from typing import Any
 
+from launchers.chain.compile import pipeline_name
 from launchers.chain.spec import ChainSpec
 from transforms.core.config import SpecError
 
 COMPILE_TARGETS = ("local",)
-
-
-def pipeline_name(chain_name: str) -> str:
-    """The chain's name as a pipeline name (lower case letters, digits and dashes)."""
-    return re.sub(r"[^a-z0-9]+", "-", chain_name.lower()).strip("-") or "chain"
 
 
 def compile_kfp(spec: ChainSpec, *, target: str = "local", output: str) -> str:
