@@ -1,11 +1,12 @@
 """The taxi chain compiled to a kfp pipeline, and the compiled file run by kfp's local runner.
 
 The pipeline file is written by ``beamforge chain compile`` in a subprocess, read back as a
-``PipelineSpec`` (its tasks, their order and the gate's condition), then run with
+``PipelineSpec`` (its parameters, tasks, their order and the gate's condition), then run with
 ``kfp.local`` (SubprocessRunner without a venv). The same chain, from a second copy of its
 file, runs with ``beamforge chain --target local``: the committed datasets' counts, the
 models' metrics (same trainer, same seed) and the predictions both servers give for one raw
-trip are equal.
+trip are equal. Run again with kfp's cache, the pipeline reuses every step but the deploy;
+run with another ``input`` parameter, it redoes the dataset and everything after it.
 """
 
 from __future__ import annotations
@@ -33,9 +34,9 @@ def _chain_copy(folder: pathlib.Path) -> pathlib.Path:
     """The example chain with every path absolute and its outputs under ``folder``."""
     data = yaml.safe_load(CHAIN.read_text())
     data["workdir"] = str(folder / "work")
+    data["parameters"]["input"]["default"] = str(TAXI_SAMPLE)
     dataset = data["steps"][0]
     dataset["spec"] = str(REPO / dataset["spec"])
-    dataset["inputs"] = [str(TAXI_SAMPLE)]
     dataset["output"] = str(folder / "dataset")
     folder.mkdir(parents=True)
     path = folder / "chain.yaml"
@@ -58,6 +59,32 @@ def _task_outputs(root: pathlib.Path, task: str) -> dict[str, Any]:
     return dict(json.loads(found.read_text())["parameterValues"])
 
 
+def _rerun(
+    pipeline: Any, pipeline_root: pathlib.Path, servers: list[Any], **values: str
+) -> set[str]:
+    """Runs the pipeline again; the names of the tasks that ran (not reused from the cache)."""
+    before = set(pipeline_root.iterdir())
+    pipeline(**values)
+    (run,) = set(pipeline_root.iterdir()) - before
+    ran = {p.parent.name for p in run.glob("*/executor_output.json")}
+    output = json.loads((run / "deploy-step" / "executor_output.json").read_text())
+    deployed = json.loads(output["parameterValues"]["outputs"])
+    servers.append(serving.LocalServer.from_json(deployed["server"]))
+    names = {
+        "dataset-step": "dataset",
+        "train-step": "train",
+        "gate-step": "gate",
+        "upload-step": "upload",
+        "deploy-step": "deploy",
+        "fingerprint-step": "dataset-fingerprint",
+        "fingerprint-step-2": "train-fingerprint",
+        "fingerprint-step-3": "gate-fingerprint",
+        "fingerprint-step-4": "upload-fingerprint",
+        "fingerprint-step-5": "deploy-fingerprint",
+    }
+    return {names[task] for task in ran}
+
+
 def _first_trip() -> dict[str, Any]:
     with TAXI_SAMPLE.open(newline="") as f:
         row = next(csv.DictReader(f))
@@ -67,17 +94,19 @@ def _first_trip() -> dict[str, Any]:
 @pytest.mark.parametrize(
     ("flags", "message"),
     [
-        (["--to", "airflow"], "error: chain compile --to airflow is not built yet; --to kfp is\n"),
         (
-            ["--to", "kfp", "--target", "gcp"],
-            "error: chain compile --target gcp is not built yet; --target local is\n",
+            ["--to", "argo"],
+            "error: chain compile needs --to kfp or airflow; got --to argo\n",
         ),
-        ([], "error: chain compile needs --to kfp\n"),
+        ([], "error: chain compile needs --to kfp or airflow; got no --to\n"),
+        (
+            ["--to", "kfp", "--param", "nope=1"],
+            f"error: {CHAIN}: parameters: --param nope: no such parameter; "
+            "the chain's parameters: input, gcs_root, model_name\n",
+        ),
     ],
 )
-def test_compile_refuses_what_is_not_built(
-    tmp_path: pathlib.Path, flags: list[str], message: str
-) -> None:
+def test_compile_refuses_bad_flags(tmp_path: pathlib.Path, flags: list[str], message: str) -> None:
     out = tmp_path / "pipeline.yaml"
     result = _cli("compile", str(CHAIN), *flags, "-o", str(out))
     assert (result.returncode, result.stdout, result.stderr) == (2, "", message)
@@ -97,47 +126,78 @@ def test_compiled_pipeline_runs_the_chain_like_beamforge_chain(
     pipeline_file = tmp_path / "pipeline.yaml"
     compiled = _cli("compile", str(kfp_chain), "--to", "kfp", "-o", str(pipeline_file))
     assert (compiled.returncode, compiled.stderr) == (0, ""), compiled.stderr
-    assert (
-        compiled.stdout == f"{pipeline_file}: kfp pipeline of chain chicago_taxi (5 steps, local)\n"
+    assert compiled.stdout == (
+        f"{pipeline_file}: kfp pipeline of chain chicago_taxi (5 steps, local target)\n"
     )
 
     spec = json_format.ParseDict(
         yaml.safe_load(pipeline_file.read_text()), pipeline_spec_pb2.PipelineSpec()
     )
     assert spec.pipeline_info.name == "chicago-taxi"
-    assert spec.root.input_definitions.parameters["chain_file"].default_value.string_value == str(
-        kfp_chain
-    )
+    # The pipeline's parameters are the chain's, with their defaults, and the chain file.
+    defaults = {
+        name: p.default_value.string_value
+        for name, p in spec.root.input_definitions.parameters.items()
+    }
+    assert defaults == {
+        "chain_file": str(kfp_chain),
+        "input": str(TAXI_SAMPLE),
+        "gcs_root": "gs://my-bucket/beamforge/chicago_taxi",
+        "model_name": "chicago-taxi-tips",
+    }
     root = spec.root.dag.tasks
-    assert {k: (t.task_info.name, sorted(t.dependent_tasks)) for k, t in root.items()} == {
-        "dataset-step": ("dataset", []),
-        "train-step": ("train", ["dataset-step"]),
-        "gate-step": ("gate", ["train-step"]),
-        "condition-1": ("gate-passed", ["gate-step", "train-step"]),
+    assert {
+        k: (t.task_info.name, sorted(t.dependent_tasks), t.caching_options.enable_cache)
+        for k, t in root.items()
+    } == {
+        "fingerprint-step": ("dataset-fingerprint", [], False),
+        "dataset-step": ("dataset", ["fingerprint-step"], True),
+        "fingerprint-step-2": ("train-fingerprint", [], False),
+        "train-step": ("train", ["dataset-step", "fingerprint-step-2"], True),
+        "fingerprint-step-3": ("gate-fingerprint", [], False),
+        "gate-step": ("gate", ["fingerprint-step-3", "train-step"], True),
+        "condition-1": ("gate-passed", ["gate-step", "train-step"], False),
     }
     assert (
         root["condition-1"].trigger_policy.condition
         == "inputs.parameter_values['pipelinechannel--gate-step-Output'] == true"
     )
     gated = spec.components[root["condition-1"].component_ref.name].dag.tasks
-    assert {k: (t.task_info.name, sorted(t.dependent_tasks)) for k, t in gated.items()} == {
-        "upload-step": ("upload", []),
-        "deploy-step": ("deploy", ["upload-step"]),
+    assert {
+        k: (t.task_info.name, sorted(t.dependent_tasks), t.caching_options.enable_cache)
+        for k, t in gated.items()
+    } == {
+        "fingerprint-step-4": ("upload-fingerprint", [], False),
+        "upload-step": ("upload", ["fingerprint-step-4"], True),
+        "fingerprint-step-5": ("deploy-fingerprint", [], False),
+        "deploy-step": ("deploy", ["fingerprint-step-5", "upload-step"], False),
     }
-    # Each task names its step and the chain file; train takes the dataset step's outputs.
+    # Each task names its step, the chain file and the parameters; train takes the
+    # dataset step's outputs and its own fingerprint.
     train_inputs = root["train-step"].inputs.parameters
     assert train_inputs["step_name"].runtime_value.constant.string_value == "train"
     assert train_inputs["chain_file"].component_input_parameter == "chain_file"
     assert train_inputs["dataset"].task_output_parameter.producer_task == "dataset-step"
     assert train_inputs["dataset"].task_output_parameter.output_parameter_key == "outputs"
+    assert train_inputs["fingerprint"].task_output_parameter.producer_task == "fingerprint-step-2"
+    assert json_format.MessageToDict(train_inputs["parameters"].runtime_value.constant) == {
+        name: f"{{{{$.inputs.parameters['pipelinechannel--{name}']}}}}"
+        for name in ("input", "gcs_root", "model_name")
+    }
 
     servers: list[serving.LocalServer] = []
     try:
         # The trainer module and the predictor are found from the repository's root.
         monkeypatch.chdir(REPO)
         pipeline_root = tmp_path / "pipeline-root"
-        local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root))
-        components.load_component_from_file(str(pipeline_file))()
+        local.init(
+            runner=local.SubprocessRunner(use_venv=False),
+            pipeline_root=str(pipeline_root),
+            enable_caching=True,
+            cache_root=str(tmp_path / "kfp-cache"),
+        )
+        pipeline = components.load_component_from_file(str(pipeline_file))
+        pipeline()
         deployed = json.loads(_task_outputs(pipeline_root, "deploy-step")["outputs"])
         servers.append(serving.LocalServer.from_json(deployed["server"]))
 
@@ -175,6 +235,37 @@ def test_compiled_pipeline_runs_the_chain_like_beamforge_chain(
         local_prediction = serving.predict(state.steps["deploy"].outputs["predict_url"], [trip])
         assert kfp_prediction == local_prediction
         assert len(kfp_prediction) == 1
+
+        # Nothing changed: every step but the deploy is reused from kfp's cache; the
+        # fingerprints are computed again (that is how the cache knows nothing changed).
+        assert _rerun(pipeline, pipeline_root, servers) == {
+            "dataset-fingerprint",
+            "train-fingerprint",
+            "gate-fingerprint",
+            "upload-fingerprint",
+            "deploy-fingerprint",
+            "deploy",
+        }
+        # Another input file (the first 2,000 trips): the dataset and all after it run again.
+        fewer = tmp_path / "fewer.csv"
+        fewer.write_text("".join(TAXI_SAMPLE.read_text().splitlines(keepends=True)[:2001]))
+        assert _rerun(pipeline, pipeline_root, servers, input=str(fewer)) == {
+            "dataset-fingerprint",
+            "dataset",
+            "train-fingerprint",
+            "train",
+            "gate-fingerprint",
+            "gate",
+            "upload-fingerprint",
+            "upload",
+            "deploy-fingerprint",
+            "deploy",
+        }
+        latest = max(pipeline_root.iterdir(), key=lambda p: p.stat().st_mtime)
+        (rerun_dataset,) = latest.glob("dataset-step/executor_output.json")
+        outputs = json.loads(json.loads(rerun_dataset.read_text())["parameterValues"]["outputs"])
+        assert outputs["root"] == str(tmp_path / "kfp" / "dataset")
+        assert sum(outputs["rows"].values()) < sum(kfp_dataset["rows"].values())
     finally:
         for server in servers:
             with contextlib.suppress(Exception):

@@ -14,6 +14,7 @@ from typing import Any
 
 from launchers.chain.backends import LocalBackend, StepContext
 from launchers.chain.errors import GateFailedError
+from launchers.chain.fingerprints import fingerprint
 from launchers.chain.run import evaluate_gate
 from launchers.chain.spec import DatasetStep, DeployStep, TrainStep, UploadStep, load_chain
 
@@ -83,3 +84,15 @@ def check_gate(
         number = isinstance(value, int | float) and not isinstance(value, bool)
         return False, float(value) if number else float("nan"), str(exc)
     return True, float(outputs["value"]), ""
+
+
+def step_fingerprint(
+    chain_file: str, step_name: str, parameters: Mapping[str, str] | None = None
+) -> str:
+    """The fingerprint of a step's own inputs: its configuration and the files it reads.
+
+    The same function ``beamforge chain`` keys its resume on, without the outputs of the
+    steps before it: an orchestrator's cache adds those itself, as the task's other inputs.
+    """
+    spec = load_chain(chain_file, dict(parameters or {}))
+    return fingerprint(spec.step(step_name), "local", "", {})
