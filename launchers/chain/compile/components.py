@@ -54,10 +54,9 @@ def train_step(
 ) -> NamedTuple("TrainOutputs", [("outputs", str), ("model_dir", str)]):
     """Runs a training step on a dataset step's outputs; logs its numeric metrics."""
     import json
+    import os
 
     from launchers.chain.compile.steps import run_local_step
-
-    import os
 
     outputs = run_local_step(chain_file, step_name, dataset, parameters)
     for name, value in outputs["metrics"].items():
