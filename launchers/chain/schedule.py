@@ -9,11 +9,12 @@ reads it. ``beamforge chain`` itself runs when it is called and ignores the sche
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import re
 import zoneinfo
 from typing import Annotated
 
-from transforms.core.config import Within
+from transforms.core.config import FieldError, Within
 
 # (name, low, high, names for values) of the five fields, as cron (and Vertex, Airflow) read them.
 _FIELDS = (
@@ -52,15 +53,20 @@ class Schedule:
     def validate(self) -> None:
         problem = cron_problem(self.cron)
         if problem:
-            raise ValueError(f"cron {self.cron!r}: {problem}")
+            raise FieldError("cron", f"{self.cron!r} is not valid cron: {problem}")
         try:
             zoneinfo.ZoneInfo(self.timezone)
         except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-            raise ValueError(
-                f"timezone {self.timezone!r} is not an IANA time zone (e.g. UTC, Europe/Paris)"
+            raise FieldError(
+                "timezone", f"{self.timezone!r} is not an IANA time zone (e.g. UTC, Europe/Paris)"
             ) from None
-        if self.start is not None and not re.fullmatch(r"\d{4}-\d{2}-\d{2}", self.start):
-            raise ValueError(f"start {self.start!r}: expected YYYY-MM-DD")
+        if self.start is not None:
+            try:
+                dt.date.fromisoformat(self.start)
+            except ValueError:
+                raise FieldError(
+                    "start", f"got {self.start!r}; expected a date, YYYY-MM-DD"
+                ) from None
 
 
 def cron_problem(text: str) -> str:
