@@ -1,0 +1,174 @@
+"""A chain as an Airflow DAG file (Cloud Composer), for the ``local`` or the ``gcp`` target.
+
+:func:`compile_airflow` writes one Python file a user drops in their DAGs folder. It imports
+only Airflow, its Google provider and the standard library; the functions its tasks call are
+copied into it (:mod:`~launchers.chain.compile.airflow_runtime`). What the DAG shares with
+``beamforge chain`` and the kfp pipeline:
+
+- its ``params`` are the chain's parameters (same names, defaults and descriptions); a step
+  field that refers to ``${name}`` becomes ``{{ params.name }}`` in a templated field (gcp),
+  or the tasks hand the values to the chain's own code, which resolves the chain with them
+  as ``--param`` would (local);
+- its ``dag_id`` is the chain's name and its schedule the chain's ``schedule:`` (a
+  ``CronTriggerTimetable`` in the schedule's time zone), or none;
+- a gate is a ``ShortCircuitOperator``: a gate that stops skips every step after it and the
+  run ends as a success with those tasks skipped (``beamforge chain`` stops with an error);
+- Airflow keeps each task's state: clearing a failed task reruns it and what follows, with the
+  finished tasks' XComs reused.
+
+The task layouts of the two targets are in :mod:`~launchers.chain.compile.airflow_local` and
+:mod:`~launchers.chain.compile.airflow_gcp`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+
+from launchers.chain.compile.airflow_source import Code, literal
+from launchers.chain.spec import ChainSpec
+from transforms.core.config import SpecError
+
+_TASK_ID = re.compile(r"[A-Za-z0-9_.-]{1,250}")
+
+
+@dataclasses.dataclass
+class DagParts:
+    """What a target adds to the DAG file.
+
+    Attributes:
+        doc: Paragraphs of the file's docstring about how its tasks work.
+        imports: ``from ... import ...`` lines besides the DAG's own.
+        constants: Module-level assignments (source text).
+        functions: The functions the tasks call (source text).
+        tasks: The task definitions inside ``with DAG(...)`` (source text, indented).
+        default_args: The DAG's ``default_args``.
+    """
+
+    doc: str
+    imports: list[str]
+    constants: str
+    functions: str
+    tasks: str
+    default_args: dict[str, object]
+
+
+def compile_airflow(spec: ChainSpec, *, target: str, output: str) -> str:
+    """Writes ``spec`` as an Airflow DAG file for ``target``.
+
+    Args:
+        spec: The validated chain; the local DAG's tasks load its file (``origin``).
+        target: ``local`` (the chain's own step code, in the project's Python) or ``gcp``
+            (the Google provider's Dataflow and Vertex AI operators).
+        output: The DAG file to write (its folder is created).
+
+    Returns:
+        ``output``.
+
+    Raises:
+        SpecError: at the YAML path of what the DAG cannot express (a step name that is no
+            task id, a dataset launched otherwise than as a Flex Template on gcp, a missing
+            gcp section).
+    """
+    for i, step in enumerate(spec.steps):
+        if not _TASK_ID.fullmatch(step.name):
+            raise SpecError(
+                f"steps[{i}].name",
+                f"{step.name!r} cannot be an Airflow task id; use letters, digits, _, - and .",
+                source=spec.origin,
+            )
+    if target == "local":
+        from launchers.chain.compile.airflow_local import local_parts
+
+        parts = local_parts(spec)
+    elif target == "gcp":
+        raise SpecError("", "compiling for target gcp is not built yet; use local")
+    else:
+        raise SpecError("", f"unknown target {target!r}; expected local or gcp")
+    text = dag_file(spec, target, parts)
+    folder = os.path.dirname(output)
+    if folder:
+        os.makedirs(folder, exist_ok=True)
+    with open(output, "w", encoding="utf-8") as f:
+        f.write(text)
+    return output
+
+
+def dag_id(chain_name: str) -> str:
+    """The chain's name as a DAG id (letters, digits, ``_``, ``-`` and ``.``)."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", chain_name).strip("_") or "chain"
+
+
+def dag_file(spec: ChainSpec, target: str, parts: DagParts) -> str:
+    """The whole DAG file's text."""
+    imports = {
+        "from airflow.sdk import DAG, Param",
+        *parts.imports,
+    }
+    stdlib = {"import datetime", "import os"}
+    schedule: object = None
+    start_date: object = None
+    catchup, max_active_runs = False, 1
+    if spec.schedule is not None:
+        imports.add("from airflow.timetables.trigger import CronTriggerTimetable")
+        schedule = Code(
+            f"CronTriggerTimetable({literal(spec.schedule.cron)}, "
+            f"timezone={literal(spec.schedule.timezone)})"
+        )
+        catchup = spec.schedule.catchup
+        max_active_runs = spec.schedule.max_concurrent_runs
+        if spec.schedule.start is not None:
+            stdlib.add("import zoneinfo")
+            year, month, day = (int(x) for x in spec.schedule.start.split("-"))
+            start_date = Code(
+                f"datetime.datetime({year}, {month}, {day}, "
+                f"tzinfo=zoneinfo.ZoneInfo({literal(spec.schedule.timezone)}))"
+            )
+    params = {
+        name: Code(
+            "Param("
+            + ("" if p.default is None else f"{literal(p.default)}, ")
+            + f'type="string", description={literal(p.description or name)})'
+        )
+        for name, p in spec.parameters.items()
+    }
+    dag_args: list[tuple[str, object]] = [
+        ("dag_id", dag_id(spec.name)),
+        ("description", f"beamforge chain {spec.name} ({target} target)"),
+        ("schedule", schedule),
+        ("start_date", start_date),
+        ("catchup", catchup),
+        ("max_active_runs", max_active_runs),
+        ("params", params),
+        ("default_args", parts.default_args),
+        ("tags", ["beamforge", "chain", target]),
+    ]
+    header = (
+        f'"""Chain {spec.name} as an Airflow DAG, {target} target.\n\n'
+        f"Written by ``beamforge chain compile {spec.origin} --to airflow --target {target}``;\n"
+        "compile the chain again rather than editing this file.\n\n"
+        f"{parts.doc.rstrip()}\n\n"
+        "The DAG's params are the chain's parameters (same names and defaults). A gate is a\n"
+        "ShortCircuitOperator: a gate that stops skips every step after it, and the run\n"
+        "succeeds with those tasks skipped.\n"
+        '"""\n\n'
+    )
+    lines = [
+        header,
+        "from __future__ import annotations\n\n",
+        "".join(f"{line}\n" for line in sorted(stdlib)),
+        "\n",
+        "".join(f"{line}\n" for line in sorted(imports)),
+        "\n",
+        parts.constants.rstrip() + "\n\n\n",
+        parts.functions.rstrip() + "\n\n\n",
+        "with DAG(\n",
+        *(f"    {name}={literal(value, 1)},\n" for name, value in dag_args if value is not None),
+        ") as dag:\n",
+        parts.tasks,
+    ]
+    return "".join(lines)
+
+
+__all__ = ["DagParts", "compile_airflow", "dag_file", "dag_id"]
