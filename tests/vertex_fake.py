@@ -1,13 +1,15 @@
 """A fake Vertex AI REST API on 127.0.0.1 for the real ``google-cloud-aiplatform`` SDK.
 
-It records every request and keeps just enough state (custom jobs with scripted states,
-models, endpoints with deployed models and a traffic split) for training, upload and
-deployment; every long-running operation is already done when it is returned.
+It records every request and keeps just enough state (custom jobs and pipeline jobs with
+scripted states, models, endpoints with deployed models and a traffic split, pipeline
+schedules) for training, upload, deployment and pipeline runs; every long-running operation
+is already done when it is returned.
 """
 
 from __future__ import annotations
 
 import threading
+import urllib.parse
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -17,10 +19,20 @@ PROJECT = "test-project"
 REGION = "us-central1"
 PARENT = f"projects/{PROJECT}/locations/{REGION}"
 TYPE = "type.googleapis.com/google.cloud.aiplatform.v1."
+# The ``error`` a pipeline job carries in each terminal state that is not success, as Vertex
+# AI Pipelines reports them.
+PIPELINE_ERRORS: dict[str, dict[str, Any]] = {
+    "PIPELINE_STATE_FAILED": {
+        "code": 9,
+        "message": "The DAG failed because some tasks failed. The failed tasks are: [train].",
+    },
+    "PIPELINE_STATE_CANCELLED": {"code": 1, "message": "The pipeline job was cancelled."},
+}
 
 
 class FakeVertex(RecordingServer):
-    """Records requests; answers custom job GETs with the scripted states (the last repeats)."""
+    """Records requests; answers custom and pipeline job GETs with the scripted states (the
+    last repeats)."""
 
     def __init__(self) -> None:
         super().__init__(_Handler)
@@ -28,6 +40,9 @@ class FakeVertex(RecordingServer):
         self.jobs: dict[str, dict[str, Any]] = {}
         self.models: dict[str, dict[str, Any]] = {}
         self.endpoints: dict[str, dict[str, Any]] = {}
+        self.pipeline_states: list[str] = ["PIPELINE_STATE_SUCCEEDED"]
+        self.pipeline_jobs: dict[str, dict[str, Any]] = {}
+        self.schedules: dict[str, dict[str, Any]] = {}
         self.lock = threading.Lock()
         # Stands in for the training container: called with each created job.
         self.trainer: Callable[[dict[str, Any]], None] | None = None
@@ -39,6 +54,10 @@ class FakeVertex(RecordingServer):
 
     def next_state(self) -> str:
         return self.job_states.pop(0) if len(self.job_states) > 1 else self.job_states[0]
+
+    def next_pipeline_state(self) -> str:
+        states = self.pipeline_states
+        return states.pop(0) if len(states) > 1 else states[0]
 
     def calls(self, method: str, suffix: str) -> list[Any]:
         """Bodies of the requests with this method whose path ends with ``suffix``."""
@@ -72,6 +91,16 @@ class _Handler(JsonHandler):
                     job["error"] = {"code": 3, "message": "trainer exited with code 1"}
                 s.jobs[path] = job
                 return self.reply(job)
+            if path in s.pipeline_jobs:
+                state = s.next_pipeline_state()
+                job = {k: v for k, v in s.pipeline_jobs[path].items() if k != "error"}
+                job["state"] = state
+                if state in PIPELINE_ERRORS:
+                    job["error"] = PIPELINE_ERRORS[state]
+                s.pipeline_jobs[path] = job
+                return self.reply(job)
+            if path in s.schedules:
+                return self.reply(s.schedules[path])
             if path in s.models:
                 return self.reply(s.models[path])
             if path in s.endpoints:
@@ -87,9 +116,21 @@ class _Handler(JsonHandler):
         self.reply({"error": {"code": 404, "message": f"no {path}"}}, 404)
 
     def do_POST(self) -> None:
-        path, _, body = self._record()
+        path, query, body = self._record()
         s = self.server
         with s.lock:
+            if path == f"{PARENT}/pipelineJobs":
+                # The SDK names the job itself (pipelineJobId); Vertex makes one up otherwise.
+                given = urllib.parse.parse_qs(query).get("pipelineJobId", [None])[0]
+                name = f"{PARENT}/pipelineJobs/{given or s.new_id()}"
+                s.pipeline_jobs[name] = {**body, "name": name, "state": "PIPELINE_STATE_PENDING"}
+                return self.reply(s.pipeline_jobs[name])
+            if path.endswith(":cancel") and path.removesuffix(":cancel") in s.pipeline_jobs:
+                return self.reply({})
+            if path == f"{PARENT}/schedules":
+                name = f"{PARENT}/schedules/{s.new_id()}"
+                s.schedules[name] = {**body, "name": name, "state": "ACTIVE"}
+                return self.reply(s.schedules[name])
             if path == f"{PARENT}/customJobs":
                 name = f"{PARENT}/customJobs/{s.new_id()}"
                 s.jobs[name] = {**body, "name": name, "state": "JOB_STATE_PENDING"}
