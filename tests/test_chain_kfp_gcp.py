@@ -67,7 +67,12 @@ def pipeline(compiled: pathlib.Path) -> Any:
 
 
 def test_compiled_pipeline_matches_the_golden(compiled: pathlib.Path) -> None:
+    from kfp import components
+
     text = compiled.read_text(encoding="utf-8")
+    # kfp reads it back as a pipeline whose inputs are the chain's parameters.
+    loaded = components.load_component_from_file(str(compiled))
+    assert sorted(loaded.component_spec.inputs) == ["gcs_root", "input", "model_name"]
     if os.environ.get("BEAMFORGE_UPDATE_GOLDEN") == "1":
         GOLDEN.write_text(text, encoding="utf-8")
     assert text == GOLDEN.read_text(encoding="utf-8")
@@ -656,3 +661,67 @@ def test_the_endpoint_is_found_by_name_and_the_models_it_replaces_are_retired(fa
     assert [m["id"] for m in fake.endpoints[name]["deployedModels"]] == ["9"]
     gcp_steps.undeploy(**where, endpoint="", deployed_model_ids=[])
     assert len(fake.calls("POST", ":undeployModel")) == 2
+
+
+def _settings(data: dict[str, Any]) -> None:
+    data["gcp"] |= {
+        "service_account": "runner@my-project.iam.gserviceaccount.com",
+        "network": "projects/123/global/networks/ml-vpc",
+        "kms_key": "projects/my-project/locations/us-central1/keyRings/r/cryptoKeys/k",
+        "labels": {"team": "ml"},
+        "pipeline_root": "gs://other-bucket/runs",
+    }
+    data["steps"][4]["gcp"]["traffic_percentage"] = 20
+
+
+def test_the_chains_gcp_settings_reach_every_job(tmp_path: pathlib.Path) -> None:
+    from google.protobuf import json_format
+    from kfp.pipeline_spec import pipeline_spec_pb2
+
+    out = tmp_path / "pipeline.yaml"
+    result = _compile(_edited(tmp_path, _settings), out)
+    assert result.returncode == 0, result.stderr
+    spec = json_format.ParseDict(yaml.safe_load(out.read_text()), pipeline_spec_pb2.PipelineSpec())
+    assert spec.default_pipeline_root == "gs://other-bucket/runs"
+    account = "runner@my-project.iam.gserviceaccount.com"
+    key = "projects/my-project/locations/us-central1/keyRings/r/cryptoKeys/k"
+    labels = {"team": "ml", "beamforge-chain": "chicago_taxi"}
+    tasks = spec.root.dag.tasks
+    launch = _inputs(tasks["dataflow-flex-template"])
+    # Dataflow takes the network's name; Vertex AI its full path.
+    assert (launch["service_account_email"], launch["network"], launch["kms_key_name"]) == (
+        account,
+        "ml-vpc",
+        key,
+    )
+    assert launch["additional_user_labels"] == {
+        **labels,
+        "beamforge-fingerprint": _channel("fingerprint-dataset-Output"),
+    }
+    train = _inputs(tasks["custom-training-job"])
+    assert (
+        train["service_account"],
+        train["network"],
+        train["encryption_spec_key_name"],
+        train["labels"],
+    ) == (account, "projects/123/global/networks/ml-vpc", key, labels)
+    inside = spec.components[tasks["condition-1"].component_ref.name].dag.tasks
+    upload = _inputs(inside["model-upload"])
+    assert (upload["encryption_spec_key_name"], upload["labels"]) == (key, labels)
+    branches = spec.components[inside["condition-branches-2"].component_ref.name].dag.tasks
+    missing = spec.components[branches["condition-4"].component_ref.name].dag.tasks
+    create = _inputs(missing["endpoint-create"])
+    assert (create["display_name"], create["encryption_spec_key_name"], create["labels"]) == (
+        "chicago-taxi-tips",
+        key,
+        labels,
+    )
+    # A share of the traffic: the lookup splits the rest between the models already there,
+    # and none of them is undeployed.
+    deploy = _inputs(inside["model-deploy"])
+    assert (deploy["traffic_split"], deploy["service_account"]) == (
+        "<find-endpoint.traffic_split>",
+        account,
+    )
+    assert _inputs(inside["find-endpoint"])["percentage"] == 20.0
+    assert "undeploy-replaced" not in inside

@@ -36,10 +36,15 @@ GCS object the job reads (inputs, template, specs given as template parameters).
 fingerprint goes into the Flex Template launch's job name and labels, so the launch, and
 everything after it, is reused exactly when nothing the job reads changed. Every other task
 keeps caching on, keyed on what its inputs carry: the manifest reader on the finished job,
-training on the dataset run's URIs, the rest on the training job and the model. Two limits:
-a launch reused from a run whose Dataflow job then failed makes the wait fail again (rerun
-with caching off, ``enable_caching=False``); the endpoint lookup is never cached, since an
-endpoint changes outside the pipeline.
+training on the dataset run's URIs, the rest on the training job and the model; the
+endpoint lookup is never cached, since an endpoint changes outside the pipeline. Where
+Vertex sees less than ``beamforge chain`` does:
+
+- the training code is inside the training image: a new build must get a new tag (or be
+  given by digest), or a rerun reuses the model trained by the old one;
+- a launch reused from a run whose Dataflow job then failed makes the wait fail again: rerun
+  that pipeline with caching off (``enable_caching=False``);
+- the dataset step's ``gcp.timeout`` has no counterpart: the wait lasts as long as the job.
 """
 
 # No postponed annotations here: kfp reads the pipeline function's parameter types.
