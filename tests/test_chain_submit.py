@@ -20,7 +20,7 @@ import yaml
 from kfp import compiler, dsl
 
 from beam_pipelines.exit_codes import ExitCode
-from launchers.chain import parse_chain
+from launchers.chain import load_chain, parse_chain
 from launchers.chain.schedule import Schedule
 from launchers.chain.spec import ChainSpec
 from launchers.chain.submit import (
@@ -40,6 +40,7 @@ from launchers.chain.submit import (
 )
 from launchers.polling import Backoff
 from tests import vertex_fake
+from tests.conftest import REPO
 from tests.fake_clock import TINY, FakeClock
 from tests.vertex_fake import PARENT, PROJECT, REGION, FakeVertex
 from transforms.core.config import SpecError
@@ -49,6 +50,8 @@ pytestmark = pytest.mark.emulator
 SERVICE_ACCOUNT = "pipelines@test-project.iam.gserviceaccount.com"
 NETWORK = "projects/123456/global/networks/ml-vpc"
 KMS_KEY = f"projects/{PROJECT}/locations/{REGION}/keyRings/ml/cryptoKeys/pipelines"
+TAXI_CHAIN = REPO / "examples" / "chicago_taxi" / "chain.yaml"
+TAXI_PIPELINE = REPO / "tests" / "golden" / "chain_kfp_gcp.yaml"
 RUNS = f"https://console.cloud.google.com/vertex-ai/locations/{REGION}/pipelines/runs"
 
 
@@ -171,6 +174,39 @@ def test_run_carries_the_chain_settings_and_parameter_values(
     assert fake.schedules == {}
     # The SDK made the pipeline root's bucket.
     assert gcs_emulator.client().bucket(bucket).exists()
+
+
+def test_the_taxi_chain_compiled_for_gcp_is_submitted_with_its_parameters(
+    fake: FakeVertex, request: pytest.FixtureRequest
+) -> None:
+    # The example chain and its pipeline as ``chain compile --to kfp --target gcp`` writes it
+    # (the golden file), sent to the fake instead of the example's project.
+    bucket = _bucket(request)
+    spec = load_chain(str(TAXI_CHAIN), {"input": "gs://data/trips-2026-11.csv"})
+    spec.gcp = _spec(fake, bucket).gcp
+    result = submit_chain(spec, template_path=str(TAXI_PIPELINE), once=True)
+    (body,) = fake.calls("POST", f"{PARENT}/pipelineJobs")
+    assert re.fullmatch(r"chicago-taxi-\d{14}", result.name.rsplit("/", 1)[1])
+    assert body["displayName"] == "chicago_taxi"
+    assert body["pipelineSpec"] == yaml.safe_load(TAXI_PIPELINE.read_text())
+    assert body["runtimeConfig"] == {
+        "gcsOutputDirectory": f"gs://{bucket}/stage/pipelines",
+        "parameterValues": {
+            "input": "gs://data/trips-2026-11.csv",
+            "gcs_root": "gs://my-bucket/beamforge/chicago_taxi",
+            "model_name": "chicago-taxi-tips",
+        },
+    }
+    assert body["labels"] == {"team": "ml", "env": "test", "beamforge-chain": "chicago_taxi"}
+    # Without --once, the example's schedule: a schedule of the same pipeline.
+    scheduled = submit_chain(spec, template_path=str(TAXI_PIPELINE))
+    (schedule,) = fake.calls("POST", f"{PARENT}/schedules")
+    assert scheduled.kind == "schedule"
+    assert (schedule["cron"], schedule["maxConcurrentRunCount"]) == ("TZ=UTC 0 3 * * *", "1")
+    assert (
+        schedule["createPipelineJobRequest"]["pipelineJob"]["runtimeConfig"]
+        == (body["runtimeConfig"])
+    )
 
 
 def test_a_pipeline_root_of_its_own_and_caching_turned_off(
