@@ -542,7 +542,7 @@ def committed(gcs_emulator: Any, tmp_path: pathlib.Path) -> str:
     from beam_pipelines.spec import load_spec
     from tests.conftest import TAXI_SAMPLE
 
-    bucket = gcs_emulator.new_bucket(f"kfp-gcp-{tmp_path.name.lower().replace('_', '-')[-40:]}")
+    bucket = gcs_emulator.new_bucket("kfp-gcp-components")
     lines = TAXI_SAMPLE.read_text().splitlines(keepends=True)
     (tmp_path / "trips.csv").write_text("".join(lines[:201]))
     root = f"gs://{bucket}/dataset"
