@@ -73,14 +73,14 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-CHAIN_ACTIONS = ("run", "status", "stop", "predict", "compile")
+CHAIN_ACTIONS = ("run", "status", "stop", "predict", "compile", "submit")
 
 
 def _add_chain_parser(sub: Any) -> None:
     chain = sub.add_parser(
         "chain",
         help="run a chain (dataset -> training -> gate -> upload -> deploy), or show its status",
-        description="beamforge chain [run|status|stop|predict|compile] CHAIN.yaml",
+        description="beamforge chain [run|status|stop|predict|compile|submit] CHAIN.yaml",
     )
     chain.add_argument("words", nargs="+", metavar="[ACTION] CHAIN", help="action and chain spec")
     chain.add_argument("--target", choices=["local", "gcp"], default="local")
@@ -96,7 +96,16 @@ def _add_chain_parser(sub: Any) -> None:
         help="a value for one of the chain's parameters (repeatable)",
     )
     chain.add_argument("--to", help="compile: the orchestrator (kfp or airflow); submit: vertex")
-    chain.add_argument("-o", "--output", help="compile: the pipeline file to write")
+    chain.add_argument(
+        "-o", "--output", help="compile: the file to write; submit: keep the compiled pipeline"
+    )
+    chain.add_argument("--wait", action="store_true", help="submit: wait for the run to end")
+    chain.add_argument(
+        "--once", action="store_true", help="submit: one run, even if the chain has a schedule"
+    )
+    chain.add_argument(
+        "--timeout", type=float, help="submit --wait: seconds to wait (the run goes on after)"
+    )
 
 
 def _read_instances(path: str, limit: int) -> list[Any]:
@@ -137,7 +146,7 @@ def chain_command(args: argparse.Namespace) -> int:
 
         spec = chains.load_chain(words[0], parse_assignments(args.param))
         if action != "compile":
-            chains.check_target(spec, args.target)
+            chains.check_target(spec, "gcp" if action == "submit" else args.target)
     except OSError as exc:
         # The chain file itself cannot be read (missing, a directory, no permission).
         return error(f"{words[0]}: cannot be read: {exc.strerror or exc}")
@@ -145,6 +154,8 @@ def chain_command(args: argparse.Namespace) -> int:
         return error(exc)
     if action == "compile":
         return _chain_compile(args, spec)
+    if action == "submit":
+        return _chain_submit(args, spec)
     if action == "status":
         print(chains.format_status(spec, args.target, chains.chain_status(spec, args.target)))
         return ExitCode.OK
@@ -215,6 +226,39 @@ def _chain_compile(args: argparse.Namespace, spec: Any) -> int:
         f"{args.output}: {kind} of chain {spec.name} "
         f"({len(spec.steps)} steps, {args.target} target)"
     )
+    return ExitCode.OK
+
+
+def _chain_submit(args: argparse.Namespace, spec: Any) -> int:
+    import os
+    import tempfile
+
+    from launchers.chain.compile import compile_chain
+    from launchers.chain.submit import PipelineRunError, submit_chain
+    from transforms.core.config import SpecError
+
+    if args.to != "vertex":
+        got = f"--to {args.to}" if args.to else "no --to"
+        return error(f"chain submit needs --to vertex; got {got}")
+    logging.getLogger("launchers").setLevel(logging.INFO)
+    with tempfile.TemporaryDirectory() as folder:
+        # The SDK reads the pipeline into the request when the job is built.
+        template = args.output or os.path.join(folder, "pipeline.yaml")
+        try:
+            compile_chain(spec, to="kfp", target="gcp", output=template)
+            result = submit_chain(
+                spec,
+                template_path=template,
+                wait=args.wait,
+                timeout=args.timeout,
+                once=args.once,
+                on_state=lambda state: print(f"  {state}", file=sys.stderr, flush=True),
+            )
+        except SpecError as exc:
+            return error(exc)
+        except PipelineRunError as exc:
+            return error(exc, ExitCode(exc.exit_code))
+    print(f"{result.kind} {result.name} ({result.state}): {result.url}")
     return ExitCode.OK
 
 

@@ -464,3 +464,69 @@ def test_chain_label_is_the_chain_name_as_a_label_value(
         "env": "test",
         "beamforge-chain": "taxi-tips-v2-" + "x" * 50,
     }
+
+
+def test_beamforge_chain_submit_compiles_and_submits_through_the_cli(
+    fake: FakeVertex, request: pytest.FixtureRequest, tmp_path: pathlib.Path
+) -> None:
+    import subprocess
+    import sys
+
+    bucket = _bucket(request)
+    data = yaml.safe_load(TAXI_CHAIN.read_text())
+    data["gcp"] = {
+        "project": PROJECT,
+        "region": REGION,
+        "staging_bucket": f"gs://{bucket}/stage",
+        "api_endpoint": fake.endpoint,
+    }
+    chain = tmp_path / "chain.yaml"
+    chain.write_text(yaml.safe_dump(data, sort_keys=False))
+    kept = tmp_path / "pipeline.yaml"
+    fake.pipeline_states = ["PIPELINE_STATE_FAILED"]
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "launchers.cli",
+            "chain",
+            "submit",
+            str(chain),
+            "--to",
+            "vertex",
+            "--once",
+            "--wait",
+            "-o",
+            str(kept),
+            "--param",
+            "input=gs://data/trips.csv",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    (body,) = fake.calls("POST", f"{PARENT}/pipelineJobs")
+    name = _run_name(fake)
+    # The pipeline sent is the one compiled for the gcp target, kept where -o said.
+    assert body["pipelineSpec"] == yaml.safe_load(kept.read_text())
+    assert body["runtimeConfig"]["parameterValues"]["input"] == "gs://data/trips.csv"
+    assert result.returncode == ExitCode.FAILED
+    assert result.stdout == ""
+    assert result.stderr.splitlines()[-1] == (
+        f"error: Vertex AI Pipelines job {name} failed (PIPELINE_STATE_FAILED); "
+        f"{fake.pipeline_jobs[name]['error']['message']}: {RUNS}/{name.rsplit('/', 1)[1]}"
+        f"?project={PROJECT}"
+    )
+
+    wrong = subprocess.run(
+        [sys.executable, "-m", "launchers.cli", "chain", "submit", str(chain), "--to", "kfp"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert (wrong.returncode, wrong.stderr) == (
+        2,
+        "error: chain submit needs --to vertex; got --to kfp\n",
+    )
