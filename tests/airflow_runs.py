@@ -111,6 +111,8 @@ class AirflowHome:
             text=True,
             timeout=timeout,
         )
+        # The process's output stays beside the result, for a failed run's story.
+        (self.root / f"{command}.log").write_text(result.stdout + result.stderr)
         assert result.returncode == 0 and out.exists(), (
             f"{command} failed ({result.returncode}):\n{result.stdout[-6000:]}\n"
             f"{result.stderr[-6000:]}"
@@ -139,17 +141,22 @@ def describe_dagbag(dags: str) -> dict[str, Any]:
                     "execution_timeout": (
                         t.execution_timeout.total_seconds() if t.execution_timeout else None
                     ),
-                    "trigger_rule": str(t.trigger_rule),
+                    "trigger_rule": str(getattr(t.trigger_rule, "value", t.trigger_rule)),
                 }
                 for t in dag.tasks
             },
             "params": {
-                name: {"default": p.value, "description": p.description, "schema": p.schema}
+                name: {
+                    "default": p.value if p.has_value else "<required>",
+                    "description": p.description,
+                    "schema": p.schema,
+                }
                 for name, p in params.items()
             },
             "timetable": type(dag.timetable).__name__,
-            "timetable_summary": dag.timetable.summary,
+            "timetable_summary": getattr(dag.timetable, "summary", None),
             "timezone": str(getattr(dag.timetable, "_timezone", "")),
+            "start_date": dag.start_date.isoformat() if dag.start_date else None,
             "catchup": dag.catchup,
             "max_active_runs": dag.max_active_runs,
         }
@@ -169,6 +176,9 @@ def run_dag(dag_file: str, conf: dict[str, Any]) -> dict[str, Any]:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     dag = module.dag
+    # A failure shows at once rather than after the DAG's retry delays.
+    for task in dag.tasks:
+        task.retries = 0
     run = dag.test(run_conf=conf)
     xcoms: dict[str, dict[str, Any]] = {}
     with create_session() as session:

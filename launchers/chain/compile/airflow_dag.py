@@ -68,8 +68,8 @@ def compile_airflow(spec: ChainSpec, *, target: str, output: str) -> str:
 
     Raises:
         SpecError: at the YAML path of what the DAG cannot express (a step name that is no
-            task id, a dataset launched otherwise than as a Flex Template on gcp, a missing
-            gcp section).
+            task id, a parameter without a default in a scheduled chain, a dataset launched
+            otherwise than as a Flex Template on gcp, a missing gcp section).
     """
     for i, step in enumerate(spec.steps):
         if not _TASK_ID.fullmatch(step.name):
@@ -78,12 +78,23 @@ def compile_airflow(spec: ChainSpec, *, target: str, output: str) -> str:
                 f"{step.name!r} cannot be an Airflow task id; use letters, digits, _, - and .",
                 source=spec.origin,
             )
+    if spec.schedule is not None:
+        for name, parameter in spec.parameters.items():
+            if parameter.default is None:
+                raise SpecError(
+                    f"parameters.{name}",
+                    "has no default, and Airflow starts a scheduled DAG's runs with its params' "
+                    "defaults; give it a default or drop the schedule",
+                    source=spec.origin,
+                )
     if target == "local":
         from launchers.chain.compile.airflow_local import local_parts
 
         parts = local_parts(spec)
     elif target == "gcp":
-        raise SpecError("", "compiling for target gcp is not built yet; use local")
+        from launchers.chain.compile.airflow_gcp import gcp_parts
+
+        parts = gcp_parts(spec)
     else:
         raise SpecError("", f"unknown target {target!r}; expected local or gcp")
     text = dag_file(spec, target, parts)
