@@ -161,6 +161,7 @@ def test_local_dag_imports_with_the_chains_params_and_schedule(
         "from airflow.sdk import DAG, Param",
         "from airflow.timetables.trigger import CronTriggerTimetable",
     ]
+    _assert_tidy(dags / "chicago_taxi.py")
 
 
 def test_local_dag_runs_the_chain_like_beamforge_chain(
@@ -392,7 +393,29 @@ def test_gcp_dag_imports_with_the_provider_operators(
         for line in text.splitlines()
         if line.startswith(("import ", "from "))
     }
-    assert modules == {"__future__", "airflow", "datetime", "os"}
+    assert modules == {"__future__", "airflow", "datetime", "typing"}
+    _assert_tidy(dags / "chicago_taxi.py")
+
+
+def _assert_tidy(dag_file: pathlib.Path) -> None:
+    """The DAG file reads like hand-written code: ruff finds nothing to lint or reformat."""
+    for command in (["check"], ["format", "--check"]):
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "ruff",
+                *command,
+                "--isolated",
+                "--line-length",
+                "100",
+                str(dag_file),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
 
 
 @pytest.mark.emulator
@@ -741,3 +764,31 @@ def test_schedule_and_parameters_become_the_dags(
 def _compile_as(chain: pathlib.Path, dag_file: pathlib.Path, *flags: str) -> None:
     result = _cli("compile", str(chain), "--to", "airflow", *flags, "-o", str(dag_file))
     assert result.returncode == 0, result.stderr
+
+
+def test_local_gate_that_stops_short_circuits(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from launchers.chain.compile.airflow_runtime import evaluate_gate, gate_decision
+
+    # The gate task's function chdirs to the directory it is given, as a task does.
+    monkeypatch.chdir(REPO)
+    low = evaluate_gate(str(CHAIN), "gate", json.dumps({"metrics": {"auc": 0.5}}), {}, str(REPO))
+    assert low == {
+        "passed": False,
+        "value": 0.5,
+        "reason": "step gate: auc = 0.5 is below min 0.75",
+    }
+    assert gate_decision(low) is False
+    assert capsys.readouterr().out == (
+        "gate value 0.5: step gate: auc = 0.5 is below min 0.75; the steps after it are skipped\n"
+    )
+    missing = evaluate_gate(str(CHAIN), "gate", json.dumps({"metrics": {}}), {}, str(REPO))
+    assert missing == {
+        "passed": False,
+        "value": None,
+        "reason": "step gate: metric 'auc' not reported; the trainer reported []",
+    }
+    high = evaluate_gate(str(CHAIN), "gate", json.dumps({"metrics": {"auc": 0.9}}), {}, str(REPO))
+    assert high == {"passed": True, "value": 0.9, "reason": ""}
+    assert gate_decision(high) is True

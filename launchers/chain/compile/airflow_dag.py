@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import sys
 
 from launchers.chain.compile.airflow_source import Code, literal
 from launchers.chain.spec import ChainSpec
@@ -113,11 +114,18 @@ def dag_id(chain_name: str) -> str:
 
 def dag_file(spec: ChainSpec, target: str, parts: DagParts) -> str:
     """The whole DAG file's text."""
-    imports = {
-        "from airflow.sdk import DAG, Param",
-        *parts.imports,
-    }
-    stdlib = {"import datetime", "import os"}
+    imports: set[str] = set()
+    stdlib = {"import datetime"}
+    sdk = {"DAG", "Param"}
+    for line in parts.imports:
+        module = line.split()[1]
+        if line.startswith("from airflow.sdk import "):
+            sdk.update(n.strip() for n in line.split(" import ", 1)[1].split(","))
+        elif module.split(".")[0] in sys.stdlib_module_names:
+            stdlib.add(line)
+        else:
+            imports.add(line)
+    imports.add(f"from airflow.sdk import {', '.join(sorted(sdk))}")
     schedule: object = None
     start_date: object = None
     catchup, max_active_runs = False, 1
@@ -136,14 +144,16 @@ def dag_file(spec: ChainSpec, target: str, parts: DagParts) -> str:
                 f"datetime.datetime({year}, {month}, {day}, "
                 f"tzinfo=zoneinfo.ZoneInfo({literal(spec.schedule.timezone)}))"
             )
-    params = {
-        name: Code(
-            "Param("
-            + ("" if p.default is None else f"{literal(p.default)}, ")
-            + f'type="string", description={literal(p.description or name)})'
-        )
+    params = "".join(
+        "    "
+        + literal(name)
+        + ": Param(\n"
+        + ("" if p.default is None else f"        {literal(p.default)},\n")
+        + '        type="string",\n'
+        + f"        description={literal(p.description or name)},\n"
+        + "    ),\n"
         for name, p in spec.parameters.items()
-    }
+    )
     dag_args: list[tuple[str, object]] = [
         ("dag_id", dag_id(spec.name)),
         ("description", f"beamforge chain {spec.name} ({target} target)"),
@@ -151,7 +161,7 @@ def dag_file(spec: ChainSpec, target: str, parts: DagParts) -> str:
         ("start_date", start_date),
         ("catchup", catchup),
         ("max_active_runs", max_active_runs),
-        ("params", params),
+        ("params", Code("DAG_PARAMS")),
         ("default_args", parts.default_args),
         ("tags", ["beamforge", "chain", target]),
     ]
@@ -168,14 +178,21 @@ def dag_file(spec: ChainSpec, target: str, parts: DagParts) -> str:
     lines = [
         header,
         "from __future__ import annotations\n\n",
-        "".join(f"{line}\n" for line in sorted(stdlib)),
+        # isort's order: plain imports, then from-imports.
+        "".join(f"{line}\n" for line in sorted(stdlib, key=lambda x: (x.startswith("from"), x))),
         "\n",
         "".join(f"{line}\n" for line in sorted(imports)),
         "\n",
+        "# The chain's parameters: the same names, defaults and descriptions.\n",
+        ("DAG_PARAMS = {\n" + params + "}\n\n" if params else "DAG_PARAMS: dict = {}\n\n"),
         parts.constants.rstrip() + "\n\n\n",
         parts.functions.rstrip() + "\n\n\n",
         "with DAG(\n",
-        *(f"    {name}={literal(value, 1)},\n" for name, value in dag_args if value is not None),
+        *(
+            f"    {name}={literal(value, 1, len(name) + 2)},\n"
+            for name, value in dag_args
+            if value is not None
+        ),
         ") as dag:\n",
         parts.tasks,
     ]

@@ -133,6 +133,8 @@ def gcp_parts(spec: ChainSpec) -> DagParts:
             "    ShortCircuitOperator,\n"
             ")",
             "from airflow.sdk import XComArg",
+            # The functions' annotations name it.
+            "from typing import Any",
         ],
         constants=constants,
         functions=airflow_runtime.source(airflow_runtime.GCP_FUNCTIONS, used={})

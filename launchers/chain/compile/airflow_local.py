@@ -110,10 +110,11 @@ def local_parts(spec: ChainSpec) -> DagParts:
     return DagParts(
         doc=_DOC,
         imports=[
+            "import os",
             "from airflow.providers.standard.operators.python import (\n"
             "    ExternalPythonOperator,\n"
             "    ShortCircuitOperator,\n"
-            ")"
+            ")",
         ],
         constants=constants,
         functions=airflow_runtime.source(airflow_runtime.LOCAL_FUNCTIONS, used={}),

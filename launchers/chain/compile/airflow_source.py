@@ -25,21 +25,25 @@ class Code(str):
         return str(self)
 
 
-def literal(value: Any, indent: int = 0) -> str:
+def literal(value: Any, indent: int = 0, used: int = 0) -> str:
     """``value`` as a Python literal, one item a line when it does not fit on one.
 
-    Continuation lines are indented by ``indent`` levels; strings are double-quoted.
+    Continuation lines are indented by ``indent`` levels; ``used`` characters of the line
+    are taken by what comes before and after it; strings are double-quoted.
     """
     flat = _flat(value)
-    if len(flat) + len(_INDENT) * (indent + 1) <= _WIDTH or not isinstance(
+    if len(flat) + len(_INDENT) * indent + used <= _WIDTH or not isinstance(
         value, dict | list | tuple
     ):
         return flat
     pad = _INDENT * (indent + 1)
     if isinstance(value, dict):
-        items = [f"{pad}{_flat(k)}: {literal(v, indent + 1)},\n" for k, v in value.items()]
+        items = [
+            f"{pad}{_flat(k)}: {literal(v, indent + 1, len(_flat(k)) + 3)},\n"
+            for k, v in value.items()
+        ]
         return "{\n" + "".join(items) + _INDENT * indent + "}"
-    items = [f"{pad}{literal(v, indent + 1)},\n" for v in value]
+    items = [f"{pad}{literal(v, indent + 1, 1)},\n" for v in value]
     return "[\n" + "".join(items) + _INDENT * indent + "]"
 
 
@@ -61,7 +65,7 @@ def call(target: str, function: str, arguments: Iterable[tuple[str, Any]], inden
     pad = _INDENT * indent
     lines = [f"{pad}{target} = {function}(\n"]
     for name, value in arguments:
-        lines.append(f"{pad}{_INDENT}{name}={literal(value, indent + 1)},\n")
+        lines.append(f"{pad}{_INDENT}{name}={literal(value, indent + 1, len(name) + 2)},\n")
     lines.append(f"{pad})\n")
     return "".join(lines)
 
