@@ -137,9 +137,7 @@ def gcp_parts(spec: ChainSpec) -> DagParts:
             "from typing import Any",
         ],
         constants=constants,
-        functions=airflow_runtime.source(airflow_runtime.GCP_FUNCTIONS, used={})
-        + "\n\n"
-        + _DEPLOY_CLASS,
+        functions=airflow_runtime.source(airflow_runtime.GCP_FUNCTIONS) + "\n\n" + _DEPLOY_CLASS,
         tasks="\n".join(builder.tasks) + "\n    " + "\n    ".join(builder.edges) + "\n",
         default_args={
             "owner": "beamforge",

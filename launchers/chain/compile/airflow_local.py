@@ -117,7 +117,7 @@ def local_parts(spec: ChainSpec) -> DagParts:
             ")",
         ],
         constants=constants,
-        functions=airflow_runtime.source(airflow_runtime.LOCAL_FUNCTIONS, used={}),
+        functions=airflow_runtime.source(airflow_runtime.LOCAL_FUNCTIONS),
         tasks="\n".join(tasks),
         default_args={
             "owner": "beamforge",

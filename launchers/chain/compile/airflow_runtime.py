@@ -10,7 +10,7 @@ step functions run in the project's Python (an ``ExternalPythonOperator``), wher
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 # --- local target: run in the project's Python, beside beamforge -------------------------
@@ -294,8 +294,6 @@ GCP_FUNCTIONS: tuple[Callable[..., Any], ...] = (
 )
 
 
-def source(functions: tuple[Callable[..., Any], ...], *, used: Mapping[str, bool]) -> str:
-    """The source of the ``functions`` a DAG uses (``used[name]``), for the DAG file."""
-    return "\n\n".join(
-        inspect.getsource(f).rstrip() + "\n" for f in functions if used.get(f.__name__, True)
-    )
+def source(functions: tuple[Callable[..., Any], ...]) -> str:
+    """The source of ``functions``, to be copied into a DAG file."""
+    return "\n\n".join(inspect.getsource(f).rstrip() + "\n" for f in functions)
