@@ -63,7 +63,7 @@ def test_validate_recognises_a_chain_spec(tmp_path: pathlib.Path) -> None:
     assert done.returncode == 2
     assert done.stderr == (
         f"error: {spec}: workdri: unknown key 'workdri'; "
-        "valid keys are name, workdir, steps, state, gcp\n"
+        "valid keys are name, workdir, steps, state, gcp, parameters, schedule\n"
     )
 
 
@@ -73,7 +73,7 @@ def test_a_misspelt_chain_action_names_the_actions() -> None:
     assert done.stderr == (
         "error: expected beamforge chain [ACTION] CHAIN.yaml, got "
         "'stauts examples/chicago_taxi/chain.yaml'; "
-        "ACTION is one of run, status, stop, predict, compile\n"
+        "ACTION is one of run, status, stop, predict, compile, submit\n"
     )
 
 
