@@ -792,3 +792,45 @@ def test_local_gate_that_stops_short_circuits(
     high = evaluate_gate(str(CHAIN), "gate", json.dumps({"metrics": {"auc": 0.9}}), {}, str(REPO))
     assert high == {"passed": True, "value": 0.9, "reason": ""}
     assert gate_decision(high) is True
+
+
+def test_one_parameter_table_for_beamforge_kfp_and_airflow(
+    airflow: AirflowHome, tmp_path: pathlib.Path
+) -> None:
+    """The chain's parameters are the kfp pipelines' and the DAGs', names and defaults alike."""
+    from google.protobuf import json_format
+    from kfp.pipeline_spec import pipeline_spec_pb2
+
+    spec = chains.load_chain(str(CHAIN))
+    expected = {n: (p.default, p.description) for n, p in spec.parameters.items()}
+    assert expected == PARAMETERS
+
+    tables: dict[str, dict[str, tuple[str | None, str]]] = {}
+    for target in ("local", "gcp"):
+        pipeline = tmp_path / f"kfp-{target}.yaml"
+        compiled = _cli(
+            "compile", str(CHAIN), "--to", "kfp", "--target", target, "-o", str(pipeline)
+        )
+        assert compiled.returncode == 0, compiled.stderr
+        ir = json_format.ParseDict(
+            yaml.safe_load(pipeline.read_text()), pipeline_spec_pb2.PipelineSpec()
+        )
+        tables[f"kfp {target}"] = {
+            name: (p.default_value.string_value, p.description)
+            for name, p in ir.root.input_definitions.parameters.items()
+            # The local pipeline's own parameter: where its tasks read the chain from.
+            if name != "chain_file"
+        }
+        # One folder each: both DAGs are the chain's, with the same dag_id.
+        dags = tmp_path / f"dags-{target}"
+        _compile(CHAIN, target, dags / "chicago_taxi.py")
+        bag = airflow.run("dagbag", str(dags), dags=dags)
+        assert bag["import_errors"] == {}
+        (dag,) = bag["dags"].values()
+        tables[f"airflow {target}"] = {
+            name: (p["default"], p["description"]) for name, p in dag["params"].items()
+        }
+    assert len(tables) == 4
+    assert {where: table == expected for where, table in tables.items()} == dict.fromkeys(
+        tables, True
+    ), tables
