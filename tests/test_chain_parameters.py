@@ -74,7 +74,8 @@ def test_references_resolve_from_defaults_and_given_values() -> None:
     assert dataset.inputs == ["data/a.csv", "archive/2024-01-01/*.csv"]
     assert dataset.output == "out/ds-2024-01-01"
     assert dataset.gcp.output == "gs://b/ds/2024-01-01"
-    assert dataset.gcp.parameters == {"note": "cost $5 on 2024-01-01"}
+    # Only $${ is an escape (of ${); any other $ stays as written.
+    assert dataset.gcp.parameters == {"note": "cost $$5 on 2024-01-01"}
     assert spec.steps[2].display_name == "taxi-tips"
     assert [p.description for p in spec.parameters.values()] == ["raw trips", "", "display name"]
 
@@ -89,7 +90,7 @@ def test_overlay_puts_an_orchestrators_placeholders_where_parameters_are() -> No
     steps = overlay(spec.steps, spec.raw_steps, lambda name: f"{{{{ params.{name} }}}}")
     assert steps[0].inputs == ["{{ params.input }}", "archive/{{ params.day }}/*.csv"]
     assert steps[0].output == "out/ds-{{ params.day }}"
-    assert steps[0].gcp.parameters == {"note": "cost $5 on {{ params.day }}"}
+    assert steps[0].gcp.parameters == {"note": "cost $$5 on {{ params.day }}"}
     assert steps[2].display_name == "{{ params.model_name }}"
     # Fields without references keep their resolved values; the spec itself is untouched.
     assert steps[1].script == "t.py"
@@ -98,7 +99,7 @@ def test_overlay_puts_an_orchestrators_placeholders_where_parameters_are() -> No
 
 def test_reference_helpers() -> None:
     assert references("a ${x} $${y} ${z}") == ["x", "z"]
-    assert render("a ${x} $${y} $$", {"x": "1"}.__getitem__) == "a 1 ${y} $"
+    assert render("a ${x} $${y} $$ $5", {"x": "1"}.__getitem__) == "a 1 ${y} $$ $5"
     assert substitute({"k": ["${x}", 3, None]}, {"x": "v"}) == {"k": ["v", 3, None]}
     assert parse_assignments(["a=1", "b=x=y", "c="]) == {"a": "1", "b": "x=y", "c": ""}
     with pytest.raises(SpecError, match=r"--param: got 'a'; expected NAME=VALUE"):
@@ -140,7 +141,7 @@ def _set(path: list[Any], value: Any) -> Any:
             _set(["parameters", "Input"], "x"),
             {"model_name": "m"},
             "x.yaml: parameters.Input: a parameter name is lower-case letters, digits and _, "
-            "starting with a letter",
+            "starting with a letter, up to 63 characters, and not a Python keyword",
         ),
         (
             _set(["parameters", "chain_file"], "x"),
@@ -155,7 +156,7 @@ def _set(path: list[Any], value: Any) -> Any:
         (
             _set(["parameters", "day"], {"default": ["x"]}),
             {"model_name": "m"},
-            "x.yaml: parameters.day.default: got ['x']; expected text (or a number, kept as text)",
+            "x.yaml: parameters.day.default: got ['x']; write the default as quoted text",
         ),
         (
             _set(["steps", 0, "gcp", "output"], "${day}"),
@@ -199,6 +200,104 @@ def _set(path: list[Any], value: Any) -> Any:
             "x.yaml: gcp.labels.Team: label keys and values are lower-case letters, digits, _ "
             "and -, up to 63 characters (keys start with a letter)",
         ),
+        (
+            _set(["parameters", "day"], 10),
+            {"model_name": "m"},
+            "x.yaml: parameters.day: got 10; write the default as quoted text",
+        ),
+        (
+            _set(["parameters", "class"], "x"),
+            {"model_name": "m"},
+            "x.yaml: parameters.class: a parameter name is lower-case letters, digits and _, "
+            "starting with a letter, up to 63 characters, and not a Python keyword",
+        ),
+        (
+            _set(["parameters", "day"], "line one\nline two"),
+            {"model_name": "m"},
+            "x.yaml: parameters.day: got 'line one\\nline two'; a parameter value is one line "
+            "without control characters",
+        ),
+        (
+            _set(["parameters", "day"], {"default": "x", "description": ["a"]}),
+            {"model_name": "m"},
+            "x.yaml: parameters.day.description: got ['a']; expected one line of text",
+        ),
+        (
+            _set(["steps", 0, "output"], "out/${day"),
+            {"model_name": "m"},
+            "x.yaml: steps[0].output: 'out/${day' has a ${ with no closing }; "
+            "write $${ for a literal ${",
+        ),
+        (
+            _set(["steps", 2, "predictor"], "${model_name}:P"),
+            {"model_name": "m"},
+            "x.yaml: steps[2].predictor: refers to ${model_name}, but a step's predictor is "
+            "fixed when the chain is read and compiled; parameters stand in the other text fields",
+        ),
+        (
+            _set(["steps", 1, "dataset"], "${day}"),
+            {"model_name": "m"},
+            "x.yaml: steps[1].dataset: refers to ${day}, but a step's dataset is fixed when the "
+            "chain is read and compiled; parameters stand in the other text fields",
+        ),
+        (
+            _set(["workdir"], "/tmp/${day}"),
+            {"model_name": "m"},
+            "x.yaml: workdir: '/tmp/${day}': parameters (${name}) can be used only in the steps",
+        ),
+        (
+            _set(["name"], "taxi-${day}"),
+            {"model_name": "m"},
+            "x.yaml: name: got 'taxi-${day}'; a name is letters, digits, _ and -, starting with a "
+            "letter, up to 63 characters (it names pipelines, DAGs, jobs and labels)",
+        ),
+        (
+            _set(["name"], "2024"),
+            {"model_name": "m"},
+            "x.yaml: name: got '2024'; a name is letters, digits, _ and -, starting with a "
+            "letter, up to 63 characters (it names pipelines, DAGs, jobs and labels)",
+        ),
+        (
+            _set(["steps", 1, "name"], "train step"),
+            {"model_name": "m"},
+            "x.yaml: steps[1].name: got 'train step'; a name is letters, digits, _ and -, "
+            "starting with a letter, up to 63 characters (it names pipelines, DAGs, jobs and "
+            "labels)",
+        ),
+        (
+            _set(["steps", 1, "timeout"], -5),
+            {"model_name": "m"},
+            "x.yaml: steps[1].timeout: got -5; expected a number from 1.0 to 604800.0 "
+            "(seconds, a week at most)",
+        ),
+        (
+            _set(["steps", 1, "timeout"], "${day}"),
+            {"model_name": "m"},
+            "x.yaml: steps[1].timeout: '${day}' refers to a parameter, but parameters stand only "
+            "in text values; this one is not text (got '2024-01-01'; expected a number)",
+        ),
+        (
+            _set(["schedule"], "0 3 30 2 *"),
+            {"model_name": "m"},
+            "x.yaml: schedule.cron: '0 3 30 2 *' is not valid cron: day of month '30' never "
+            "falls in month '2': it never fires",
+        ),
+        (
+            _set(["schedule"], {"cron": "0 3 * * *", "start": "20240101"}),
+            {"model_name": "m"},
+            "x.yaml: schedule.start: got '20240101'; expected a date, YYYY-MM-DD",
+        ),
+        (
+            _set(["schedule"], {"cron": "0 3 * * *", "catchup": True}),
+            {"model_name": "m"},
+            "x.yaml: schedule.catchup: catching up needs a start date to catch up from",
+        ),
+        (
+            _set(["schedule"], {"cron": "0 3 * * *", "timezone": "localtime"}),
+            {"model_name": "m"},
+            "x.yaml: schedule.timezone: 'localtime' is not an IANA time zone "
+            "(e.g. UTC, Europe/Paris)",
+        ),
     ],
 )
 def test_bad_parameters_and_schedules_fail_with_the_yaml_path(
@@ -234,6 +333,19 @@ def test_valid_cron(text: str) -> None:
 )
 def test_invalid_cron(text: str, problem: str) -> None:
     assert cron_problem(text) == problem
+
+
+def test_a_yaml_date_is_a_schedule_start_and_a_day_of_week_makes_any_day_fire() -> None:
+    data = yaml.safe_load("schedule: {cron: '0 3 30 2 MON', start: 2026-12-01}")
+    spec = parse_chain(_chain(**data), origin="x.yaml", values={"model_name": "m"})
+    assert spec.schedule == Schedule(cron="0 3 30 2 MON", start="2026-12-01")
+
+
+def test_param_values_are_one_line_and_given_once() -> None:
+    with pytest.raises(SpecError, match=r"^--param day: is given twice$"):
+        parse_assignments(["day=1", "day=2"])
+    with pytest.raises(SpecError, match=r"^--param day: got 'a\\nb'; a parameter value is one"):
+        parse_assignments(["day=a\nb"])
 
 
 def test_schedule_shorthand_and_defaults() -> None:

@@ -6,7 +6,8 @@ A chain spec declares its parameters once::
       input: {default: examples/chicago_taxi/data/sample.csv, description: raw trips}
       model_name: chicago-taxi-tips          # shorthand: the default alone
 
-and its steps refer to them in text fields as ``${input}`` (``$${`` is a literal ``${``).
+and its steps refer to them in text fields as ``${input}`` (``$${`` is a literal ``${``;
+any other ``$`` is itself).
 ``beamforge chain`` substitutes the values (defaults, or ``--param NAME=VALUE``) before it
 validates the steps; a compiled pipeline keeps the references as its own parameters (KFP
 pipeline parameters, Airflow ``params``) with the same names and defaults, so the three
@@ -17,14 +18,21 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import keyword
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from transforms.core.config import SpecError
 
-_NAME = re.compile(r"[a-z][a-z0-9_]*\Z")
-_REFERENCE = re.compile(r"\$\$|\$\{([^}]*)\}")
+_NAME = re.compile(r"[a-z][a-z0-9_]{0,62}\Z")
+# ``$${`` escapes a reference; ``${`` with no closing brace is an error of its own.
+_REFERENCE = re.compile(r"\$\$(?=\{)|\$\{([^}]*)\}")
+_UNCLOSED = re.compile(r"(?<!\$)\$\{[^}]*\Z")
+# Characters a parameter's value cannot hold: compiled files carry values in one-line forms.
+_LINE_BREAKS = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]")
+# Step fields that shape the chain itself, fixed when it is compiled.
+FIXED_FIELDS = frozenset({"name", "kind", "dataset", "metrics", "model", "predictor", "metric"})
 # Names the compiled pipelines use for themselves.
 RESERVED = frozenset({"chain_file", "parameters", "params"})
 
@@ -58,9 +66,11 @@ def parse_parameters(data: Any) -> dict[str, Parameter]:
     out: dict[str, Parameter] = {}
     for name, value in data.items():
         path = f"parameters.{name}"
-        if not isinstance(name, str) or not _NAME.match(name):
+        if not isinstance(name, str) or not _NAME.match(name) or keyword.iskeyword(name):
             raise SpecError(
-                path, "a parameter name is lower-case letters, digits and _, starting with a letter"
+                path,
+                "a parameter name is lower-case letters, digits and _, starting with a letter, "
+                "up to 63 characters, and not a Python keyword",
             )
         if name in RESERVED:
             raise SpecError(path, f"{name!r} is reserved; choose another name")
@@ -75,14 +85,29 @@ def parse_parameters(data: Any) -> dict[str, Parameter]:
             where = f"{path}.default"
         else:
             default, description, where = value, "", path
-        if default is not None and not isinstance(default, str | int | float):
-            raise SpecError(where, f"got {default!r}; expected text (or a number, kept as text)")
-        if isinstance(default, bool):
-            raise SpecError(where, f"got {default!r}; expected text")
-        out[name] = Parameter(
-            name=name, default=None if default is None else str(default), description=description
-        )
+        if default is not None and not isinstance(default, str):
+            # YAML reads 010 as 8, 1.10 as 1.1 and 12:30 as 750: only quoted text is kept as is.
+            raise SpecError(where, f"got {default!r}; write the default as quoted text")
+        if default is not None:
+            check_value(default, where)
+        if not isinstance(description, str) or _LINE_BREAKS.search(description):
+            raise SpecError(
+                f"{path}.description", f"got {description!r}; expected one line of text"
+            )
+        out[name] = Parameter(name=name, default=default, description=description)
     return out
+
+
+def check_value(value: str, path: str) -> None:
+    """A parameter value is one line: compiled pipelines and DAGs carry it in one-line forms.
+
+    Raises:
+        SpecError: at ``path`` for a line break or another control character.
+    """
+    if _LINE_BREAKS.search(value):
+        raise SpecError(
+            path, f"got {value!r}; a parameter value is one line without control characters"
+        )
 
 
 def parse_assignments(items: Sequence[str]) -> dict[str, str]:
@@ -94,9 +119,13 @@ def parse_assignments(items: Sequence[str]) -> dict[str, str]:
     out: dict[str, str] = {}
     for item in items:
         name, sep, value = item.partition("=")
+        name = name.strip()
         if not sep or not name:
             raise SpecError("--param", f"got {item!r}; expected NAME=VALUE")
-        out[name.strip()] = value
+        if name in out:
+            raise SpecError(f"--param {name}", "is given twice")
+        check_value(value, f"--param {name}")
+        out[name] = value
     return out
 
 
@@ -137,7 +166,7 @@ def references(text: str) -> list[str]:
 
 
 def render(text: str, value_of: Callable[[str], str]) -> str:
-    """``text`` with each ``${name}`` replaced by ``value_of(name)`` and ``$$`` by ``$``."""
+    """``text`` with each ``${name}`` replaced by ``value_of(name)`` and ``$${`` by ``${``."""
     return _REFERENCE.sub(lambda m: "$" if m.group(1) is None else value_of(m.group(1)), text)
 
 
@@ -166,13 +195,28 @@ def _leaves(
 
 
 def check_references(steps: Any, parameters: Mapping[str, Parameter], *, origin: str) -> None:
-    """Every ``${name}`` in the steps names a declared parameter.
+    """Every ``${name}`` in the steps names a declared parameter, in a field that may vary.
 
     Raises:
-        SpecError: at the value's YAML path, listing the parameters there are.
+        SpecError: at the value's YAML path, for a reference to no parameter (listing the
+            parameters there are), an unclosed ``${``, or a reference in a field that shapes
+            the chain (a step's name, kind, the steps it refers to, its predictor or metric).
     """
-    for path, _, text in templated_leaves(steps, "steps"):
-        for name in references(text):
+    for path, keys, text in _all_text(steps, "steps"):
+        if _UNCLOSED.search(text):
+            raise SpecError(
+                path, f"{text!r} has a ${{ with no closing }}; write $${{ for a literal ${{"
+            )
+        names = references(text)
+        if not names:
+            continue
+        if len(keys) == 2 and keys[1] in FIXED_FIELDS:
+            raise SpecError(
+                path,
+                f"refers to ${{{names[0]}}}, but a step's {keys[1]} is fixed when the chain is "
+                "read and compiled; parameters stand in the other text fields",
+            )
+        for name in names:
             if name not in parameters:
                 known = ", ".join(parameters) or "none (add a parameters: section)"
                 raise SpecError(
@@ -180,6 +224,41 @@ def check_references(steps: Any, parameters: Mapping[str, Parameter], *, origin:
                     f"${{{name}}} is not a parameter of this chain; parameters: {known}",
                     source=origin,
                 )
+
+
+def check_no_references(data: Any, path: str) -> None:
+    """Parameters stand only in steps: a ``${`` anywhere else is an error.
+
+    Raises:
+        SpecError: at the value's YAML path.
+    """
+    for where, _, text in _all_text(data, path):
+        if "${" in text.replace("$${", ""):
+            raise SpecError(
+                where, f"{text!r}: parameters (${{name}}) can be used only in the steps"
+            )
+
+
+def _all_text(data: Any, path: str) -> Iterator[tuple[str, list[str | int], str]]:
+    """Every text value of ``data`` (mapping keys included) that holds a ``$``, with its path."""
+    yield from _texts(data, path, [])
+
+
+def _texts(
+    data: Any, path: str, keys: list[str | int]
+) -> Iterator[tuple[str, list[str | int], str]]:
+    if isinstance(data, str):
+        if "$" in data:
+            yield path, keys, data
+    elif isinstance(data, Mapping):
+        for key, value in data.items():
+            where = f"{path}.{key}" if path else str(key)
+            if isinstance(key, str) and "${" in key:
+                raise SpecError(where, "a key cannot refer to a parameter")
+            yield from _texts(value, where, [*keys, str(key)])
+    elif isinstance(data, list):
+        for i, value in enumerate(data):
+            yield from _texts(value, f"{path}[{i}]", [*keys, i])
 
 
 def substitute(data: Any, values: Mapping[str, str]) -> Any:

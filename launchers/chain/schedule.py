@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import re
 import zoneinfo
-from typing import Annotated
+from typing import Annotated, Any
 
 from transforms.core.config import FieldError, Within
 
@@ -54,19 +55,43 @@ class Schedule:
         problem = cron_problem(self.cron)
         if problem:
             raise FieldError("cron", f"{self.cron!r} is not valid cron: {problem}")
-        try:
-            zoneinfo.ZoneInfo(self.timezone)
-        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        if self.timezone not in _zones():
             raise FieldError(
                 "timezone", f"{self.timezone!r} is not an IANA time zone (e.g. UTC, Europe/Paris)"
-            ) from None
+            )
         if self.start is not None:
+            if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", self.start):
+                raise FieldError("start", f"got {self.start!r}; expected a date, YYYY-MM-DD")
             try:
-                dt.date.fromisoformat(self.start)
+                day = dt.date.fromisoformat(self.start)
             except ValueError:
                 raise FieldError(
                     "start", f"got {self.start!r}; expected a date, YYYY-MM-DD"
                 ) from None
+            if day.year < 1970:
+                raise FieldError("start", f"got {self.start!r}; expected a date from 1970 on")
+        if self.catchup and self.start is None:
+            raise FieldError("catchup", "catching up needs a start date to catch up from")
+
+
+@functools.cache
+def _zones() -> frozenset[str]:
+    # The IANA names schedulers know; not the system's own links such as localtime.
+    return frozenset(
+        zone
+        for zone in zoneinfo.available_timezones()
+        if zone not in ("localtime", "posixrules", "Factory")
+        and not zone.startswith(("posix/", "right/"))
+    )
+
+
+def schedule_section(data: Any) -> Any:
+    """The ``schedule:`` mapping: the cron text alone is a shorthand, a YAML date is text."""
+    if isinstance(data, str):
+        return {"cron": data}
+    if isinstance(data, dict) and isinstance(data.get("start"), dt.date):
+        return {**data, "start": data["start"].isoformat()}
+    return data
 
 
 def cron_problem(text: str) -> str:
@@ -93,7 +118,38 @@ def cron_problem(text: str) -> str:
                 bounds.append(value)
             if len(bounds) == 2 and bounds[0] > bounds[1]:
                 return f"{name} range {base!r} runs backwards"
+    days, months = _values(fields[2], 1, 31, ()), _values(fields[3], 1, 12, _FIELDS[3][3])
+    # With a day of week too, cron fires on either: only a day of month alone can never fire.
+    if (
+        fields[2] != "*"
+        and fields[4] == "*"
+        and not any(day <= _LONGEST[month] for day in days for month in months)
+    ):
+        return f"day of month {fields[2]!r} never falls in month {fields[3]!r}: it never fires"
     return ""
+
+
+# The longest each month gets (February in a leap year).
+_LONGEST = {1: 31, 2: 29, 3: 31, 4: 30, 5: 31, 6: 30, 7: 31, 8: 31, 9: 30, 10: 31, 11: 30, 12: 31}
+
+
+def _values(field: str, low: int, high: int, names: tuple[str, ...]) -> set[int]:
+    """The values a checked cron field takes."""
+    out: set[int] = set()
+    for term in field.split(","):
+        match = _TERM.match(term)
+        assert match is not None
+        base, step = match.groups()
+        if base == "*":
+            first, last = low, high
+        else:
+            # Checked already: every part is a value in range.
+            parts = [_value(part, names) or 0 for part in base.split("-")]
+            first = parts[0]
+            # "5/15" runs from 5 to the end, "5-20" to 20, "5" is 5 alone.
+            last = parts[1] if len(parts) == 2 else (high if step is not None else first)
+        out.update(range(first, last + 1, int(step or 1)))
+    return out
 
 
 def _value(part: str, names: tuple[str, ...]) -> int | None:

@@ -23,21 +23,28 @@ import dataclasses
 import posixpath
 import re
 from collections.abc import Mapping
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
 
 from launchers.chain.parameters import (
     Parameter,
+    check_no_references,
     check_references,
     parse_parameters,
+    references,
     resolve_values,
     substitute,
+    templated_leaves,
 )
-from launchers.chain.schedule import Schedule
-from transforms.core.config import FieldError, SpecError, from_mapping
+from launchers.chain.schedule import Schedule, schedule_section
+from transforms.core.config import FieldError, SpecError, Within, from_mapping
 
 TARGETS = ("local", "gcp")
+# A week: the longest a Vertex AI CustomJob may run; nothing here waits longer.
+_MAX_WAIT = 7 * 24 * 3600
+# Chain and step names become pipeline, DAG, task, job and label names: the forms all take.
+_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,62}")
 _LABEL = re.compile(r"[a-z][a-z0-9_-]{0,62}")
 _LABEL_VALUE = re.compile(r"[a-z0-9_-]{0,63}")
 
@@ -109,7 +116,9 @@ class DatasetGcp:
     template: str | None = None
     parameters: dict[str, str] = dataclasses.field(default_factory=dict)
     beam_args: list[str] = dataclasses.field(default_factory=list)
-    timeout: float | None = None
+    timeout: Annotated[float, Within(1.0, float(_MAX_WAIT), "seconds, a week at most")] | None = (
+        None
+    )
 
     def validate(self) -> None:
         if not self.output.startswith("gs://"):
@@ -160,7 +169,9 @@ class TrainGcp:
     args: list[str] | None = None
     machine_type: str = "n1-standard-4"
     replica_count: int = 1
-    timeout: float | None = 6 * 3600
+    timeout: Annotated[float, Within(1.0, float(_MAX_WAIT), "seconds, a week at most")] | None = (
+        6 * 3600
+    )
     poll_seconds: float = 10.0
 
 
@@ -176,7 +187,9 @@ class TrainStep:
     script: str | None = None
     args: list[str] = dataclasses.field(default_factory=list)
     splits: Splits = dataclasses.field(default_factory=Splits)
-    timeout: float | None = 3600.0
+    timeout: Annotated[float, Within(1.0, float(_MAX_WAIT), "seconds, a week at most")] | None = (
+        3600.0
+    )
     gcp: TrainGcp | None = None
 
     def validate(self) -> None:
@@ -251,7 +264,7 @@ class DeployStep:
     model: str
     host: str = "127.0.0.1"
     port: int = 0
-    start_timeout: float = 120.0
+    start_timeout: Annotated[float, Within(1.0, 3600.0, "seconds")] = 120.0
     gcp: DeployGcp | None = None
 
 
@@ -311,7 +324,7 @@ class ChainSpec:
 class _RawChain:
     name: str
     workdir: str
-    steps: list[Any]
+    steps: Any
     state: str | None = None
     gcp: Any = None
     parameters: Any = None
@@ -339,17 +352,23 @@ def parse_chain(
     """
     try:
         raw = from_mapping(_RawChain, data)
+        if not _NAME.fullmatch(raw.name):
+            raise SpecError("name", _name_problem(raw.name))
+        for key in ("name", "workdir", "state", "gcp", "schedule", "trigger", "serving", "cicd"):
+            check_no_references(getattr(raw, key), key)
         gcp = from_mapping(GcpSettings, raw.gcp, "gcp") if raw.gcp is not None else None
         schedule = None
         if raw.schedule is not None:
-            section = {"cron": raw.schedule} if isinstance(raw.schedule, str) else raw.schedule
-            schedule = from_mapping(Schedule, section, "schedule")
+            schedule = from_mapping(Schedule, schedule_section(raw.schedule), "schedule")
         parameters = parse_parameters(raw.parameters)
         if not isinstance(raw.steps, list):
             raise SpecError("steps", f"got {raw.steps!r}; expected a list of steps")
         check_references(raw.steps, parameters, origin=origin)
         resolved_values = resolve_values(parameters, values, origin=origin)
-        steps = _parse_steps(substitute(raw.steps, resolved_values))
+        try:
+            steps = _parse_steps(substitute(raw.steps, resolved_values))
+        except SpecError as exc:
+            raise _in_text_only(exc, raw.steps) from None
     except SpecError as exc:
         raise (exc if exc.source else exc.located(origin)) from None
     return ChainSpec(
@@ -367,6 +386,25 @@ def parse_chain(
         serving=_section(raw.serving, "serving", origin),
         cicd=_section(raw.cicd, "cicd", origin),
     )
+
+
+def _name_problem(name: str) -> str:
+    return (
+        f"got {name!r}; a name is letters, digits, _ and -, starting with a letter, up to 63 "
+        "characters (it names pipelines, DAGs, jobs and labels)"
+    )
+
+
+def _in_text_only(exc: SpecError, raw_steps: list[Any]) -> SpecError:
+    """A type error at a value that refers to a parameter says where parameters stand."""
+    for path, _, text in templated_leaves(raw_steps, "steps"):
+        if path == exc.path and references(text):
+            return SpecError(
+                path,
+                f"{text!r} refers to a parameter, but parameters stand only in text values; "
+                f"this one is not text ({exc.problem})",
+            )
+    return exc
 
 
 def _section(data: Any, name: str, origin: str) -> dict[str, Any] | None:
@@ -392,6 +430,8 @@ def _parse_steps(items: list[Any]) -> list[Any]:
             )
         fields = {k: v for k, v in item.items() if k != "kind"}
         step = from_mapping(KINDS[kind], fields, path)
+        if not _NAME.fullmatch(step.name):
+            raise SpecError(f"{path}.name", _name_problem(step.name))
         earlier = {s.name: s for s in steps}
         if step.name in earlier:
             raise SpecError(f"{path}.name", f"step name {step.name!r} is used twice")
