@@ -1,0 +1,548 @@
+"""The chain's Cloud Build config: generated, validated offline, its graph and its commands.
+
+Regenerate the golden file after an intended change with
+``BEAMFORGE_UPDATE_GOLDEN=1 pytest tests/test_cicd.py`` and review the diff.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import pathlib
+import re
+import subprocess
+from typing import Any
+
+import pytest
+import yaml
+
+from launchers.chain.spec import ChainSpec, parse_chain
+from launchers.cicd import (
+    TEST_COMMAND,
+    CloudBuildConfigError,
+    build_cloudbuild,
+    cloudbuild_config,
+    parse_cicd,
+    validate_cloudbuild,
+)
+from tests.conftest import REPO
+from transforms.core.config import SpecError
+
+CHAIN = "examples/chicago_taxi/chain.yaml"
+GOLDEN = REPO / "tests" / "golden" / "cloudbuild_taxi.yaml"
+CICD = {
+    "repository": "us-docker.pkg.dev/my-project/beamforge",
+    "images": {"template": "beamforge-dataflow", "serving": "taxi-predictor"},
+    "pipelines": "https://us-central1-kfp.pkg.dev/my-project/beamforge-pipelines",
+}
+WAIT_FOR = {
+    "install": ["-"],
+    "test": ["install"],
+    "template-files": ["install"],
+    "template-image": ["template-files"],
+    "template-push": ["template-image", "test"],
+    "template-publish": ["template-push"],
+    "serving-files": ["install"],
+    "serving-image": ["serving-files"],
+    "serving-push": ["serving-image", "test"],
+    "serving-release": ["serving-push"],
+    "compile": ["install"],
+    "pipeline-upload": ["compile", "test"],
+    "submit": ["template-publish", "serving-release", "pipeline-upload"],
+}
+
+
+SERVING = {"model": "gs://my-bucket/beamforge/models/taxi"}
+
+
+def _chain_data(**cicd: Any) -> dict[str, Any]:
+    data = yaml.safe_load((REPO / CHAIN).read_text(encoding="utf-8"))
+    data["cicd"] = {**copy.deepcopy(CICD), **cicd}
+    # The serving image is made by `beamforge serve build` in a fresh checkout: a gs:// model.
+    data.setdefault("serving", dict(SERVING))
+    return data
+
+
+def _chain(**cicd: Any) -> ChainSpec:
+    return parse_chain(_chain_data(**cicd), origin=CHAIN)
+
+
+def _config() -> dict[str, Any]:
+    spec = _chain()
+    return cloudbuild_config(spec, parse_cicd(spec.cicd, origin=CHAIN))
+
+
+def _steps(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {step["id"]: step for step in config["steps"]}
+
+
+def _ancestors(graph: dict[str, list[str]], step: str) -> set[str]:
+    seen: set[str] = set()
+    todo = [w for w in graph[step] if w != "-"]
+    while todo:
+        name = todo.pop()
+        if name not in seen:
+            seen.add(name)
+            todo += [w for w in graph[name] if w != "-"]
+    return seen
+
+
+def _readme_test_command() -> str:
+    """The test command of the README's quickstart block (the line starting ``make test``)."""
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    quickstart = readme.split("## Quickstart", 1)[1]
+    block = quickstart.split("```", 2)[1]
+    (line,) = [line for line in block.splitlines() if line.startswith("make test")]
+    return line.split("#", 1)[0].strip()
+
+
+def test_generated_config_passes_validation_and_is_written(tmp_path: pathlib.Path) -> None:
+    out = tmp_path / "ci" / "cloudbuild.yaml"
+    assert build_cloudbuild(_chain(), output=str(out)) == str(out)
+    validate_cloudbuild(out)
+    validate_cloudbuild(str(out))
+    assert yaml.safe_load(out.read_text(encoding="utf-8")) == _config()
+
+
+def test_generated_config_matches_the_golden(tmp_path: pathlib.Path) -> None:
+    out = tmp_path / "cloudbuild.yaml"
+    build_cloudbuild(_chain(), output=str(out))
+    text = out.read_text(encoding="utf-8")
+    if os.environ.get("BEAMFORGE_UPDATE_GOLDEN") == "1":
+        GOLDEN.write_text(text, encoding="utf-8")
+    assert text == GOLDEN.read_text(encoding="utf-8")
+    validate_cloudbuild(GOLDEN)
+
+
+def test_wait_for_graph_runs_independent_steps_in_parallel() -> None:
+    config = _config()
+    graph = {step["id"]: step["waitFor"] for step in config["steps"]}
+    assert graph == WAIT_FOR
+    # The tests, both image builds and the compile all start as soon as the install is done.
+    parallel = ["test", "template-files", "serving-files", "compile"]
+    assert all(graph[step] == ["install"] for step in parallel)
+    for a in parallel:
+        for b in parallel:
+            assert a not in _ancestors(graph, b)
+    assert "test" not in _ancestors(graph, "template-image")
+    assert "test" not in _ancestors(graph, "serving-image")
+    # Nothing leaves the build before the tests pass.
+    for step in ("template-push", "serving-push", "pipeline-upload", "template-publish"):
+        assert "test" in _ancestors(graph, step)
+    assert _ancestors(graph, "submit") == set(WAIT_FOR) - {"submit"}
+
+
+def test_shipping_steps_run_only_on_the_shipping_branch() -> None:
+    steps = _steps(_config())
+    gate = 'if [ "$BRANCH_NAME" != "${_SHIP_BRANCH}" ]; then\n'
+    shipping = {s for s, step in steps.items() if gate in step.get("args", ["", ""])[1]}
+    assert shipping == {"template-publish", "serving-release", "submit"}
+    assert _config()["substitutions"]["_SHIP_BRANCH"] == "main"
+    assert _chain(branch="release")  # another branch is accepted
+    assert steps["submit"]["args"][1].endswith(
+        f".venv/bin/beamforge chain submit {CHAIN} --to vertex --once"
+    )
+    assert steps["compile"]["args"] == [
+        "-ce",
+        f".venv/bin/beamforge chain compile {CHAIN} --to kfp --target gcp -o pipeline.yaml",
+    ]
+
+
+def test_test_step_runs_the_readme_test_command() -> None:
+    command = _readme_test_command()
+    assert command == "make test"
+    assert command == TEST_COMMAND
+    test = _steps(_config())["test"]
+    assert test["name"] == "python:3.11"
+    assert test["entrypoint"] == "bash"
+    assert test["args"] == ["-ce", command]
+    assert test["env"] == ["CI=true"]
+
+
+def test_substitutions_images_and_options() -> None:
+    config = _config()
+    assert config["substitutions"] == {
+        "_REGION": "us",
+        "_REPOSITORY": "beamforge",
+        "_TAG": "$SHORT_SHA",
+        "_SHIP_BRANCH": "main",
+    }
+    registry = "${_REGION}-docker.pkg.dev/$PROJECT_ID/${_REPOSITORY}"
+    assert config["images"] == [
+        f"{registry}/beamforge-dataflow:${{_TAG}}",
+        f"{registry}/taxi-predictor:${{_TAG}}",
+    ]
+    assert config["options"] == {
+        "dynamicSubstitutions": True,
+        "logging": "CLOUD_LOGGING_ONLY",
+        "machineType": "E2_HIGHCPU_8",
+    }
+    assert config["timeout"] == "7200s"
+    steps = _steps(config)
+    assert steps["template-push"]["args"] == ["push", f"{registry}/beamforge-dataflow:${{_TAG}}"]
+    # The chain's upload step serves :latest: shipping moves it to this build's image.
+    assert steps["serving-release"]["args"][1].splitlines()[-2:] == [
+        f"docker tag {registry}/taxi-predictor:${{_TAG}} {registry}/taxi-predictor:latest",
+        f"docker push {registry}/taxi-predictor:latest",
+    ]
+
+
+def test_extra_substitutions_and_other_settings() -> None:
+    spec = _chain(
+        test_command="make test PYTEST_ADDOPTS=$_PYTEST_ARGS",
+        substitutions={"_PYTEST_ARGS": "-x", "_TAG": "$COMMIT_SHA"},
+        pipelines="gs://my-bucket/beamforge/pipelines/",
+        serving_dockerfile="serving/Dockerfile",
+        machine_type="E2_HIGHCPU_32",
+        timeout=3600,
+    )
+    config = cloudbuild_config(spec, parse_cicd(spec.cicd, origin=CHAIN))
+    validate_cloudbuild(config)
+    assert config["substitutions"]["_PYTEST_ARGS"] == "-x"
+    assert config["substitutions"]["_TAG"] == "$COMMIT_SHA"
+    steps = _steps(config)
+    assert steps["test"]["args"] == ["-ce", "make test PYTEST_ADDOPTS=$_PYTEST_ARGS"]
+    assert steps["pipeline-upload"]["args"] == [
+        "-ce",
+        "gcloud storage cp pipeline.yaml "
+        "gs://my-bucket/beamforge/pipelines/chicago_taxi/${_TAG}/pipeline.yaml",
+    ]
+    assert "serving-files" not in steps
+    assert steps["serving-image"]["waitFor"] == ["-"]
+    assert steps["serving-image"]["args"][:3] == ["build", "--file", "serving/Dockerfile"]
+    assert config["options"]["machineType"] == "E2_HIGHCPU_32"
+    assert config["timeout"] == "3600s"
+
+
+VALUES = {
+    "_REGION": "us",
+    "_REPOSITORY": "beamforge",
+    "_TAG": "abc1234",
+    "_SHIP_BRANCH": "main",
+    "PROJECT_ID": "my-project",
+    "BRANCH_NAME": "main",
+}
+
+
+def _substituted(text: str, values: dict[str, str]) -> str:
+    """What Cloud Build makes of a step's text before running it."""
+
+    def one(match: re.Match[str]) -> str:
+        if match.group(0) == "$$":
+            return "$"
+        return values[match.group(1) or match.group(2)]
+
+    return re.sub(r"\$\$|\$\{(\w+)\}|\$(\w+)", one, text)
+
+
+def test_template_files_step_makes_a_complete_docker_context(tmp_path: pathlib.Path) -> None:
+    # The step's own script, run here as Cloud Build would in a checkout of the repository.
+    proc = _run_step(_steps(_config())["template-files"], _checkout(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    context = tmp_path / "build" / "template"
+    dockerfile = (context / "Dockerfile").read_text(encoding="utf-8")
+    copied = re.findall(r"^COPY (?!--from)(\S+) ", dockerfile, flags=re.MULTILINE)
+    assert copied == ["requirements.txt", "setup.py", "transforms", "beam_pipelines", "launchers"]
+    assert all((context / path).exists() for path in copied)
+    template = yaml.safe_load((context / "template.json").read_text(encoding="utf-8"))
+    assert template["image"] == "us-docker.pkg.dev/my-project/beamforge/beamforge-dataflow:abc1234"
+
+
+def _checkout(tmp_path: pathlib.Path) -> pathlib.Path:
+    """A workspace like Cloud Build's (the repository at /workspace), linked to this one."""
+    for name in ("examples", "setup.py", "transforms", "beam_pipelines", "launchers", ".venv"):
+        (tmp_path / name).symlink_to(REPO / name)
+    return tmp_path
+
+
+def _run_step(step: dict[str, Any], workspace: pathlib.Path, **values: str) -> Any:
+    script = _substituted(step["args"][1], {**VALUES, **values})
+    return subprocess.run(
+        ["bash", *step["args"][:1], script],
+        cwd=workspace,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+    )
+
+
+def test_compile_step_compiles_the_vertex_pipeline(tmp_path: pathlib.Path) -> None:
+    proc = _run_step(_steps(_config())["compile"], _checkout(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    pipeline = yaml.safe_load((tmp_path / "pipeline.yaml").read_text(encoding="utf-8"))
+    assert pipeline["pipelineInfo"]["name"] == "chicago-taxi"
+    assert set(pipeline["root"]["inputDefinitions"]["parameters"]) == {
+        "input",
+        "gcs_root",
+        "model_name",
+    }
+
+
+@pytest.mark.parametrize("step_id", ["template-publish", "serving-release", "submit"])
+def test_shipping_steps_do_nothing_on_another_branch(tmp_path: pathlib.Path, step_id: str) -> None:
+    # An empty workspace: a step that went past its check would fail at once.
+    proc = _run_step(_steps(_config())[step_id], tmp_path, BRANCH_NAME="feature-x")
+    assert proc.returncode == 0, proc.stderr
+    what = {"template-publish": "template publish", "serving-release": "moving latest"}
+    assert proc.stdout == f"branch 'feature-x' is not main: {what.get(step_id, step_id)} skipped\n"
+    proc = _run_step(_steps(_config())[step_id], tmp_path, BRANCH_NAME="main")
+    assert proc.returncode != 0  # went on to ship, and failed in the empty workspace
+
+
+def _write(tmp_path: pathlib.Path, config: dict[str, Any]) -> pathlib.Path:
+    path = tmp_path / "cloudbuild.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def _broken(change: str) -> dict[str, Any]:
+    config = _config()
+    steps = config["steps"]
+    if change == "unknown field":
+        steps[1]["retries"] = 2
+    elif change == "bad duration":
+        config["timeout"] = "2h"
+    elif change == "bad enum":
+        config["options"]["machineType"] = "E2_HUGE"
+    elif change == "undeclared substitution":
+        steps[1]["args"][1] = "make test ARGS=$_FOO"
+    elif change == "undeclared braced substitution":
+        config["images"][0] = "${_REGISTRY}/beamforge-dataflow:${_TAG}"
+    elif change == "unescaped shell variable":
+        steps[1]["args"][1] = 'echo "$HOME"'
+    elif change == "substitution without underscore":
+        config["substitutions"]["REGION"] = "us"
+    elif change == "lower-case substitution":
+        config["substitutions"]["_region"] = "us"
+    elif change == "waitFor naming no step":
+        steps[3]["waitFor"] = ["template-files", "tests"]
+    elif change == "waitFor naming a later step":
+        steps[1]["waitFor"] = ["submit"]
+    elif change == "duplicate id":
+        steps[4]["id"] = "test"
+    return config
+
+
+_FIELDS = (
+    "name, env, args, dir, id, waitFor, entrypoint, secretEnv, volumes, timing, pullTiming, "
+    "timeout, status, allowFailure, exitCode, allowExitCodes, script, automapSubstitutions"
+)
+_DECLARED = "declared: _REGION, _REPOSITORY, _SHIP_BRANCH, _TAG"
+BROKEN = {
+    "unknown field": "steps[1] (id: test).retries: unknown field 'retries' of BuildStep; "
+    f"valid fields: {_FIELDS}",
+    "bad duration": "timeout: '2h' is not a duration; write seconds, e.g. '3600s'",
+    "bad enum": "options.machineType: Invalid enum value E2_HUGE for enum type "
+    "google.devtools.cloudbuild.v1.BuildOptions.MachineType",
+    "undeclared substitution": "steps[1] (id: test).args[1]: $_FOO is neither a Cloud Build "
+    f"built-in substitution nor declared in substitutions ({_DECLARED}); declare it under "
+    "substitutions",
+    "undeclared braced substitution": "images[0]: $_REGISTRY is neither a Cloud Build built-in "
+    f"substitution nor declared in substitutions ({_DECLARED}); declare it under substitutions",
+    "unescaped shell variable": "steps[1] (id: test).args[1]: $HOME is neither a Cloud Build "
+    f"built-in substitution nor declared in substitutions ({_DECLARED}); a shell variable is "
+    "written $$HOME",
+    "substitution without underscore": "substitutions.REGION: user substitutions start with _ "
+    "and hold only A-Z, 0-9 and _ (_[A-Z0-9_]+), e.g. _REGION",
+    "lower-case substitution": "substitutions._region: user substitutions start with _ and hold "
+    "only A-Z, 0-9 and _ (_[A-Z0-9_]+), e.g. _REGION",
+    "waitFor naming no step": "steps[3] (id: template-image).waitFor[1]: 'tests' is not the id "
+    "of an earlier step; earlier ids: install, test, template-files ('-' starts the step at "
+    "once)",
+    "waitFor naming a later step": "steps[1] (id: test).waitFor[0]: 'submit' is not the id of "
+    "an earlier step; earlier ids: install ('-' starts the step at once)",
+    "duplicate id": "steps[4] (id: test).id: 'test' is also the id of steps[1]",
+}
+
+
+@pytest.mark.parametrize("change", sorted(BROKEN))
+def test_each_rule_rejects_a_broken_file(tmp_path: pathlib.Path, change: str) -> None:
+    path = _write(tmp_path, _broken(change))
+    with pytest.raises(CloudBuildConfigError) as raised:
+        validate_cloudbuild(path)
+    assert str(raised.value) == f"{path}: {BROKEN[change]}"
+    assert raised.value.source == str(path)
+    # The same rule on the mapping itself, without a file to name.
+    with pytest.raises(CloudBuildConfigError) as raised:
+        validate_cloudbuild(_broken(change))
+    assert str(raised.value) == BROKEN[change]
+
+
+def test_escapes_and_builtins_are_accepted() -> None:
+    config = _config()
+    config["steps"][1]["args"][1] = (
+        'echo "$$HOME $${USER} $BUILD_ID ${COMMIT_SHA} $_HEAD_BRANCH ${_TAG:0:4}" $(date)'
+    )
+    validate_cloudbuild(config)
+
+
+def test_a_file_that_is_not_yaml_or_not_a_mapping_is_refused(tmp_path: pathlib.Path) -> None:
+    path = tmp_path / "cloudbuild.yaml"
+    path.write_text("- just\n- a list\n", encoding="utf-8")
+    with pytest.raises(CloudBuildConfigError) as raised:
+        validate_cloudbuild(path)
+    assert str(raised.value) == f"{path}: <build>: got list; expected a mapping"
+    path.write_text("steps: [\n", encoding="utf-8")
+    with pytest.raises(
+        CloudBuildConfigError, match=r"^.*cloudbuild\.yaml: <build>: not valid YAML"
+    ):
+        validate_cloudbuild(path)
+
+
+SUBS = "generated: _REGION, _REPOSITORY, _TAG, _SHIP_BRANCH"
+BAD_CICD: dict[str, tuple[dict[str, Any], str]] = {
+    "undeclared substitution": (
+        {"test_command": "make test ARGS=$_PYTEST_ARGS"},
+        "cicd.test_command: $_PYTEST_ARGS is neither a Cloud Build built-in substitution nor "
+        f"declared in cicd.substitutions (declared: none; {SUBS})",
+    ),
+    "undeclared in another substitution": (
+        {"substitutions": {"_ARGS": "-k $_FILTER"}, "test_command": "make test $_ARGS"},
+        "cicd.substitutions._ARGS: $_FILTER is neither a Cloud Build built-in substitution nor "
+        f"declared in cicd.substitutions (declared: _ARGS; {SUBS})",
+    ),
+    "substitution without underscore": (
+        {"substitutions": {"PYTEST_ARGS": "-x"}},
+        "cicd.substitutions.PYTEST_ARGS: user substitutions start with _ and hold only A-Z, "
+        "0-9 and _ (_[A-Z0-9_]+)",
+    ),
+    "generated substitution": (
+        {"substitutions": {"_REGION": "europe"}},
+        "cicd.substitutions._REGION: _REGION is set by the generated config (cicd.repository); "
+        "set it there",
+    ),
+    "unknown key": (
+        {"branches": ["main"]},
+        "cicd.branches: unknown key 'branches'; valid keys are repository, pipelines, images, "
+        "branch, test_command, install_command, serving_dockerfile, substitutions, "
+        "machine_type, timeout",
+    ),
+    "not a repository": (
+        {"repository": "gcr.io/my-project"},
+        "cicd.repository: got 'gcr.io/my-project'; expected an Artifact Registry docker "
+        "repository, LOCATION-docker.pkg.dev/PROJECT/REPO",
+    ),
+    "another project": (
+        {"repository": "us-docker.pkg.dev/other-project/beamforge"},
+        "cicd.repository: the repository is in project other-project but gcp.project is "
+        "my-project; the build runs in (and pushes to) the chain's project",
+    ),
+    "not a pipeline destination": (
+        {"pipelines": "/tmp/pipelines"},
+        "cicd.pipelines: got '/tmp/pipelines'; expected a gs:// folder or an Artifact Registry "
+        "KFP repository, https://LOCATION-kfp.pkg.dev/PROJECT/REPO",
+    ),
+    "bad machine type": (
+        {"machine_type": "n1-standard-4"},
+        "cicd.machine_type: got 'n1-standard-4'; Cloud Build machine types: UNSPECIFIED, "
+        "N1_HIGHCPU_8, N1_HIGHCPU_32, E2_HIGHCPU_8, E2_HIGHCPU_32, E2_MEDIUM, E2_STANDARD_2",
+    ),
+    "timeout too long": (
+        {"timeout": 100_000},
+        "cicd.timeout: got 100,000; expected an integer from 60 to 86,400 (Cloud Build's limit "
+        "is 24 hours)",
+    ),
+    "serving image the chain does not serve": (
+        {"images": {"template": "beamforge-dataflow", "serving": "predictor"}},
+        "cicd.images.serving: the build pushes us-docker.pkg.dev/my-project/beamforge/predictor "
+        "but steps[3] (upload) serves "
+        "us-docker.pkg.dev/my-project/beamforge/taxi-predictor:latest; make them the same image",
+    ),
+    "no template image": (
+        {"images": {"serving": "taxi-predictor"}},
+        "cicd.images.template: step dataset launches a Flex Template: name its image here "
+        "(e.g. beamforge-dataflow) so that every commit rebuilds it",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_CICD))
+def test_bad_cicd_sections_fail_at_their_yaml_path_before_writing(
+    tmp_path: pathlib.Path, case: str
+) -> None:
+    change, message = BAD_CICD[case]
+    out = tmp_path / "cloudbuild.yaml"
+    with pytest.raises(SpecError) as raised:
+        build_cloudbuild(parse_chain(_chain_data(**change), origin=CHAIN), output=str(out))
+    assert str(raised.value) == f"{CHAIN}: {message}"
+    assert "\n" not in str(raised.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_serving_section_must_name_the_same_image_and_a_reachable_model(
+    tmp_path: pathlib.Path,
+) -> None:
+    out = tmp_path / "cloudbuild.yaml"
+    cases = [
+        (
+            None,
+            "cicd.images.serving: the serving image is generated by beamforge serve build from "
+            "the chain's serving: section, which the chain lacks; add one (model: gs://...) or "
+            "set cicd.serving_dockerfile",
+        ),
+        (
+            {"model": "copy"},
+            "serving.model: the build makes the serving image in a fresh checkout, where the "
+            "chain has no local model to copy: give model: gs://BUCKET/PATH (read at start) or "
+            "model_dir (a directory in the repository)",
+        ),
+        (
+            {**SERVING, "image": "us-docker.pkg.dev/my-project/beamforge/server:latest"},
+            "cicd.images.serving: the build pushes us-docker.pkg.dev/my-project/beamforge/"
+            "taxi-predictor but serving.image serves "
+            "us-docker.pkg.dev/my-project/beamforge/server:latest; make them the same image",
+        ),
+    ]
+    for serving, message in cases:
+        data = _chain_data()
+        if serving is None:
+            del data["serving"]
+        else:
+            data["serving"] = serving
+        with pytest.raises(SpecError) as raised:
+            build_cloudbuild(parse_chain(data, origin=CHAIN), output=str(out))
+        assert str(raised.value) == f"{CHAIN}: {message}"
+    assert list(tmp_path.iterdir()) == []
+    # A checked-in Dockerfile needs no serving: section; a copied model_dir is in the checkout.
+    data = _chain_data(serving_dockerfile="serving/Dockerfile")
+    del data["serving"]
+    build_cloudbuild(parse_chain(data, origin=CHAIN), output=str(out))
+    data = _chain_data()
+    data["serving"] = {"model": "copy", "model_dir": "models/taxi"}
+    build_cloudbuild(parse_chain(data, origin=CHAIN), output=str(out))
+
+
+def test_the_chain_file_keeps_braces_for_its_parameters() -> None:
+    # ${...} in a chain file is a chain parameter; the cicd section writes $_NAME.
+    with pytest.raises(SpecError) as raised:
+        _chain(test_command="make test ${_ARGS}", substitutions={"_ARGS": "-x"})
+    assert str(raised.value) == (
+        f"{CHAIN}: cicd.test_command: 'make test ${{_ARGS}}': parameters (${{name}}) can be "
+        "used only in the steps"
+    )
+
+
+def test_a_chain_without_cicd_or_gcp_sections_is_refused(tmp_path: pathlib.Path) -> None:
+    data = _chain_data()
+    del data["cicd"]
+    out = tmp_path / "cloudbuild.yaml"
+    with pytest.raises(SpecError) as raised:
+        build_cloudbuild(parse_chain(data, origin=CHAIN), output=str(out))
+    assert str(raised.value) == (
+        f"{CHAIN}: cicd: the chain has no cicd section; add one with repository and pipelines"
+    )
+    data = _chain_data()
+    del data["gcp"]
+    with pytest.raises(SpecError) as raised:
+        build_cloudbuild(parse_chain(data, origin=CHAIN), output=str(out))
+    assert str(raised.value) == (
+        f"{CHAIN}: gcp: the gcp target needs a gcp section (project, region, ...)"
+    )
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_absolute_chain_path_is_named_relative_to_the_repository() -> None:
+    spec = parse_chain(_chain_data(), origin=str(REPO / CHAIN))
+    config = cloudbuild_config(spec, parse_cicd(spec.cicd, origin=spec.origin))
+    assert _steps(config)["compile"]["args"][1].split()[3] == CHAIN
