@@ -52,6 +52,7 @@ WAIT_FOR = {
 }
 
 
+PUBLISHED_SPEC = "gs://my-bucket/beamforge/templates/chicago_taxi.spec.yaml"
 SERVING = {"model": "gs://my-bucket/beamforge/models/taxi"}
 
 
@@ -60,6 +61,8 @@ def _chain_data(**cicd: Any) -> dict[str, Any]:
     data["cicd"] = {**copy.deepcopy(CICD), **cicd}
     # The serving image is made by `beamforge serve build` in a fresh checkout: a gs:// model.
     data.setdefault("serving", dict(SERVING))
+    # The template launches the job spec the build publishes beside it.
+    data["steps"][0]["gcp"]["parameters"]["spec"] = PUBLISHED_SPEC
     return data
 
 
@@ -319,6 +322,8 @@ def _broken(change: str) -> dict[str, Any]:
         steps[3]["waitFor"] = ["template-files", "tests"]
     elif change == "waitFor naming a later step":
         steps[1]["waitFor"] = ["submit"]
+    elif change == "step without name":
+        del steps[2]["name"]
     elif change == "duplicate id":
         steps[4]["id"] = "test"
     return config
@@ -353,6 +358,8 @@ BROKEN = {
     "waitFor naming a later step": "steps[1] (id: test).waitFor[0]: 'submit' is not the id of "
     "an earlier step; earlier ids: install ('-' starts the step at once)",
     "duplicate id": "steps[4] (id: test).id: 'test' is also the id of steps[1]",
+    "step without name": "steps[2] (id: template-files).name: every step needs name (the image "
+    "it runs in)",
 }
 
 
@@ -467,6 +474,23 @@ def test_bad_cicd_sections_fail_at_their_yaml_path_before_writing(
         build_cloudbuild(parse_chain(_chain_data(**change), origin=CHAIN), output=str(out))
     assert str(raised.value) == f"{CHAIN}: {message}"
     assert "\n" not in str(raised.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_template_must_launch_the_job_spec_the_build_publishes(
+    tmp_path: pathlib.Path,
+) -> None:
+    data = _chain_data()
+    data["steps"][0]["gcp"]["parameters"]["spec"] = "gs://my-bucket/beamforge/specs/taxi.yaml"
+    out = tmp_path / "cloudbuild.yaml"
+    with pytest.raises(SpecError) as raised:
+        build_cloudbuild(parse_chain(data, origin=CHAIN), output=str(out))
+    assert str(raised.value) == (
+        f"{CHAIN}: steps[0].gcp.parameters.spec: got 'gs://my-bucket/beamforge/specs/taxi.yaml'; "
+        "the build publishes dataset's job spec (examples/chicago_taxi/pipeline.yaml) beside "
+        f"its template, at {PUBLISHED_SPEC}: launch that one, so that a shipped change to it "
+        "is the one that runs"
+    )
     assert list(tmp_path.iterdir()) == []
 
 

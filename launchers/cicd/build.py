@@ -281,6 +281,19 @@ def _template_steps(spec: ChainSpec, settings: CicdSettings) -> list[tuple[Datas
             "(e.g. beamforge-dataflow) so that every commit rebuilds it",
             source=spec.origin,
         )
+    for step, template in steps:
+        # template build --gcs-path publishes the job spec beside the template spec.
+        published = f"{template.removesuffix('.json')}.spec.yaml"
+        given = step.gcp.parameters.get("spec") if step.gcp is not None else None
+        if given != published:
+            i = spec.steps.index(step)
+            raise SpecError(
+                f"steps[{i}].gcp.parameters.spec",
+                f"got {given!r}; the build publishes {step.name}'s job spec ({step.spec}) "
+                f"beside its template, at {published}: launch that one, so that a shipped "
+                "change to it is the one that runs",
+                source=spec.origin,
+            )
     if not steps and settings.images.template is not None:
         raise SpecError(
             "cicd.images.template",

@@ -10,7 +10,7 @@ schema and its substitution rules allow, before it is written or pushed:
   (``$$`` is an escaped dollar, so a shell variable is written ``$$VAR`` or ``$${VAR}``):
   triggered builds always run with ``substitutionOption: ALLOW_LOOSE``, where an undeclared
   variable silently becomes the empty string;
-- step ids are unique and every ``waitFor`` names an earlier step's id (or ``-``: start at
+- every step names its image; step ids are unique and every ``waitFor`` names an earlier step's id (or ``-``: start at
   once).
 
 What stays unchecked: images, commands and permissions, which only a real build exercises.
@@ -121,6 +121,10 @@ def _check(data: Any) -> None:
             )
     ids: dict[str, int] = {}
     for i, step in enumerate(steps):
+        if not step.get("name"):
+            raise CloudBuildConfigError(
+                f"{names[i]}.name", "every step needs name (the image it runs in)"
+            )
         step_id = step.get("id")
         if step_id is not None and step_id in ids:
             raise CloudBuildConfigError(
