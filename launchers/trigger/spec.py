@@ -1,0 +1,245 @@
+"""The chain's ``trigger:`` section: which new objects start the chain, and the function.
+
+Example::
+
+    trigger:
+      bucket: my-incoming-trips        # the bucket whose finalized objects are watched
+      glob: incoming/*.csv             # and/or prefix: incoming/, suffix: .csv
+      parameter: input                 # the chain parameter that gets gs://BUCKET/NAME
+      records: gs://my-bucket/beamforge/trigger   # default: beside the chain's state
+      function:
+        name: chicago-taxi-trigger
+        region: us-central1            # default: gcp.region
+        service_account: trigger@my-project.iam.gserviceaccount.com
+        memory: 512Mi
+        timeout: 540
+        max_instances: 10
+        env: {LOG_LEVEL: info}
+
+Every filter that is given must hold (an object passes if it starts with ``prefix``, ends
+with ``suffix`` and matches ``glob``); a combination no object name can pass is an error, as
+is a parameter the chain does not declare.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import posixpath
+import re
+from typing import Annotated, Literal
+
+from launchers.chain.compile import pipeline_name
+from launchers.chain.spec import ChainSpec
+from launchers.trigger.globs import can_end_with, can_start_with
+from transforms.core.config import FieldError, SpecError, Within, from_mapping
+from transforms.io.gcs import split_gcs_path
+
+TARGETS = ("local", "gcp")
+# Cloud Functions (gen2) names: lower-case letters, digits and dashes, 63 at most.
+_FUNCTION_NAME = re.compile(r"[a-z](?:[-a-z0-9]{0,61}[a-z0-9])?")
+_MEMORY = re.compile(r"[1-9][0-9]*(?:Mi|Gi|M|G|MB|GB)")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# Names Cloud Functions sets itself, or keeps for itself.
+_RESERVED_ENV = ("X_GOOGLE_", "FIREBASE_CONFIG", "K_SERVICE", "K_REVISION", "PORT")
+
+
+@dataclasses.dataclass
+class FunctionSettings:
+    """The Cloud Function (gen2) that receives the bucket's events.
+
+    Attributes:
+        name: Function name (default: the chain's name, then ``-trigger``).
+        region: Where it runs (default: ``gcp.region``).
+        service_account: The identity it runs as (default: ``gcp.service_account``); it
+            submits pipeline runs and writes the delivery records.
+        runtime: Python runtime.
+        memory: Memory (``512Mi``, ``1Gi``).
+        timeout: Seconds a delivery may take (an event-driven function allows 540 at most).
+        max_instances: Instances at most.
+        env: More environment variables.
+    """
+
+    name: str | None = None
+    region: str | None = None
+    service_account: str | None = None
+    runtime: Literal["python310", "python311", "python312", "python313"] = "python311"
+    memory: str = "512Mi"
+    timeout: Annotated[int, Within(1, 540, "the limit of event-driven functions")] = 540
+    max_instances: Annotated[int, Within(1, 1000)] = 10
+    env: dict[str, str] = dataclasses.field(default_factory=dict)
+
+    def validate(self) -> None:
+        if self.name is not None and not _FUNCTION_NAME.fullmatch(self.name):
+            raise FieldError(
+                "name",
+                f"{self.name!r} is not a function name (lower-case letters, digits and dashes, "
+                "starting with a letter, 63 at most)",
+            )
+        if not _MEMORY.fullmatch(self.memory):
+            raise FieldError("memory", f"got {self.memory!r}; expected a size like 512Mi or 1Gi")
+        for key in self.env:
+            if not _ENV_NAME.fullmatch(key) or key.startswith(_RESERVED_ENV):
+                raise FieldError(
+                    f"env.{key}",
+                    "an environment variable name is letters, digits and _ (not starting with "
+                    "a digit), and not one Cloud Functions keeps for itself",
+                )
+
+
+@dataclasses.dataclass
+class TriggerSection:
+    """The ``trigger:`` section as written.
+
+    Attributes:
+        bucket: Bucket name (no ``gs://``).
+        prefix: Object names start with this.
+        suffix: Object names end with this.
+        glob: Object names match this (``*`` and ``?`` within a ``/`` part, ``**`` across).
+        parameter: The chain parameter that receives ``gs://BUCKET/NAME``.
+        records: Where delivery records go (a folder, local or ``gs://``); default beside
+            the chain's state.
+        function: The function's settings.
+    """
+
+    bucket: str
+    prefix: str = ""
+    suffix: str = ""
+    glob: str = ""
+    parameter: str = "input"
+    records: str | None = None
+    function: FunctionSettings = dataclasses.field(default_factory=FunctionSettings)
+
+    def validate(self) -> None:
+        if self.bucket.startswith("gs://"):
+            raise FieldError(
+                "bucket", f"got {self.bucket!r}; give the bucket's name alone, without gs://"
+            )
+        try:
+            split_gcs_path(f"gs://{self.bucket}/")
+        except ValueError:
+            raise FieldError(
+                "bucket",
+                f"{self.bucket!r} is not a valid bucket name (3-63 lowercase letters, digits, "
+                "'-', '_' or '.', starting and ending with a letter or digit)",
+            ) from None
+        if self.glob and self.prefix and not can_start_with(self.glob, self.prefix):
+            raise FieldError(
+                "prefix",
+                f"no object name starts with {self.prefix!r} and matches glob {self.glob!r}: "
+                "the trigger would never fire",
+            )
+        if self.glob and self.suffix and not can_end_with(self.glob, self.suffix):
+            raise FieldError(
+                "suffix",
+                f"no object name ends with {self.suffix!r} and matches glob {self.glob!r}: "
+                "the trigger would never fire",
+            )
+
+
+@dataclasses.dataclass(frozen=True)
+class Trigger:
+    """A validated trigger, its defaults filled in for one target.
+
+    Attributes:
+        bucket: Bucket name.
+        prefix: Object names start with this ('' for any).
+        suffix: Object names end with this ('' for any).
+        glob: Object names match this ('' for any).
+        parameter: The chain parameter that receives the object's ``gs://`` path.
+        records: Folder of the delivery records (local, relative to where the chain runs,
+            or ``gs://``).
+        target: ``local`` or ``gcp``.
+        function: The function's settings, name filled in.
+    """
+
+    bucket: str
+    prefix: str
+    suffix: str
+    glob: str
+    parameter: str
+    records: str
+    target: str
+    function: FunctionSettings
+
+
+def parse_trigger(spec: ChainSpec, target: str) -> Trigger:
+    """Reads and checks the chain's ``trigger:`` section for ``target``.
+
+    Raises:
+        SpecError: (naming ``spec.origin``) at ``trigger.KEY`` for an unknown key, a wrong
+            type, a bad bucket or function name, filters no object name can pass, a
+            parameter the chain does not declare, records kept off GCS on the gcp target;
+            at ``trigger`` if the chain has none; at ``gcp`` for the gcp target without a
+            gcp section; at ``<root>`` for an unknown target.
+    """
+    try:
+        return _parse(spec, target)
+    except SpecError as exc:
+        raise (exc if exc.source else exc.located(spec.origin)) from None
+
+
+def _parse(spec: ChainSpec, target: str) -> Trigger:
+    if target not in TARGETS:
+        raise SpecError("", f"unknown target {target!r}; expected one of {', '.join(TARGETS)}")
+    if spec.trigger is None:
+        raise SpecError("trigger", "the chain has no trigger section; add one with at least bucket")
+    section = from_mapping(TriggerSection, spec.trigger, "trigger")
+    if section.parameter not in spec.parameters:
+        known = ", ".join(spec.parameters) or "none (add a parameters: section)"
+        raise SpecError(
+            "trigger.parameter",
+            f"{section.parameter!r} is not a parameter of this chain; parameters: {known}",
+        )
+    if target == "gcp" and spec.gcp is None:
+        raise SpecError(
+            "gcp",
+            "the gcp target's function submits the chain to Vertex AI Pipelines: it needs the "
+            "chain's gcp section (project, region, staging_bucket)",
+        )
+    records = section.records or _default_records(spec, target)
+    if target == "gcp" and not records.startswith("gs://"):
+        raise SpecError(
+            "trigger.records",
+            f"got {records!r}; a Cloud Function keeps its delivery records in a gs:// folder "
+            "(its own disk is gone with the instance)",
+        )
+    if records.startswith("gs://"):
+        try:
+            split_gcs_path(records)
+        except ValueError as exc:
+            raise SpecError("trigger.records", str(exc)) from None
+    function = dataclasses.replace(
+        section.function,
+        name=section.function.name or _function_name(spec.name),
+        region=section.function.region or (spec.gcp.region if spec.gcp else None),
+        service_account=section.function.service_account
+        or (spec.gcp.service_account if spec.gcp else None),
+    )
+    if target == "gcp" and function.region is None:
+        raise SpecError("trigger.function.region", "required on the gcp target")
+    return Trigger(
+        bucket=section.bucket,
+        prefix=section.prefix,
+        suffix=section.suffix,
+        glob=section.glob,
+        parameter=section.parameter,
+        records=records,
+        target=target,
+        function=function,
+    )
+
+
+def _default_records(spec: ChainSpec, target: str) -> str:
+    state = spec.state_path(target)
+    if target == "gcp" and not state.startswith("gs://"):
+        # The chain's state is on this machine; the function's records go to the chain's
+        # bucket instead.
+        assert spec.gcp is not None
+        return posixpath.join(spec.gcp.staging_bucket, "trigger", pipeline_name(spec.name))
+    return posixpath.join(posixpath.dirname(state), "trigger")
+
+
+def _function_name(chain: str) -> str:
+    name = pipeline_name(chain)
+    name = name if name[0].isalpha() else f"chain-{name}"
+    return f"{name[:55].rstrip('-')}-trigger"

@@ -1,0 +1,674 @@
+"""The Cloud Function that starts a chain on new data, run here against the GCS emulator.
+
+``build_trigger`` writes the function's folder; the tests serve it with functions-framework,
+in-process (its test client) and as a real ``functions-framework`` process on 127.0.0.1, and
+post real CloudEvents (binary and structured mode) for objects put in an emulator bucket. On
+the local target the function runs ``beamforge chain`` (dataset on a 200-row taxi slice read
+from gs://, a tiny trainer); on the gcp target it submits the compiled pipeline to the fake
+Vertex AI server through the real SDK.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import json
+import logging
+import os
+import pathlib
+import subprocess
+import sys
+import textwrap
+import time
+import urllib.request
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import yaml
+from cloudevents.conversion import to_binary, to_structured
+from cloudevents.http import CloudEvent
+
+from launchers.chain import load_chain, parse_chain
+from launchers.chain.spec import ChainSpec
+from launchers.trigger import build_trigger
+from launchers.trigger.build import REQUIREMENTS, requirements
+from launchers.trigger.commands import env_flag
+from launchers.trigger.globs import can_end_with, can_start_with
+from launchers.trigger.runtime import FINALIZED, delivery_key, object_matches, run_id
+from tests import vertex_fake
+from tests.conftest import REPO, TAXI_SAMPLE
+from tests.emulators import Gcs, free_port
+from tests.vertex_fake import PARENT, PROJECT, REGION, FakeVertex
+from transforms.core.config import SpecError
+
+pytestmark = pytest.mark.emulator
+
+PIPELINE = str(REPO / "examples" / "chicago_taxi" / "pipeline.yaml")
+TAXI_CHAIN = REPO / "examples" / "chicago_taxi" / "chain.yaml"
+FUNCTIONS_FRAMEWORK = pathlib.Path(sys.executable).parent / "functions-framework"
+SERVICE_ACCOUNT = "pipelines@test-project.iam.gserviceaccount.com"
+
+# A stand-in trainer: counts its runs and writes what a trainer writes.
+TRAINER = textwrap.dedent(
+    """
+    import json, os
+    with open(os.environ["RUNS_FILE"], "a") as f:
+        f.write(os.environ["AIP_TRAINING_DATA_URI"] + "\\n")
+    os.makedirs(os.environ["AIP_MODEL_DIR"], exist_ok=True)
+    with open(os.path.join(os.environ["AIP_MODEL_DIR"], "metrics.json"), "w") as f:
+        json.dump({"auc": 0.8}, f)
+    """
+)
+
+# Beam looks for Google credentials with retries (about 20 s) before it reads gs://
+# anonymously, which the emulator takes; the chain's processes start anonymous at once, as
+# the gcs_emulator fixture makes this one.
+ANONYMOUS_BEAM = textwrap.dedent(
+    """
+    from apache_beam.internal.gcp import auth
+
+    auth._Credentials._credentials = None
+    auth._Credentials._credentials_init = True
+    """
+)
+
+
+# --- the section and its rules -------------------------------------------------------------
+
+
+def _chain_data(**trigger: Any) -> dict[str, Any]:
+    return {
+        "name": "taxi",
+        "workdir": "out",
+        "parameters": {"input": {"default": "trips.csv", "description": "raw trips"}},
+        "steps": [
+            {
+                "name": "dataset",
+                "kind": "dataset",
+                "spec": PIPELINE,
+                "inputs": ["${input}"],
+                "output": "out/ds",
+            },
+            {"name": "train", "kind": "train", "dataset": "dataset", "script": "train.py"},
+        ],
+        "trigger": {"bucket": "trips-in", "glob": "incoming/*.csv", **trigger},
+    }
+
+
+@pytest.mark.parametrize(
+    ("trigger", "target", "message"),
+    [
+        (
+            {"suffix": ".csv", "glob": "incoming/*.json"},
+            "local",
+            "x.yaml: trigger.suffix: no object name ends with '.csv' and matches glob "
+            "'incoming/*.json': the trigger would never fire",
+        ),
+        (
+            {"prefix": "raw/"},
+            "local",
+            "x.yaml: trigger.prefix: no object name starts with 'raw/' and matches glob "
+            "'incoming/*.csv': the trigger would never fire",
+        ),
+        (
+            # ``*`` stays within one part of the name.
+            {"prefix": "incoming/2026/"},
+            "local",
+            "x.yaml: trigger.prefix: no object name starts with 'incoming/2026/' and matches "
+            "glob 'incoming/*.csv': the trigger would never fire",
+        ),
+        (
+            {"parameter": "inputs"},
+            "local",
+            "x.yaml: trigger.parameter: 'inputs' is not a parameter of this chain; "
+            "parameters: input",
+        ),
+        (
+            {"bucket": "Trips_In"},
+            "local",
+            "x.yaml: trigger.bucket: 'Trips_In' is not a valid bucket name (3-63 lowercase "
+            "letters, digits, '-', '_' or '.', starting and ending with a letter or digit)",
+        ),
+        (
+            {"bucket": "gs://trips-in"},
+            "local",
+            "x.yaml: trigger.bucket: got 'gs://trips-in'; give the bucket's name alone, "
+            "without gs://",
+        ),
+        (
+            {},
+            "gcp",
+            "x.yaml: gcp: the gcp target's function submits the chain to Vertex AI Pipelines: "
+            "it needs the chain's gcp section (project, region, staging_bucket)",
+        ),
+        (
+            {"sufix": ".csv"},
+            "local",
+            "x.yaml: trigger.sufix: unknown key 'sufix'; valid keys are bucket, prefix, "
+            "suffix, glob, parameter, records, function",
+        ),
+        (
+            {"function": {"name": "Taxi_Trigger"}},
+            "local",
+            "x.yaml: trigger.function.name: 'Taxi_Trigger' is not a function name (lower-case "
+            "letters, digits and dashes, starting with a letter, 63 at most)",
+        ),
+        (
+            {"function": {"timeout": 600}},
+            "local",
+            "x.yaml: trigger.function.timeout: got 600; expected an integer from 1 to 540 "
+            "(the limit of event-driven functions)",
+        ),
+        (
+            {"function": {"memory": "lots"}},
+            "local",
+            "x.yaml: trigger.function.memory: got 'lots'; expected a size like 512Mi or 1Gi",
+        ),
+        (
+            {"function": {"env": {"X_GOOGLE_FOO": "1"}}},
+            "local",
+            "x.yaml: trigger.function.env.X_GOOGLE_FOO: an environment variable name is "
+            "letters, digits and _ (not starting with a digit), and not one Cloud Functions "
+            "keeps for itself",
+        ),
+        (
+            {"records": "gs://Bad/records"},
+            "local",
+            "x.yaml: trigger.records: malformed gs:// path 'gs://Bad/records': 'Bad' is not a "
+            "valid bucket name (3-63 lowercase letters, digits, '-', '_' or '.', starting and "
+            "ending with a letter or digit)",
+        ),
+        ({}, "cloud", "x.yaml: <root>: unknown target 'cloud'; expected one of local, gcp"),
+    ],
+)
+def test_bad_trigger_fails_before_anything_is_written(
+    trigger: dict[str, Any], target: str, message: str, tmp_path: pathlib.Path
+) -> None:
+    spec = parse_chain(_chain_data(**trigger), origin="x.yaml")
+    output = tmp_path / "function"
+    with pytest.raises(SpecError) as info:
+        build_trigger(spec, output=str(output), target=target)
+    assert str(info.value) == message
+    assert "\n" not in str(info.value)
+    assert not output.exists()
+
+
+def test_gcp_target_keeps_records_on_gcs_and_a_chain_without_trigger_fails(
+    tmp_path: pathlib.Path,
+) -> None:
+    data = _chain_data(records="out/records")
+    data["gcp"] = {"project": PROJECT, "region": REGION, "staging_bucket": "gs://stage-b"}
+    with pytest.raises(SpecError) as info:
+        build_trigger(parse_chain(data, origin="x.yaml"), output=str(tmp_path), target="gcp")
+    assert str(info.value) == (
+        "x.yaml: trigger.records: got 'out/records'; a Cloud Function keeps its delivery "
+        "records in a gs:// folder (its own disk is gone with the instance)"
+    )
+    del data["trigger"]
+    with pytest.raises(SpecError) as info:
+        build_trigger(parse_chain(data, origin="x.yaml"), output=str(tmp_path), target="local")
+    assert str(info.value) == (
+        "x.yaml: trigger: the chain has no trigger section; add one with at least bucket"
+    )
+    # The gcp target compiles the chain for Vertex first: what it cannot express fails
+    # before any file is written too.
+    data = _chain_data(records="gs://stage-b/records")
+    data["gcp"] = {"project": PROJECT, "region": REGION, "staging_bucket": "gs://stage-b"}
+    output = tmp_path / "function"
+    with pytest.raises(SpecError) as info:
+        build_trigger(parse_chain(data, origin="x.yaml"), output=str(output), target="gcp")
+    assert str(info.value) == "x.yaml: steps[0].gcp: the gcp target needs dataset's gcp section"
+    assert not output.exists()
+
+
+@pytest.mark.parametrize(
+    ("glob", "prefix", "suffix", "possible"),
+    [
+        ("incoming/*.csv", "incoming/", ".csv", True),
+        ("incoming/*.csv", "incoming/trips", "trips.csv", True),
+        ("incoming/*.csv", "in", "", True),
+        ("incoming/*.csv", "incoming/a/", "", False),
+        ("incoming/**.csv", "incoming/a/b/", "", True),
+        ("incoming/*.csv", "", ".json", False),
+        ("incoming/*.csv", "", "/x.csv", True),
+        ("incoming/?.csv", "incoming/ab", "", False),
+        ("a/*/b/*.csv", "a/x/b/", "y.csv", True),
+        ("data.csv", "data", ".csv", True),
+        ("data.csv", "", "ta.csv2", False),
+    ],
+)
+def test_glob_and_prefix_or_suffix(glob: str, prefix: str, suffix: str, possible: bool) -> None:
+    assert (can_start_with(glob, prefix) and can_end_with(glob, suffix)) is possible
+
+
+@pytest.mark.parametrize(
+    ("name", "filters", "matches"),
+    [
+        ("incoming/trips.csv", {"glob": "incoming/*.csv"}, True),
+        ("incoming/2026/trips.csv", {"glob": "incoming/*.csv"}, False),
+        ("incoming/2026/trips.csv", {"glob": "incoming/**.csv"}, True),
+        ("incoming/trips.csv.tmp", {"glob": "incoming/*.csv"}, False),
+        ("incoming/trips.csv", {"prefix": "incoming/", "suffix": ".csv"}, True),
+        ("outgoing/trips.csv", {"prefix": "incoming/", "suffix": ".csv"}, False),
+        ("incoming/t[1].csv", {"glob": "incoming/t[1].csv"}, True),
+        ("anything", {}, True),
+    ],
+)
+def test_object_matches(name: str, filters: dict[str, str], matches: bool) -> None:
+    assert object_matches(name, **filters) is matches
+
+
+def test_env_flag_escapes_commas_the_gcloud_way() -> None:
+    assert env_flag({}) is None
+    assert env_flag({"A": "1", "B": "x y"}) == "--set-env-vars=A=1,B=x y"
+    assert env_flag({"A": "1,2", "B": "3"}) == "--set-env-vars=^|^A=1,2|B=3"
+
+
+def test_requirements_are_pinned_to_the_tested_versions() -> None:
+    assert {n: importlib.metadata.version(n) for n in REQUIREMENTS} == REQUIREMENTS
+    assert requirements("local") == "functions-framework==3.10.1\ngoogle-cloud-storage==3.17.1\n"
+
+
+# --- events ----------------------------------------------------------------------------------
+
+
+def _event(bucket: str, blob: Any, event_type: str = FINALIZED) -> CloudEvent:
+    # The shape GCS sends through Eventarc (the object's metadata is the data).
+    return CloudEvent(
+        {
+            "type": event_type,
+            "source": f"//storage.googleapis.com/projects/_/buckets/{bucket}",
+            "subject": f"objects/{blob.name}",
+            "datacontenttype": "application/json",
+        },
+        {
+            "kind": "storage#object",
+            "bucket": bucket,
+            "name": blob.name,
+            "generation": str(blob.generation),
+            "contentType": "text/csv",
+            "size": str(blob.size),
+        },
+    )
+
+
+def _encode(event: CloudEvent, mode: str) -> tuple[dict[str, str], bytes]:
+    headers, body = (to_binary if mode == "binary" else to_structured)(event)
+    return dict(headers), bytes(body)
+
+
+def _upload(gcs: Gcs, bucket: str, name: str, text: str) -> Any:
+    blob = gcs.client().bucket(bucket).blob(name)
+    blob.upload_from_string(text, content_type="text/csv")
+    blob.reload()
+    return blob
+
+
+def _slice() -> str:
+    lines = TAXI_SAMPLE.read_text().splitlines(keepends=True)
+    return "".join(lines[:201])
+
+
+def _bucket(request: pytest.FixtureRequest, kind: str) -> str:
+    digest = hashlib.sha256(request.node.nodeid.encode()).hexdigest()[:12]
+    return f"{kind}-{digest}"
+
+
+def _log_lines(text: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in text.splitlines() if line.startswith('{"severity"')]
+
+
+# --- the local target ------------------------------------------------------------------------
+
+
+@pytest.fixture()
+def local_chain(
+    tmp_path: pathlib.Path,
+    monkeypatch: pytest.MonkeyPatch,
+    gcs_emulator: Gcs,
+    request: pytest.FixtureRequest,
+) -> tuple[ChainSpec, str]:
+    """A dataset + tiny-trainer chain in a folder of its own, and its trigger's bucket."""
+    bucket = gcs_emulator.new_bucket(_bucket(request, "trips"))
+    (tmp_path / "train.py").write_text(TRAINER)
+    hooks = tmp_path / "hooks"
+    hooks.mkdir()
+    (hooks / "sitecustomize.py").write_text(ANONYMOUS_BEAM)
+    monkeypatch.setenv("PYTHONPATH", str(hooks))
+    monkeypatch.setenv("RUNS_FILE", str(tmp_path / "runs.txt"))
+    monkeypatch.chdir(tmp_path)
+    data = _chain_data(bucket=bucket)
+    (tmp_path / "chain.yaml").write_text(yaml.safe_dump(data))
+    return load_chain("chain.yaml"), bucket
+
+
+def _runs(folder: pathlib.Path) -> list[str]:
+    path = folder / "runs.txt"
+    return path.read_text().splitlines() if path.exists() else []
+
+
+def _records(folder: pathlib.Path) -> dict[str, dict[str, Any]]:
+    return {p.name: json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))}
+
+
+def _check_one_run(folder: pathlib.Path, path: str) -> None:
+    state = json.loads((folder / "out" / "state-local.json").read_text())
+    assert {name: step["status"] for name, step in state["steps"].items()} == {
+        "dataset": "completed",
+        "train": "completed",
+    }
+    manifest = json.loads((folder / "out" / "ds" / "manifest.json").read_text())
+    assert manifest["counts"]["read"] == 200
+    assert manifest["source"]["files"] == [path]
+    run = manifest["run"]["root"]
+    assert _runs(folder) == [f"{run}/train/part-*.parquet"]
+
+
+@pytest.mark.timeout(300)
+def test_local_function_in_process_runs_the_chain_once_per_object(
+    local_chain: tuple[ChainSpec, str],
+    gcs_emulator: Gcs,
+    tmp_path: pathlib.Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import functions_framework
+
+    spec, bucket = local_chain
+    written = build_trigger(spec, output="function", target="local")
+    assert [pathlib.Path(p).name for p in written] == [
+        "main.py",
+        "trigger_runtime.py",
+        "trigger.json",
+        "requirements.txt",
+        "serve.sh",
+    ]
+    settings = json.loads((tmp_path / "function" / "trigger.json").read_text())
+    assert settings == {
+        "chain": "taxi",
+        "target": "local",
+        "bucket": bucket,
+        "prefix": "",
+        "suffix": "",
+        "glob": "incoming/*.csv",
+        "parameter": "input",
+        "values": {"input": "trips.csv"},
+        "records": "out/trigger",
+        "local": {
+            "python": sys.executable,
+            "directory": str(tmp_path),
+            "chain_file": str(tmp_path / "chain.yaml"),
+            "timeout": 540,
+        },
+    }
+    client = functions_framework.create_app(
+        target="on_object_finalized",
+        source=str(tmp_path / "function" / "main.py"),
+        signature_type="cloudevent",
+    ).test_client()
+    trips = _upload(gcs_emulator, bucket, "incoming/trips.csv", _slice())
+    path = f"gs://{bucket}/incoming/trips.csv"
+    capsys.readouterr()
+
+    headers, body = _encode(_event(bucket, trips), "binary")
+    answer = client.post("/", headers=headers, data=body)
+    assert answer.status_code == 200, answer.get_data(as_text=True)
+    _check_one_run(tmp_path, path)
+    key = delivery_key(bucket, "incoming/trips.csv", str(trips.generation))
+    records = _records(tmp_path / "out" / "trigger")
+    assert list(records) == [key]
+    assert records[key]["started"] == "beamforge chain succeeded (exit 0)"
+    assert (records[key]["bucket"], records[key]["generation"]) == (bucket, str(trips.generation))
+
+    # The same delivery again, now in structured mode (a new event id, as a redelivery
+    # through another path would have): nothing starts.
+    headers, body = _encode(_event(bucket, trips), "structured")
+    assert client.post("/", headers=headers, data=body).status_code == 200
+    # Objects the filters leave out, another bucket, another event type: nothing either.
+    notes = _upload(gcs_emulator, bucket, "incoming/notes.txt", "not trips\n")
+    nested = _upload(gcs_emulator, bucket, "incoming/2026/trips.csv", _slice())
+    for event in (
+        _event(bucket, notes),
+        _event(bucket, nested),
+        _event("other-bucket", trips),
+        _event(bucket, trips, "google.cloud.storage.object.v1.deleted"),
+    ):
+        headers, body = _encode(event, "binary")
+        assert client.post("/", headers=headers, data=body).status_code == 200
+    _check_one_run(tmp_path, path)
+    assert list(_records(tmp_path / "out" / "trigger")) == [key]
+    messages = [line["message"] for line in _log_lines(capsys.readouterr().out)]
+    assert messages == [
+        f"started the chain for {path}: beamforge chain succeeded (exit 0)",
+        f"repeated {path}: generation {trips.generation} was delivered before",
+        f"ignored gs://{bucket}/incoming/notes.txt: the name does not match glob 'incoming/*.csv'",
+        f"ignored gs://{bucket}/incoming/2026/trips.csv: the name does not match glob "
+        "'incoming/*.csv'",
+        f"ignored gs://other-bucket/incoming/trips.csv: bucket 'other-bucket' is not '{bucket}'",
+        f"ignored {path}: event type 'google.cloud.storage.object.v1.deleted' is not {FINALIZED}",
+    ]
+
+
+@pytest.fixture()
+def served(tmp_path: pathlib.Path) -> Iterator[tuple[str, pathlib.Path]]:
+    """``functions-framework`` serving the built function (``function/``) on 127.0.0.1."""
+    port = free_port()
+    log = tmp_path / "functions-framework.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [
+                str(FUNCTIONS_FRAMEWORK),
+                "--target",
+                "on_object_finalized",
+                "--signature-type",
+                "cloudevent",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+            ],
+            cwd=tmp_path / "function",
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=dict(os.environ),
+        )
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert proc.poll() is None, log.read_text()
+            try:
+                urllib.request.urlopen(url, timeout=1)
+            except urllib.error.HTTPError:
+                break  # It answers (a GET is no CloudEvent).
+            except OSError:
+                assert time.monotonic() < deadline, "functions-framework did not start in 30 s"
+                time.sleep(0.1)
+            else:
+                break
+        yield url, log
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def _post(url: str, headers: dict[str, str], body: bytes) -> int:
+    request = urllib.request.Request(url, data=body, headers=headers, method="POST")
+    with urllib.request.urlopen(request, timeout=240) as answer:
+        return int(answer.status)
+
+
+@pytest.mark.timeout(300)
+def test_local_function_served_by_functions_framework(
+    local_chain: tuple[ChainSpec, str], gcs_emulator: Gcs, tmp_path: pathlib.Path, request: Any
+) -> None:
+    spec, bucket = local_chain
+    build_trigger(spec, output="function", target="local")
+    url, log = request.getfixturevalue("served")
+    trips = _upload(gcs_emulator, bucket, "incoming/trips.csv", _slice())
+    path = f"gs://{bucket}/incoming/trips.csv"
+    assert _post(url, *_encode(_event(bucket, trips), "structured")) == 200
+    _check_one_run(tmp_path, path)
+    assert _post(url, *_encode(_event(bucket, trips), "binary")) == 200
+    notes = _upload(gcs_emulator, bucket, "incoming/notes.txt", "not trips\n")
+    assert _post(url, *_encode(_event(bucket, notes), "binary")) == 200
+    _check_one_run(tmp_path, path)
+    assert [line["message"] for line in _log_lines(log.read_text())] == [
+        f"started the chain for {path}: beamforge chain succeeded (exit 0)",
+        f"repeated {path}: generation {trips.generation} was delivered before",
+        f"ignored gs://{bucket}/incoming/notes.txt: the name does not match glob 'incoming/*.csv'",
+    ]
+    # A plain JSON body is no CloudEvent: functions-framework refuses it.
+    with pytest.raises(urllib.error.HTTPError) as info:
+        _post(url, {"Content-Type": "application/json"}, b'{"bucket": "x"}')
+    assert info.value.code == 400
+
+
+def test_the_function_runtime_imports_only_the_standard_library(
+    local_chain: tuple[ChainSpec, str], tmp_path: pathlib.Path
+) -> None:
+    spec, _ = local_chain
+    build_trigger(spec, output="function", target="local")
+    # -S: no site-packages at all.
+    done = subprocess.run(
+        [sys.executable, "-S", "-c", "import trigger_runtime"],
+        cwd=tmp_path / "function",
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert (done.returncode, done.stderr) == (0, "")
+
+
+# --- the gcp target --------------------------------------------------------------------------
+
+
+@pytest.fixture()
+def fake(gcs_emulator: Gcs, caplog: pytest.LogCaptureFixture) -> Iterator[FakeVertex]:
+    yield from vertex_fake.serve()
+    records = caplog.get_records("setup") + caplog.get_records("call")
+    assert [r.getMessage() for r in records if r.levelno >= logging.WARNING] == []
+
+
+@pytest.mark.timeout(300)
+def test_gcp_function_submits_the_pipeline_with_the_object_as_input(
+    fake: FakeVertex,
+    gcs_emulator: Gcs,
+    tmp_path: pathlib.Path,
+    request: pytest.FixtureRequest,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import functions_framework
+
+    bucket = gcs_emulator.new_bucket(_bucket(request, "trips"))
+    # The SDK makes the pipeline root's bucket if it is missing (for one that exists it
+    # asks Google for the project's number): a bucket of its own, made by the SDK.
+    root_bucket = _bucket(request, "pipelines")
+    spec = load_chain(str(TAXI_CHAIN))
+    assert spec.gcp is not None
+    spec.gcp.staging_bucket = f"gs://{root_bucket}/stage"
+    spec.gcp.api_endpoint = fake.endpoint
+    spec.gcp.project = PROJECT
+    spec.gcp.service_account = SERVICE_ACCOUNT
+    spec.trigger = {
+        "bucket": bucket,
+        "prefix": "incoming/",
+        "suffix": ".csv",
+        "records": f"gs://{bucket}/trigger-records",
+        "function": {"memory": "1Gi", "max_instances": 3, "env": {"LOG_LEVEL": "info"}},
+    }
+    output = tmp_path / "function"
+    written = build_trigger(spec, output=str(output), target="gcp")
+    assert [pathlib.Path(p).name for p in written] == [
+        "pipeline.yaml",
+        "main.py",
+        "trigger_runtime.py",
+        "trigger.json",
+        "requirements.txt",
+        "deploy.sh",
+        "serve.sh",
+    ]
+    assert (output / "requirements.txt").read_text() == (
+        "functions-framework==3.10.1\n"
+        "google-cloud-storage==3.17.1\n"
+        "google-cloud-aiplatform==1.165.1\n"
+    )
+    assert (output / "deploy.sh").read_text() == (
+        "#!/bin/sh\n"
+        "# Deploys chicago-taxi-trigger: chain chicago_taxi starts on Vertex AI Pipelines\n"
+        f"# for each object finalized in gs://{bucket} that passes the filters.\n"
+        "set -eu\n"
+        'cd "$(dirname "$0")"\n'
+        "exec gcloud \\\n"
+        "  functions \\\n"
+        "  deploy \\\n"
+        "  chicago-taxi-trigger \\\n"
+        "  --gen2 \\\n"
+        f"  --project={PROJECT} \\\n"
+        "  --region=us-central1 \\\n"
+        "  --runtime=python311 \\\n"
+        "  --source=. \\\n"
+        "  --entry-point=on_object_finalized \\\n"
+        f"  --trigger-event-filters=type={FINALIZED} \\\n"
+        f"  --trigger-event-filters=bucket={bucket} \\\n"
+        "  --memory=1Gi \\\n"
+        "  --timeout=540s \\\n"
+        "  --max-instances=3 \\\n"
+        f"  --service-account={SERVICE_ACCOUNT} \\\n"
+        "  --set-env-vars=LOG_LEVEL=info\n"
+    )
+    assert os.access(output / "deploy.sh", os.X_OK)
+    settings = json.loads((output / "trigger.json").read_text())
+    assert settings["vertex"] == {
+        "project": PROJECT,
+        "region": REGION,
+        "display_name": "chicago_taxi",
+        "pipeline_root": f"gs://{root_bucket}/stage/pipelines",
+        "service_account": SERVICE_ACCOUNT,
+        "network": None,
+        "kms_key": None,
+        "labels": {"beamforge-chain": "chicago_taxi", "beamforge-trigger": "chicago-taxi-trigger"},
+        "api_endpoint": fake.endpoint,
+    }
+    client = functions_framework.create_app(
+        target="on_object_finalized", source=str(output / "main.py"), signature_type="cloudevent"
+    ).test_client()
+    trips = _upload(gcs_emulator, bucket, "incoming/trips-2026-11.csv", _slice())
+    path = f"gs://{bucket}/incoming/trips-2026-11.csv"
+    for mode in ("structured", "binary"):
+        headers, data = _encode(_event(bucket, trips), mode)
+        answer = client.post("/", headers=headers, data=data)
+        assert answer.status_code == 200, answer.get_data(as_text=True)
+    other = _upload(gcs_emulator, bucket, "archive/trips.csv", _slice())
+    headers, body = _encode(_event(bucket, other), "binary")
+    assert client.post("/", headers=headers, data=body).status_code == 200
+
+    (body,) = fake.calls("POST", f"{PARENT}/pipelineJobs")
+    key = delivery_key(bucket, trips.name, str(trips.generation))
+    job_id = run_id("chicago-taxi", key)
+    assert list(fake.pipeline_jobs) == [f"{PARENT}/pipelineJobs/{job_id}"]
+    assert body["displayName"] == "chicago_taxi"
+    assert body["pipelineSpec"] == yaml.safe_load((output / "pipeline.yaml").read_text())
+    assert body["runtimeConfig"] == {
+        "gcsOutputDirectory": f"gs://{root_bucket}/stage/pipelines",
+        "parameterValues": {
+            "input": path,
+            "gcs_root": "gs://my-bucket/beamforge/chicago_taxi",
+            "model_name": "chicago-taxi-tips",
+        },
+    }
+    assert body["serviceAccount"] == SERVICE_ACCOUNT
+    assert body["labels"] == {
+        "beamforge-chain": "chicago_taxi",
+        "beamforge-trigger": "chicago-taxi-trigger",
+    }
+    record = gcs_emulator.client().bucket(bucket).blob(f"trigger-records/{key}")
+    assert json.loads(record.download_as_text())["started"] == f"{PARENT}/pipelineJobs/{job_id}"
+    messages = [line["message"] for line in _log_lines(capsys.readouterr().out)]
+    assert messages == [
+        f"started the chain for {path}: {PARENT}/pipelineJobs/{job_id}",
+        f"repeated {path}: generation {trips.generation} was delivered before",
+        f"ignored gs://{bucket}/archive/trips.csv: the name does not match prefix "
+        "'incoming/', suffix '.csv'",
+    ]
