@@ -52,9 +52,11 @@ SERVICE_ACCOUNT = "pipelines@test-project.iam.gserviceaccount.com"
 # A stand-in trainer: counts its runs and writes what a trainer writes.
 TRAINER = textwrap.dedent(
     """
-    import json, os
+    import json, os, sys
     with open(os.environ["RUNS_FILE"], "a") as f:
         f.write(os.environ["AIP_TRAINING_DATA_URI"] + "\\n")
+    if os.environ.get("FAIL"):
+        sys.exit("the trainer failed")
     os.makedirs(os.environ["AIP_MODEL_DIR"], exist_ok=True)
     with open(os.path.join(os.environ["AIP_MODEL_DIR"], "metrics.json"), "w") as f:
         json.dump({"auc": 0.8}, f)
@@ -447,6 +449,60 @@ def test_local_function_in_process_runs_the_chain_once_per_object(
         f"ignored gs://other-bucket/incoming/trips.csv: bucket 'other-bucket' is not '{bucket}'",
         f"ignored {path}: event type 'google.cloud.storage.object.v1.deleted' is not {FINALIZED}",
     ]
+
+
+@pytest.mark.timeout(300)
+def test_a_chain_that_cannot_start_is_not_recorded_and_a_failed_one_is(
+    local_chain: tuple[ChainSpec, str],
+    gcs_emulator: Gcs,
+    tmp_path: pathlib.Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import functions_framework
+
+    spec, bucket = local_chain
+    build_trigger(spec, output="function", target="local")
+    client = functions_framework.create_app(
+        target="on_object_finalized",
+        source=str(tmp_path / "function" / "main.py"),
+        signature_type="cloudevent",
+    ).test_client()
+    trips = _upload(gcs_emulator, bucket, "incoming/trips.csv", _slice())
+    path = f"gs://{bucket}/incoming/trips.csv"
+    headers, body = _encode(_event(bucket, trips), "binary")
+    capsys.readouterr()
+
+    # No Python where the function looks for it: nothing started, nothing recorded, and the
+    # answer is an error, so that a retried delivery tries again.
+    monkeypatch.setenv("BEAMFORGE_PYTHON", str(tmp_path / "no-python"))
+    assert client.post("/", headers=headers, data=body).status_code == 500
+    assert _records(tmp_path / "out" / "trigger") == {}
+    assert _runs(tmp_path) == []
+
+    # The chain starts and fails: recorded as failed (beamforge chain resumes it from its
+    # state); a repeat of the delivery starts nothing.
+    monkeypatch.delenv("BEAMFORGE_PYTHON")
+    monkeypatch.setenv("FAIL", "1")
+    assert client.post("/", headers=headers, data=body).status_code == 500
+    assert len(_runs(tmp_path)) == 1
+    key = delivery_key(bucket, "incoming/trips.csv", str(trips.generation))
+    (record,) = _records(tmp_path / "out" / "trigger").values()
+    assert record["failed"].startswith("beamforge chain exited with code 1:\n")
+    assert "step train: trainer exited with code 1" in record["failed"]
+    assert client.post("/", headers=headers, data=body).status_code == 200
+    assert len(_runs(tmp_path)) == 1
+    lines = _log_lines(capsys.readouterr().out)
+    assert [(line["severity"], line["message"].split(":")[0]) for line in lines] == [
+        ("ERROR", "could not start the chain for gs"),
+        ("ERROR", "chain for gs"),
+        ("INFO", "repeated gs"),
+    ]
+    assert lines[0]["message"] == (
+        f"could not start the chain for {path}: [Errno 2] No such file or directory: "
+        f"'{tmp_path / 'no-python'}'"
+    )
+    assert lines[2]["record"] == key
 
 
 @pytest.fixture()
