@@ -28,6 +28,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import gcp_storage_emulator  # noqa: F401  (missing: fail here, never skip)
 import pytest
 import yaml
 
@@ -36,6 +37,7 @@ from launchers import serving
 from launchers.gke import SERVER_COMMAND, build_serving
 from launchers.gke.quantities import cpu_cores, memory_bytes
 from tests.conftest import REPO, TAXI_SAMPLE
+from tests.emulators import Gcs
 
 BIN = pathlib.Path(sys.executable).parent
 KUBERNETES_VALIDATE = BIN / "kubernetes-validate"
@@ -397,9 +399,9 @@ print(server.__file__, predictor.__file__, preprocessor.__file__)
 """
 
 
-@pytest.fixture
-def image_server(built: pathlib.Path, tmp_path: pathlib.Path) -> Iterator[serving.LocalServer]:
-    """The server started as the image starts it, on 127.0.0.1."""
+@contextlib.contextmanager
+def _image_server(built: pathlib.Path, tmp_path: pathlib.Path) -> Iterator[serving.LocalServer]:
+    """The server of the image ``built`` describes, started as the image starts it."""
     root = tmp_path / "root"
     image_env, workdir, command = _image_layout(built, root)
     assert (
@@ -461,6 +463,9 @@ def image_server(built: pathlib.Path, tmp_path: pathlib.Path) -> Iterator[servin
             assert process.poll() is None, log.read_text()
             assert time.monotonic() < deadline, log.read_text()
             time.sleep(0.05)
+        assert pathlib.Path(log).read_text().splitlines()[0] == (
+            f"serving {env['AIP_STORAGE_URI']} at http://127.0.0.1:{port}"
+        )
         yield server
     finally:
         serving.stop_server(server)
@@ -469,6 +474,13 @@ def image_server(built: pathlib.Path, tmp_path: pathlib.Path) -> Iterator[servin
         process.wait(timeout=30)
         for path in [app, *app.rglob("*")]:
             path.chmod(path.stat().st_mode | stat.S_IWUSR)
+
+
+@pytest.fixture
+def image_server(built: pathlib.Path, tmp_path: pathlib.Path) -> Iterator[serving.LocalServer]:
+    """The server started as the image of the chain's build starts it, on 127.0.0.1."""
+    with _image_server(built, tmp_path) as server:
+        yield server
 
 
 def test_the_image_command_answers_as_the_chains_server(
@@ -717,3 +729,38 @@ def test_quantities() -> None:
     for bad in ("1GB", "Gi", "1gi"):
         with pytest.raises(ValueError, match="is not a memory quantity"):
             memory_bytes(bad)
+
+
+def test_a_gs_model_is_read_by_the_image_command_at_start(
+    deployed: tuple[chains.ChainSpec, dict[str, Any]],
+    gcs_emulator: Gcs,
+    tmp_path: pathlib.Path,
+) -> None:
+    spec, outputs = deployed
+    state = json.loads(pathlib.Path(spec.state_path("local")).read_text())
+    model_dir = pathlib.Path(state["steps"]["upload"]["outputs"]["model_dir"])
+    bucket = gcs_emulator.client().bucket(gcs_emulator.new_bucket("beamforge-gke-models"))
+    for path in sorted(p for p in model_dir.rglob("*") if p.is_file()):
+        bucket.blob(f"taxi/{path.relative_to(model_dir).as_posix()}").upload_from_filename(path)
+    chain = _chain(tmp_path, {"model": "gs://beamforge-gke-models/taxi"})
+    build = tmp_path / "build"
+    build_serving(chains.parse_chain(chain, origin="chain.yaml"), output=str(build))
+    rows = _raw_rows(20)
+    # STORAGE_EMULATOR_HOST (set by the emulator's fixture) is the only addition to the env.
+    with _image_server(build, tmp_path) as server:
+        from_image = serving.predict(server.predict_url, rows)
+    assert from_image == serving.predict(outputs["predict_url"], rows)
+
+
+def test_a_rebuild_replaces_what_the_build_owns(tmp_path: pathlib.Path) -> None:
+    chain = _chain(tmp_path, {"model_dir": _model_dir(tmp_path)})
+    spec = chains.parse_chain(chain, origin="chain.yaml")
+    output = tmp_path / "out"
+    first = build_serving(spec, output=str(output))
+    for stale in ("app/launchers/removed.py", "model/old.joblib", "k8s/ingress.yaml"):
+        (output / stale).write_text("stale")
+    (output / "notes.txt").write_text("mine")
+    assert build_serving(spec, output=str(output)) == first
+    assert sorted(str(p) for p in output.rglob("*") if p.is_file()) == sorted(
+        [*first, str(output / "notes.txt")]
+    )
