@@ -181,6 +181,13 @@ def _chain_data(**trigger: Any) -> dict[str, Any]:
             "valid bucket name (3-63 lowercase letters, digits, '-', '_' or '.', starting and "
             "ending with a letter or digit)",
         ),
+        (
+            {"glob": "**.json", "records": "gs://trips-in/trigger"},
+            "local",
+            "x.yaml: trigger.records: gs://trips-in/trigger is in the watched bucket and its "
+            "records pass the filters: each record would start the chain again; keep them "
+            "elsewhere or narrow the filters",
+        ),
         ({}, "cloud", "x.yaml: <root>: unknown target 'cloud'; expected one of local, gcp"),
     ],
 )
@@ -632,7 +639,12 @@ def test_gcp_function_submits_the_pipeline_with_the_object_as_input(
         "prefix": "incoming/",
         "suffix": ".csv",
         "records": f"gs://{bucket}/trigger-records",
-        "function": {"memory": "1Gi", "max_instances": 3, "env": {"LOG_LEVEL": "info"}},
+        "function": {
+            "memory": "1Gi",
+            "max_instances": 3,
+            "retry": True,
+            "env": {"LOG_LEVEL": "info"},
+        },
     }
     output = tmp_path / "function"
     written = build_trigger(spec, output=str(output), target="gcp")
@@ -671,6 +683,7 @@ def test_gcp_function_submits_the_pipeline_with_the_object_as_input(
         "  --memory=1Gi \\\n"
         "  --timeout=540s \\\n"
         "  --max-instances=3 \\\n"
+        "  --retry \\\n"
         f"  --service-account={SERVICE_ACCOUNT} \\\n"
         "  --set-env-vars=LOG_LEVEL=info\n"
     )

@@ -42,9 +42,9 @@ TRIGGER_LABEL = "beamforge-trigger"
 RUNTIME_MODULE = "trigger_runtime.py"
 
 _MAIN = '''\
-"""Starts chain {chain} when an object is finalized in gs://{bucket} (beamforge trigger build).
+"""Starts chain {chain} for each object finalized in gs://{bucket}.
 
-Settings: trigger.json. The work is done in trigger_runtime.py.
+Written by beamforge trigger build. Settings: trigger.json; the work: trigger_runtime.py.
 """
 
 import os

@@ -52,6 +52,8 @@ def deploy_command(trigger: Trigger, project: str) -> list[str]:
         f"--timeout={function.timeout}s",
         f"--max-instances={function.max_instances}",
     ]
+    if function.retry:
+        command.append("--retry")
     if function.service_account:
         command.append(f"--service-account={function.service_account}")
     flag = env_flag(function.env)

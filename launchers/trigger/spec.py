@@ -31,6 +31,7 @@ from typing import Annotated, Literal
 from launchers.chain.compile import pipeline_name
 from launchers.chain.spec import ChainSpec
 from launchers.trigger.globs import can_end_with, can_start_with
+from launchers.trigger.runtime import delivery_key, object_matches
 from transforms.core.config import FieldError, SpecError, Within, from_mapping
 from transforms.io.gcs import split_gcs_path
 
@@ -56,6 +57,9 @@ class FunctionSettings:
         memory: Memory (``512Mi``, ``1Gi``).
         timeout: Seconds a delivery may take (an event-driven function allows 540 at most).
         max_instances: Instances at most.
+        retry: Redeliver an event whose handling failed (``--retry``): a chain that could
+            not be started is tried again; a repeated delivery of a started one starts
+            nothing.
         env: More environment variables.
     """
 
@@ -66,6 +70,7 @@ class FunctionSettings:
     memory: str = "512Mi"
     timeout: Annotated[int, Within(1, 540, "the limit of event-driven functions")] = 540
     max_instances: Annotated[int, Within(1, 1000)] = 10
+    retry: bool = False
     env: dict[str, str] = dataclasses.field(default_factory=dict)
 
     def validate(self) -> None:
@@ -168,7 +173,8 @@ def parse_trigger(spec: ChainSpec, target: str) -> Trigger:
     Raises:
         SpecError: (naming ``spec.origin``) at ``trigger.KEY`` for an unknown key, a wrong
             type, a bad bucket or function name, filters no object name can pass, a
-            parameter the chain does not declare, records kept off GCS on the gcp target;
+            parameter the chain does not declare, records kept off GCS on the gcp target
+            or where their own events would pass the filters;
             at ``trigger`` if the chain has none; at ``gcp`` for the gcp target without a
             gcp section; at ``<root>`` for an unknown target.
     """
@@ -205,9 +211,20 @@ def _parse(spec: ChainSpec, target: str) -> Trigger:
         )
     if records.startswith("gs://"):
         try:
-            split_gcs_path(records)
+            records_bucket, folder = split_gcs_path(records)
         except ValueError as exc:
             raise SpecError("trigger.records", str(exc)) from None
+        # A record is itself a finalized object: one the filters pass would start the
+        # chain again, and its own record would, without end.
+        record = posixpath.join(folder, delivery_key(section.bucket, "x", "1"))
+        if records_bucket == section.bucket and object_matches(
+            record, prefix=section.prefix, suffix=section.suffix, glob=section.glob
+        ):
+            raise SpecError(
+                "trigger.records",
+                f"{records} is in the watched bucket and its records pass the filters: each "
+                "record would start the chain again; keep them elsewhere or narrow the filters",
+            )
     function = dataclasses.replace(
         section.function,
         name=section.function.name or _function_name(spec.name),
