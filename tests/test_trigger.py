@@ -28,6 +28,8 @@ import pytest
 import yaml
 from cloudevents.conversion import to_binary, to_structured
 from cloudevents.http import CloudEvent
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from launchers.chain import load_chain, parse_chain
 from launchers.chain.spec import ChainSpec
@@ -249,6 +251,23 @@ def test_gcp_target_keeps_records_on_gcs_and_a_chain_without_trigger_fails(
 )
 def test_glob_and_prefix_or_suffix(glob: str, prefix: str, suffix: str, possible: bool) -> None:
     assert (can_start_with(glob, prefix) and can_end_with(glob, suffix)) is possible
+
+
+_NAMES = st.text(alphabet="ab/.", max_size=8)
+_GLOBS = st.lists(
+    st.sampled_from(["a", "b", "/", ".", "*", "**", "?"]), min_size=1, max_size=6
+).map("".join)
+
+
+@settings(max_examples=300, deadline=None)
+@given(glob=_GLOBS, name=_NAMES, cut=st.integers(min_value=0, max_value=8))
+def test_glob_checks_never_refuse_a_name_the_function_would_take(
+    glob: str, name: str, cut: int
+) -> None:
+    # Every name the function takes: each of its prefixes and suffixes passes the checks.
+    if object_matches(name, glob=glob):
+        assert can_start_with(glob, name[:cut])
+        assert can_end_with(glob, name[cut:])
 
 
 @pytest.mark.parametrize(
