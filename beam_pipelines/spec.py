@@ -352,10 +352,19 @@ def load_yaml(path: str, *, what: str = "file") -> Any:
         ) from None
     except OSError as exc:
         raise InputError(path, f"cannot be read: {exc.strerror or exc}") from None
+    return parse_yaml(text, source=path)
+
+
+def parse_yaml(text: str, *, source: str) -> Any:
+    """Parses YAML text, refusing repeated keys.
+
+    Raises:
+        SpecError: for text that is not valid YAML, naming ``source`` and the line.
+    """
     try:
         return yaml.load(text, Loader=_StrictLoader)  # a SafeLoader subclass
     except yaml.YAMLError as exc:
-        raise SpecError("", f"not valid YAML: {_yaml_problem(exc)}", source=path) from None
+        raise SpecError("", f"not valid YAML: {_yaml_problem(exc)}", source=source) from None
 
 
 def _yaml_problem(exc: yaml.YAMLError) -> str:

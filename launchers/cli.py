@@ -27,6 +27,7 @@ import argparse
 import csv
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -50,6 +51,13 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     validate = sub.add_parser("validate", help="check a job spec without running it")
     validate.add_argument("spec", help="path to the YAML spec (local or gs://)")
+    validate.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a chain spec: a value for one of its parameters (repeatable)",
+    )
     run = sub.add_parser(
         "run",
         help="run a job spec; unrecognised --options go to Beam",
@@ -212,9 +220,12 @@ def _chain_compile(args: argparse.Namespace, spec: Any) -> int:
     if args.to not in ORCHESTRATORS:
         got = f"--to {args.to}" if args.to else "no --to"
         return error(f"chain compile needs --to {' or '.join(ORCHESTRATORS)}; got {got}")
+    what = "dags/NAME.py" if args.to == "airflow" else "PIPELINE.yaml"
     if not args.output:
-        what = "dags/NAME.py" if args.to == "airflow" else "PIPELINE.yaml"
         return error(f"chain compile needs -o {what}")
+    problem = _output_problem(args.output, spec.origin, airflow=args.to == "airflow")
+    if problem:
+        return error(f"-o {args.output}: {problem}")
     try:
         compile_chain(spec, to=args.to, target=args.target, output=args.output)
     except SpecError as exc:
@@ -229,6 +240,17 @@ def _chain_compile(args: argparse.Namespace, spec: Any) -> int:
     return ExitCode.OK
 
 
+def _output_problem(output: str, chain_file: str, *, airflow: bool) -> str:
+    """Why a compiled file cannot go to ``output`` ('' when it can)."""
+    if os.path.abspath(output) == os.path.abspath(chain_file) or (
+        os.path.exists(output) and os.path.samefile(output, chain_file)
+    ):
+        return "is the chain file itself; write the compiled file elsewhere"
+    if airflow and not output.endswith(".py"):
+        return "Airflow loads DAGs only from .py files; name it NAME.py"
+    return ""
+
+
 def _chain_submit(args: argparse.Namespace, spec: Any) -> int:
     import os
     import tempfile
@@ -240,6 +262,10 @@ def _chain_submit(args: argparse.Namespace, spec: Any) -> int:
     if args.to != "vertex":
         got = f"--to {args.to}" if args.to else "no --to"
         return error(f"chain submit needs --to vertex; got {got}")
+    if args.output:
+        problem = _output_problem(args.output, spec.origin, airflow=False)
+        if problem:
+            return error(f"-o {args.output}: {problem}")
     logging.getLogger("launchers").setLevel(logging.INFO)
     with tempfile.TemporaryDirectory() as folder:
         # The SDK reads the pipeline into the request when the job is built.
@@ -258,6 +284,10 @@ def _chain_submit(args: argparse.Namespace, spec: Any) -> int:
             return error(exc)
         except PipelineRunError as exc:
             return error(exc, ExitCode(exc.exit_code))
+        except OSError as exc:
+            if args.output and exc.filename is not None:
+                return error(f"{args.output}: cannot be written: {exc.strerror or exc}")
+            return error(f"Vertex AI or Cloud Storage cannot be reached: {exc}", ExitCode.FAILED)
     print(f"{result.kind} {result.name} ({result.state}): {result.url}")
     return ExitCode.OK
 
@@ -300,8 +330,9 @@ def _command(args: argparse.Namespace, extra: list[str]) -> int:
 
     if args.command == "validate" and _is_chain(load_yaml(args.spec, what="spec file")):
         from launchers import chain as chains
+        from launchers.chain.parameters import parse_assignments
 
-        chain = chains.load_chain(args.spec)
+        chain = chains.load_chain(args.spec, parse_assignments(args.param))
         names = ", ".join(step.name for step in chain.steps)
         print(f"{args.spec}: valid chain ({chain.name}: {len(chain.steps)} steps, {names})")
         return ExitCode.OK

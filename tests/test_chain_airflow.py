@@ -680,8 +680,8 @@ def _required_and_scheduled(data: dict[str, Any]) -> None:
         (
             _rename_train,
             "local",
-            "steps[1].name: 'train model' cannot be an Airflow task id; use letters, digits, "
-            "_, - and .",
+            "steps[1].name: got 'train model'; a name is letters, digits, _ and -, starting "
+            "with a letter, up to 63 characters",
         ),
         (
             _clash_with_gate,

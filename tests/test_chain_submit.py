@@ -97,7 +97,7 @@ def _spec(
     values: dict[str, str] | None = None,
 ) -> ChainSpec:
     data: dict[str, Any] = {
-        "name": "Taxi Tips",
+        "name": "Taxi_Tips",
         "workdir": "work",
         "parameters": {
             "input": {"default": "gs://data/trips.csv", "description": "raw trips"},
@@ -157,7 +157,7 @@ def test_run_carries_the_chain_settings_and_parameter_values(
     )
     (body,) = fake.calls("POST", f"{PARENT}/pipelineJobs")
     assert body == {
-        "displayName": "Taxi Tips",
+        "displayName": "Taxi_Tips",
         "pipelineSpec": yaml.safe_load(template.read_text()),
         "runtimeConfig": {
             "gcsOutputDirectory": f"gs://{bucket}/stage/pipelines",
@@ -167,7 +167,7 @@ def test_run_carries_the_chain_settings_and_parameter_values(
         "serviceAccount": SERVICE_ACCOUNT,
         "network": NETWORK,
         "encryptionSpec": {"kmsKeyName": KMS_KEY},
-        "labels": {"team": "ml", "env": "test", "beamforge-chain": "taxi-tips"},
+        "labels": {"team": "ml", "env": "test", "beamforge-chain": "taxi_tips"},
     }
     # Not waited for: the run was created and never read back.
     assert fake.calls("GET", name) == []
@@ -360,7 +360,7 @@ def test_a_scheduled_chain_becomes_a_pipeline_schedule(
     )
     (body,) = fake.calls("POST", f"{PARENT}/schedules")
     assert body == {
-        "displayName": "Taxi Tips",
+        "displayName": "Taxi_Tips",
         "cron": "TZ=Europe/Paris 30 2 * * MON-FRI",
         # Midnight in Paris, in UTC.
         "startTime": "2026-11-30T23:00:00Z",
@@ -376,7 +376,7 @@ def test_a_scheduled_chain_becomes_a_pipeline_schedule(
                         "model_name": "chicago-taxi",
                     },
                 },
-                "labels": {"team": "ml", "env": "test", "beamforge-chain": "taxi-tips"},
+                "labels": {"team": "ml", "env": "test", "beamforge-chain": "taxi_tips"},
                 "encryptionSpec": {"kmsKeyName": KMS_KEY},
                 "serviceAccount": SERVICE_ACCOUNT,
                 "network": NETWORK,
@@ -393,7 +393,7 @@ def test_a_schedule_without_start_fires_from_its_creation(
     _submit(_spec(fake, _bucket(request), schedule="0 3 * * *"), template)
     (body,) = fake.calls("POST", f"{PARENT}/schedules")
     assert {k: v for k, v in body.items() if k != "createPipelineJobRequest"} == {
-        "displayName": "Taxi Tips",
+        "displayName": "Taxi_Tips",
         "cron": "TZ=UTC 0 3 * * *",
         "maxConcurrentRunCount": "1",
     }

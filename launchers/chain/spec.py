@@ -25,8 +25,6 @@ import re
 from collections.abc import Mapping
 from typing import Annotated, Any, ClassVar, Literal
 
-import yaml
-
 from launchers.chain.parameters import (
     Parameter,
     check_no_references,
@@ -455,16 +453,19 @@ def load_chain(path: str, values: Mapping[str, str] | None = None) -> ChainSpec:
     """Reads and validates a chain spec file, its parameters set to ``values`` or defaults.
 
     Raises:
-        SpecError: as :func:`parse_chain`, or for YAML that does not parse.
-        FileNotFoundError: if the file is missing.
+        SpecError: as :func:`parse_chain`, or for a file that is not UTF-8 text or YAML that
+            does not parse (a key given twice included).
+        OSError: if the file cannot be read (missing, a directory, no permission).
     """
-    with open(path, encoding="utf-8") as f:
-        text = f.read()
+    from beam_pipelines.spec import parse_yaml
+
+    with open(path, "rb") as f:
+        raw = f.read()
     try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise SpecError("", f"not valid YAML: {exc}", source=path) from None
-    return parse_chain(data, origin=path, values=values)
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SpecError("", f"is not UTF-8 text (byte {exc.start})", source=path) from None
+    return parse_chain(parse_yaml(text, source=path), origin=path, values=values)
 
 
 def check_target(spec: ChainSpec, target: str) -> None:

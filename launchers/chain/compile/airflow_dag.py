@@ -6,7 +6,7 @@ copied into it (:mod:`~launchers.chain.compile.airflow_runtime`). What the DAG s
 ``beamforge chain`` and the kfp pipeline:
 
 - its ``params`` are the chain's parameters (same names, defaults and descriptions); a step
-  field that refers to ``${name}`` becomes ``{{ params.name }}`` in a templated field (gcp),
+  field that refers to ``${name}`` becomes ``{{ params['name'] }}`` in a templated field (gcp),
   or the tasks hand the values to the chain's own code, which resolves the chain with them
   as ``--param`` would (local);
 - its ``dag_id`` is the chain's name and its schedule the chain's ``schedule:`` (a
@@ -72,6 +72,7 @@ def compile_airflow(spec: ChainSpec, *, target: str, output: str) -> str:
             task id, a parameter without a default in a scheduled chain, a dataset launched
             otherwise than as a Flex Template on gcp, a missing gcp section).
     """
+    _check_no_jinja(spec)
     for i, step in enumerate(spec.steps):
         if not _TASK_ID.fullmatch(step.name):
             raise SpecError(
@@ -105,6 +106,36 @@ def compile_airflow(spec: ChainSpec, *, target: str, output: str) -> str:
     with open(output, "w", encoding="utf-8") as f:
         f.write(text)
     return output
+
+
+def _check_no_jinja(spec: ChainSpec) -> None:
+    """Refuses step text Airflow would render as a template where the others take it as is."""
+    for path, text in _texts(spec.raw_steps, "steps"):
+        if any(mark in text for mark in _JINJA):
+            raise SpecError(
+                path,
+                f"{text!r} holds a Jinja mark ({{{{, {{% or {{#}}, which Airflow would render "
+                "in a templated field; beamforge chain and kfp take it as written",
+                source=spec.origin,
+            )
+
+
+_JINJA = ("{{", "{%", "{#")
+
+
+def _texts(data: object, path: str) -> list[tuple[str, str]]:
+    if isinstance(data, str):
+        return [(path, data)]
+    if isinstance(data, dict):
+        return [t for k, v in data.items() for t in _texts(v, f"{path}.{k}")]
+    if isinstance(data, list):
+        return [t for i, v in enumerate(data) for t in _texts(v, f"{path}[{i}]")]
+    return []
+
+
+def _doc(text: str) -> str:
+    """``text`` safe inside the file's triple-quoted docstring (it names the chain's file)."""
+    return text.replace("\\", "\\\\").replace('"""', '\\"\\"\\"')
 
 
 def dag_id(chain_name: str) -> str:
@@ -148,7 +179,9 @@ def dag_file(spec: ChainSpec, target: str, parts: DagParts) -> str:
         "    "
         + literal(name)
         + ": Param(\n"
-        + ("" if p.default is None else f"        {literal(p.default)},\n")
+        # A default becomes the value the chain is compiled with (--param overrides it); a
+        # parameter without one stays required.
+        + ("" if p.default is None else f"        {literal(spec.values[name])},\n")
         + '        type="string",\n'
         + f"        description={literal(p.description or name)},\n"
         + "    ),\n"
@@ -166,10 +199,11 @@ def dag_file(spec: ChainSpec, target: str, parts: DagParts) -> str:
         ("tags", ["beamforge", "chain", target]),
     ]
     header = (
-        f'"""Chain {spec.name} as an Airflow DAG, {target} target.\n\n'
-        f"Written by ``beamforge chain compile {spec.origin} --to airflow --target {target}``;\n"
+        f'"""Chain {_doc(spec.name)} as an Airflow DAG, {target} target.\n\n'
+        f"Written by ``beamforge chain compile {_doc(spec.origin)} --to airflow "
+        f"--target {target}``;\n"
         "compile the chain again rather than editing this file.\n\n"
-        f"{parts.doc.rstrip()}\n\n"
+        f"{_doc(parts.doc.rstrip())}\n\n"
         "The DAG's params are the chain's parameters (same names and defaults). A gate is a\n"
         "ShortCircuitOperator: a gate that stops skips every step after it, and the run\n"
         "succeeds with those tasks skipped.\n"

@@ -17,7 +17,7 @@ Each step becomes the operators Cloud Composer users chain by hand, doing what
   all the traffic replaced.
 
 Project, region, service account and labels come from the chain's ``gcp`` section; fields
-that refer to a chain parameter are ``{{ params.NAME }}`` in the operators' templated fields.
+that refer to a chain parameter are ``{{ params['NAME'] }}`` in the operators' templated fields.
 """
 
 from __future__ import annotations
@@ -87,7 +87,7 @@ def gcp_parts(spec: ChainSpec) -> DagParts:
                 "display name as text, not a parameter",
                 source=spec.origin,
             )
-    steps = overlay(spec.steps, spec.raw_steps, lambda name: f"{{{{ params.{name} }}}}")
+    steps = overlay(spec.steps, spec.raw_steps, lambda name: f"{{{{ params[{name!r}] }}}}")
     labels = {"beamforge-chain": _label(spec.name), **gcp.labels}
     constants = (
         f"PROJECT = {literal(gcp.project)}\n"
@@ -168,8 +168,14 @@ class _Builder:
         self.display_names: dict[str, str] = {}
 
     def _add(self, task_id: str, operator: str, arguments: list[tuple[str, Any]]) -> str:
-        # Step names are unique and extra ids collide with none of them (_extra_id).
-        assert task_id not in self._task_ids, task_id
+        # Step names are unique, but a step's extra task can take another step's extra id
+        # (deploy's create_endpoint and deploy_create's endpoint).
+        if task_id in self._task_ids:
+            raise SpecError(
+                "steps",
+                f"two tasks of the DAG would be named {task_id!r}; rename one of the steps",
+                source=self.spec.origin,
+            )
         self._task_ids.add(task_id)
         var = identifier(task_id, self._names)
         self.tasks.append(call(var, operator, [("task_id", task_id), *arguments], 1))

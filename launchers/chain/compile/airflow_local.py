@@ -34,7 +34,8 @@ hand each other their outputs as JSON through XCom."""
 
 def local_parts(spec: ChainSpec) -> DagParts:
     """The tasks, constants and functions of a local-target DAG."""
-    parameters = {name: f"{{{{ params.{name} }}}}" for name in spec.parameters}
+    # params['name'], not params.name: Jinja would give params.items the dict's method.
+    parameters = {name: f"{{{{ params[{name!r}] }}}}" for name in spec.parameters}
     constants = (
         f"CHAIN_FILE = {literal(os.path.abspath(spec.origin))}\n"
         "# The project's Python, where beamforge is installed.\n"

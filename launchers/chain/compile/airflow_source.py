@@ -91,4 +91,4 @@ def xcom(task_id: str, *path: str, key: str | None = None) -> str:
 
 def timedelta(seconds: float) -> Code:
     """``datetime.timedelta(seconds=...)`` as source (the DAG imports ``datetime``)."""
-    return Code(f"datetime.timedelta(seconds={seconds:g})")
+    return Code(f"datetime.timedelta(seconds={seconds!r})")

@@ -51,6 +51,8 @@ Vertex sees less than ``beamforge chain`` does:
 import contextlib
 import dataclasses
 import json
+import math
+import os
 import posixpath
 from collections.abc import Mapping
 from typing import Any
@@ -96,6 +98,8 @@ def compile_kfp_gcp(spec: ChainSpec, *, output: str) -> str:
         description=f"chain {spec.name} (gcp)",
         pipeline_root=settings.root(),
     )(pipeline_function(spec, body))
+    # Checked and built: only now is anything written.
+    os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
     compiler.Compiler().compile(pipeline, output)
     return output
 
@@ -264,7 +268,7 @@ def _train(c: _Context, step: Any) -> Any:
         network=c.settings.network or "",
         encryption_spec_key_name=c.settings.kms_key or "",
         labels=c.labels,
-        **({"timeout": f"{int(gcp.timeout)}s"} if gcp.timeout else {}),
+        **({"timeout": f"{math.ceil(gcp.timeout)}s"} if gcp.timeout else {}),
     )
     job.set_display_name(step.name)
     outputs = c.ops.read_training(

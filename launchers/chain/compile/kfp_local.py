@@ -75,6 +75,8 @@ def compile_kfp(spec: ChainSpec, *, target: str = "local", output: str) -> str:
     pipeline = dsl.pipeline(
         name=pipeline_name(spec.name), description=f"chain {spec.name} (local)"
     )(pipeline_function(spec, body, extra={"chain_file": os.path.abspath(spec.origin)}))
+    # Checked and built: only now is anything written.
+    os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
     compiler.Compiler().compile(pipeline, output)
     return output
 

@@ -25,8 +25,9 @@ def pipeline_function(
     """A function kfp can decorate with ``dsl.pipeline``, one parameter per chain parameter.
 
     Args:
-        spec: The chain; its parameters become the function's, with their defaults (a
-            parameter without a default is a required pipeline parameter).
+        spec: The chain; its parameters become the function's. A parameter's default is the
+            value the chain was read with (its default, or a ``--param`` value); one without
+            a default stays a required pipeline parameter.
         body: Called with every parameter's channel by name when kfp builds the pipeline.
         extra: More text parameters of the compiled pipeline only, with their defaults.
 
@@ -37,7 +38,9 @@ def pipeline_function(
         inspect.Parameter(
             name,
             inspect.Parameter.POSITIONAL_OR_KEYWORD,
-            default=inspect.Parameter.empty if p.default is None else p.default,
+            # A default becomes the value the chain is compiled with (--param overrides it);
+            # a parameter without one stays required.
+            default=inspect.Parameter.empty if p.default is None else spec.values[name],
             annotation=str,
         )
         for name, p in spec.parameters.items()
