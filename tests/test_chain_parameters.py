@@ -426,3 +426,136 @@ def test_param_reaches_the_run_and_a_missing_default_can_be_given(tmp_path: path
         2,
         "error: --param: got 'model_name'; expected NAME=VALUE\n",
     )
+
+
+def _example_copy(folder: pathlib.Path, name: str = "chain.yaml", **changes: Any) -> pathlib.Path:
+    data = yaml.safe_load(CHAIN.read_text())
+    for key, edit in changes.items():
+        edit(data) if callable(edit) else data.__setitem__(key, edit)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def test_compile_param_sets_the_compiled_default(tmp_path: pathlib.Path) -> None:
+    import ast
+
+    from google.protobuf import json_format
+    from kfp.pipeline_spec import pipeline_spec_pb2
+
+    chain = _example_copy(tmp_path)
+    pipeline, dag = tmp_path / "out" / "pipeline.yaml", tmp_path / "dags" / "taxi.py"
+    for to, out in (("kfp", pipeline), ("airflow", dag)):
+        result = _cli(
+            "compile", str(chain), "--to", to, "--param", "model_name=tips-v2", "-o", str(out)
+        )
+        assert result.returncode == 0, result.stderr
+    ir = json_format.ParseDict(
+        yaml.safe_load(pipeline.read_text()), pipeline_spec_pb2.PipelineSpec()
+    )
+    defaults = {
+        n: p.default_value.string_value for n, p in ir.root.input_definitions.parameters.items()
+    }
+    assert defaults["model_name"] == "tips-v2"
+    assert defaults["input"] == "examples/chicago_taxi/data/sample.csv"
+    # The DAG's params, read from the file as Python: Param(default, ...) per parameter.
+    tree = ast.parse(dag.read_text())
+    (params,) = [
+        node.value
+        for node in tree.body
+        if isinstance(node, ast.Assign) and ast.unparse(node.targets[0]) == "DAG_PARAMS"
+    ]
+    assert isinstance(params, ast.Dict)
+    assert {
+        ast.literal_eval(k): ast.literal_eval(v.args[0])  # type: ignore[union-attr,arg-type]
+        for k, v in zip(params.keys, params.values, strict=True)
+    } == {
+        "input": "examples/chicago_taxi/data/sample.csv",
+        "gcs_root": "gs://my-bucket/beamforge/chicago_taxi",
+        "model_name": "tips-v2",
+    }
+    # The tasks read params['name']: Jinja would take params.items for the dict's method.
+    assert "{{ params['model_name'] }}" in dag.read_text()
+    assert "params.model_name" not in dag.read_text()
+
+
+def test_dag_header_escapes_the_chain_files_path(tmp_path: pathlib.Path) -> None:
+    import ast
+
+    folder = tmp_path / 'odd"""\\name'
+    chain = _example_copy(folder)
+    dag = tmp_path / "dags" / "taxi.py"
+    result = _cli("compile", str(chain), "--to", "airflow", "-o", str(dag))
+    assert result.returncode == 0, result.stderr
+    tree = ast.parse(dag.read_text())
+    doc = ast.get_docstring(tree)
+    assert doc is not None and f"beamforge chain compile {chain} --to airflow" in doc
+    # Nothing runs at import but the docstring, imports, assignments, definitions and the DAG.
+    kinds = [type(node).__name__ for node in tree.body]
+    assert kinds[0] == "Expr" and "Expr" not in kinds[1:]
+    assert set(kinds[1:]) <= {"ImportFrom", "Import", "Assign", "FunctionDef", "ClassDef", "With"}
+
+
+def test_jinja_marks_are_refused_for_airflow_only(tmp_path: pathlib.Path) -> None:
+    def jinja(data: dict[str, Any]) -> None:
+        data["steps"][1]["args"] = ["--tag", "{{ ds }}"]
+
+    chain = _example_copy(tmp_path, jinja=jinja)
+    dag = tmp_path / "dags" / "taxi.py"
+    refused = _cli("compile", str(chain), "--to", "airflow", "-o", str(dag))
+    assert (refused.returncode, refused.stderr) == (
+        2,
+        f"error: {chain}: steps[1].args[1]: '{{{{ ds }}}}' holds a Jinja mark ({{{{, {{% or {{#}}, "
+        "which Airflow would render in a templated field; beamforge chain and kfp take it as "
+        "written\n",
+    )
+    assert not dag.exists()
+    kept = _cli("compile", str(chain), "--to", "kfp", "-o", str(tmp_path / "p.yaml"))
+    assert kept.returncode == 0, kept.stderr
+
+
+@pytest.mark.parametrize(
+    ("to", "output", "problem"),
+    [
+        ("kfp", "chain.yaml", "is the chain file itself; write the compiled file elsewhere"),
+        ("airflow", "chain.yaml", "is the chain file itself; write the compiled file elsewhere"),
+        ("airflow", "dags/taxi.yaml", "Airflow loads DAGs only from .py files; name it NAME.py"),
+    ],
+)
+def test_compile_output_that_would_do_harm_is_refused(
+    tmp_path: pathlib.Path, to: str, output: str, problem: str
+) -> None:
+    chain = _example_copy(tmp_path)
+    before = chain.read_text()
+    out = tmp_path / output
+    result = _cli("compile", str(chain), "--to", to, "-o", str(out))
+    assert (result.returncode, result.stderr) == (2, f"error: -o {out}: {problem}\n")
+    assert chain.read_text() == before
+    assert output == "chain.yaml" or not out.exists()
+
+
+def test_validate_takes_param_values(tmp_path: pathlib.Path) -> None:
+    def required(data: dict[str, Any]) -> None:
+        data["parameters"]["model_name"] = {"description": "display name"}
+
+    chain = _example_copy(tmp_path, required=required)
+
+    def validate(*flags: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "launchers.cli", "validate", str(chain), *flags],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    missing = validate()
+    assert (missing.returncode, missing.stderr) == (
+        2,
+        f"error: {chain}: parameters.model_name: has no default and no value; "
+        "give --param model_name=VALUE or a default\n",
+    )
+    given = validate("--param", "model_name=tips")
+    assert (given.returncode, given.stderr) == (0, "")
+    assert given.stdout.startswith(f"{chain}: valid chain (chicago_taxi: 5 steps")
