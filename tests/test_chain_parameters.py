@@ -468,7 +468,7 @@ def test_compile_param_sets_the_compiled_default(tmp_path: pathlib.Path) -> None
     ]
     assert isinstance(params, ast.Dict)
     assert {
-        ast.literal_eval(k): ast.literal_eval(v.args[0])  # type: ignore[attr-defined]
+        ast.literal_eval(k): ast.literal_eval(v.args[0])  # type: ignore[attr-defined,arg-type]
         for k, v in zip(params.keys, params.values, strict=True)
     } == {
         "input": "examples/chicago_taxi/data/sample.csv",
