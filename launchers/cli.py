@@ -9,6 +9,9 @@
     beamforge chain predict CHAIN.yaml --instances FILE.json|FILE.csv [--limit N]
     beamforge chain compile CHAIN.yaml --to kfp|airflow [--target local|gcp] -o FILE
     beamforge chain submit CHAIN.yaml --to vertex [--wait] [--once]
+    beamforge trigger build CHAIN.yaml -o DIR [--target local|gcp]   (launchers/ship_commands.py)
+    beamforge cicd build CHAIN.yaml -o cloudbuild.yaml | cicd validate FILE
+    beamforge serve build CHAIN.yaml -o DIR
 
 Beam pipeline options (``--runner``, ``--direct_num_workers``, ...) pass through to Beam;
 the local runner is used when none is named. With ``--runner DataflowRunner`` (or
@@ -33,7 +36,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from beam_pipelines.exit_codes import ExitCode
-from launchers import cloud_commands
+from launchers import cloud_commands, ship_commands
 from launchers.console import (
     Heartbeat,
     HeldBeamErrors,
@@ -78,6 +81,7 @@ def _parser() -> argparse.ArgumentParser:
     cloud_commands.add_run_flags(run)
     cloud_commands.add_parsers(sub)
     _add_chain_parser(sub)
+    ship_commands.add_parsers(sub)
     return parser
 
 
@@ -324,6 +328,8 @@ def _command(args: argparse.Namespace, extra: list[str]) -> int:
         return cloud_commands.jobs_command(args)
     if args.command == "chain":
         return chain_command(args)
+    if args.command in ship_commands.COMMANDS:
+        return ship_commands.command(args)
     if args.command == "template" and args.template_command == "launch":
         return cloud_commands.template_launch(args, extra)
     from beam_pipelines.spec import load_spec, load_yaml

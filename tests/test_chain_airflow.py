@@ -460,7 +460,7 @@ def test_gcp_dag_runs_the_provider_operators_against_fakes(
         "launchParameter": {
             "containerSpecGcsPath": TEMPLATE,
             "parameters": {
-                "spec": "gs://my-bucket/beamforge/specs/chicago_taxi.yaml",
+                "spec": "gs://my-bucket/beamforge/templates/chicago_taxi.spec.yaml",
                 "input": "examples/chicago_taxi/data/sample.csv",
                 # The run conf's gcs_root, through {{ params.gcs_root }}.
                 "output": f"gs://{BUCKET}/{root}",

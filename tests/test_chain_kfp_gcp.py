@@ -198,7 +198,7 @@ def test_the_dataset_job_is_launched_with_its_fingerprint_and_waited_on(pipeline
         "container_spec_gcs_path": "gs://my-bucket/beamforge/templates/chicago_taxi.json",
         "job_name": f"chicago-taxi-dataset-{fingerprint}",
         "parameters": {
-            "spec": "gs://my-bucket/beamforge/specs/chicago_taxi.yaml",
+            "spec": "gs://my-bucket/beamforge/templates/chicago_taxi.spec.yaml",
             "input": _channel("input"),
             "output": _channel("gcs_root") + "/dataset",
         },
