@@ -270,6 +270,8 @@ def _chain_submit(args: argparse.Namespace, spec: Any) -> int:
         problem = _output_problem(args.output, spec.origin, airflow=False)
         if problem:
             return error(f"-o {args.output}: {problem}")
+    if args.timeout is not None and not 0 < args.timeout < float("inf"):
+        return error(f"--timeout: got {args.timeout}; expected seconds, more than 0")
     logging.getLogger("launchers").setLevel(logging.INFO)
     with tempfile.TemporaryDirectory() as folder:
         # The SDK reads the pipeline into the request when the job is built.
