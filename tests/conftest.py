@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import pathlib
+import subprocess
+import sys
 
 import pytest
 
@@ -17,6 +19,17 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 REPO = pathlib.Path(__file__).resolve().parent.parent
 TAXI_CSV = REPO.parent / "shared" / "data" / "chicago_taxi" / "data.csv"
 TAXI_SAMPLE = REPO / "examples" / "chicago_taxi" / "data" / "sample.csv"
+
+
+def beamforge(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    """``beamforge ARGS`` in a subprocess from the repository's root, its output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "launchers.cli", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 @pytest.fixture(scope="session")

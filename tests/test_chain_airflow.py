@@ -30,7 +30,7 @@ from launchers import serving
 from launchers.chain.handoff import read_manifest
 from tests import dataflow_fake, fake_rest
 from tests.airflow_runs import AirflowHome
-from tests.conftest import REPO, TAXI_SAMPLE
+from tests.conftest import REPO, TAXI_SAMPLE, beamforge
 from tests.dataflow_fake import FakeDataflow
 from tests.emulators import Gcs
 from tests.fake_rest import RecordingServer
@@ -76,13 +76,7 @@ def _chain_copy(folder: pathlib.Path) -> pathlib.Path:
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "launchers.cli", "chain", *args],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    return beamforge("chain", *args, timeout=600)
 
 
 def _compile(chain: pathlib.Path, target: str, dag_file: pathlib.Path) -> None:

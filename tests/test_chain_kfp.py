@@ -16,7 +16,6 @@ import csv
 import json
 import pathlib
 import subprocess
-import sys
 from typing import Any
 
 import pytest
@@ -25,7 +24,7 @@ import yaml
 from launchers import chain as chains
 from launchers import serving
 from launchers.chain.handoff import read_manifest
-from tests.conftest import REPO, TAXI_SAMPLE
+from tests.conftest import REPO, TAXI_SAMPLE, beamforge
 
 CHAIN = REPO / "examples" / "chicago_taxi" / "chain.yaml"
 
@@ -45,13 +44,7 @@ def _chain_copy(folder: pathlib.Path) -> pathlib.Path:
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "launchers.cli", "chain", *args],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    return beamforge("chain", *args, timeout=600)
 
 
 def _task_outputs(root: pathlib.Path, task: str) -> dict[str, Any]:

@@ -18,7 +18,6 @@ import json
 import os
 import pathlib
 import subprocess
-import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -26,7 +25,7 @@ import pytest
 import yaml
 
 from launchers.chain.compile import gcp_steps
-from tests.conftest import REPO
+from tests.conftest import REPO, beamforge
 
 CHAIN = REPO / "examples" / "chicago_taxi" / "chain.yaml"
 GOLDEN = REPO / "tests" / "golden" / "chain_kfp_gcp.yaml"
@@ -34,13 +33,7 @@ GCPC = "google_cloud_pipeline_components.container."
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "launchers.cli", "chain", *args],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    return beamforge("chain", *args, timeout=300)
 
 
 def _compile(chain: pathlib.Path, out: pathlib.Path) -> subprocess.CompletedProcess[str]:

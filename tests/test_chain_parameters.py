@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import pathlib
 import subprocess
-import sys
 from typing import Any
 
 import pytest
@@ -25,7 +24,7 @@ from launchers.chain.parameters import (
     substitute,
 )
 from launchers.chain.schedule import Schedule, cron_problem
-from tests.conftest import REPO
+from tests.conftest import REPO, beamforge
 
 PIPELINE = str(REPO / "examples" / "chicago_taxi" / "pipeline.yaml")
 CHAIN = REPO / "examples" / "chicago_taxi" / "chain.yaml"
@@ -368,13 +367,7 @@ def test_the_example_chain_declares_its_parameters_and_schedule() -> None:
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "launchers.cli", "chain", *args],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return beamforge("chain", *args, timeout=120)
 
 
 @pytest.mark.parametrize(
@@ -542,13 +535,7 @@ def test_validate_takes_param_values(tmp_path: pathlib.Path) -> None:
     chain = _example_copy(tmp_path, required=required)
 
     def validate(*flags: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "launchers.cli", "validate", str(chain), *flags],
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        return beamforge("validate", str(chain), *flags, timeout=120)
 
     missing = validate()
     assert (missing.returncode, missing.stderr) == (

@@ -9,24 +9,17 @@ from __future__ import annotations
 
 import pathlib
 import subprocess
-import sys
 
 import yaml
 
 from launchers.cicd import validate_cloudbuild
-from tests.conftest import REPO
+from tests.conftest import REPO, beamforge
 
 CHAIN = REPO / "examples" / "chicago_taxi" / "chain.yaml"
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "launchers.cli", *args],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    return beamforge(*args, timeout=300)
 
 
 def test_trigger_build_writes_the_function_for_each_target(tmp_path: pathlib.Path) -> None:
