@@ -75,6 +75,22 @@ def _config() -> dict[str, Any]:
     return cloudbuild_config(spec, parse_cicd(spec.cicd, origin=CHAIN))
 
 
+def _repository(tmp_path: pathlib.Path, data: dict[str, Any], name: str = "chain.yaml") -> str:
+    """A git work tree in ``tmp_path`` holding the chain (and serving/Dockerfile); its path."""
+    (tmp_path / ".git").mkdir(exist_ok=True)
+    (tmp_path / "serving").mkdir(exist_ok=True)
+    (tmp_path / "serving" / "Dockerfile").write_text("FROM python:3.11\n", encoding="utf-8")
+    chain = tmp_path / name
+    chain.parent.mkdir(parents=True, exist_ok=True)
+    chain.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    return str(chain)
+
+
+def _repository_chain(tmp_path: pathlib.Path, name: str = "chain.yaml", **cicd: Any) -> ChainSpec:
+    path = _repository(tmp_path, _chain_data(**cicd), name)
+    return parse_chain(_chain_data(**cicd), origin=path)
+
+
 def _steps(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {step["id"]: step for step in config["steps"]}
 
@@ -137,9 +153,14 @@ def test_wait_for_graph_runs_independent_steps_in_parallel() -> None:
 
 def test_shipping_steps_run_only_on_the_shipping_branch() -> None:
     steps = _steps(_config())
-    gate = 'if [ "$BRANCH_NAME" != "${_SHIP_BRANCH}" ]; then\n'
+    gate = 'if [ "$$BRANCH" != "$$SHIP" ]; then\n'
     shipping = {s for s, step in steps.items() if gate in step.get("args", ["", ""])[1]}
     assert shipping == {"template-publish", "serving-release", "submit"}
+    # The branch names reach the check through the environment, never the script's text.
+    for step_id in shipping:
+        assert steps[step_id]["env"][:2] == ["BRANCH=$BRANCH_NAME", "SHIP=${_SHIP_BRANCH}"]
+        assert "BRANCH_NAME" not in steps[step_id]["args"][1]
+        assert "_SHIP_BRANCH" not in steps[step_id]["args"][1]
     assert _config()["substitutions"]["_SHIP_BRANCH"] == "main"
     assert _chain(branch="release")  # another branch is accepted
     assert steps["submit"]["args"][1].endswith(
@@ -185,13 +206,18 @@ def test_substitutions_images_and_options() -> None:
     assert steps["template-push"]["args"] == ["push", f"{registry}/beamforge-dataflow:${{_TAG}}"]
     # The chain's upload step serves :latest: shipping moves it to this build's image.
     assert steps["serving-release"]["args"][1].splitlines()[-2:] == [
-        f"docker tag {registry}/taxi-predictor:${{_TAG}} {registry}/taxi-predictor:latest",
-        f"docker push {registry}/taxi-predictor:latest",
+        'docker tag "$$IMAGE" "$$RELEASE"',
+        'docker push "$$RELEASE"',
+    ]
+    assert steps["serving-release"]["env"][2:] == [
+        f"IMAGE={registry}/taxi-predictor:${{_TAG}}",
+        f"RELEASE={registry}/taxi-predictor:latest",
     ]
 
 
-def test_extra_substitutions_and_other_settings() -> None:
-    spec = _chain(
+def test_extra_substitutions_and_other_settings(tmp_path: pathlib.Path) -> None:
+    spec = _repository_chain(
+        tmp_path,
         test_command="make test PYTEST_ADDOPTS=$_PYTEST_ARGS",
         substitutions={"_PYTEST_ARGS": "-x", "_TAG": "$COMMIT_SHA"},
         pipelines="gs://my-bucket/beamforge/pipelines/",
@@ -205,10 +231,9 @@ def test_extra_substitutions_and_other_settings() -> None:
     assert config["substitutions"]["_TAG"] == "$COMMIT_SHA"
     steps = _steps(config)
     assert steps["test"]["args"] == ["-ce", "make test PYTEST_ADDOPTS=$_PYTEST_ARGS"]
-    assert steps["pipeline-upload"]["args"] == [
-        "-ce",
-        "gcloud storage cp pipeline.yaml "
-        "gs://my-bucket/beamforge/pipelines/chicago_taxi/${_TAG}/pipeline.yaml",
+    assert steps["pipeline-upload"]["args"] == ["-ce", 'gcloud storage cp pipeline.yaml "$$TARGET"']
+    assert steps["pipeline-upload"]["env"] == [
+        "TARGET=gs://my-bucket/beamforge/pipelines/chicago_taxi/${_TAG}/pipeline.yaml"
     ]
     assert "serving-files" not in steps
     assert steps["serving-image"]["waitFor"] == ["-"]
@@ -259,10 +284,15 @@ def _checkout(tmp_path: pathlib.Path) -> pathlib.Path:
 
 
 def _run_step(step: dict[str, Any], workspace: pathlib.Path, **values: str) -> Any:
+    """Runs a bash step as Cloud Build would: its text and env substituted, then bash."""
     script = _substituted(step["args"][1], {**VALUES, **values})
+    env = dict(
+        _substituted(item, {**VALUES, **values}).split("=", 1) for item in step.get("env", [])
+    )
     return subprocess.run(
         ["bash", *step["args"][:1], script],
         cwd=workspace,
+        env={**os.environ, **env},
         capture_output=True,
         text=True,
         check=False,
@@ -497,7 +527,7 @@ def test_the_template_must_launch_the_job_spec_the_build_publishes(
 def test_the_serving_section_must_name_the_same_image_and_a_reachable_model(
     tmp_path: pathlib.Path,
 ) -> None:
-    out = tmp_path / "cloudbuild.yaml"
+    out = tmp_path / "out" / "cloudbuild.yaml"
     cases = [
         (
             None,
@@ -527,11 +557,11 @@ def test_the_serving_section_must_name_the_same_image_and_a_reachable_model(
         with pytest.raises(SpecError) as raised:
             build_cloudbuild(parse_chain(data, origin=CHAIN), output=str(out))
         assert str(raised.value) == f"{CHAIN}: {message}"
-    assert list(tmp_path.iterdir()) == []
+    assert not out.parent.exists()
     # A checked-in Dockerfile needs no serving: section; a copied model_dir is in the checkout.
     data = _chain_data(serving_dockerfile="serving/Dockerfile")
     del data["serving"]
-    build_cloudbuild(parse_chain(data, origin=CHAIN), output=str(out))
+    build_cloudbuild(parse_chain(data, origin=_repository(tmp_path, data)), output=str(out))
     data = _chain_data()
     data["serving"] = {"model": "copy", "model_dir": "models/taxi"}
     build_cloudbuild(parse_chain(data, origin=CHAIN), output=str(out))

@@ -10,22 +10,27 @@ The steps and what they wait for (independent branches run in parallel)::
 Nothing is pushed or uploaded before the tests pass (the push and upload steps wait for
 ``test``), and images and the pipeline are published under the commit's tag. The starred steps
 run only on the shipping branch (Cloud Build has no step conditions: each starts with a bash
-check of ``$BRANCH_NAME``): they upload the Flex Template spec to the path the chain launches,
+check of ``$BRANCH_NAME``, given to the step in its environment): they upload the Flex Template spec to the path the chain launches,
 move the serving image's tag the chain's upload step names (e.g. ``latest``) to this build's
 image, and submit one run of the chain to Vertex AI Pipelines.
+
+No substituted text becomes shell code: Cloud Build pastes substitutions into a step's text
+before bash reads it, so values that come from substitutions (the branch, the tag, image
+names) reach scripts through the step's ``env`` and are read as ``"$$NAME"``, and the
+chain's own values (paths) are shell-quoted, ``$`` escaped as ``$$``.
 """
 
 from __future__ import annotations
 
-import os
 import pathlib
 import re
+import shlex
 from typing import Any
 
 import yaml
 
 from launchers.chain.spec import ChainSpec, DatasetStep, UploadStep, check_target
-from launchers.cicd.settings import CicdSettings, parse_cicd
+from launchers.cicd.settings import DIGEST, TAG, CicdSettings, parse_cicd
 from launchers.cicd.validate import validate_cloudbuild
 from launchers.dataflow.templates import PACKAGES
 from transforms.core.config import SpecError
@@ -38,7 +43,8 @@ PIPELINE_FILE = "pipeline.yaml"
 TEMPLATE_DIR = "build/template"
 SERVING_DIR = "build/serving"
 REGISTRY = "${_REGION}-docker.pkg.dev/$PROJECT_ID/${_REPOSITORY}"
-_REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
+# The shipping check's values, from the step's environment (see _ship_gate).
+BRANCH_ENV = ["BRANCH=$BRANCH_NAME", "SHIP=${_SHIP_BRANCH}"]
 
 
 def build_cloudbuild(spec: ChainSpec, *, output: str) -> str:
@@ -53,13 +59,22 @@ def build_cloudbuild(spec: ChainSpec, *, output: str) -> str:
 
     Raises:
         SpecError: at the chain's YAML path (``cicd.substitutions.FOO``, ``gcp``) for a
-            section that is missing, invalid or inconsistent with the chain's steps.
+            section that is missing, invalid or inconsistent with the chain's steps; for a
+            chain outside a git work tree; at ``--output`` if ``output`` is the chain itself.
         CloudBuildConfigError: if the generated config fails :func:`validate_cloudbuild`.
     """
+    chain = pathlib.Path(spec.origin).resolve()
+    if pathlib.Path(output).resolve() == chain:
+        raise SpecError(
+            "--output",
+            f"{output} is the chain file itself; write the Cloud Build config to another "
+            "file, e.g. cloudbuild.yaml",
+            source=spec.origin,
+        )
     settings = parse_cicd(spec.cicd, origin=spec.origin)
     config = cloudbuild_config(spec, settings)
     validate_cloudbuild(config)
-    text = dump(config, chain=_chain_path(spec))
+    text = dump(config, chain=chain_path(spec))
     path = pathlib.Path(output)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text, encoding="utf-8")
@@ -70,7 +85,8 @@ def cloudbuild_config(spec: ChainSpec, settings: CicdSettings) -> dict[str, Any]
     """The Cloud Build config (as a mapping) that tests, builds and ships ``spec``.
 
     Raises:
-        SpecError: as :func:`build_cloudbuild`.
+        SpecError: as :func:`build_cloudbuild`, or at ``cicd.serving_dockerfile`` for a
+            Dockerfile that is not in the repository.
     """
     check_target(spec, "gcp")
     assert spec.gcp is not None  # check_target
@@ -84,7 +100,18 @@ def cloudbuild_config(spec: ChainSpec, settings: CicdSettings) -> dict[str, Any]
         )
     templates = _template_steps(spec, settings)
     moving_tag = _serving_tag(spec, settings)
-    chain = _chain_path(spec)
+    root = repository_root(spec)
+    chain = _sh(chain_path(spec))
+    if (
+        settings.serving_dockerfile is not None
+        and not (root / settings.serving_dockerfile).is_file()
+    ):
+        raise SpecError(
+            "cicd.serving_dockerfile",
+            f"{settings.serving_dockerfile} is not a file in the repository ({root}); the "
+            "build runs docker build --file with it at the repository's root",
+            source=spec.origin,
+        )
     steps: list[dict[str, Any]] = [
         _bash("install", PYTHON_IMAGE, settings.install_command, wait=["-"]),
         {
@@ -102,10 +129,11 @@ def cloudbuild_config(spec: ChainSpec, settings: CicdSettings) -> dict[str, Any]
             _bash(
                 "template-files",
                 PYTHON_IMAGE,
-                f"{BEAMFORGE} template build {first.spec} --out {TEMPLATE_DIR} --image {image}\n"
+                f'{BEAMFORGE} template build {_sh(first.spec)} --out {TEMPLATE_DIR} --image "$$IMAGE"\n'
                 # The Dockerfile copies setup.py and the packages from its own folder.
                 f"cp -r setup.py {' '.join(PACKAGES)} {TEMPLATE_DIR}/",
                 wait=["install"],
+                env=[f"IMAGE={image}"],
             ),
             _docker("template-image", ["build", "--tag", image, TEMPLATE_DIR], ["template-files"]),
             _docker("template-push", ["push", image], ["template-image", "test"]),
@@ -114,11 +142,13 @@ def cloudbuild_config(spec: ChainSpec, settings: CicdSettings) -> dict[str, Any]
                 PYTHON_IMAGE,
                 _ship_gate("template publish")
                 + "\n".join(
-                    f"{BEAMFORGE} template build {step.spec} --out build/publish/{step.name} "
-                    f"--image {image} --gcs-path {template}"
+                    f"{BEAMFORGE} template build {_sh(step.spec)} "
+                    f"--out {_sh(f'build/publish/{step.name}')} "
+                    f'--image "$$IMAGE" --gcs-path {_sh(template)}'
                     for step, template in templates
                 ),
                 wait=["template-push"],
+                env=[*BRANCH_ENV, f"IMAGE={image}"],
             ),
         ]
         shipped.append("template-publish")
@@ -146,7 +176,7 @@ def cloudbuild_config(spec: ChainSpec, settings: CicdSettings) -> dict[str, Any]
                     [
                         "build",
                         "--file",
-                        settings.serving_dockerfile,
+                        _literal(settings.serving_dockerfile),
                         "--tag",
                         f"{image}:${{_TAG}}",
                         ".",
@@ -163,9 +193,9 @@ def cloudbuild_config(spec: ChainSpec, settings: CicdSettings) -> dict[str, Any]
                     "serving-release",
                     DOCKER_IMAGE,
                     _ship_gate(f"moving {moving_tag}")
-                    + f"docker tag {image}:${{_TAG}} {image}:{moving_tag}\n"
-                    f"docker push {image}:{moving_tag}",
+                    + 'docker tag "$$IMAGE" "$$RELEASE"\ndocker push "$$RELEASE"',
                     wait=["serving-push"],
+                    env=[*BRANCH_ENV, f"IMAGE={image}:${{_TAG}}", f"RELEASE={image}:{moving_tag}"],
                 )
             )
             shipped.append("serving-release")
@@ -178,7 +208,7 @@ def cloudbuild_config(spec: ChainSpec, settings: CicdSettings) -> dict[str, Any]
             f"{BEAMFORGE} chain compile {chain} --to kfp --target gcp -o {PIPELINE_FILE}",
             wait=["install"],
         ),
-        _bash("pipeline-upload", GCLOUD_IMAGE, _upload(spec, settings), wait=["compile", "test"]),
+        _upload(spec, settings),
         _bash(
             "submit",
             PYTHON_IMAGE,
@@ -186,15 +216,24 @@ def cloudbuild_config(spec: ChainSpec, settings: CicdSettings) -> dict[str, Any]
             # One run per shipped commit; a schedule is created once, by hand.
             + f"{BEAMFORGE} chain submit {chain} --to vertex --once",
             wait=[*shipped, "pipeline-upload"],
+            env=BRANCH_ENV,
         ),
     ]
+    # gcloud builds submit (MUST_MATCH) fails a build on a declared substitution it never uses.
+    generated = {
+        "_TAG": settings.substitutions.get("_TAG", "$SHORT_SHA"),
+        "_SHIP_BRANCH": settings.branch,
+    }
+    if images:
+        generated = {
+            "_REGION": settings.location,
+            "_REPOSITORY": settings.repository_name,
+            **generated,
+        }
     return {
         "steps": steps,
         "substitutions": {
-            "_REGION": settings.location,
-            "_REPOSITORY": settings.repository_name,
-            "_TAG": settings.substitutions.get("_TAG", "$SHORT_SHA"),
-            "_SHIP_BRANCH": settings.branch,
+            **generated,
             **{k: v for k, v in settings.substitutions.items() if k != "_TAG"},
         },
         "images": images,
@@ -229,16 +268,22 @@ def dump(config: dict[str, Any], *, chain: str) -> str:
 
 
 def _ship_gate(what: str) -> str:
-    """Bash that ends the step unless the build is on the shipping branch."""
+    """Bash that ends the step unless the build is on the shipping branch.
+
+    The branch names come from the step's environment (``BRANCH_ENV``): a branch named
+    ``x"||"`` stays a value, where pasted into the script it would become code.
+    """
     return (
-        'if [ "$BRANCH_NAME" != "${_SHIP_BRANCH}" ]; then\n'
-        f"  echo \"branch '$BRANCH_NAME' is not ${{_SHIP_BRANCH}}: {what} skipped\"; exit 0\n"
+        'if [ "$$BRANCH" != "$$SHIP" ]; then\n'
+        f"  echo \"branch '$$BRANCH' is not $$SHIP: {_literal(what)} skipped\"; exit 0\n"
         "fi\n"
     )
 
 
-def _bash(step_id: str, image: str, script: str, *, wait: list[str]) -> dict[str, Any]:
-    return {
+def _bash(
+    step_id: str, image: str, script: str, *, wait: list[str], env: list[str] | None = None
+) -> dict[str, Any]:
+    step: dict[str, Any] = {
         "id": step_id,
         "name": image,
         "entrypoint": "bash",
@@ -246,21 +291,46 @@ def _bash(step_id: str, image: str, script: str, *, wait: list[str]) -> dict[str
         "args": ["-ce", script],
         "waitFor": wait,
     }
+    if env:
+        step["env"] = env
+    return step
+
+
+def _literal(text: str) -> str:
+    """``text`` as Cloud Build passes it on: ``$`` escaped, so nothing is substituted."""
+    return text.replace("$", "$$")
+
+
+def _sh(text: str) -> str:
+    """``text`` as one bash word, whatever it holds (and escaped for Cloud Build)."""
+    return _literal(shlex.quote(text))
 
 
 def _docker(step_id: str, args: list[str], wait: list[str]) -> dict[str, Any]:
     return {"id": step_id, "name": DOCKER_IMAGE, "args": args, "waitFor": wait}
 
 
-def _upload(spec: ChainSpec, settings: CicdSettings) -> str:
+def _upload(spec: ChainSpec, settings: CicdSettings) -> dict[str, Any]:
+    """The pipeline-upload step; the destination (with the tag) comes from its environment."""
+    wait = ["compile", "test"]
     if settings.pipelines.startswith("gs://"):
-        target = f"{settings.pipelines.rstrip('/')}/{spec.name}/${{_TAG}}/{PIPELINE_FILE}"
-        return f"gcloud storage cp {PIPELINE_FILE} {target}"
+        folder = _literal(f"{settings.pipelines.rstrip('/')}/{spec.name}")
+        return _bash(
+            "pipeline-upload",
+            GCLOUD_IMAGE,
+            f'gcloud storage cp {PIPELINE_FILE} "$$TARGET"',
+            wait=wait,
+            env=[f"TARGET={folder}/${{_TAG}}/{PIPELINE_FILE}"],
+        )
     # Artifact Registry's KFP repositories take the template by a multipart POST.
-    return (
+    return _bash(
+        "pipeline-upload",
+        GCLOUD_IMAGE,
         "curl --fail --show-error --silent -X POST "
         '-H "Authorization: Bearer $(gcloud auth print-access-token)" '
-        f"-F tags=${{_TAG}} -F content=@{PIPELINE_FILE} {settings.pipelines.rstrip('/')}"
+        f'-F "tags=$$TAG" -F content=@{PIPELINE_FILE} "$$URL"',
+        wait=wait,
+        env=["TAG=${_TAG}", f"URL={settings.pipelines.rstrip('/')}"],
     )
 
 
@@ -327,6 +397,14 @@ def _serving_tag(spec: ChainSpec, settings: CicdSettings) -> str | None:
     tags = set()
     for where, image in served:
         name, tag = _split_tag(image)
+        if not (TAG.fullmatch(tag) or (tag == "" and DIGEST.fullmatch(image.split("@", 1)[1]))):
+            raise SpecError(
+                "cicd.images.serving",
+                f"{where} serves {image!r}, whose tag or digest is not one docker accepts "
+                "(a tag: [A-Za-z0-9_][A-Za-z0-9_.-]*, at most 128 characters; a digest: "
+                "sha256:HEX)",
+                source=spec.origin,
+            )
         if name != built:
             raise SpecError(
                 "cicd.images.serving",
@@ -375,11 +453,38 @@ def _split_tag(image: str) -> tuple[str, str]:
     return image, "latest"
 
 
-def _chain_path(spec: ChainSpec) -> str:
-    """The chain file as the build sees it: relative to the repository (its workspace)."""
-    if os.path.isabs(spec.origin):
-        try:
-            return pathlib.Path(spec.origin).relative_to(_REPO_ROOT).as_posix()
-        except ValueError:
-            pass
-    return spec.origin
+def repository_root(spec: ChainSpec) -> pathlib.Path:
+    """The git work tree holding the chain file: where Cloud Build runs every step.
+
+    A trigger checks the repository out at ``/workspace`` and runs the steps there, so the
+    chain is named relative to the work tree's top (the nearest folder up from the chain
+    with a ``.git``, as ``git rev-parse --show-toplevel`` finds it).
+
+    Raises:
+        SpecError: if no folder above the chain holds a ``.git``.
+    """
+    chain = pathlib.Path(spec.origin).resolve()
+    for folder in chain.parents:
+        if (folder / ".git").exists():
+            return folder
+    raise SpecError(
+        "",
+        f"the chain ({chain}) is not in a git work tree; Cloud Build runs in a checkout of "
+        "the repository, so the chain must be a file in it",
+        source=spec.origin,
+    )
+
+
+def chain_path(spec: ChainSpec) -> str:
+    """The chain file as the build sees it: relative to the repository's root.
+
+    Raises:
+        SpecError: as :func:`repository_root`, or for a path with control characters.
+    """
+    chain = pathlib.Path(spec.origin).resolve()
+    path = chain.relative_to(repository_root(spec)).as_posix()
+    if any(ord(c) < 0x20 or c == "\x7f" for c in path):
+        raise SpecError(
+            "", f"the chain's path {path!r} has control characters; rename it", source=spec.origin
+        )
+    return path

@@ -8,7 +8,7 @@ Example::
       pipelines: gs://my-bucket/beamforge/pipelines        # or https://REGION-kfp.pkg.dev/P/R
       branch: main                                         # the branch that ships
       test_command: make test
-      substitutions: {_PYTEST_ARGS: "-x"}                  # used as ${_PYTEST_ARGS} above
+      substitutions: {_PYTEST_ARGS: "-x"}                  # used as $_PYTEST_ARGS above
       machine_type: E2_HIGHCPU_8
       timeout: 7200                                        # seconds
 """
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import string
 from typing import Annotated, Any
 
 from launchers.cicd.validate import BUILTINS, USER_SUBSTITUTION, CloudBuildConfigError, references
@@ -32,7 +33,20 @@ _REPOSITORY = re.compile(r"([a-z0-9-]+)-docker\.pkg\.dev/([a-z][a-z0-9-]*[a-z0-9
 _KFP_REPOSITORY = re.compile(
     r"https://([a-z0-9-]+)-kfp\.pkg\.dev/([a-z][a-z0-9-]*[a-z0-9])/([a-z0-9._-]+)/?"
 )
-_IMAGE_NAME = re.compile(r"[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*")
+# The docker reference grammar (distribution/reference): path components and tags.
+_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_IMAGE_NAME = re.compile(rf"{_COMPONENT}(?:/{_COMPONENT})*")
+TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
+DIGEST = re.compile(r"[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}")
+# gs://BUCKET/PATH: bucket naming rules, and object names without shell or wildcard characters.
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9_.-]{1,220}[a-z0-9]")
+_OBJECT_PATH = re.compile(r"[A-Za-z0-9_.~=+@,-]+(?:/[A-Za-z0-9_.~=+@,-]+)*/?")
+# git check-ref-format: no control characters, space, ~ ^ : ? * [ \; no "..", "@{", "//".
+_REF_FORBIDDEN = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]|\.\.|@\{|//")
+# Characters of a regex (a trigger's branch pattern), refused so that no one writes one here.
+_REGEX = set("^$*+?()[]{}|\\")
+# A substitution's default may be pasted into the test or install command (bash): plain words.
+_PLAIN = set(string.ascii_letters + string.digits + " _./:=@%+,-")
 
 
 @dataclasses.dataclass
@@ -97,14 +111,17 @@ class CicdSettings:
                 f"got {self.repository!r}; expected an Artifact Registry docker repository, "
                 "LOCATION-docker.pkg.dev/PROJECT/REPO",
             )
-        if not (self.pipelines.startswith("gs://") or _KFP_REPOSITORY.fullmatch(self.pipelines)):
+        if self.pipelines.startswith("gs://"):
+            check_gcs_folder(self.pipelines, "pipelines")
+        elif not _KFP_REPOSITORY.fullmatch(self.pipelines):
             raise FieldError(
                 "pipelines",
                 f"got {self.pipelines!r}; expected a gs:// folder or an Artifact Registry KFP "
                 "repository, https://LOCATION-kfp.pkg.dev/PROJECT/REPO",
             )
-        if not self.branch.strip():
-            raise FieldError("branch", "expected a branch name, e.g. main")
+        check_branch(self.branch)
+        if self.serving_dockerfile is not None:
+            _check_relative_path(self.serving_dockerfile, "serving_dockerfile")
         from google.cloud.devtools import cloudbuild_v1
 
         machine_types = list(cloudbuild_v1.BuildOptions.MachineType.__members__)
@@ -124,6 +141,7 @@ class CicdSettings:
                     f"substitutions.{key}",
                     f"{key} is set by the generated config ({_origin(key)}); set it there",
                 )
+            _check_default(key, self.substitutions[key])
         declared = set(GENERATED) | set(self.substitutions)
         for key, text in self._texts():
             try:
@@ -140,15 +158,23 @@ class CicdSettings:
                         f"{', '.join(GENERATED)})",
                     )
 
+        # gcloud builds submit checks substitutions with MUST_MATCH, which fails the build on a
+        # declared substitution that nothing uses.
+        used = {name for _, text in self._texts() for name in references(text)}
+        for key in self.substitutions:
+            if key != "_TAG" and key not in used:
+                raise FieldError(
+                    f"substitutions.{key}",
+                    f"declared but never used: write ${key} in test_command or install_command, "
+                    "or remove it (gcloud builds submit fails a build on an unused substitution)",
+                )
+
     def _texts(self) -> list[tuple[str, str]]:
+        # The only texts that may refer to substitutions: the others are checked to be plain.
         texts = [
-            ("branch", self.branch),
             ("test_command", self.test_command),
             ("install_command", self.install_command),
-            ("pipelines", self.pipelines),
         ]
-        if self.serving_dockerfile is not None:
-            texts.append(("serving_dockerfile", self.serving_dockerfile))
         texts += [(f"substitutions.{k}", v) for k, v in self.substitutions.items()]
         return texts
 
@@ -172,6 +198,106 @@ class CicdSettings:
         assert match is not None  # validate() checked it
         location, project, name = match.groups()
         return location, project, name
+
+
+def check_branch(branch: str) -> None:
+    """A branch name git accepts (``git check-ref-format --branch``), and not a regex.
+
+    Raises:
+        FieldError: at ``branch``.
+    """
+    regex = sorted(set(branch) & _REGEX)
+    if regex:
+        raise FieldError(
+            "branch",
+            f"got {branch!r}; the shipping branch is a branch name, not a regex "
+            f"(no {' '.join(regex)}), e.g. main",
+        )
+    bad = _REF_FORBIDDEN.search(branch)
+    if (
+        bad is not None
+        or not branch
+        or branch.startswith(("-", "/", "."))
+        or branch.endswith(("/", ".", ".lock"))
+        or branch == "@"
+        or any(part.startswith(".") or part.endswith(".lock") for part in branch.split("/"))
+    ):
+        found = f" ({bad.group(0)!r})" if bad is not None else ""
+        raise FieldError(
+            "branch",
+            f"got {branch!r}; not a valid git branch name{found} (see git check-ref-format), "
+            "e.g. main",
+        )
+
+
+def check_gcs_folder(url: str, key: str) -> None:
+    """A ``gs://BUCKET/PATH`` whose bucket follows Cloud Storage's naming rules.
+
+    Raises:
+        FieldError: at ``key``.
+    """
+    bucket, _, path = url.removeprefix("gs://").partition("/")
+    parts = bucket.split(".")
+    if (
+        not _BUCKET.fullmatch(bucket)
+        or any(not 1 <= len(p) <= 63 or not p[0].isalnum() or not p[-1].isalnum() for p in parts)
+        or ("." not in bucket and len(bucket) > 63)
+        or re.fullmatch(r"[0-9.]+", bucket)
+        or bucket.startswith("goog")
+        or "google" in bucket
+    ):
+        raise FieldError(
+            key,
+            f"got {url!r}; {bucket!r} is not a Cloud Storage bucket name (3-63 characters: "
+            "a-z, 0-9, - _ and ., starting and ending with a letter or digit)",
+        )
+    segments = path.rstrip("/").split("/")
+    if path and (not _OBJECT_PATH.fullmatch(path) or {".", ".."} & set(segments)):
+        raise FieldError(
+            key,
+            f"got {url!r}; the folder's path holds only letters, digits, / and _ . ~ = + @ , - "
+            "(no . or .. segments)",
+        )
+
+
+def _check_relative_path(path: str, key: str) -> None:
+    # Cloud Build runs each step at the repository's root: a path must point inside it.
+    parts = path.split("/")
+    if (
+        not path
+        or path.startswith("/")
+        or ".." in parts
+        or "$" in path
+        or any(ord(c) < 0x20 or c == "\x7f" for c in path)
+    ):
+        raise FieldError(
+            key,
+            f"got {path!r}; expected a path relative to the repository's root, inside it "
+            "(no .., no $), e.g. serving/Dockerfile",
+        )
+
+
+def _check_default(key: str, value: str) -> None:
+    where = f"substitutions.{key}"
+    if key == "_TAG":
+        # An image tag and a folder name: the tag grammar once its references are filled in.
+        filled = re.sub(r"\$[A-Za-z_][A-Za-z0-9_]*", "x", value)
+        if not TAG.fullmatch(filled):
+            raise FieldError(
+                where,
+                f"got {value!r}; expected an image tag ([A-Za-z0-9_][A-Za-z0-9_.-]*, at most "
+                "128 characters; $NAME references allowed), e.g. $SHORT_SHA",
+            )
+        return
+    plain = re.sub(r"\$[A-Za-z_][A-Za-z0-9_]*", "", value)
+    bad = sorted(set(plain) - _PLAIN)
+    if bad:
+        raise FieldError(
+            where,
+            f"got {value!r}; a substitution's default is pasted into bash as it is: use only "
+            "letters, digits, spaces, $NAME references and _ . / : = @ % + , - "
+            f"(not {' '.join(bad)})",
+        )
 
 
 def _origin(key: str) -> str:
