@@ -10,6 +10,7 @@ import copy
 import os
 import pathlib
 import re
+import shlex
 import subprocess
 from typing import Any
 
@@ -25,7 +26,7 @@ from launchers.cicd import (
     parse_cicd,
     validate_cloudbuild,
 )
-from tests.conftest import REPO
+from tests.conftest import REPO, beamforge
 from transforms.core.config import SpecError
 
 CHAIN = "examples/chicago_taxi/chain.yaml"
@@ -600,3 +601,268 @@ def test_an_absolute_chain_path_is_named_relative_to_the_repository() -> None:
     spec = parse_chain(_chain_data(), origin=str(REPO / CHAIN))
     config = cloudbuild_config(spec, parse_cicd(spec.cicd, origin=spec.origin))
     assert _steps(config)["compile"]["args"][1].split()[3] == CHAIN
+
+
+def test_the_output_may_not_be_the_chain_itself(tmp_path: pathlib.Path) -> None:
+    chain = _repository(tmp_path, _chain_data())
+    before = pathlib.Path(chain).read_bytes()
+    for output in (chain, str(tmp_path / "." / "chain.yaml")):
+        with pytest.raises(SpecError) as raised:
+            build_cloudbuild(parse_chain(_chain_data(), origin=chain), output=output)
+        assert str(raised.value) == (
+            f"{chain}: --output: {output} is the chain file itself; write the Cloud Build config "
+            "to another file, e.g. cloudbuild.yaml"
+        )
+    assert pathlib.Path(chain).read_bytes() == before
+
+
+def test_the_cli_refuses_to_overwrite_the_chain_in_one_line(tmp_path: pathlib.Path) -> None:
+    chain = _repository(tmp_path, _chain_data())
+    before = pathlib.Path(chain).read_bytes()
+    proc = beamforge("cicd", "build", chain, "-o", chain)
+    assert proc.returncode != 0
+    assert proc.stderr == (
+        f"error: {chain}: --output: {chain} is the chain file itself; write the Cloud Build "
+        "config to another file, e.g. cloudbuild.yaml\n"
+    )
+    assert pathlib.Path(chain).read_bytes() == before
+
+
+def test_the_chain_is_named_relative_to_its_work_tree_and_quoted(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    name = "ci/my chain's $HOME;x.yaml"
+    _repository(tmp_path, _chain_data(), name)
+    # From another folder, by a relative path: the build still names it from the root.
+    monkeypatch.chdir(tmp_path / "ci")
+    spec = parse_chain(_chain_data(), origin=os.path.basename(name))
+    steps = _steps(cloudbuild_config(spec, parse_cicd(spec.cicd, origin=spec.origin)))
+    quoted = "'ci/my chain'\"'\"'s $$HOME;x.yaml'"
+    assert steps["compile"]["args"][1] == (
+        f".venv/bin/beamforge chain compile {quoted} --to kfp --target gcp -o pipeline.yaml"
+    )
+    assert steps["serving-files"]["args"][1] == (
+        f".venv/bin/beamforge serve build {quoted} -o build/serving"
+    )
+    assert steps["submit"]["args"][1].endswith(
+        f".venv/bin/beamforge chain submit {quoted} --to vertex --once"
+    )
+    # What bash makes of it once Cloud Build has turned $$ into $: one word, the path.
+    script = _substituted(steps["compile"]["args"][1], VALUES)
+    assert shlex.split(script)[3] == name
+
+
+def test_a_chain_outside_a_git_work_tree_is_refused(tmp_path: pathlib.Path) -> None:
+    chain = tmp_path / "chain.yaml"
+    chain.write_text(yaml.safe_dump(_chain_data()), encoding="utf-8")
+    out = tmp_path / "out" / "cloudbuild.yaml"
+    with pytest.raises(SpecError) as raised:
+        build_cloudbuild(parse_chain(_chain_data(), origin=str(chain)), output=str(out))
+    assert str(raised.value) == (
+        f"{chain}: <root>: the chain ({chain}) is not in a git work tree; Cloud Build runs in a "
+        "checkout of the repository, so the chain must be a file in it"
+    )
+    assert not out.parent.exists()
+
+
+BAD_BRANCHES = {
+    'x"||"': "not a regex (no |)",
+    'main"; touch X; echo "': "not a valid git branch name (' ')",
+    "main|release": "not a regex (no |)",
+    "release-.*": "not a regex (no *)",
+    "$_BRANCH": "not a regex (no $)",
+    "a..b": "not a valid git branch name ('..')",
+    "-main": "not a valid git branch name",
+    "main.lock": "not a valid git branch name",
+    "feature/.hidden": "not a valid git branch name",
+    "a@{b": "not a regex (no {)",
+    "a~1": "not a valid git branch name ('~')",
+    "a:b": "not a valid git branch name (':')",
+    "": "not a valid git branch name",
+}
+
+
+@pytest.mark.parametrize("branch", sorted(BAD_BRANCHES))
+def test_the_shipping_branch_is_a_git_branch_name(branch: str) -> None:
+    with pytest.raises(SpecError) as raised:
+        parse_cicd(_chain(branch=branch).cicd, origin=CHAIN)
+    end = BAD_BRANCHES[branch]
+    if end.startswith("not a regex"):
+        problem = f"the shipping branch is a branch name, {end}, e.g. main"
+    else:
+        problem = f"{end} (see git check-ref-format), e.g. main"
+    assert str(raised.value) == f"{CHAIN}: cicd.branch: got {branch!r}; {problem}"
+
+
+def test_a_branch_with_shell_characters_never_runs_as_code(tmp_path: pathlib.Path) -> None:
+    # Valid git branch names, either the build's or the shipping one, stay values.
+    evil = 'x";>pwned;"'
+    steps = _steps(cloudbuild_config(_chain(branch=evil), parse_cicd(_chain(branch=evil).cicd)))
+    submit = steps["submit"]
+    proc = _run_step(submit, tmp_path, BRANCH_NAME="main", _SHIP_BRANCH=evil)
+    assert (proc.returncode, proc.stdout) == (0, f"branch 'main' is not {evil}: submit skipped\n")
+    proc = _run_step(_steps(_config())["submit"], tmp_path, BRANCH_NAME='x"||"')
+    assert (proc.returncode, proc.stdout) == (0, "branch 'x\"||\"' is not main: submit skipped\n")
+    proc = _run_step(submit, tmp_path, BRANCH_NAME=evil, _SHIP_BRANCH=evil)
+    assert proc.returncode != 0  # the branch ships: it went on, and failed in the empty folder
+    assert not (tmp_path / "pwned").exists()
+
+
+BAD_VALUES: dict[str, tuple[dict[str, Any], str]] = {
+    "pipelines with a command": (
+        {"pipelines": "gs://b/p; touch X"},
+        "cicd.pipelines: got 'gs://b/p; touch X'; 'b' is not a Cloud Storage bucket name "
+        "(3-63 characters: a-z, 0-9, - _ and ., starting and ending with a letter or digit)",
+    ),
+    "pipelines path with a command": (
+        {"pipelines": "gs://my-bucket/p;$(touch X)"},
+        "cicd.pipelines: got 'gs://my-bucket/p;$(touch X)'; the folder's path holds only "
+        "letters, digits, / and _ . ~ = + @ , - (no . or .. segments)",
+    ),
+    "pipelines bucket named google": (
+        {"pipelines": "gs://google-stuff/p"},
+        "cicd.pipelines: got 'gs://google-stuff/p'; 'google-stuff' is not a Cloud Storage bucket "
+        "name (3-63 characters: a-z, 0-9, - _ and ., starting and ending with a letter or digit)",
+    ),
+    "pipelines with ..": (
+        {"pipelines": "gs://my-bucket/a/../b"},
+        "cicd.pipelines: got 'gs://my-bucket/a/../b'; the folder's path holds only letters, "
+        "digits, / and _ . ~ = + @ , - (no . or .. segments)",
+    ),
+    "tag with a command": (
+        {"substitutions": {"_TAG": "v1; rm -rf /"}},
+        "cicd.substitutions._TAG: got 'v1; rm -rf /'; expected an image tag "
+        "([A-Za-z0-9_][A-Za-z0-9_.-]*, at most 128 characters; $NAME references allowed), "
+        "e.g. $SHORT_SHA",
+    ),
+    "substitution with a command": (
+        {"substitutions": {"_ARGS": "-x; rm -rf /"}, "test_command": "make test $_ARGS"},
+        "cicd.substitutions._ARGS: got '-x; rm -rf /'; a substitution's default is pasted into "
+        "bash as it is: use only letters, digits, spaces, $NAME references and "
+        "_ . / : = @ % + , - (not ;)",
+    ),
+    "substitution with a subshell": (
+        {"substitutions": {"_ARGS": "$(id)`id`"}, "test_command": "make test $_ARGS"},
+        "cicd.substitutions._ARGS: got '$(id)`id`'; a substitution's default is pasted into "
+        "bash as it is: use only letters, digits, spaces, $NAME references and "
+        "_ . / : = @ % + , - (not $ ( ) `)",
+    ),
+    "unused substitution": (
+        {"substitutions": {"_ARGS": "-x"}},
+        "cicd.substitutions._ARGS: declared but never used: write $_ARGS in test_command or "
+        "install_command, or remove it (gcloud builds submit fails a build on an unused "
+        "substitution)",
+    ),
+    "dockerfile outside the repository": (
+        {"serving_dockerfile": "../Dockerfile"},
+        "cicd.serving_dockerfile: got '../Dockerfile'; expected a path relative to the "
+        "repository's root, inside it (no .., no $), e.g. serving/Dockerfile",
+    ),
+    "image name with upper case": (
+        {"images": {"template": "beamforge-dataflow", "serving": "Taxi"}},
+        "cicd.images.serving: got 'Taxi'; expected an image name (lower-case, no tag), "
+        "e.g. taxi-predictor",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_VALUES))
+def test_values_pasted_into_scripts_are_checked(case: str) -> None:
+    change, message = BAD_VALUES[case]
+    with pytest.raises(SpecError) as raised:
+        parse_cicd(_chain(**change).cicd, origin=CHAIN)
+    assert str(raised.value) == f"{CHAIN}: {message}"
+
+
+def test_an_upload_image_with_a_command_in_its_tag_is_refused(tmp_path: pathlib.Path) -> None:
+    out = tmp_path / "cloudbuild.yaml"
+    for tag in (":latest;$(touch X)", "@sha256:abc;id"):
+        data = _chain_data()
+        image = f"us-docker.pkg.dev/my-project/beamforge/taxi-predictor{tag}"
+        data["steps"][3]["gcp"]["image_uri"] = image
+        with pytest.raises(SpecError) as raised:
+            build_cloudbuild(parse_chain(data, origin=CHAIN), output=str(out))
+        assert str(raised.value) == (
+            f"{CHAIN}: cicd.images.serving: steps[3] (upload) serves {image!r}, whose tag or "
+            "digest is not one docker accepts (a tag: [A-Za-z0-9_][A-Za-z0-9_.-]*, at most 128 "
+            "characters; a digest: sha256:HEX)"
+        )
+    assert not out.exists()
+
+
+def test_a_missing_serving_dockerfile_is_refused(tmp_path: pathlib.Path) -> None:
+    spec = _repository_chain(tmp_path, serving_dockerfile="docker/Serving.Dockerfile")
+    with pytest.raises(SpecError) as raised:
+        build_cloudbuild(spec, output=str(tmp_path / "cloudbuild.yaml"))
+    assert str(raised.value) == (
+        f"{spec.origin}: cicd.serving_dockerfile: docker/Serving.Dockerfile is not a file in "
+        f"the repository ({tmp_path}); the build runs docker build --file with it at the "
+        "repository's root"
+    )
+    assert not (tmp_path / "cloudbuild.yaml").exists()
+
+
+def test_only_used_substitutions_are_declared(tmp_path: pathlib.Path) -> None:
+    # No image: nothing refers to the registry's region or repository.
+    data = _chain_data(images={})
+    data["steps"][0]["gcp"]["launch"] = "dataflow"
+    data["steps"][3]["gcp"]["image_uri"] = "us-docker.pkg.dev/my-project/other/server:1"
+    spec = parse_chain(data, origin=CHAIN)
+    config = cloudbuild_config(spec, parse_cicd(spec.cicd, origin=CHAIN))
+    assert config["images"] == []
+    assert config["substitutions"] == {"_TAG": "$SHORT_SHA", "_SHIP_BRANCH": "main"}
+    validate_cloudbuild(config)
+
+
+VALIDATE_FILES = {
+    "no steps": ("steps: []\n", "steps: a build needs at least one step"),
+    "timeout over a day": (
+        "steps: [{name: ubuntu}]\ntimeout: 90000s\n",
+        "timeout: '90000s' is over Cloud Build's limit of 24 hours ('86400s')",
+    ),
+    "repeated key": (
+        "steps: [{name: ubuntu}]\ntimeout: 60s\ntimeout: 600s\n",
+        "<build>: not valid YAML: line 3, column 1: found the key 'timeout' twice "
+        "(while constructing a mapping)",
+    ),
+    "number in args": (
+        "steps: [{name: ubuntu, id: a, args: [sleep, 10]}]\n",
+        "steps[0] (id: a).args[1]: got 10 (int); expected text: quote it ('10')",
+    ),
+    "number as a key": (
+        "steps: [{name: ubuntu}]\nsubstitutions: {1: x}\n",
+        "substitutions: the key 1 is not text (int); quote it",
+    ),
+    "unused substitution": (
+        "steps: [{name: ubuntu, args: [echo, $_A]}]\nsubstitutions: {_A: a, _B: b}\n",
+        "substitutions._B: declared but never used; gcloud builds submit checks substitutions "
+        "with MUST_MATCH and fails the build on it (remove it, or set "
+        "options.substitutionOption: ALLOW_LOOSE)",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(VALIDATE_FILES))
+def test_validate_refuses_what_cloud_build_refuses(tmp_path: pathlib.Path, case: str) -> None:
+    text, message = VALIDATE_FILES[case]
+    path = tmp_path / "cloudbuild.yaml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(CloudBuildConfigError) as raised:
+        validate_cloudbuild(path)
+    assert str(raised.value) == f"{path}: {message}"
+
+
+def test_validate_names_a_binary_file_and_accepts_loose_substitutions(
+    tmp_path: pathlib.Path,
+) -> None:
+    path = tmp_path / "cloudbuild.yaml"
+    path.write_bytes(b"steps:\n\xff\xfe\x00")
+    with pytest.raises(CloudBuildConfigError) as raised:
+        validate_cloudbuild(path)
+    assert str(raised.value) == f"{path}: <build>: is not UTF-8 text (byte 7)"
+    path.write_text(
+        "steps: [{name: ubuntu}]\nsubstitutions: {_B: b}\n"
+        "options: {substitutionOption: ALLOW_LOOSE}\ntimeout: 86400s\n",
+        encoding="utf-8",
+    )
+    validate_cloudbuild(path)

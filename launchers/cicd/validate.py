@@ -3,13 +3,18 @@
 No local Cloud Build runner exists, so a config is checked here as far as the service's own
 schema and its substitution rules allow, before it is written or pushed:
 
-- it parses into Cloud Build's own ``Build`` message (unknown fields, bad enum values and
-  durations that are not ``"<seconds>s"`` are refused);
+- it is UTF-8 YAML with no key given twice (YAML loaders keep the last one silently);
+- it parses into Cloud Build's own ``Build`` message (unknown fields, bad enum values,
+  durations that are not ``"<seconds>s"`` and numbers where text is expected are refused);
+- it has at least one step, and a timeout of at most 24 hours (Cloud Build's limits);
 - user substitutions are named ``_[A-Z0-9_]+``;
 - every ``$VAR`` / ``${VAR}`` is a Cloud Build built-in or declared under ``substitutions``
   (``$$`` is an escaped dollar, so a shell variable is written ``$$VAR`` or ``$${VAR}``):
   triggered builds always run with ``substitutionOption: ALLOW_LOOSE``, where an undeclared
   variable silently becomes the empty string;
+- every declared substitution is used (unless ``options.substitutionOption`` is
+  ``ALLOW_LOOSE``): ``gcloud builds submit`` checks with ``MUST_MATCH``, which fails the build
+  on one that is not;
 - every step names its image; step ids are unique and every ``waitFor`` names an earlier step's id (or ``-``: start at
   once).
 
@@ -22,8 +27,6 @@ import os
 import re
 from collections.abc import Iterator, Mapping
 from typing import Any
-
-import yaml
 
 # https://cloud.google.com/build/docs/configuring-builds/substitute-variable-values
 BUILTINS = frozenset(
@@ -57,6 +60,11 @@ USER_SUBSTITUTION = re.compile(r"_[A-Z0-9_]+")
 # `$$` first: it escapes the dollar, so `$${HOME}` and `$$HOME` reference nothing.
 _REFERENCE = re.compile(r"\$(?:(\$)|\{([^}]*)\}|([A-Za-z_][A-Za-z0-9_]*))")
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# Cloud Build's longest build.
+MAX_TIMEOUT_SECONDS = 24 * 3600
+# Fields of text (or lists of text) where YAML readily gives a number instead: 8080, 1.0, yes.
+_STEP_TEXT = ("name", "id", "entrypoint", "dir", "script", "timeout")
+_STEP_TEXTS = ("args", "env", "waitFor", "secretEnv")
 
 
 class CloudBuildConfigError(ValueError):
@@ -89,12 +97,20 @@ def validate_cloudbuild(data_or_path: Mapping[str, Any] | str | os.PathLike[str]
     """
     source = None
     if isinstance(data_or_path, str | os.PathLike):
+        from beam_pipelines.spec import parse_yaml
+        from transforms.core.config import SpecError
+
         source = os.fspath(data_or_path)
-        with open(source, encoding="utf-8") as f:
-            try:
-                data = yaml.safe_load(f)
-            except yaml.YAMLError as exc:
-                raise CloudBuildConfigError("", f"not valid YAML: {exc}", source=source) from None
+        with open(source, "rb") as f:
+            raw = f.read()
+        try:
+            data = parse_yaml(raw.decode("utf-8"), source=source)
+        except UnicodeDecodeError as exc:
+            raise CloudBuildConfigError(
+                "", f"is not UTF-8 text (byte {exc.start})", source=source
+            ) from None
+        except SpecError as exc:
+            raise CloudBuildConfigError("", exc.problem, source=source) from None
     else:
         data = data_or_path
     try:
@@ -108,9 +124,19 @@ def validate_cloudbuild(data_or_path: Mapping[str, Any] | str | os.PathLike[str]
 def _check(data: Any) -> None:
     if not isinstance(data, Mapping):
         raise CloudBuildConfigError("", f"got {type(data).__name__}; expected a mapping")
+    _check_keys(data, _step_names(data.get("steps")))
     _parse_message(data)
     steps = data.get("steps") or []
     names = _step_names(steps)
+    if not steps:
+        raise CloudBuildConfigError("steps", "a build needs at least one step")
+    timeout = re.fullmatch(r"(\d+(?:\.\d+)?)s", str(data.get("timeout", "0s")))
+    if timeout and float(timeout.group(1)) > MAX_TIMEOUT_SECONDS:
+        raise CloudBuildConfigError(
+            "timeout",
+            f"{data['timeout']!r} is over Cloud Build's limit of 24 hours "
+            f"('{MAX_TIMEOUT_SECONDS}s')",
+        )
     substitutions = data.get("substitutions") or {}
     for key in substitutions:
         if not USER_SUBSTITUTION.fullmatch(str(key)):
@@ -140,11 +166,13 @@ def _check(data: Any) -> None:
         if step_id is not None:
             ids[step_id] = i
     declared = set(substitutions)
+    used: set[str] = set()
     for where, text in _strings(data, names):
         try:
             found = list(references(text))
         except CloudBuildConfigError as exc:
             raise CloudBuildConfigError(where, exc.problem) from None
+        used.update(found)
         for name in found:
             if name in BUILTINS or name in declared:
                 continue
@@ -158,6 +186,46 @@ def _check(data: Any) -> None:
                 f"${name} is neither a Cloud Build built-in substitution nor declared in "
                 f"substitutions (declared: {', '.join(sorted(declared)) or 'none'}); {hint}",
             )
+    options = data.get("options") or {}
+    if options.get("substitutionOption") != "ALLOW_LOOSE":
+        for key in substitutions:
+            if key not in used:
+                raise CloudBuildConfigError(
+                    f"substitutions.{key}",
+                    "declared but never used; gcloud builds submit checks substitutions with "
+                    "MUST_MATCH and fails the build on it (remove it, or set "
+                    "options.substitutionOption: ALLOW_LOOSE)",
+                )
+
+
+def _check_keys(data: Any, names: list[str], path: str = "") -> None:
+    """Keys are text, and so are the values of text fields (YAML makes 8080 a number)."""
+    if isinstance(data, Mapping):
+        for key, value in data.items():
+            where = f"{path}.{key}" if path else str(key)
+            if not isinstance(key, str):
+                raise CloudBuildConfigError(
+                    path, f"the key {key!r} is not text ({type(key).__name__}); quote it"
+                )
+            if path == "substitutions" or (path.startswith("steps[") and key in _STEP_TEXT):
+                _check_text(value, where)
+            elif (key in _STEP_TEXTS and path.startswith("steps[")) or (
+                not path and key in ("images", "tags")
+            ):
+                for i, item in enumerate(value if isinstance(value, list) else []):
+                    _check_text(item, f"{where}[{i}]")
+            _check_keys(value, names, where)
+    elif isinstance(data, list):
+        for i, item in enumerate(data):
+            where = names[i] if path == "steps" and i < len(names) else f"{path}[{i}]"
+            _check_keys(item, names, where)
+
+
+def _check_text(value: Any, where: str) -> None:
+    if isinstance(value, bool | int | float):
+        raise CloudBuildConfigError(
+            where, f"got {value!r} ({type(value).__name__}); expected text: quote it ('{value}')"
+        )
 
 
 def references(text: str) -> Iterator[str]:
