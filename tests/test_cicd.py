@@ -606,7 +606,10 @@ def test_an_absolute_chain_path_is_named_relative_to_the_repository() -> None:
 def test_the_output_may_not_be_the_chain_itself(tmp_path: pathlib.Path) -> None:
     chain = _repository(tmp_path, _chain_data())
     before = pathlib.Path(chain).read_bytes()
-    for output in (chain, str(tmp_path / "." / "chain.yaml")):
+    os.link(chain, tmp_path / "hard-link.yaml")
+    (tmp_path / "symbolic-link.yaml").symlink_to(chain)
+    links = [str(tmp_path / "hard-link.yaml"), str(tmp_path / "symbolic-link.yaml")]
+    for output in [chain, str(tmp_path / "." / "chain.yaml"), *links]:
         with pytest.raises(SpecError) as raised:
             build_cloudbuild(parse_chain(_chain_data(), origin=chain), output=output)
         assert str(raised.value) == (

@@ -64,7 +64,9 @@ def build_cloudbuild(spec: ChainSpec, *, output: str) -> str:
         CloudBuildConfigError: if the generated config fails :func:`validate_cloudbuild`.
     """
     chain = pathlib.Path(spec.origin).resolve()
-    if pathlib.Path(output).resolve() == chain:
+    out = pathlib.Path(output)
+    # By name, through symbolic links, or as a hard link to the same file.
+    if out.resolve() == chain or (out.exists() and chain.exists() and out.samefile(chain)):
         raise SpecError(
             "--output",
             f"{output} is the chain file itself; write the Cloud Build config to another "
