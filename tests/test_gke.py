@@ -18,7 +18,6 @@ import json
 import os
 import pathlib
 import re
-import shlex
 import shutil
 import signal
 import stat
@@ -26,6 +25,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from decimal import Decimal
 from typing import Any
 
 import gcp_storage_emulator  # noqa: F401  (missing: fail here, never skip)
@@ -160,12 +160,12 @@ def test_the_dockerfile_runs_the_local_servers_command_configured_by_aip_env(
         "USER 10001\n"
         "\n"
         "# AIP_STORAGE_URI is relative to the WORKDIR; Vertex AI sets its own copy's path.\n"
-        "ENV AIP_HTTP_PORT=8080 \\\n"
-        "    AIP_PREDICT_ROUTE=/predict \\\n"
-        "    AIP_HEALTH_ROUTE=/health \\\n"
-        "    AIP_STORAGE_URI=model \\\n"
-        "    PREDICTOR_MODULE=examples.chicago_taxi.predictor \\\n"
-        "    PREDICTOR_CLASS=TaxiPredictor\n"
+        'ENV AIP_HTTP_PORT="8080" \\\n'
+        '    AIP_PREDICT_ROUTE="/predict" \\\n'
+        '    AIP_HEALTH_ROUTE="/health" \\\n'
+        '    AIP_STORAGE_URI="model" \\\n'
+        '    PREDICTOR_MODULE="examples.chicago_taxi.predictor" \\\n'
+        '    PREDICTOR_CLASS="TaxiPredictor"\n'
         "EXPOSE 8080\n"
         'CMD ["python", "-m", "launchers.serving", "--host", "0.0.0.0"]\n'
     )
@@ -332,7 +332,7 @@ def test_a_gs_model_is_read_at_start_not_copied(tmp_path: pathlib.Path) -> None:
     build = _gs_build(tmp_path)
     dockerfile = (build / "Dockerfile").read_text()
     assert "COPY model/" not in dockerfile
-    assert "    AIP_STORAGE_URI=gs://my-bucket/models/taxi \\\n" in dockerfile
+    assert '    AIP_STORAGE_URI="gs://my-bucket/models/taxi" \\\n' in dockerfile
     assert not (build / "model").exists()
     deployment = yaml.safe_load((build / "k8s/deployment.yaml").read_text())
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
@@ -371,6 +371,50 @@ def _dockerfile_instructions(text: str) -> list[tuple[str, str]]:
     return [(line.split(None, 1)[0].upper(), line.split(None, 1)[1]) for line in logical]
 
 
+def _docker_words(text: str) -> list[str]:
+    """The words docker reads from an ENV line (its shell-word rules, with ``\\`` the escape).
+
+    Outside quotes ``\\`` takes the next character literally; in single quotes nothing is
+    special; in double quotes only ``\\"``, ``\\$`` and ``\\\\`` are escapes (any other
+    backslash stays). An unescaped ``$`` outside single quotes is a variable docker would
+    expand: that fails here, as the generated Dockerfile must never rely on it.
+    """
+    words: list[str] = []
+    word: list[str] | None = None
+    i = 0
+    while i < len(text):
+        char = text[i]
+        if char.isspace():
+            if word is not None:
+                words.append("".join(word))
+                word = None
+            i += 1
+            continue
+        word = word if word is not None else []
+        if char == "'":
+            end = text.index("'", i + 1)
+            word.append(text[i + 1 : end])
+            i = end + 1
+        elif char == '"':
+            i += 1
+            while text[i] != '"':
+                assert text[i] != "$", f"docker would expand ${text[i + 1 :]!r}"
+                if text[i] == "\\" and text[i + 1] in '"$\\':
+                    i += 1
+                word.append(text[i])
+                i += 1
+            i += 1
+        else:
+            assert char != "$", f"docker would expand ${text[i + 1 :]!r}"
+            if char == "\\":
+                i += 1
+            word.append(text[i])
+            i += 1
+    if word is not None:
+        words.append("".join(word))
+    return words
+
+
 def _image_layout(build: pathlib.Path, root: pathlib.Path) -> tuple[dict[str, str], str, list[str]]:
     """Lays out ``build``'s COPY instructions under ``root``; returns (ENV, WORKDIR, CMD)."""
     env: dict[str, str] = {}
@@ -378,7 +422,7 @@ def _image_layout(build: pathlib.Path, root: pathlib.Path) -> tuple[dict[str, st
     command: list[str] = []
     for instruction, args in _dockerfile_instructions((build / "Dockerfile").read_text()):
         if instruction == "ENV":
-            env.update(dict(item.split("=", 1) for item in shlex.split(args)))
+            env.update(dict(item.split("=", 1) for item in _docker_words(args)))
         elif instruction == "WORKDIR":
             workdir = args
         elif instruction == "COPY":
@@ -674,6 +718,61 @@ def test_copy_from_a_state_whose_model_is_gone(tmp_path: pathlib.Path) -> None:
             "'LoadBalancer'",
         ),
         (
+            {"name": "1taxi"},
+            "serving.name: '1taxi' is not a Kubernetes Service name: lower-case letters, digits "
+            "and -, starting with a letter and ending with a letter or digit, up to 63 characters",
+        ),
+        (
+            {"name": "taxi-"},
+            "serving.name: 'taxi-' is not a Kubernetes Service name: lower-case letters, digits "
+            "and -, starting with a letter and ending with a letter or digit, up to 63 characters",
+        ),
+        (
+            {"namespace": "-serving"},
+            "serving.namespace: '-serving' is not a Kubernetes name: lower-case letters, digits "
+            "and -, up to 63 characters",
+        ),
+        (
+            {"service_account": "Taxi_SA"},
+            "serving.service_account: 'Taxi_SA' is not a Kubernetes service account name: "
+            "lower-case letters, digits, - and ., each dot-separated part starting and ending "
+            "with a letter or digit, up to 253 characters",
+        ),
+        (
+            {"service_account": "taxi..sa"},
+            "serving.service_account: 'taxi..sa' is not a Kubernetes service account name: "
+            "lower-case letters, digits, - and ., each dot-separated part starting and ending "
+            "with a letter or digit, up to 253 characters",
+        ),
+        (
+            {"predictor": "examples.chicago_taxi.predictor:class"},
+            "serving.predictor: expected module:Class (a dotted path of Python identifiers, a "
+            "colon, an identifier), got 'examples.chicago_taxi.predictor:class'",
+        ),
+        (
+            {"predictor": "examples/chicago_taxi/predictor:TaxiPredictor"},
+            "serving.predictor: expected module:Class (a dotted path of Python identifiers, a "
+            "colon, an identifier), got 'examples/chicago_taxi/predictor:TaxiPredictor'",
+        ),
+        (
+            {"resources": {"requests": {"cpu": "0"}}},
+            "serving.resources.requests.cpu: '0' is zero; give a positive quantity",
+        ),
+        (
+            {"resources": {"requests": {"cpu": "500m", "memory": "0Mi"}}},
+            "serving.resources.requests.memory: '0Mi' is zero; give a positive quantity",
+        ),
+        (
+            {"resources": {"requests": {"cpu": "1500m", "memory": "1Gi"}}},
+            "serving.resources.requests.cpu: 1500m is more than its limit (1, the default "
+            "limit: give resources.limits)",
+        ),
+        (
+            {"resources": {"limits": {"cpu": "250m", "memory": "2Gi"}}},
+            "serving.resources.requests.cpu: 500m (the default request) is more than its limit "
+            "(250m)",
+        ),
+        (
             {"replica": 2},
             "serving.replica: unknown key 'replica'; valid keys are image, model, model_dir, "
             "predictor, name, namespace, replicas, resources, autoscale, service_account, "
@@ -704,8 +803,9 @@ def test_no_image_and_no_upload_image(tmp_path: pathlib.Path) -> None:
 
 def test_a_chain_name_that_is_no_kubernetes_name(tmp_path: pathlib.Path) -> None:
     assert _serving_error(tmp_path, {"model_dir": _model_dir(tmp_path)}, name="taxi_") == (
-        "chain.yaml: serving.name: the chain name 'taxi_' is not a Kubernetes name: "
-        "lower-case letters, digits and -, up to 63 characters; give serving.name"
+        "chain.yaml: serving.name: the chain name 'taxi_' is not a Kubernetes Service name: "
+        "lower-case letters, digits and -, starting with a letter and ending with a letter or "
+        "digit, up to 63 characters; give serving.name"
     )
 
 
@@ -723,10 +823,14 @@ def test_quantities() -> None:
     assert cpu_cores("2") > cpu_cores("1500m")
     assert memory_bytes("1Gi") == 2**30 and memory_bytes("500M") == 500 * 10**6
     assert memory_bytes("1Gi") > memory_bytes("1G")
-    for bad in ("", "1.5.0", "-1", "1 m", "1Gi"):
+    # Kubernetes' decimal exponent, and the exa suffix it must not be taken for.
+    assert memory_bytes("1e9") == memory_bytes("1E9") == memory_bytes("1G") == 10**9
+    assert memory_bytes("1E") == 10**18 and memory_bytes("5e-1") == Decimal("0.5")
+    assert cpu_cores("5e-1") == cpu_cores("500m") and cpu_cores("2E+0") == 2
+    for bad in ("", "1.5.0", "-1", "1 m", "1Gi", "1e3m", "1e"):
         with pytest.raises(ValueError, match="is not a CPU quantity"):
             cpu_cores(bad)
-    for bad in ("1GB", "Gi", "1gi"):
+    for bad in ("1GB", "Gi", "1gi", "1e", "e9", "1e9Gi", "1.5e"):
         with pytest.raises(ValueError, match="is not a memory quantity"):
             memory_bytes(bad)
 
@@ -752,15 +856,232 @@ def test_a_gs_model_is_read_by_the_image_command_at_start(
     assert from_image == serving.predict(outputs["predict_url"], rows)
 
 
-def test_a_rebuild_replaces_what_the_build_owns(tmp_path: pathlib.Path) -> None:
+def _files(folder: pathlib.Path) -> list[str]:
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+
+
+def test_a_rebuild_replaces_what_the_build_wrote_and_keeps_the_rest(
+    tmp_path: pathlib.Path,
+) -> None:
     chain = _chain(tmp_path, {"model_dir": _model_dir(tmp_path)})
+    (tmp_path / "model" / "model.joblib").write_text("model")
     spec = chains.parse_chain(chain, origin="chain.yaml")
     output = tmp_path / "out"
     first = build_serving(spec, output=str(output))
-    for stale in ("app/launchers/removed.py", "model/old.joblib", "k8s/ingress.yaml"):
-        (output / stale).write_text("stale")
-    (output / "notes.txt").write_text("mine")
+    assert first == [str(output / name) for name in _files(output)]
+    marker = (output / ".beamforge-serving").read_text().splitlines()
+    assert marker[:2] == [
+        "# Written by beamforge serve build: the files below are replaced by the next build;",
+        "# other files in this folder are left alone.",
+    ]
+    assert marker[2:] == [n for n in _files(output) if n != ".beamforge-serving"]
+    assert "model/model.joblib" in marker and "k8s/hpa.yaml" in marker
+    # The user's own files, beside and inside the generated folders, survive every rebuild;
+    # an edited marker cannot reach outside the generated names.
+    mine = ["notes.txt", "k8s/ingress.yaml", "app/extra.cfg", "model/README"]
+    for name in mine:
+        (output / name).write_text("mine")
+    (tmp_path / "outside.txt").write_text("mine")
+    with (output / ".beamforge-serving").open("a") as f:
+        f.write("../outside.txt\nnotes.txt\nk8s/../notes.txt\n")
     assert build_serving(spec, output=str(output)) == first
-    assert sorted(str(p) for p in output.rglob("*") if p.is_file()) == sorted(
-        [*first, str(output / "notes.txt")]
+    assert _files(output) == sorted([*(_files_of(first, output)), *mine])
+    assert (tmp_path / "outside.txt").read_text() == "mine"
+    assert all((output / name).read_text() == "mine" for name in mine)
+    # What the build wrote before and writes no more goes: a gs:// model copies nothing.
+    gs_chain = _chain(tmp_path, {"model": "gs://my-bucket/models/taxi"})
+    gs_written = build_serving(
+        chains.parse_chain(gs_chain, origin="chain.yaml"), output=str(output)
     )
+    assert not any("/model/" in path for path in gs_written)
+    assert _files(output) == sorted([*(_files_of(gs_written, output)), *mine])
+    assert _files(output / "model") == ["README"]
+
+
+def _files_of(paths: list[str], folder: pathlib.Path) -> list[str]:
+    return [pathlib.Path(p).relative_to(folder).as_posix() for p in paths]
+
+
+def _build_error(spec: chains.ChainSpec, output: pathlib.Path) -> str:
+    with pytest.raises(chains.SpecError) as info:
+        build_serving(spec, output=str(output))
+    return str(info.value)
+
+
+def test_a_folder_the_build_did_not_write_is_refused_untouched(tmp_path: pathlib.Path) -> None:
+    spec = chains.parse_chain(
+        _chain(tmp_path, {"model_dir": _model_dir(tmp_path)}), origin="chain.yaml"
+    )
+    output = tmp_path / "out"
+    (output / "k8s").mkdir(parents=True)
+    (output / "k8s/ingress.yaml").write_text("mine")
+    assert _build_error(spec, output) == (
+        f"-o: {output} is not empty and has no .beamforge-serving (it is not a serve build's "
+        "folder): give a new or empty folder"
+    )
+    assert _files(output) == ["k8s/ingress.yaml"]
+    (tmp_path / "file").write_text("mine")
+    assert _build_error(spec, tmp_path / "file") == (
+        f"-o: {tmp_path / 'file'} is a file; give a folder for the build"
+    )
+    assert (tmp_path / "file").read_text() == "mine"
+    # An empty folder is taken (and marked).
+    (tmp_path / "empty").mkdir()
+    build_serving(spec, output=str(tmp_path / "empty"))
+    assert (tmp_path / "empty/.beamforge-serving").is_file()
+
+
+@pytest.mark.parametrize("where", ["inside", "equal", "holding"])
+def test_a_model_dir_overlapping_the_output_is_refused_untouched(
+    tmp_path: pathlib.Path, where: str
+) -> None:
+    model = tmp_path / "out" / "model" if where == "inside" else tmp_path / "m"
+    (model / "artifact").mkdir(parents=True)
+    (model / "model.joblib").write_text("model")
+    output = {"inside": tmp_path / "out", "equal": model, "holding": model / "build"}[where]
+    if where == "inside":
+        # Even a folder an earlier build marked: the model in it is not the build's to remove.
+        (output / ".beamforge-serving").write_text("model/model.joblib\n")
+    spec = chains.parse_chain(_chain(tmp_path, {"model_dir": str(model)}), origin="chain.yaml")
+    assert _build_error(spec, output) == (
+        f"chain.yaml: serving.model_dir: model directory {model} overlaps the output folder "
+        f"{output}; the build would overwrite the model it copies: give another -o"
+    )
+    assert (model / "model.joblib").read_text() == "model"
+    assert sorted(p.name for p in model.iterdir()) == ["artifact", "model.joblib"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m" if where != "inside" else "out"]
+
+
+def test_the_chains_model_dir_inside_the_output_is_refused(
+    deployed: tuple[chains.ChainSpec, dict[str, Any]],
+) -> None:
+    spec, _ = deployed
+    state = json.loads(pathlib.Path(spec.state_path("local")).read_text())
+    model_dir = state["steps"]["upload"]["outputs"]["model_dir"]
+    before = _files(pathlib.Path(spec.workdir))
+    assert _build_error(spec, pathlib.Path(spec.workdir)) == (
+        f"{spec.origin}: serving.model: model directory {model_dir} overlaps the output folder "
+        f"{spec.workdir}; the build would overwrite the model it copies: give another -o"
+    )
+    assert _files(pathlib.Path(spec.workdir)) == before
+
+
+@pytest.mark.parametrize(
+    ("inside", "folder"),
+    [
+        ("launchers/srv", "launchers"),
+        ("transforms/core/srv", "transforms"),
+        ("examples/chicago_taxi/srv", "examples/chicago_taxi"),
+    ],
+)
+def test_an_output_inside_the_projects_source_is_refused(
+    tmp_path: pathlib.Path, inside: str, folder: str
+) -> None:
+    spec = chains.parse_chain(
+        _chain(tmp_path, {"model_dir": _model_dir(tmp_path)}), origin="chain.yaml"
+    )
+    output = REPO / inside
+    assert _build_error(spec, output) == (
+        f"-o: {output} is inside {folder}/, which the image's app/ is copied from: give a "
+        "folder outside it (e.g. build/serving)"
+    )
+    assert not output.exists()
+    assert _build_error(spec, REPO.parent) == (
+        f"-o: {REPO.parent} holds the project ({REPO}): give a folder of its own (build/serving)"
+    )
+
+
+def test_env_values_reach_the_image_literally(tmp_path: pathlib.Path) -> None:
+    chain = _chain(tmp_path, {"model": 'gs://my-bucket/m"o$HOME\\d$PATH'})
+    chain["steps"][2]["gcp"].update(predict_route="/v1/$HOME/predict", health_route='/health"\\$')
+    spec = chains.parse_chain(chain, origin="chain.yaml")
+    build_serving(spec, output=str(tmp_path / "out"))
+    text = (tmp_path / "out/Dockerfile").read_text()
+    assert (
+        '    AIP_PREDICT_ROUTE="/v1/\\$HOME/predict" \\\n'
+        '    AIP_HEALTH_ROUTE="/health\\"\\\\\\$" \\\n'
+        '    AIP_STORAGE_URI="gs://my-bucket/m\\"o\\$HOME\\\\d\\$PATH" \\\n'
+    ) in text
+    env, _, _ = _image_layout(tmp_path / "out", tmp_path / "root")
+    deployment = yaml.safe_load((tmp_path / "out/k8s/deployment.yaml").read_text())
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    expected = {
+        "AIP_HTTP_PORT": "8080",
+        "AIP_PREDICT_ROUTE": "/v1/$HOME/predict",
+        "AIP_HEALTH_ROUTE": '/health"\\$',
+        "AIP_STORAGE_URI": 'gs://my-bucket/m"o$HOME\\d$PATH',
+        "PREDICTOR_MODULE": "examples.chicago_taxi.predictor",
+        "PREDICTOR_CLASS": "TaxiPredictor",
+    }
+    assert {k: v for k, v in env.items() if k in expected} == expected
+    assert {e["name"]: e["value"] for e in container["env"][:4]} == {
+        k: expected[k] for k in list(expected)[:4]
+    }
+    # A POSIX shell, whose double quotes docker's follow, reads the same words (with
+    # variables set, so that one expanded would show).
+    (line,) = [line for line in _dockerfile_instructions(text) if "AIP_HTTP_PORT" in line[1]]
+    shell = subprocess.run(
+        ["sh", "-c", f"printf '%s\\n' {line[1]}"],
+        env={"HOME": "/root", "PATH": os.defpath},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    assert dict(word.split("=", 1) for word in shell.stdout.splitlines()) == expected
+    result = _run([HADOLINT, tmp_path / "out/Dockerfile"])
+    assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
+    # The test's reader would catch an unescaped $: the check is not vacuous.
+    with pytest.raises(AssertionError, match="docker would expand"):
+        _docker_words('A="/v1/$HOME"')
+
+
+@pytest.mark.parametrize(
+    ("change", "error"),
+    [
+        (
+            {"predictor": "examples.chicago_taxi.predictor:Taxi Predictor"},
+            "steps[2].predictor: expected module:Class (a dotted path of Python identifiers, a "
+            "colon, an identifier), got 'examples.chicago_taxi.predictor:Taxi Predictor'",
+        ),
+        (
+            {"gcp": {"image_uri": IMAGE, "predict_route": "/pre dict"}},
+            "steps[2].gcp.predict_route: '/pre dict' is not a route: it starts with / and holds "
+            "no whitespace",
+        ),
+        (
+            {"gcp": {"image_uri": IMAGE, "health_route": "health"}},
+            "steps[2].gcp.health_route: 'health' is not a route: it starts with / and holds no "
+            "whitespace",
+        ),
+        (
+            {"gcp": {"image_uri": IMAGE, "port": 80}},
+            "steps[2].gcp.port: the server cannot listen on port 80: it runs as a non-root user "
+            "without capabilities; give 1024..65535 (the Service's port may still be 80)",
+        ),
+    ],
+)
+def test_bad_upload_settings_for_the_image(
+    tmp_path: pathlib.Path, change: dict[str, Any], error: str
+) -> None:
+    chain = _chain(tmp_path, {"model_dir": _model_dir(tmp_path)})
+    chain["steps"][2].update(change)
+    spec = chains.parse_chain(chain, origin="chain.yaml")
+    assert _build_error(spec, tmp_path / "out") == f"chain.yaml: {error}"
+    assert not (tmp_path / "out").exists()
+
+
+def test_exponent_quantities_are_kubernetes_quantities(tmp_path: pathlib.Path) -> None:
+    section = {
+        "model_dir": _model_dir(tmp_path),
+        "resources": {"requests": {"cpu": "5e-1", "memory": "1e9"}},
+        "service_account": "taxi.predictor",
+    }
+    spec = chains.parse_chain(_chain(tmp_path, section), origin="chain.yaml")
+    build_serving(spec, output=str(tmp_path / "out"))
+    deployment = tmp_path / "out/k8s/deployment.yaml"
+    (container,) = yaml.safe_load(deployment.read_text())["spec"]["template"]["spec"]["containers"]
+    assert container["resources"]["requests"] == {"cpu": "5e-1", "memory": "1e9"}
+    for name in ("deployment.yaml", "serviceaccount.yaml"):
+        result = _kubernetes_validate(tmp_path / "out/k8s" / name)
+        assert result.returncode == 0, result.stdout + result.stderr

@@ -9,13 +9,14 @@ Workload Identity's annotation, Deployment, Service and HorizontalPodAutoscaler.
 
 from __future__ import annotations
 
-from launchers.gke.build import K8S_DIR, build_serving
+from launchers.gke.build import K8S_DIR, MARKER, build_serving
 from launchers.gke.image import SERVER_COMMAND, dockerfile, source_files
 from launchers.gke.manifests import WORKLOAD_IDENTITY_ANNOTATION, container_env, manifests
 from launchers.gke.settings import Serving, ServingSection, serving_settings
 
 __all__ = [
     "K8S_DIR",
+    "MARKER",
     "SERVER_COMMAND",
     "WORKLOAD_IDENTITY_ANNOTATION",
     "Serving",

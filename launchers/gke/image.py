@@ -35,8 +35,10 @@ __all__ = [
     "SERVER_UID",
     "WORKDIR",
     "dockerfile",
+    "env_value",
     "project_root",
     "requirement_pins",
+    "source_dirs",
     "source_files",
 ]
 
@@ -82,6 +84,17 @@ def requirement_pins() -> list[str]:
     return pins
 
 
+def source_dirs(predictor: str, root: pathlib.Path) -> list[pathlib.Path]:
+    """The directories :func:`source_files` collects whole: the project's packages and,
+    for a predictor outside them, its own package (or module's directory)."""
+    dirs = [root / package for package in PROJECT_PACKAGES]
+    parts = predictor.partition(":")[0].split(".")
+    if parts[0] not in PROJECT_PACKAGES:
+        as_file = root.joinpath(*parts).with_suffix(".py")
+        dirs.append(root.joinpath(*parts[:-1]) if as_file.is_file() else root.joinpath(*parts))
+    return dirs
+
+
 def source_files(predictor: str, root: pathlib.Path) -> list[str]:
     """The project files the image carries, relative to ``root``, sorted.
 
@@ -124,6 +137,22 @@ def _modules(root: pathlib.Path, package: str) -> list[str]:
             if name.endswith(".py"):
                 found.append(os.path.relpath(os.path.join(directory, name), root))
     return [pathlib.Path(p).as_posix() for p in found]
+
+
+def env_value(value: str) -> str:
+    """``value`` as a double-quoted Dockerfile word that docker reads back literally.
+
+    In double quotes, docker's word processing still expands ``$NAME`` and treats ``\\``
+    as an escape; ``\\``, ``"`` and ``$`` escaped are read as themselves. Line breaks
+    cannot be written this way: the settings refuse them before.
+
+    Raises:
+        ValueError: for a value with a line break.
+    """
+    if "\n" in value or "\r" in value:
+        raise ValueError(f"{value!r} holds a line break")
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("$", "\\$")
+    return f'"{escaped}"'
 
 
 def dockerfile(serving: Serving, *, chain: str, pins: list[str]) -> str:
@@ -178,7 +207,7 @@ def dockerfile(serving: Serving, *, chain: str, pins: list[str]) -> str:
         lines.append(
             "# AIP_STORAGE_URI is relative to the WORKDIR; Vertex AI sets its own copy's path."
         )
-    lines.append("ENV " + " \\\n    ".join(f"{k}={v}" for k, v in env.items()))
+    lines.append("ENV " + " \\\n    ".join(f"{k}={env_value(v)}" for k, v in env.items()))
     lines += [
         f"EXPOSE {serving.port}",
         f"CMD {json.dumps(list(SERVER_COMMAND))}",

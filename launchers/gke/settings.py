@@ -23,6 +23,7 @@ the upload step, the Google service account from ``gcp.service_account``.
 from __future__ import annotations
 
 import dataclasses
+import keyword
 import os
 import re
 from typing import Annotated, Literal
@@ -46,7 +47,15 @@ __all__ = [
 # The chain's train step copies the dataset's transform artifact here (launchers.chain
 # handoff): a model directory without it cannot turn raw rows into features.
 ARTIFACT_DIR = "artifact"
+# Kubernetes names: a Service's is a DNS-1035 label (starts with a letter), a namespace's a
+# DNS-1123 label, a ServiceAccount's a DNS-1123 subdomain (dots allowed, up to 253).
+_DNS_1035_LABEL = re.compile(r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?")
 _DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+_DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+_IDENTIFIER = r"[A-Za-z_][A-Za-z0-9_]*"
+_PREDICTOR = re.compile(rf"(?P<module>{_IDENTIFIER}(?:\.{_IDENTIFIER})*):(?P<cls>{_IDENTIFIER})")
+# The server runs as a non-root user with every capability dropped: it cannot bind below.
+_FIRST_UNPRIVILEGED_PORT = 1024
 # REGISTRY[:PORT]/PATH[:TAG|@sha256:DIGEST]; a registry host has a dot (or is localhost).
 _IMAGE = re.compile(
     r"(?:[a-z0-9-]+\.)+[a-z0-9-]+(?::\d+)?/[a-z0-9._/-]+(?::[\w][\w.-]{0,127}|@sha256:[0-9a-f]{64})?"
@@ -69,18 +78,24 @@ class Amounts:
         if self.cpu is not None:
             # YAML reads `cpu: 1` as a number; Kubernetes takes it as a quantity string.
             self.cpu = str(self.cpu)
+        for key, amount in (("cpu", cpu_cores), ("memory", memory_bytes)):
+            quantity = getattr(self, key)
+            if quantity is None:
+                continue
             try:
-                cpu_cores(self.cpu)
+                value = amount(quantity)
             except ValueError as exc:
-                raise FieldError("cpu", str(exc)) from None
-        if self.memory is not None:
-            try:
-                memory_bytes(self.memory)
-            except ValueError as exc:
-                raise FieldError("memory", str(exc)) from None
+                raise FieldError(key, str(exc)) from None
+            # A zero request leaves the autoscaler no CPU use to compute, a zero limit no room.
+            if value == 0:
+                raise FieldError(key, f"{quantity!r} is zero; give a positive quantity")
 
     def as_dict(self) -> dict[str, str]:
         return {k: str(v) for k, v in (("cpu", self.cpu), ("memory", self.memory)) if v is not None}
+
+
+class _DefaultAmounts(Amounts):
+    """Amounts taken because the spec left ``requests`` or ``limits`` out (named in errors)."""
 
 
 @dataclasses.dataclass
@@ -88,14 +103,18 @@ class Resources:
     """The container's resource requests and limits."""
 
     # Sized for the CPR server with a scikit-learn model: about 300 MB resident once loaded.
-    requests: Amounts = dataclasses.field(default_factory=lambda: Amounts("500m", "1Gi"))
-    limits: Amounts = dataclasses.field(default_factory=lambda: Amounts("1", "2Gi"))
+    requests: Amounts = dataclasses.field(default_factory=lambda: _DefaultAmounts("500m", "1Gi"))
+    limits: Amounts = dataclasses.field(default_factory=lambda: _DefaultAmounts("1", "2Gi"))
 
     def validate(self) -> None:
         for key, amount in (("cpu", cpu_cores), ("memory", memory_bytes)):
             request = getattr(self.requests, key)
             limit = getattr(self.limits, key)
             if request is not None and limit is not None and amount(request) > amount(limit):
+                if isinstance(self.requests, _DefaultAmounts):
+                    request = f"{request} (the default request)"
+                if isinstance(self.limits, _DefaultAmounts):
+                    limit = f"{limit}, the default limit: give resources.limits"
                 raise FieldError(f"requests.{key}", f"{request} is more than its limit ({limit})")
 
 
@@ -232,16 +251,28 @@ def _resolve(spec: ChainSpec) -> Serving:
     model_dir, storage_uri = _model(spec, section, upload)
 
     name = section.name or spec.name.lower().replace("_", "-")
-    if not _DNS_LABEL.fullmatch(name):
-        where = "name" if section.name else f"the chain name {spec.name!r}"
+    if not _DNS_1035_LABEL.fullmatch(name):
+        where = repr(name) if section.name else f"the chain name {spec.name!r}"
         raise SpecError(
             "serving.name",
-            f"{where} is not a Kubernetes name: lower-case letters, digits and -, up to 63 "
-            + ("characters" if section.name else "characters; give serving.name"),
+            f"{where} is not a Kubernetes Service name: lower-case letters, digits and -, "
+            "starting with a letter and ending with a letter or digit, up to 63 characters"
+            + ("" if section.name else "; give serving.name"),
         )
-    _check_label(section.namespace, "namespace")
+    if not _DNS_LABEL.fullmatch(section.namespace):
+        raise SpecError(
+            "serving.namespace",
+            f"{section.namespace!r} is not a Kubernetes name: lower-case letters, digits and -, "
+            "up to 63 characters",
+        )
     service_account = section.service_account or name
-    _check_label(service_account, "service_account")
+    if len(service_account) > 253 or not _DNS_SUBDOMAIN.fullmatch(service_account):
+        raise SpecError(
+            "serving.service_account",
+            f"{service_account!r} is not a Kubernetes service account name: lower-case "
+            "letters, digits, - and ., each dot-separated part starting and ending with a "
+            "letter or digit, up to 253 characters",
+        )
     gcp_account = section.gcp_service_account or (spec.gcp.service_account if spec.gcp else None)
     if gcp_account is not None and not _GCP_SERVICE_ACCOUNT.fullmatch(gcp_account):
         raise SpecError(
@@ -268,9 +299,27 @@ def _resolve(spec: ChainSpec) -> Serving:
         raise SpecError(
             "serving.predictor", "no predictor: give predictor (module:Class) or add an upload step"
         )
-    module, _, cls = predictor.partition(":")
-    if not module or not cls:
-        raise SpecError("serving.predictor", f"expected module:Class, got {predictor!r}")
+    upload_key = f"steps[{spec.steps.index(upload)}]" if upload is not None else ""
+    _check_predictor(
+        predictor, "serving.predictor" if section.predictor else f"{upload_key}.predictor"
+    )
+    port, predict_route, health_route = 8080, "/predict", "/health"
+    if upload_gcp is not None:
+        port = upload_gcp.port
+        predict_route, health_route = upload_gcp.predict_route, upload_gcp.health_route
+        if not _FIRST_UNPRIVILEGED_PORT <= port <= 65535:
+            raise SpecError(
+                f"{upload_key}.gcp.port",
+                f"the server cannot listen on port {port}: it runs as a non-root user without "
+                f"capabilities; give {_FIRST_UNPRIVILEGED_PORT}..65535 (the Service's port may "
+                "still be 80)",
+            )
+        for key, route in (("predict_route", predict_route), ("health_route", health_route)):
+            if not route.startswith("/") or any(c.isspace() or not c.isprintable() for c in route):
+                raise SpecError(
+                    f"{upload_key}.gcp.{key}",
+                    f"{route!r} is not a route: it starts with / and holds no whitespace",
+                )
 
     autoscale = section.autoscale
     replicas = section.replicas if section.replicas is not None else autoscale.min
@@ -293,9 +342,9 @@ def _resolve(spec: ChainSpec) -> Serving:
         predictor=predictor,
         model_dir=model_dir,
         storage_uri=storage_uri,
-        port=upload_gcp.port if upload_gcp else 8080,
-        predict_route=upload_gcp.predict_route if upload_gcp else "/predict",
-        health_route=upload_gcp.health_route if upload_gcp else "/health",
+        port=port,
+        predict_route=predict_route,
+        health_route=health_route,
         replicas=replicas,
         resources=section.resources,
         autoscale=autoscale,
@@ -306,12 +355,15 @@ def _resolve(spec: ChainSpec) -> Serving:
     )
 
 
-def _check_label(value: str, key: str) -> None:
-    if not _DNS_LABEL.fullmatch(value):
+def _check_predictor(predictor: str, key: str) -> None:
+    """The predictor goes into the image's environment and an import: only names pass."""
+    match = _PREDICTOR.fullmatch(predictor)
+    names = [*match["module"].split("."), match["cls"]] if match else []
+    if match is None or any(keyword.iskeyword(name) for name in names):
         raise SpecError(
-            f"serving.{key}",
-            f"{value!r} is not a Kubernetes name: lower-case letters, digits and -, up to 63 "
-            "characters",
+            key,
+            f"expected module:Class (a dotted path of Python identifiers, a colon, an "
+            f"identifier), got {predictor!r}",
         )
 
 
