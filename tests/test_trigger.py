@@ -10,6 +10,7 @@ Vertex AI server through the real SDK.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import importlib.metadata
 import json
@@ -36,7 +37,7 @@ from launchers.chain.spec import ChainSpec
 from launchers.trigger import build_trigger
 from launchers.trigger.build import REQUIREMENTS, requirements
 from launchers.trigger.commands import env_flag
-from launchers.trigger.globs import can_end_with, can_start_with
+from launchers.trigger.globs import can_end_with, can_start_with, shortest_match
 from launchers.trigger.runtime import FINALIZED, delivery_key, object_matches, run_id
 from tests import vertex_fake
 from tests.conftest import REPO, TAXI_SAMPLE
@@ -186,9 +187,55 @@ def _chain_data(**trigger: Any) -> dict[str, Any]:
         (
             {"glob": "**.json", "records": "gs://trips-in/trigger"},
             "local",
-            "x.yaml: trigger.records: gs://trips-in/trigger is in the watched bucket and its "
-            "records pass the filters: each record would start the chain again; keep them "
+            "x.yaml: trigger.records: gs://trips-in/trigger is in the watched bucket and names "
+            "under it can pass the filters: each record would start the chain again; keep them "
             "elsewhere or narrow the filters",
+        ),
+        (
+            # Generations start with any digit: every name under the records folder counts.
+            {"glob": "rec/17*", "records": "gs://trips-in/rec"},
+            "local",
+            "x.yaml: trigger.records: gs://trips-in/rec is in the watched bucket and names "
+            "under it can pass the filters: each record would start the chain again; keep them "
+            "elsewhere or narrow the filters",
+        ),
+        (
+            {"glob": "", "prefix": "rec/2", "records": "gs://trips-in/"},
+            "local",
+            "x.yaml: trigger.records: gs://trips-in/ is in the watched bucket and names under "
+            "it can pass the filters: each record would start the chain again; keep them "
+            "elsewhere or narrow the filters",
+        ),
+        (
+            # Each filter alone can hold; not all three at once (two characters).
+            {"glob": "??", "prefix": "ab", "suffix": "cd"},
+            "local",
+            "x.yaml: trigger.glob: no object name of at most 1024 bytes starts with 'ab', ends "
+            "with 'cd' and matches glob '??': the trigger would never fire",
+        ),
+        (
+            {"glob": "a/*/b", "prefix": "a/x/", "suffix": "/y/b"},
+            "local",
+            "x.yaml: trigger.glob: no object name of at most 1024 bytes starts with 'a/x/', "
+            "ends with '/y/b' and matches glob 'a/*/b': the trigger would never fire",
+        ),
+        (
+            {"glob": "", "prefix": "é" * 513},
+            "local",
+            "x.yaml: trigger.prefix: is 1026 bytes of UTF-8; GCS object names are 1024 bytes "
+            "at most: the trigger would never fire",
+        ),
+        (
+            {"glob": "", "prefix": "p" * 600, "suffix": "s" * 500},
+            "local",
+            "x.yaml: trigger.suffix: no object name of at most 1024 bytes starts with "
+            f"{'p' * 600!r} and ends with {'s' * 500!r}: the trigger would never fire",
+        ),
+        (
+            {"glob": "incoming/*.csv\n"},
+            "local",
+            "x.yaml: trigger.glob: got 'incoming/*.csv\\n'; object names hold no carriage "
+            "return or line feed: the trigger would never fire",
         ),
         ({}, "cloud", "x.yaml: <root>: unknown target 'cloud'; expected one of local, gcp"),
     ],
@@ -203,6 +250,23 @@ def test_bad_trigger_fails_before_anything_is_written(
     assert str(info.value) == message
     assert "\n" not in str(info.value)
     assert not output.exists()
+
+
+@pytest.mark.parametrize(
+    ("trigger", "records"),
+    [
+        # The records folder's names cannot pass the filters: accepted.
+        ({"glob": "rec/17*", "records": "gs://trips-in/records"}, "gs://trips-in/records"),
+        ({"glob": "", "prefix": "in/", "records": "gs://trips-in/rec"}, "gs://trips-in/rec"),
+        ({"glob": "????", "prefix": "ab", "suffix": "cd"}, "out/trigger"),
+        ({"glob": "", "prefix": "p" * 600, "suffix": "p" * 500}, "out/trigger"),
+    ],
+)
+def test_filters_that_can_hold_are_accepted(trigger: dict[str, Any], records: str) -> None:
+    from launchers.trigger import parse_trigger
+
+    spec = parse_chain(_chain_data(**trigger), origin="x.yaml")
+    assert parse_trigger(spec, "local").records == records
 
 
 def test_gcp_target_keeps_records_on_gcs_and_a_chain_without_trigger_fails(
@@ -268,6 +332,34 @@ def test_glob_checks_never_refuse_a_name_the_function_would_take(
     if object_matches(name, glob=glob):
         assert can_start_with(glob, name[:cut])
         assert can_end_with(glob, name[cut:])
+
+
+_AFFIXES = st.text(alphabet="ab/.", max_size=3)
+
+
+def _brute_shortest(glob: str, prefix: str, suffix: str, longest: int) -> int | None:
+    # Every name of at most ``longest`` characters over the filters' characters and one more.
+    names = [""]
+    for size in range(longest + 1):
+        for name in names:
+            if object_matches(name, prefix=prefix, suffix=suffix, glob=glob):
+                return size
+        names = [name + char for name in names for char in "ab/.c"]
+    return None
+
+
+@settings(max_examples=150, deadline=None)
+@given(glob=_GLOBS, prefix=_AFFIXES, suffix=_AFFIXES)
+def test_shortest_match_finds_the_shortest_name_of_all_filters(
+    glob: str, prefix: str, suffix: str
+) -> None:
+    found = shortest_match(glob, prefix, suffix)
+    brute = _brute_shortest(glob, prefix, suffix, 5)
+    if brute is not None or (found is not None and found <= 5):
+        assert found == brute
+    assert shortest_match(glob, prefix, suffix, limit=4) == (
+        found if found is not None and found <= 4 else None
+    )
 
 
 @pytest.mark.parametrize(
@@ -422,6 +514,7 @@ def test_local_function_in_process_runs_the_chain_once_per_object(
         "parameter": "input",
         "values": {"input": "trips.csv"},
         "records": "out/trigger",
+        "timeout": 540,
         "local": {
             "python": sys.executable,
             "directory": str(tmp_path),
@@ -529,6 +622,250 @@ def test_a_chain_that_cannot_start_is_not_recorded_and_a_failed_one_is(
         f"'{tmp_path / 'no-python'}'"
     )
     assert lines[2]["record"] == key
+
+
+def _raw_event(event_id: str, content_type: str, body: bytes) -> tuple[dict[str, str], bytes]:
+    # A binary-mode CloudEvent with any body, as a misbehaving sender may post.
+    headers = {
+        "ce-specversion": "1.0",
+        "ce-id": event_id,
+        "ce-type": FINALIZED,
+        "ce-source": "//storage.googleapis.com/projects/_/buckets/x",
+        "Content-Type": content_type,
+    }
+    return headers, body
+
+
+def test_events_without_a_usable_object_are_ignored_and_write_nothing(
+    local_chain: tuple[ChainSpec, str],
+    tmp_path: pathlib.Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import functions_framework
+
+    spec, bucket = local_chain
+    build_trigger(spec, output="function", target="local")
+    client = functions_framework.create_app(
+        target="on_object_finalized",
+        source=str(tmp_path / "function" / "main.py"),
+        signature_type="cloudevent",
+    ).test_client()
+    name = "incoming/trips.csv"
+    path = f"gs://{bucket}/{name}"
+    objects: list[dict[str, Any]] = [
+        {"bucket": bucket, "name": name, "generation": "../../TRAVERSAL"},
+        {"bucket": bucket, "name": name, "generation": {"a": 1}},
+        {"bucket": bucket, "name": name, "generation": "1" * 400},
+        {"bucket": bucket, "name": name},
+        {"bucket": bucket, "name": name, "generation": 17},
+        {"bucket": bucket, "name": name, "generation": "١٢"},  # digits, not ASCII ones
+        {"bucket": bucket, "name": ["incoming", "trips.csv"], "generation": "1"},
+        {"bucket": "", "name": name, "generation": "1"},
+    ]
+    capsys.readouterr()
+    for i, data in enumerate(objects):
+        headers, body = _raw_event(f"e{i}", "application/json", json.dumps(data).encode())
+        answer = client.post("/", headers=headers, data=body)
+        assert answer.status_code == 200, answer.get_data(as_text=True)
+    for event_id, content_type, body in [
+        ("list", "application/json", b'[{"bucket": "x"}]'),
+        ("string", "application/json", b'"incoming/trips.csv"'),
+        ("number", "application/json", b"17"),
+        ("text", "text/plain", b"incoming/trips.csv"),
+        ("empty", "application/json", b""),
+    ]:
+        answer = client.post("/", headers=_raw_event(event_id, content_type, body)[0], data=body)
+        assert answer.status_code == 200, answer.get_data(as_text=True)
+    messages = [line["message"] for line in _log_lines(capsys.readouterr().out)]
+    why = "is not an object generation (decimal digits)"
+    assert messages == [
+        f"ignored {path}: generation '../../TRAVERSAL' {why}",
+        f"ignored {path}: generation {{'a': 1}} {why}",
+        f"ignored {path}: generation '{'1' * 36}... {why}",
+        f"ignored {path}: generation None {why}",
+        f"ignored {path}: generation 17 {why}",
+        f"ignored {path}: generation '١٢' {why}",
+        "ignored event e6: the event names no bucket and object",
+        "ignored event e7: the event names no bucket and object",
+        "ignored event list: its data is not a JSON object (got list)",
+        "ignored event string: its data is not a JSON object (got str)",
+        "ignored event number: its data is not a JSON object (got int)",
+        "ignored event text: its data is not a JSON object (got bytes)",
+        "ignored event empty: its data is not a JSON object (got NoneType)",
+    ]
+    # No record anywhere (the records folder is not even made), no run.
+    assert not (tmp_path / "out").exists()
+    assert list(tmp_path.parent.rglob("*TRAVERSAL*")) == []
+    assert _runs(tmp_path) == []
+
+
+def _claim_record(bucket: str, name: str, generation: str, age: float) -> str:
+    claimed = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=age)
+    record = {
+        "bucket": bucket,
+        "name": name,
+        "generation": generation,
+        "event_id": "lost",
+        "claimed": claimed.isoformat(timespec="seconds"),
+        "target": "local",
+    }
+    return json.dumps(record)
+
+
+@pytest.mark.timeout(300)
+def test_a_stale_claim_without_outcome_is_taken_over_and_a_fresh_one_is_a_repeat(
+    local_chain: tuple[ChainSpec, str],
+    gcs_emulator: Gcs,
+    tmp_path: pathlib.Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import functions_framework
+
+    spec, bucket = local_chain
+    build_trigger(spec, output="function", target="local")
+    client = functions_framework.create_app(
+        target="on_object_finalized",
+        source=str(tmp_path / "function" / "main.py"),
+        signature_type="cloudevent",
+    ).test_client()
+    trips = _upload(gcs_emulator, bucket, "incoming/trips.csv", _slice())
+    path = f"gs://{bucket}/incoming/trips.csv"
+    generation = str(trips.generation)
+    key = delivery_key(bucket, trips.name, generation)
+    records = tmp_path / "out" / "trigger"
+    records.mkdir(parents=True)
+    headers, body = _encode(_event(bucket, trips), "binary")
+    capsys.readouterr()
+
+    # Claimed 10 minutes ago (the timeout, 540 s, and the margin, 60 s, not yet past): a
+    # delivery may still be at work: a repeat.
+    (records / key).write_text(_claim_record(bucket, trips.name, generation, 599))
+    assert client.post("/", headers=headers, data=body).status_code == 200
+    assert _runs(tmp_path) == []
+    # Claimed longer ago with no outcome: its delivery died; this one starts the chain.
+    (records / key).write_text(_claim_record(bucket, trips.name, generation, 602))
+    answer = client.post("/", headers=headers, data=body)
+    assert answer.status_code == 200, answer.get_data(as_text=True)
+    _check_one_run(tmp_path, path)
+    record = _records(records)[key]
+    assert record["started"] == "beamforge chain succeeded (exit 0)"
+    assert record["event_id"] != "lost"
+    # Now it has an outcome: a repeat, however old.
+    (records / key).write_text(json.dumps({**record, "claimed": "2020-01-01T00:00:00+00:00"}))
+    assert client.post("/", headers=headers, data=body).status_code == 200
+    _check_one_run(tmp_path, path)
+    lines = _log_lines(capsys.readouterr().out)
+    assert [(line["severity"], line["message"]) for line in lines] == [
+        ("INFO", f"repeated {path}: generation {generation} was delivered before"),
+        (
+            "WARNING",
+            f"took over the claim of {path}: no outcome after 600 s (its delivery died before "
+            "starting the chain)",
+        ),
+        ("INFO", f"started the chain for {path}: beamforge chain succeeded (exit 0)"),
+        ("INFO", f"repeated {path}: generation {generation} was delivered before"),
+    ]
+    assert sorted(p.name for p in records.iterdir()) == [".lock", key]
+
+
+@pytest.mark.parametrize("where", ["local", "gcs"])
+def test_racing_redeliveries_take_over_a_stale_claim_once(
+    where: str, gcs_emulator: Gcs, tmp_path: pathlib.Path, request: pytest.FixtureRequest
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from launchers.trigger.runtime import claim
+
+    if where == "gcs":
+        bucket = gcs_emulator.new_bucket(_bucket(request, "records"))
+        records = f"gs://{bucket}/rec"
+        blob = gcs_emulator.client().bucket(bucket).blob(f"rec/{delivery_key('b', 'n', '7')}")
+        write = blob.upload_from_string
+        read = blob.download_as_text
+    else:
+        records = str(tmp_path / "rec")
+        file = tmp_path / "rec" / delivery_key("b", "n", "7")
+        write = file.write_text
+        read = file.read_text
+    settings = {"records": records, "timeout": 60, "vertex": {"project": PROJECT}, "root": "/"}
+    key = delivery_key("b", "n", "7")
+    fresh = _claim_record("b", "n", "7", 0)
+    assert claim(settings, key, json.loads(fresh)) == "claimed"
+    assert json.loads(read()) == json.loads(fresh)
+    assert claim(settings, key, json.loads(fresh)) == "repeated"
+    mine = [{**json.loads(fresh), "event_id": f"delivery-{i}"} for i in range(6)]
+    for stale in (_claim_record("b", "n", "7", 121), "{not json"):
+        write(stale)
+        with ThreadPoolExecutor(6) as pool:
+            outcomes = list(pool.map(lambda record: claim(settings, key, record), mine))
+        assert sorted(outcomes) == ["repeated"] * 5 + ["taken over"]
+        assert json.loads(read()) == mine[outcomes.index("taken over")]
+    # Claimed 2 minutes ago, but with an outcome: a repeat.
+    write(json.dumps({**json.loads(_claim_record("b", "n", "7", 121)), "failed": "exit 1"}))
+    assert claim(settings, key, mine[0]) == "repeated"
+
+
+def test_the_build_owns_its_folder(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    spec = load_chain(str(TAXI_CHAIN))
+    output = tmp_path / "function"
+    build_trigger(spec, output=str(output), target="gcp")
+    gcp_files = [
+        "deploy.sh",
+        "main.py",
+        "pipeline.yaml",
+        "requirements.txt",
+        "serve.sh",
+        "trigger.json",
+        "trigger_runtime.py",
+    ]
+    assert sorted(p.name for p in output.iterdir()) == sorted([".beamforge-trigger", *gcp_files])
+    marker = json.loads((output / ".beamforge-trigger").read_text())
+    assert marker == {
+        "written_by": "beamforge trigger build",
+        "files": [
+            "pipeline.yaml",
+            "main.py",
+            "trigger_runtime.py",
+            "trigger.json",
+            "requirements.txt",
+            "deploy.sh",
+            "serve.sh",
+        ],
+    }
+    # A rebuild for the other target removes what the first wrote: no deploy.sh or
+    # pipeline.yaml of the gcp target is left to deploy.
+    build_trigger(spec, output=str(output), target="local")
+    local_files = ["main.py", "requirements.txt", "serve.sh", "trigger.json", "trigger_runtime.py"]
+    assert sorted(p.name for p in output.iterdir()) == [".beamforge-trigger", *local_files]
+    marker = json.loads((output / ".beamforge-trigger").read_text())
+    assert sorted(marker["files"]) == local_files
+    # A marker listing other files removes none of them.
+    (output / "notes.txt").write_text("mine\n")
+    (output / ".beamforge-trigger").write_text('{"files": ["notes.txt", "../chain.yaml"]}')
+    build_trigger(spec, output=str(output), target="local")
+    assert (output / "notes.txt").read_text() == "mine\n"
+
+    # A folder the build did not write is refused, whatever it holds, and left as it was.
+    for held in (["main.py", "requirements.txt"], ["a.txt", "b.txt", "c", "d", "e", "f"]):
+        other = tmp_path / f"other-{len(held)}"
+        other.mkdir()
+        for name in held:
+            (other / name).write_text(f"the user's {name}\n")
+        with pytest.raises(SpecError) as info:
+            build_trigger(spec, output=str(other), target="local")
+        shown = ", ".join(held[:5]) + (", ..." if len(held) > 5 else "")
+        assert str(info.value) == (
+            f"{TAXI_CHAIN}: <root>: output {str(other)!r} is a folder beamforge trigger build "
+            f"did not write (it holds {shown}); give a new or empty folder: the function is "
+            "deployed with all of it"
+        )
+        assert {p.name: p.read_text() for p in other.iterdir()} == {
+            name: f"the user's {name}\n" for name in held
+        }
+    # An empty folder is taken.
+    (tmp_path / "empty").mkdir()
+    assert len(build_trigger(spec, output=str(tmp_path / "empty"), target="local")) == 5
 
 
 @pytest.fixture()

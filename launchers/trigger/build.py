@@ -11,11 +11,18 @@
   google-cloud-aiplatform, pinned; no beamforge, Beam or tensorflow;
 - ``pipeline.yaml`` (gcp): the chain compiled for Vertex AI Pipelines;
 - ``deploy.sh`` (gcp): the ``gcloud functions deploy`` command; ``serve.sh``: the same
-  function served by functions-framework on 127.0.0.1.
+  function served by functions-framework on 127.0.0.1;
+- ``.beamforge-trigger``: the marker that the folder is the build's, listing the files it
+  wrote.
+
+The build owns its folder (``deploy.sh`` uploads all of it): it writes into a new or empty
+folder, or one an earlier build wrote (holding the marker), whose listed files it removes
+first; any other folder is refused.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pathlib
@@ -40,6 +47,17 @@ REQUIREMENTS = {
 }
 TRIGGER_LABEL = "beamforge-trigger"
 RUNTIME_MODULE = "trigger_runtime.py"
+MARKER = ".beamforge-trigger"
+# Every file a build may write: the only ones a rebuild removes, whatever a marker lists.
+_OWNED = (
+    runtime.PIPELINE_FILE,
+    "main.py",
+    RUNTIME_MODULE,
+    runtime.SETTINGS_FILE,
+    "requirements.txt",
+    "deploy.sh",
+    "serve.sh",
+)
 
 _MAIN = '''\
 """Starts chain {chain} for each object finalized in gs://{bucket}.
@@ -61,7 +79,7 @@ SETTINGS = trigger_runtime.load_settings(
 @functions_framework.cloud_event
 def {entry}(event):
     """Handles one google.cloud.storage.object.v1.finalized event."""
-    trigger_runtime.handle(event["type"], event["id"], event.data or {{}}, SETTINGS)
+    trigger_runtime.handle(event["type"], event["id"], event.data, SETTINGS)
 '''
 
 
@@ -70,7 +88,8 @@ def build_trigger(spec: ChainSpec, *, output: str, target: str) -> list[str]:
 
     Args:
         spec: The chain, with its ``trigger:`` section (and ``gcp:`` for the gcp target).
-        output: The function's folder (created; files of the same names are replaced).
+        output: The function's folder: new, empty, or written by an earlier build (its
+            files are removed first).
         target: ``gcp`` (the function submits the compiled Vertex AI pipeline) or ``local``
             (it runs ``beamforge chain`` in this project's Python, from the current folder).
 
@@ -82,13 +101,15 @@ def build_trigger(spec: ChainSpec, *, output: str, target: str) -> list[str]:
             for a bad trigger section (see :func:`launchers.trigger.spec.parse_trigger`), at
             ``gcp`` for the gcp target without a gcp section, at the YAML path of what
             Vertex AI Pipelines cannot express (from the pipeline's compilation), or at
-            ``<root>`` for an unknown target or an ``output`` that is a file.
+            ``<root>`` for an unknown target, an ``output`` that is a file, or a non-empty
+            folder without the marker of an earlier build.
     """
     trigger = parse_trigger(spec, target)
     if os.path.exists(output) and not os.path.isdir(output):
         raise SpecError(
             "", f"output {output!r} is a file; give a folder for the function", source=spec.origin
         )
+    previous = _previous_files(output, spec.origin)
     try:
         commands.env_flag(trigger.function.env)
     except ValueError as exc:
@@ -96,12 +117,53 @@ def build_trigger(spec: ChainSpec, *, output: str, target: str) -> list[str]:
     with tempfile.TemporaryDirectory(prefix="trigger-") as staging:
         files = _stage(spec, trigger, pathlib.Path(staging))
         os.makedirs(output, exist_ok=True)
+        # Listing both builds' files until the new one is complete: an interrupted rebuild
+        # is still cleaned up by the next.
+        _write_marker(output, sorted(set(previous) | set(files)))
+        for name in previous:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(os.path.join(output, name))
         written = []
         for name in files:
             destination = os.path.join(output, name)
             shutil.copy2(os.path.join(staging, name), destination)
             written.append(destination)
+        _write_marker(output, files)
     return written
+
+
+def _previous_files(output: str, origin: str) -> list[str]:
+    """The files an earlier build wrote into ``output`` (none for a new or empty folder).
+
+    Raises:
+        SpecError: if ``output`` is a non-empty folder without the marker.
+    """
+    if not os.path.isdir(output):
+        return []
+    marker = os.path.join(output, MARKER)
+    if not os.path.exists(marker):
+        found = sorted(os.listdir(output))
+        if not found:
+            return []
+        shown = ", ".join(found[:5]) + (", ..." if len(found) > 5 else "")
+        raise SpecError(
+            "",
+            f"output {output!r} is a folder beamforge trigger build did not write (it holds "
+            f"{shown}); give a new or empty folder: the function is deployed with all of it",
+            source=origin,
+        )
+    try:
+        with open(marker, encoding="utf-8") as f:
+            data = json.load(f)
+    except ValueError:
+        data = None
+    listed = data.get("files") if isinstance(data, dict) else None
+    return [name for name in listed if name in _OWNED] if isinstance(listed, list) else []
+
+
+def _write_marker(output: str, files: list[str]) -> None:
+    text = json.dumps({"written_by": "beamforge trigger build", "files": files}, indent=2)
+    pathlib.Path(output, MARKER).write_text(text + "\n", encoding="utf-8")
 
 
 def _stage(spec: ChainSpec, trigger: Trigger, folder: pathlib.Path) -> list[str]:
@@ -165,6 +227,7 @@ def settings_of(spec: ChainSpec, trigger: Trigger) -> dict[str, Any]:
         "parameter": trigger.parameter,
         "values": dict(spec.values),
         "records": trigger.records,
+        "timeout": trigger.function.timeout,
     }
     if trigger.target == "gcp":
         gcp = spec.gcp
@@ -192,4 +255,4 @@ def settings_of(spec: ChainSpec, trigger: Trigger) -> dict[str, Any]:
     return settings
 
 
-__all__ = ["REQUIREMENTS", "build_trigger", "requirements", "settings_of"]
+__all__ = ["MARKER", "REQUIREMENTS", "build_trigger", "requirements", "settings_of"]

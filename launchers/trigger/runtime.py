@@ -1,4 +1,4 @@
-"""What the Cloud Function does with a GCS event: filter, record once, start the chain.
+"""What the Cloud Function does with a GCS event: filter, claim once, start the chain.
 
 This module is copied into the function's directory as ``trigger_runtime.py`` and runs there
 without beamforge: at import it needs only the standard library, and it imports
@@ -9,10 +9,19 @@ from the ``trigger.json`` beside the function (written by
 For each ``google.cloud.storage.object.v1.finalized`` event:
 
 1. Objects outside the trigger's bucket, prefix, suffix or glob are ignored (one log line).
-2. GCS delivers at least once: the event's bucket, name and generation are the delivery's key,
-   recorded create-if-absent (a local file opened with ``O_EXCL``, or a GCS object written
-   with ``if_generation_match=0``). A key already recorded starts nothing.
-3. The chain starts with the object's ``gs://BUCKET/NAME`` as the trigger's parameter: on the
+2. Events whose data is no JSON object, or names no bucket and object, or no generation in
+   decimal digits, are ignored too (one log line, answer 200: redelivering them cannot help).
+3. GCS delivers at least once: the event's bucket, name and generation are the delivery's key
+   (a digest: no event text goes into a path). The delivery is claimed first, create-if-absent
+   (a local file linked into place, which fails if one exists, or a GCS object written with
+   ``if_generation_match=0``), a record holding the time of the claim; once the chain started
+   or failed, the record says so. A key recorded with an outcome, or claimed less than the
+   function's timeout (plus a margin) ago, starts nothing: it is a repeat, or a delivery still
+   in flight. A claim older than that with no outcome was left by a delivery that died before
+   starting the chain (an instance killed): the redelivery takes it over (on GCS a rewrite
+   with ``if_generation_match`` of the record's generation, locally a replace under a lock,
+   so only one redelivery wins) and starts the chain.
+4. The chain starts with the object's ``gs://BUCKET/NAME`` as the trigger's parameter: on the
    gcp target the bundled Vertex AI pipeline is submitted (its run id derived from the key,
    so even a submission repeated after a lost answer is refused by Vertex); on the local
    target ``beamforge chain`` runs in the project's Python.
@@ -44,6 +53,15 @@ PIPELINE_FILE = "pipeline.yaml"
 CHAIN_RAN = {0: "succeeded", 3: "stopped by its gate"}
 # What a run's log keeps of a failed local chain.
 _TAIL_LINES = 20
+# Seconds past the function's timeout after which a claim without an outcome is a dead
+# delivery's (the platform stops a delivery at its timeout; the margin covers clock skew).
+CLAIM_MARGIN = 60
+# The local records folder's lock, held while a claim is decided.
+LOCK_FILE = ".lock"
+# Tries at claiming a record that keeps being removed under the claim.
+_ATTEMPTS = 3
+# GCS generations are positive 64-bit integers, sent as decimal text.
+_GENERATION = re.compile(r"[0-9]{1,19}")
 
 
 class StartError(RuntimeError):
@@ -55,7 +73,8 @@ class Outcome:
     """What the function did with one event.
 
     Attributes:
-        status: ``ignored``, ``repeated`` (the key was recorded before) or ``started``.
+        status: ``ignored``, ``repeated`` (the key was recorded, or claimed by a delivery
+            still in flight) or ``started``.
         path: The object's ``gs://`` path ('' for an event without one).
         detail: Why it was ignored, or what was started (run name, exit status).
     """
@@ -112,14 +131,18 @@ def object_matches(name: str, *, prefix: str = "", suffix: str = "", glob: str =
 
 
 def delivery_key(bucket: str, name: str, generation: str) -> str:
-    """The record's file name for one object generation (names may hold any character)."""
+    """The record's file name for one object generation: a digest only.
+
+    Names may hold any character and the event's fields are not trusted: none of their text
+    goes into the path.
+    """
     digest = hashlib.sha256(f"{bucket}\n{name}\n{generation}".encode()).hexdigest()
-    return f"{generation}-{digest[:32]}.json"
+    return f"{digest[:40]}.json"
 
 
 def run_id(chain: str, key: str) -> str:
     """The Vertex pipeline run id for a delivery: the chain's name and the key's digest."""
-    return f"{chain[:100].rstrip('-')}-{key.rsplit('-', 1)[1][:20]}"
+    return f"{chain[:100].rstrip('-')}-{key[:20]}"
 
 
 def _is_gcs(path: str) -> bool:
@@ -145,27 +168,108 @@ def _gcs_blob(path: str, project: str | None) -> Any:
     return storage.Client(project=project).bucket(bucket).blob(name)
 
 
-def claim(settings: Mapping[str, Any], key: str, record: Mapping[str, Any]) -> bool:
-    """Records ``key`` unless it is recorded already; True if this call recorded it."""
+def claim_expiry(settings: Mapping[str, Any]) -> float:
+    """Seconds after which a claim without an outcome is taken to be a dead delivery's."""
+    return float(settings["timeout"]) + CLAIM_MARGIN
+
+
+def claim(settings: Mapping[str, Any], key: str, record: Mapping[str, Any]) -> str:
+    """Claims the delivery ``key``: ``claimed``, ``taken over`` or ``repeated``.
+
+    ``record`` (which holds ``claimed``, the time of this claim) is written if no record of
+    ``key`` exists, or over one that holds no outcome and was claimed more than
+    :func:`claim_expiry` seconds ago; only one of several racing deliveries wins.
+    """
     directory = _records_dir(settings)
     text = json.dumps(record, indent=2, sort_keys=True) + "\n"
     if _is_gcs(directory):
-        from google.api_core import exceptions
+        return _claim_gcs(settings, f"{directory.rstrip('/')}/{key}", text)
+    return _claim_local(settings, directory, key, text)
 
-        blob = _gcs_blob(f"{directory.rstrip('/')}/{key}", _project(settings))
+
+def _claim_gcs(settings: Mapping[str, Any], path: str, text: str) -> str:
+    from google.api_core import exceptions
+
+    blob = _gcs_blob(path, _project(settings))
+    # A record removed between the two steps (by a delivery that could not start the
+    # chain) is claimed again, a few times at most.
+    for _ in range(_ATTEMPTS):
         try:
             blob.upload_from_string(text, content_type="application/json", if_generation_match=0)
+            return "claimed"
         except exceptions.PreconditionFailed:
-            return False
-        return True
+            pass
+        found = blob.bucket.get_blob(blob.name)
+        # Read before the download, which sets the blob's properties from its headers.
+        generation = found.generation if found is not None else None
+        if not generation:
+            continue
+        try:
+            if not _stale(settings, found.download_as_bytes(if_generation_match=generation)):
+                return "repeated"
+            # Only the delivery whose write finds the stale record's generation wins.
+            blob.upload_from_string(
+                text, content_type="application/json", if_generation_match=generation
+            )
+        except (exceptions.PreconditionFailed, exceptions.NotFound):
+            # Rewritten or removed by another delivery since.
+            return "repeated"
+        return "taken over"
+    return "repeated"
+
+
+def _claim_local(settings: Mapping[str, Any], directory: str, key: str, text: str) -> str:
+    import fcntl
+
     os.makedirs(directory, exist_ok=True)
-    try:
-        fd = os.open(os.path.join(directory, key), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    except FileExistsError:
-        return False
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
+    path = os.path.join(directory, key)
+    # Written aside and linked into place: a record is never seen half written, and the link
+    # fails if one exists (create-if-absent).
+    temporary = f"{path}.{os.getpid()}-{os.urandom(4).hex()}.tmp"
+    with open(temporary, "w", encoding="utf-8") as f:
         f.write(text)
-    return True
+    try:
+        with open(os.path.join(directory, LOCK_FILE), "a", encoding="utf-8") as lock:
+            # One decision at a time: the check of a stale record and its replacement.
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            for _ in range(_ATTEMPTS):
+                try:
+                    os.link(temporary, path)
+                    return "claimed"
+                except FileExistsError:
+                    pass
+                try:
+                    with open(path, "rb") as f:
+                        found = f.read()
+                except FileNotFoundError:
+                    continue  # Removed since: claim it again.
+                if not _stale(settings, found):
+                    return "repeated"
+                os.replace(temporary, path)
+                return "taken over"
+            return "repeated"
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+
+
+def _stale(settings: Mapping[str, Any], found: bytes) -> bool:
+    """Whether a record holds no outcome and its claim is older than the claims' expiry."""
+    try:
+        record = json.loads(found)
+        if not isinstance(record, dict):
+            raise ValueError("not an object")
+        if "started" in record or "failed" in record:
+            return False
+        claimed = dt.datetime.fromisoformat(str(record.get("claimed") or record["received"]))
+    except (ValueError, KeyError):
+        # No writer of this module leaves such a record (it is written whole): one written by
+        # other hands would otherwise block the object for ever.
+        return True
+    if claimed.tzinfo is None:
+        claimed = claimed.replace(tzinfo=dt.UTC)
+    age = (dt.datetime.now(dt.UTC) - claimed).total_seconds()
+    return age > claim_expiry(settings)
 
 
 def update(settings: Mapping[str, Any], key: str, record: Mapping[str, Any]) -> None:
@@ -176,8 +280,12 @@ def update(settings: Mapping[str, Any], key: str, record: Mapping[str, Any]) -> 
         blob = _gcs_blob(f"{directory.rstrip('/')}/{key}", _project(settings))
         blob.upload_from_string(text, content_type="application/json")
         return
-    with open(os.path.join(directory, key), "w", encoding="utf-8") as f:
+    # Replaced whole: a record cut short would read as no outcome.
+    path = os.path.join(directory, key)
+    temporary = f"{path}.{os.getpid()}-{os.urandom(4).hex()}.tmp"
+    with open(temporary, "w", encoding="utf-8") as f:
         f.write(text)
+    os.replace(temporary, path)
 
 
 def release(settings: Mapping[str, Any], key: str) -> None:
@@ -269,37 +377,48 @@ def run_local_chain(settings: Mapping[str, Any], values: Mapping[str, str]) -> s
     raise StartError(f"beamforge chain exited with code {done.returncode}:\n{tail}")
 
 
-def handle(
-    event_type: str, event_id: str, data: Mapping[str, Any], settings: Mapping[str, Any]
-) -> Outcome:
+def handle(event_type: str, event_id: str, data: Any, settings: Mapping[str, Any]) -> Outcome:
     """Handles one event: ignores it, recognises a repeat, or starts the chain.
+
+    Args:
+        event_type: The CloudEvent's type.
+        event_id: The CloudEvent's id (for the log).
+        data: The event's data as delivered: any JSON value, text or bytes (only a JSON
+            object with the object's ``bucket``, ``name`` and ``generation`` is handled).
+        settings: The function's settings (:func:`load_settings`).
 
     Raises:
         StartError: if the local chain ran and failed (the record says so).
         Exception: whatever kept the chain from starting: the Vertex submission's error, an
             OSError starting the local Python (the record is removed first).
     """
-    bucket = str(data.get("bucket") or "")
-    name = str(data.get("name") or "")
+    problem, bucket, name, generation = _read_event(event_type, data, settings)
     path = f"gs://{bucket}/{name}" if bucket and name else ""
-    problem = _why_ignored(event_type, bucket, name, settings)
     if problem:
         log("INFO", f"ignored {path or 'event ' + event_id}: {problem}", event_id=event_id)
         return Outcome("ignored", path, problem)
-    generation = str(data.get("generation") or "")
     key = delivery_key(bucket, name, generation)
     record: dict[str, Any] = {
         "bucket": bucket,
         "name": name,
         "generation": generation,
         "event_id": event_id,
-        "received": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "claimed": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "target": settings["target"],
     }
-    if not claim(settings, key, record):
+    claimed = claim(settings, key, record)
+    if claimed == "repeated":
         detail = f"generation {generation} was delivered before"
         log("INFO", f"repeated {path}: {detail}", event_id=event_id, record=key)
         return Outcome("repeated", path, detail)
+    if claimed == "taken over":
+        log(
+            "WARNING",
+            f"took over the claim of {path}: no outcome after {claim_expiry(settings):g} s "
+            "(its delivery died before starting the chain)",
+            event_id=event_id,
+            record=key,
+        )
     values = {**settings["values"], settings["parameter"]: path}
     try:
         if settings["target"] == "gcp":
@@ -320,15 +439,28 @@ def handle(
     return Outcome("started", path, detail)
 
 
-def _why_ignored(event_type: str, bucket: str, name: str, settings: Mapping[str, Any]) -> str:
+def _read_event(
+    event_type: str, data: Any, settings: Mapping[str, Any]
+) -> tuple[str, str, str, str]:
+    """Why the event is ignored ('' if not), and its bucket, name and generation."""
+    fields = data if isinstance(data, Mapping) else {}
+    bucket, name, generation = (fields.get(k) for k in ("bucket", "name", "generation"))
+    if not (isinstance(bucket, str) and bucket and isinstance(name, str) and name):
+        bucket, name = "", ""
     if event_type != FINALIZED:
-        return f"event type {event_type!r} is not {FINALIZED}"
-    if not bucket or not name:
-        return "the event names no bucket and object"
+        return f"event type {event_type!r} is not {FINALIZED}", bucket, name, ""
+    if not isinstance(data, Mapping):
+        return f"its data is not a JSON object (got {type(data).__name__})", "", "", ""
+    if not bucket:
+        return "the event names no bucket and object", "", "", ""
     if bucket != settings["bucket"]:
-        return f"bucket {bucket!r} is not {settings['bucket']!r}"
+        return f"bucket {bucket!r} is not {settings['bucket']!r}", bucket, name, ""
     filters = {k: settings.get(k) or "" for k in ("prefix", "suffix", "glob")}
     if not object_matches(name, **filters):
         shown = ", ".join(f"{k} {v!r}" for k, v in filters.items() if v)
-        return f"the name does not match {shown}"
-    return ""
+        return f"the name does not match {shown}", bucket, name, ""
+    if not (isinstance(generation, str) and _GENERATION.fullmatch(generation)):
+        text = repr(generation)
+        text = text if len(text) <= 40 else text[:37] + "..."
+        return f"generation {text} is not an object generation (decimal digits)", bucket, name, ""
+    return "", bucket, name, generation

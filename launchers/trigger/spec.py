@@ -30,12 +30,13 @@ from typing import Annotated, Literal
 
 from launchers.chain.compile import pipeline_name
 from launchers.chain.spec import ChainSpec
-from launchers.trigger.globs import can_end_with, can_start_with
-from launchers.trigger.runtime import delivery_key, object_matches
+from launchers.trigger.globs import can_end_with, can_start_with, shortest_match
 from transforms.core.config import FieldError, SpecError, Within, from_mapping
 from transforms.io.gcs import split_gcs_path
 
 TARGETS = ("local", "gcp")
+# GCS object names: 1024 bytes of UTF-8 at most, no carriage return or line feed.
+NAME_BYTES = 1024
 # Cloud Functions (gen2) names: lower-case letters, digits and dashes, 63 at most.
 _FUNCTION_NAME = re.compile(r"[a-z](?:[-a-z0-9]{0,61}[a-z0-9])?")
 _MEMORY = re.compile(r"[1-9][0-9]*(?:Mi|Gi|M|G|MB|GB)")
@@ -127,6 +128,22 @@ class TriggerSection:
                 f"{self.bucket!r} is not a valid bucket name (3-63 lowercase letters, digits, "
                 "'-', '_' or '.', starting and ending with a letter or digit)",
             ) from None
+        for key in ("prefix", "suffix"):
+            size = len(getattr(self, key).encode("utf-8", "surrogatepass"))
+            if size > NAME_BYTES:
+                raise FieldError(
+                    key,
+                    f"is {size} bytes of UTF-8; GCS object names are {NAME_BYTES} bytes at "
+                    "most: the trigger would never fire",
+                )
+        for key in ("prefix", "suffix", "glob"):
+            value = getattr(self, key)
+            if "\r" in value or "\n" in value:
+                raise FieldError(
+                    key,
+                    f"got {value!r}; object names hold no carriage return or line feed: the "
+                    "trigger would never fire",
+                )
         if self.glob and self.prefix and not can_start_with(self.glob, self.prefix):
             raise FieldError(
                 "prefix",
@@ -138,6 +155,12 @@ class TriggerSection:
                 "suffix",
                 f"no object name ends with {self.suffix!r} and matches glob {self.glob!r}: "
                 "the trigger would never fire",
+            )
+        if shortest_match(self.glob, self.prefix, self.suffix, NAME_BYTES) is None:
+            raise FieldError(
+                "glob" if self.glob else "suffix" if self.suffix else "prefix",
+                f"no object name of at most {NAME_BYTES} bytes {_filters(self)}: the trigger "
+                "would never fire",
             )
 
 
@@ -215,15 +238,14 @@ def _parse(spec: ChainSpec, target: str) -> Trigger:
         except ValueError as exc:
             raise SpecError("trigger.records", str(exc)) from None
         # A record is itself a finalized object: one the filters pass would start the
-        # chain again, and its own record would, without end.
-        record = posixpath.join(folder, delivery_key(section.bucket, "x", "1"))
-        if records_bucket == section.bucket and object_matches(
-            record, prefix=section.prefix, suffix=section.suffix, glob=section.glob
-        ):
+        # chain again, and its own record would, without end. Every name under the records
+        # folder must be one the filters refuse (the records' own names are digests).
+        if records_bucket == section.bucket and _may_pass(section, folder):
             raise SpecError(
                 "trigger.records",
-                f"{records} is in the watched bucket and its records pass the filters: each "
-                "record would start the chain again; keep them elsewhere or narrow the filters",
+                f"{records} is in the watched bucket and names under it can pass the filters: "
+                "each record would start the chain again; keep them elsewhere or narrow the "
+                "filters",
             )
     function = dataclasses.replace(
         section.function,
@@ -244,6 +266,28 @@ def _parse(spec: ChainSpec, target: str) -> Trigger:
         target=target,
         function=function,
     )
+
+
+def _filters(section: TriggerSection) -> str:
+    parts = [
+        f"starts with {section.prefix!r}" if section.prefix else "",
+        f"ends with {section.suffix!r}" if section.suffix else "",
+        f"matches glob {section.glob!r}" if section.glob else "",
+    ]
+    given = [part for part in parts if part]
+    return ", ".join(given[:-1]) + " and " + given[-1] if len(given) > 1 else given[0]
+
+
+def _may_pass(section: TriggerSection, folder: str) -> bool:
+    """Whether a name under ``folder`` (in the watched bucket) can pass the filters."""
+    under = f"{folder.rstrip('/')}/" if folder.strip("/") else ""
+    if under.startswith(section.prefix):
+        prefix = under
+    elif section.prefix.startswith(under):
+        prefix = section.prefix
+    else:
+        return False
+    return shortest_match(section.glob, prefix, section.suffix, NAME_BYTES) is not None
 
 
 def _default_records(spec: ChainSpec, target: str) -> str:
