@@ -238,6 +238,50 @@ def _chain_data(**trigger: Any) -> dict[str, Any]:
             "return or line feed: the trigger would never fire",
         ),
         ({}, "cloud", "x.yaml: <root>: unknown target 'cloud'; expected one of local, gcp"),
+        (
+            {"function": {"region": "us-central1; touch x"}},
+            "local",
+            "x.yaml: trigger.function.region: got 'us-central1; touch x'; expected a region "
+            "like us-central1",
+        ),
+        (
+            {"function": {"service_account": "a b$(id)"}},
+            "local",
+            "x.yaml: trigger.function.service_account: got 'a b$(id)'; expected a service "
+            "account's e-mail address like trigger@my-project.iam.gserviceaccount.com",
+        ),
+        (
+            {"function": {"memory": "512Gi"}},
+            "local",
+            "x.yaml: trigger.function.memory: got '512Gi'; a gen2 function has from 128Mi to 32Gi",
+        ),
+        (
+            {"function": {"memory": "1M"}},
+            "local",
+            "x.yaml: trigger.function.memory: got '1M'; a gen2 function has from 128Mi to 32Gi",
+        ),
+        (
+            {"function": {"memory": "9" * 30 + "Mi"}},
+            "local",
+            f"x.yaml: trigger.function.memory: got '{'9' * 30}Mi'; a gen2 function has from "
+            "128Mi to 32Gi",
+        ),
+        (
+            {"bucket": "192.168.5.4"},
+            "local",
+            "x.yaml: trigger.bucket: '192.168.5.4' looks like an IP address, which GCS refuses "
+            "as a name",
+        ),
+        *(
+            (
+                {"function": {"env": {name: "1"}}},
+                "local",
+                f"x.yaml: trigger.function.env.{name}: an environment variable name is "
+                "letters, digits and _ (not starting with a digit), and not one Cloud "
+                "Functions keeps for itself",
+            )
+            for name in ("PORT", "K_CONFIGURATION", "FUNCTION_TARGET", "FUNCTION_SIGNATURE_TYPE")
+        ),
     ],
 )
 def test_bad_trigger_fails_before_anything_is_written(
@@ -260,6 +304,11 @@ def test_bad_trigger_fails_before_anything_is_written(
         ({"glob": "", "prefix": "in/", "records": "gs://trips-in/rec"}, "gs://trips-in/rec"),
         ({"glob": "????", "prefix": "ab", "suffix": "cd"}, "out/trigger"),
         ({"glob": "", "prefix": "p" * 600, "suffix": "p" * 500}, "out/trigger"),
+        # Names that merely start like a reserved one, and the sizes at the limits.
+        ({"function": {"env": {"PORTAL_URL": "x", "K_SERVICES": "y"}}}, "out/trigger"),
+        ({"function": {"memory": "128Mi"}}, "out/trigger"),
+        ({"function": {"memory": "32Gi"}}, "out/trigger"),
+        ({"function": {"memory": "256MB", "region": "europe-west4"}}, "out/trigger"),
     ],
 )
 def test_filters_that_can_hold_are_accepted(trigger: dict[str, Any], records: str) -> None:
@@ -874,22 +923,16 @@ def served(tmp_path: pathlib.Path) -> Iterator[tuple[str, pathlib.Path]]:
     port = free_port()
     log = tmp_path / "functions-framework.log"
     with log.open("wb") as out:
+        # The built serve.sh, with no virtualenv on PATH: it runs the functions-framework
+        # installed where the function was built.
+        env = {**os.environ, "PORT": str(port), "PATH": "/usr/bin:/bin"}
+        env.pop("FUNCTIONS_FRAMEWORK", None)
         proc = subprocess.Popen(
-            [
-                str(FUNCTIONS_FRAMEWORK),
-                "--target",
-                "on_object_finalized",
-                "--signature-type",
-                "cloudevent",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-            ],
-            cwd=tmp_path / "function",
+            ["/bin/sh", str(tmp_path / "function" / "serve.sh")],
+            cwd=tmp_path,
             stdout=out,
             stderr=subprocess.STDOUT,
-            env=dict(os.environ),
+            env=env,
         )
     url = f"http://127.0.0.1:{port}/"
     try:
@@ -941,6 +984,40 @@ def test_local_function_served_by_functions_framework(
     with pytest.raises(urllib.error.HTTPError) as info:
         _post(url, {"Content-Type": "application/json"}, b'{"bucket": "x"}')
     assert info.value.code == 400
+
+
+def test_serve_script_runs_the_installed_functions_framework_unless_told_otherwise(
+    local_chain: tuple[ChainSpec, str], tmp_path: pathlib.Path
+) -> None:
+    spec, _ = local_chain
+    build_trigger(spec, output="function", target="local")
+    script = (tmp_path / "function" / "serve.sh").read_text()
+    assert script == (
+        "#!/bin/sh\n"
+        "# Serves the function on 127.0.0.1 (PORT, default 8080) for CloudEvents posted to it,\n"
+        "# with FUNCTIONS_FRAMEWORK (default: the one installed where it was built).\n"
+        "set -eu\n"
+        'cd "$(dirname "$0")"\n'
+        f'exec "${{FUNCTIONS_FRAMEWORK:-{FUNCTIONS_FRAMEWORK}}}" \\\n'
+        "  --target=on_object_finalized \\\n"
+        "  --signature-type=cloudevent \\\n"
+        "  --host=127.0.0.1 \\\n"
+        '  "--port=${PORT:-8080}"\n'
+    )
+    env = {"PATH": "/usr/bin:/bin", "FUNCTIONS_FRAMEWORK": "/bin/echo", "PORT": "9"}
+    done = subprocess.run(
+        ["/bin/sh", str(tmp_path / "function" / "serve.sh")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env=env,
+    )
+    assert (done.returncode, done.stdout, done.stderr) == (
+        0,
+        "--target=on_object_finalized --signature-type=cloudevent --host=127.0.0.1 --port=9\n",
+        "",
+    )
 
 
 def test_the_function_runtime_imports_only_the_standard_library(

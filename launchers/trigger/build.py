@@ -193,9 +193,10 @@ def _stage(spec: ChainSpec, trigger: Trigger, folder: pathlib.Path) -> list[str]
         _script(folder / "deploy.sh", deploy)
         files.append("deploy.sh")
     serve = commands.shell_script(
-        "Serves the function on 127.0.0.1 (PORT, default 8080) for CloudEvents posted to it.",
+        "Serves the function on 127.0.0.1 (PORT, default 8080) for CloudEvents posted to it,\n"
+        "with FUNCTIONS_FRAMEWORK (default: the one installed where it was built).",
         commands.serve_command(),
-        expand_last=True,
+        expand=(0, -1),
     )
     _script(folder / "serve.sh", serve)
     files.append("serve.sh")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import shlex
+import sys
 from collections.abc import Mapping, Sequence
 
 from launchers.trigger.runtime import FINALIZED
@@ -62,10 +64,20 @@ def deploy_command(trigger: Trigger, project: str) -> list[str]:
     return command
 
 
-def serve_command(port: str = "${PORT:-8080}") -> list[str]:
-    """functions-framework serving the function on 127.0.0.1 (the local target's way)."""
+def serve_command(program: str | None = None, port: str = "${PORT:-8080}") -> list[str]:
+    """functions-framework serving the function on 127.0.0.1 (the local target's way).
+
+    Args:
+        program: The functions-framework to run: default, the one installed beside the
+            Python that builds the function (``FUNCTIONS_FRAMEWORK`` overrides it where the
+            script runs), not whichever ``PATH`` finds first.
+        port: The port (a shell expansion with its default).
+    """
+    if program is None:
+        installed = os.path.join(os.path.dirname(sys.executable), "functions-framework")
+        program = f"${{FUNCTIONS_FRAMEWORK:-{_double_quoted(installed)}}}"
     return [
-        "functions-framework",
+        program,
         f"--target={ENTRY_POINT}",
         "--signature-type=cloudevent",
         "--host=127.0.0.1",
@@ -73,17 +85,23 @@ def serve_command(port: str = "${PORT:-8080}") -> list[str]:
     ]
 
 
-def shell_script(comment: str, command: Sequence[str], *, expand_last: bool = False) -> str:
+def _double_quoted(text: str) -> str:
+    # What a POSIX shell reads literally between double quotes.
+    return "".join(f"\\{c}" if c in '"\\$`' else c for c in text)
+
+
+def shell_script(comment: str, command: Sequence[str], *, expand: Sequence[int] = ()) -> str:
     """A POSIX shell script running ``command`` from the script's own folder.
 
     Args:
         comment: What the script does (one ``#`` line each).
         command: The command line; every word is quoted.
-        expand_last: Leave the last word unquoted (it holds a ``${VAR:-default}``).
+        expand: Indexes of words put in double quotes instead, expanded by the shell (each
+            holds a ``${VAR:-default}``, its default already escaped).
     """
     words = [shlex.quote(w) for w in command]
-    if expand_last:
-        words[-1] = f'"{command[-1]}"'
+    for index in expand:
+        words[index] = f'"{command[index]}"'
     lines = "".join(f"# {line}\n" for line in comment.splitlines())
     body = " \\\n  ".join(words)
     return f'#!/bin/sh\n{lines}set -eu\ncd "$(dirname "$0")"\nexec {body}\n'

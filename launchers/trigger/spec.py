@@ -39,10 +39,24 @@ TARGETS = ("local", "gcp")
 NAME_BYTES = 1024
 # Cloud Functions (gen2) names: lower-case letters, digits and dashes, 63 at most.
 _FUNCTION_NAME = re.compile(r"[a-z](?:[-a-z0-9]{0,61}[a-z0-9])?")
-_MEMORY = re.compile(r"[1-9][0-9]*(?:Mi|Gi|M|G|MB|GB)")
+_MEMORY = re.compile(r"([1-9][0-9]*)(Mi|Gi|M|G|MB|GB)")
+_UNIT_BYTES = {"Mi": 2**20, "Gi": 2**30, "M": 10**6, "G": 10**9, "MB": 10**6, "GB": 10**9}
+# What a gen2 function may have (Cloud Run functions' memory tiers: 128 MiB to 32 GiB).
+_MEMORY_BYTES = (128 * 2**20, 32 * 2**30)
+_REGION = re.compile(r"[a-z]+-[a-z]+[0-9]+")
+# A service account is named by its e-mail address (NAME@PROJECT.iam.gserviceaccount.com,
+# or a Google-managed one's).
+_SERVICE_ACCOUNT = re.compile(r"[a-z0-9][a-z0-9._-]*@[a-z0-9][a-z0-9-]*(?:\.[a-z0-9-]+)+")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-# Names Cloud Functions sets itself, or keeps for itself.
-_RESERVED_ENV = ("X_GOOGLE_", "FIREBASE_CONFIG", "K_SERVICE", "K_REVISION", "PORT")
+# Names Cloud Run sets in a function's container (the container contract and the functions'
+# own), and the prefix Cloud Functions keeps for itself.
+_RESERVED_ENV = frozenset(
+    {"PORT", "K_SERVICE", "K_REVISION", "K_CONFIGURATION", "FUNCTION_TARGET"}
+    | {"FUNCTION_SIGNATURE_TYPE", "FIREBASE_CONFIG"}
+)
+_RESERVED_PREFIX = "X_GOOGLE_"
+# GCS refuses bucket names that look like an IP address.
+_IP_LIKE = re.compile(r"[0-9]{1,3}(?:\.[0-9]{1,3}){3}")
 
 
 @dataclasses.dataclass
@@ -81,15 +95,46 @@ class FunctionSettings:
                 f"{self.name!r} is not a function name (lower-case letters, digits and dashes, "
                 "starting with a letter, 63 at most)",
             )
-        if not _MEMORY.fullmatch(self.memory):
+        memory = _MEMORY.fullmatch(self.memory)
+        if not memory:
             raise FieldError("memory", f"got {self.memory!r}; expected a size like 512Mi or 1Gi")
+        size = int(memory.group(1)) * _UNIT_BYTES[memory.group(2)]
+        if not _MEMORY_BYTES[0] <= size <= _MEMORY_BYTES[1]:
+            raise FieldError(
+                "memory",
+                f"got {self.memory!r}; a gen2 function has from 128Mi to 32Gi",
+            )
+        if self.region is not None:
+            check_region(self.region, "region")
+        if self.service_account is not None:
+            check_service_account(self.service_account, "service_account")
         for key in self.env:
-            if not _ENV_NAME.fullmatch(key) or key.startswith(_RESERVED_ENV):
+            if (
+                not _ENV_NAME.fullmatch(key)
+                or key in _RESERVED_ENV
+                or key.startswith(_RESERVED_PREFIX)
+            ):
                 raise FieldError(
                     f"env.{key}",
                     "an environment variable name is letters, digits and _ (not starting with "
                     "a digit), and not one Cloud Functions keeps for itself",
                 )
+
+
+def check_region(region: str, key: str) -> None:
+    """Raises FieldError at ``key`` unless ``region`` is a region's name (``us-central1``)."""
+    if not _REGION.fullmatch(region):
+        raise FieldError(key, f"got {region!r}; expected a region like us-central1")
+
+
+def check_service_account(account: str, key: str) -> None:
+    """Raises FieldError at ``key`` unless ``account`` is a service account's e-mail."""
+    if len(account) > 254 or not _SERVICE_ACCOUNT.fullmatch(account):
+        raise FieldError(
+            key,
+            f"got {account!r}; expected a service account's e-mail address like "
+            "trigger@my-project.iam.gserviceaccount.com",
+        )
 
 
 @dataclasses.dataclass
@@ -144,6 +189,10 @@ class TriggerSection:
                     f"got {value!r}; object names hold no carriage return or line feed: the "
                     "trigger would never fire",
                 )
+        if _IP_LIKE.fullmatch(self.bucket):
+            raise FieldError(
+                "bucket", f"{self.bucket!r} looks like an IP address, which GCS refuses as a name"
+            )
         if self.glob and self.prefix and not can_start_with(self.glob, self.prefix):
             raise FieldError(
                 "prefix",
@@ -256,6 +305,14 @@ def _parse(spec: ChainSpec, target: str) -> Trigger:
     )
     if target == "gcp" and function.region is None:
         raise SpecError("trigger.function.region", "required on the gcp target")
+    # Defaults taken from the gcp section are checked as the function's own values.
+    try:
+        if function.region is not None:
+            check_region(function.region, "region")
+        if function.service_account is not None:
+            check_service_account(function.service_account, "service_account")
+    except FieldError as exc:
+        raise SpecError(f"trigger.function.{exc.key}", exc.problem) from None
     return Trigger(
         bucket=section.bucket,
         prefix=section.prefix,
