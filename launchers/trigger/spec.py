@@ -17,8 +17,9 @@ Example::
         env: {LOG_LEVEL: info}
 
 Every filter that is given must hold (an object passes if it starts with ``prefix``, ends
-with ``suffix`` and matches ``glob``); a combination no object name can pass is an error, as
-is a parameter the chain does not declare.
+with ``suffix`` and matches ``glob``); a combination no object name (1024 bytes of UTF-8 at
+most, no CR or LF) can pass is an error, as is a parameter the chain does not declare, and
+a records folder in the watched bucket under which some name could pass the filters.
 """
 
 from __future__ import annotations
@@ -244,9 +245,10 @@ def parse_trigger(spec: ChainSpec, target: str) -> Trigger:
 
     Raises:
         SpecError: (naming ``spec.origin``) at ``trigger.KEY`` for an unknown key, a wrong
-            type, a bad bucket or function name, filters no object name can pass, a
-            parameter the chain does not declare, records kept off GCS on the gcp target
-            or where their own events would pass the filters;
+            type, a bad bucket or function name, region, service account, memory size or
+            environment name, filters no object name can pass together, a parameter the
+            chain does not declare, records kept off GCS on the gcp target or in the
+            watched bucket under a prefix some name that passes the filters has;
             at ``trigger`` if the chain has none; at ``gcp`` for the gcp target without a
             gcp section; at ``<root>`` for an unknown target.
     """
