@@ -26,8 +26,15 @@ def add_parsers(sub: Any) -> None:
     trigger = sub.add_parser("trigger", help="the Cloud Function that starts a chain on new data")
     trigger_sub = trigger.add_subparsers(dest="trigger_command", required=True)
     build = trigger_sub.add_parser("build", help="write the function's deployable folder")
-    _chain_arguments(build, "DIR", "the function's folder")
-    build.add_argument("--target", choices=["local", "gcp"], default="gcp")
+    _chain_arguments(build, "DIR", "the function's folder: new, empty or an earlier build's")
+    build.add_argument(
+        "--target",
+        choices=["local", "gcp"],
+        default="gcp",
+        help="gcp: the function submits the compiled pipeline to Vertex AI Pipelines and "
+        "deploy.sh deploys it; local: it runs beamforge chain in this project's Python "
+        "(default: %(default)s)",
+    )
 
     cicd = sub.add_parser("cicd", help="the chain's Cloud Build config: write it or check one")
     cicd_sub = cicd.add_subparsers(dest="cicd_command", required=True)

@@ -28,6 +28,8 @@ def test_trigger_build_writes_the_function_for_each_target(tmp_path: pathlib.Pat
     assert (built.returncode, built.stderr) == (0, "")
     assert built.stdout == f"{gcp}: Cloud Function of chain chicago_taxi (gcp target, 7 files)\n"
     assert sorted(p.name for p in gcp.iterdir()) == [
+        # The build's record of what it wrote: a rebuild removes exactly those files.
+        ".beamforge-trigger",
         "deploy.sh",
         "main.py",
         "pipeline.yaml",
