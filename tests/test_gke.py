@@ -986,7 +986,12 @@ def test_an_output_inside_the_projects_source_is_refused(
         "folder outside it (e.g. build/serving)"
     )
     assert not output.exists()
-    assert _build_error(spec, REPO.parent) == (
+    # A model read from gs://: a clone under /tmp holds this test's own folder too, and a
+    # copied model there would be refused first, for overlapping the output.
+    remote = chains.parse_chain(
+        _chain(tmp_path, {"model": "gs://my-bucket/models/taxi"}), origin="chain.yaml"
+    )
+    assert _build_error(remote, REPO.parent) == (
         f"-o: {REPO.parent} holds the project ({REPO}): give a folder of its own (build/serving)"
     )
 
