@@ -6,6 +6,7 @@ import datetime as dt
 import itertools
 import json
 import math
+import pathlib
 import pickle
 
 import numpy as np
@@ -14,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from transforms.ops.stats import DatasetStats, stats_to_json
+from transforms.ops.stats import DatasetStats, standard_histogram, stats_to_json
 
 
 def run(stats: DatasetStats, *batches: pa.RecordBatch) -> dict:
@@ -56,6 +57,13 @@ def test_exact_output_for_each_column_kind() -> None:
         "max": 3,
         "quantiles": [1, 1, 2, 3, 3],
         "top_values": [{"value": 3, "count": 2}, {"value": 1, "count": 1}],
+        # Worked out in test_histogram_of_four_integers_by_hand.
+        "histogram": {
+            "boundaries": pytest.approx([1 + 0.2 * k for k in range(11)]),
+            "counts": pytest.approx(
+                [1.0008, 0.0008, 0.0008, 0.0008, 0.9968] + [0.4 / 501] * 4 + [1000.4 / 501]
+            ),
+        },
     }
     assert out["f"] == {
         "type": "float32",
@@ -68,6 +76,17 @@ def test_exact_output_for_each_column_kind() -> None:
         "max": 1.5,
         "quantiles": [0.5, 0.5, 1.0, 1.5, 1.5],
         "top_values": [{"value": 0.5, "count": 1}, {"value": 1.0, "count": 1}],
+        # 1000 quantiles of 0.5, 1.0, 1.5: 334 x 0.5, 333 x 1.0, 334 x 1.5. The buckets
+        # 0.5-1.0 and 1.0-1.5 hold one value each, spread over the 333 and 334 quantile
+        # buckets ending at 1.0 and 1.5; the minimum's count goes to the 333 point buckets
+        # at 0.5 (all in the first interval).
+        "histogram": {
+            "boundaries": pytest.approx([0.5 + 0.1 * k for k in range(11)]),
+            "counts": pytest.approx(
+                [1 + 0.2 / 333] + [0.2 / 333] * 3 + [332.2 / 333] + [0.2 / 334] * 4 + [333.2 / 334]
+            ),
+            "nan": 1,
+        },
     }
     assert out["s"] == {
         "type": "string",
@@ -75,18 +94,25 @@ def test_exact_output_for_each_column_kind() -> None:
         "missing": 1,
         "empty": 1,
         "top_values": [{"value": "b", "count": 2}, {"value": "", "count": 1}],
+        "rank_histogram": [
+            {"value": "b", "count": 2},
+            {"value": "", "count": 1},
+            {"value": "a", "count": 1},
+        ],
     }
     assert out["flag"] == {
         "type": "bool",
         "count": 4,
         "missing": 1,
         "top_values": [{"value": True, "count": 3}, {"value": False, "count": 1}],
+        "rank_histogram": [{"value": True, "count": 3}, {"value": False, "count": 1}],
     }
     assert out["day"] == {
         "type": "date",
         "count": 4,
         "missing": 1,
         "top_values": [{"value": "2020-01-02", "count": 4}],
+        "rank_histogram": [{"value": "2020-01-02", "count": 4}],
     }
 
 
@@ -118,6 +144,16 @@ def test_non_finite_values_are_counted_and_left_out() -> None:
         "max": 3.0,
         "quantiles": [1.0, 1.0, 3.0],
         "top_values": [{"value": 1.0, "count": 1}, {"value": 3.0, "count": 1}],
+        # TFDV's sketch holds -inf, 1, 3, inf: quantiles 250 x -inf, 250 x 1, 250 x 3,
+        # 251 x inf. The infinities are stripped and counted apart; the bucket 1-3 (one
+        # value) is shared by the 251 quantile buckets ending at 3, 0.1 of it per interval.
+        "histogram": {
+            "boundaries": pytest.approx([1 + 0.2 * k for k in range(11)]),
+            "counts": pytest.approx([1 + 0.1 / 251] + [0.1 / 251] * 8 + [250.1 / 251]),
+            "nan": 1,
+            "neg_inf": 1,
+            "pos_inf": 1,
+        },
     }
     assert out["e"] == {
         "type": "int64",
@@ -222,6 +258,10 @@ def test_matches_numpy_and_merge_equals_single_pass(
         "missing": n - len(present),
         "empty": present.count(""),
         "top_values": [{"value": v, "count": c} for v, c in top],
+        "rank_histogram": [
+            {"value": v, "count": c}
+            for v, c in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+        ],
     }
 
     # Merging partial accumulators gives exactly the single pass's result: exact sums,
@@ -230,7 +270,7 @@ def test_matches_numpy_and_merge_equals_single_pass(
 
 
 @pytest.mark.slow
-def test_taxi_file_against_numpy_and_counter(taxi_csv) -> None:
+def test_taxi_file_against_numpy_and_counter(taxi_csv: pathlib.Path) -> None:
     import collections
 
     import pyarrow.csv as pacsv
@@ -319,3 +359,95 @@ def test_quantiles_past_the_exact_size_are_bounded_and_order_independent() -> No
     for i, q in enumerate(quantiles[1:-1], start=1):
         exact = ordered[math.ceil(i * len(values) / 4) - 1]
         assert abs(q - exact) <= 2.0**-8 * exact
+
+
+def test_histogram_of_four_integers_by_hand() -> None:
+    # Values 1, 2, 3, 3. The 1000 quantiles (smallest v with #(<= v) > i * 4 / 1000) are
+    # 250 x 1, 250 x 2 and 501 x 3, with cumulative counts 1, 2 and 4. Quantile buckets:
+    # 249 x (1, 1), one (1, 2) holding 1 value, 249 x (2, 2), one (2, 3) holding 2 values,
+    # 500 x (3, 3). Buckets sharing a high bound share their count: (1, 2) and the (2, 2)
+    # get 1/250 each, (2, 3) and the (3, 3) get 2/501 each; the minimum's count 1 goes to
+    # the 249 buckets (1, 1). Equal-width intervals of 0.2 from 1 to 3 then take 0.2 of
+    # (1, 2) or (2, 3) each, plus the point buckets they contain: (1, 1) in the first
+    # (the first interval takes points on its low bound), (2, 2) in [1.8, 2.0] (later
+    # intervals leave points on their low bound to the previous one), (3, 3) in the last.
+    out = standard_histogram(np.array([1.0, 2.0, 3.0]), np.array([1, 2, 4]), 1.0, 3.0)
+    assert out == {
+        "boundaries": pytest.approx([1.0, 1.2, 1.4, 1.6, 1.8, 2.0, 2.2, 2.4, 2.6, 2.8, 3.0]),
+        "counts": pytest.approx(
+            [1 + 0.2 / 250, 0.2 / 250, 0.2 / 250, 0.2 / 250, 0.2 / 250 + 249 / 250]
+            + [0.4 / 501] * 4
+            + [0.4 / 501 + 1000 / 501]
+        ),
+    }
+    assert sum(out["counts"]) == pytest.approx(4)
+
+
+def test_histogram_of_a_constant_column_is_one_point_bucket() -> None:
+    schema = pa.schema([("c", pa.float64()), ("k", pa.int32())])
+    b = pa.record_batch(
+        [pa.array([2.5] * 7), pa.array([4] * 6 + [None], pa.int32())], schema=schema
+    )
+    out = run(DatasetStats(schema), b)
+    assert out["c"]["histogram"] == {"boundaries": [2.5, 2.5], "counts": [pytest.approx(7)]}
+    assert out["k"]["histogram"] == {"boundaries": [4.0, 4.0], "counts": [pytest.approx(6)]}
+
+
+def test_histogram_absent_without_finite_values_or_when_the_width_overflows() -> None:
+    schema = pa.schema([("x", pa.float64()), ("wide", pa.float64())])
+    b = pa.record_batch(
+        [pa.array([math.nan, math.inf, None]), pa.array([-1e308, 1e308, 0.0])], schema=schema
+    )
+    out = run(DatasetStats(schema), b)
+    assert "histogram" not in out["x"]
+    # TFDV bails out too when the bucket boundaries overflow float64.
+    assert "histogram" not in out["wide"]
+    assert standard_histogram(np.zeros(0), np.zeros(0), math.nan, math.nan) is None
+
+
+def test_histogram_counts_non_finite_values_across_merges() -> None:
+    schema = pa.schema([("x", pa.float32())])
+    values = [1.0, math.inf, 2.0, math.nan, -math.inf, math.inf, 3.0, 4.0]
+    b = pa.record_batch([pa.array(values, pa.float32())], schema=schema)
+    stats = DatasetStats(schema)
+    single = run(stats, b)
+    merged = run_merged(stats, b.slice(0, 3), b.slice(3, 2), b.slice(5))
+    assert merged == single
+    hist = single["x"]["histogram"]
+    assert (hist["nan"], hist["neg_inf"], hist["pos_inf"]) == (1, 1, 2)
+    assert hist["boundaries"] == pytest.approx([1 + 0.3 * k for k in range(11)])
+    assert sum(hist["counts"]) == pytest.approx(4)
+
+
+def test_equal_width_buckets_of_many_distinct_values() -> None:
+    # 0..1999: 1000 quantiles land on every other value, so each bucket of width 199.9
+    # holds its share of a uniform spread: 199.9 values, the first one more (the minimum).
+    out = standard_histogram(np.arange(2000.0), np.arange(1, 2001), 0.0, 1999.0)
+    assert out is not None
+    assert out["boundaries"] == pytest.approx([199.9 * k for k in range(11)])
+    assert out["counts"] == pytest.approx([200.9] + [199.9] * 8 + [199.9], abs=1e-6)
+
+
+def test_rank_histogram_keeps_1000_values_ties_by_value() -> None:
+    schema = pa.schema([("s", pa.string()), ("d", pa.date32())])
+    strings = [f"v{i:04d}" for i in range(1200)] + ["v1100"] * 2
+    days = [dt.date(2020, 1, 1) + dt.timedelta(days=i % 300) for i in range(1202)]
+    b = pa.record_batch([pa.array(strings), pa.array(days, pa.date32())], schema=schema)
+    out = run_merged(DatasetStats(schema, top_k=2), b.slice(0, 600), b.slice(600))
+    rank = out["s"]["rank_histogram"]
+    assert len(rank) == 1000
+    assert rank[:3] == [
+        {"value": "v1100", "count": 3},
+        {"value": "v0000", "count": 1},
+        {"value": "v0001", "count": 1},
+    ]
+    assert rank[-1] == {"value": "v0998", "count": 1}
+    # 300 distinct days: past max_distinct (100) there are no top values, but the rank
+    # histogram is exact.
+    assert "top_values" not in out["d"]
+    assert out["d"]["rank_histogram"][:2] == [
+        {"value": "2020-01-01", "count": 5},
+        {"value": "2020-01-02", "count": 5},
+    ]
+    assert len(out["d"]["rank_histogram"]) == 300
+    assert sum(r["count"] for r in out["d"]["rank_histogram"]) == 1202

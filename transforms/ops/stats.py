@@ -9,6 +9,12 @@ Numeric statistics are deterministic: moments are exact sums and quantiles come 
 order-independent :class:`~transforms.ops.quantiles.QuantileSummary`, so the same data gives
 the same numbers however it was bundled and merged. NaN and infinities are counted per
 column (``non_finite``) and left out of every other numeric statistic.
+
+Two distributions feed data validation (:mod:`transforms.validation`), built as TensorFlow
+Data Validation builds them so that drift and skew measures agree with TFDV's: the
+STANDARD histogram of numeric columns (:func:`standard_histogram`, TFDV's
+``quantiles_util.generate_equi_width_histogram`` over 1000 quantiles) and the rank
+histogram (most frequent values) of string, boolean, date and time columns.
 """
 
 from __future__ import annotations
@@ -37,6 +43,15 @@ _FREQUENT_LG_MAX = 13
 # within a relative 2**-bits of exact (QuantileSummary), about 0.4% for data spanning 30
 # binary orders of magnitude. Smaller than the fitting default: stats cover every column.
 STATS_MAX_BINS = 1 << 14
+# TFDV's defaults: 10 equal-width buckets (num_histogram_buckets), read from
+# _NUM_QUANTILES_FACTOR_FOR_STD_HISTOGRAM (100) * num_quantiles_histogram_buckets (10)
+# quantiles, and a rank histogram of the 1000 most frequent values.
+HISTOGRAM_BUCKETS = 10
+HISTOGRAM_QUANTILES = 1000
+RANK_HISTOGRAM_SIZE = 1000
+# Distinct values a boolean, date or time column is counted exactly for its rank histogram
+# (as many as the string sketch counts exactly); past this it has none.
+_DISCRETE_MAX_COUNTS = 6144
 
 
 def _kind(tp: pa.DataType) -> str:
@@ -100,10 +115,12 @@ class ColumnAccumulator:
         empty: Empty strings (string columns).
         non_finite: NaN, inf and -inf values (float columns); counted in ``count``, left out
             of the moments, quantiles and top values.
+        nan: NaN values among ``non_finite``.
+        pos_inf: ``inf`` values among ``non_finite`` (the rest are ``-inf``).
         moments: Exact count, sums, min and max of the finite values (numeric columns).
         summary: Quantile summary of the finite values (numeric columns); while exact it
             also gives their most frequent values.
-        counts: Exact value counts while the column has at most ``max_distinct`` values;
+        counts: Exact value counts while the column has at most 6144 distinct values;
             None once it has more (boolean, date and time columns).
         frequent: Frequent-values sketch (string columns).
     """
@@ -112,6 +129,8 @@ class ColumnAccumulator:
     missing: int = 0
     empty: int = 0
     non_finite: int = 0
+    nan: int = 0
+    pos_inf: int = 0
     moments: MomentsAccumulator | None = None
     summary: QuantileSummary | None = None
     counts: dict[Any, int] | None = None
@@ -133,8 +152,14 @@ class DatasetStats(Analyzer[Accumulator]):
          # (float columns) and left out of everything below
          "non_finite": NaN and infinite values, "mean", "std" (population), "min", "max",
          "quantiles": [q0, q1/quantiles, ..., q1] (the ends are the exact min and max),
+         # TFDV's STANDARD histogram of the values (numeric columns with a finite value)
+         "histogram": {"boundaries": [min, ..., max], "counts": [...],
+                       # only when not zero (float columns)
+                       "nan": n, "neg_inf": n, "pos_inf": n},
          # most frequent values, ties by value
-         "top_values": [{"value": v, "count": n}, ...]}
+         "top_values": [{"value": v, "count": n}, ...],
+         # string, boolean, date and time columns: TFDV's rank histogram
+         "rank_histogram": [{"value": v, "count": n}, ...]}
 
     Quantiles are exact while a column has at most 16,384 distinct finite values, and
     within a relative ``2**-bits`` of exact beyond (:class:`QuantileSummary`); the quantile
@@ -146,6 +171,14 @@ class DatasetStats(Analyzer[Accumulator]):
     variance beyond float64's range) are null, so the output is valid JSON. Hidden ``__``
     columns are skipped. Everything but string ``top_values`` past 6144 distinct values is
     independent of how the data was bundled and merged.
+
+    ``histogram`` has 10 equal-width buckets from the finite minimum to the finite maximum
+    (one bucket ``[v, v]`` when every finite value is ``v``), with fractional counts: it is
+    read from 1000 quantiles as TFDV reads it (:func:`standard_histogram`). NaN and
+    infinite values are counted beside it, as TFDV's histogram keeps them (``num_nan`` and
+    its ``-inf``/``inf`` buckets). ``rank_histogram`` holds the 1000 most frequent values,
+    ties by value: exact while a column has fewer than 6144 distinct values; past that,
+    estimates for strings and left out for boolean, date and time columns.
 
     Args:
         schema: Columns to describe (a batch may carry more; those are ignored).
@@ -170,6 +203,9 @@ class DatasetStats(Analyzer[Accumulator]):
         self.max_distinct = max_distinct
         # Top values of a numeric column are read from its summary while it is exact.
         self.max_bins = max(STATS_MAX_BINS, max_distinct)
+        # Value counts of boolean, date and time columns feed top_values (up to max_distinct
+        # values) and the rank histogram (up to _DISCRETE_MAX_COUNTS).
+        self._max_counts = max(_DISCRETE_MAX_COUNTS, max_distinct)
 
     # --- accumulation ----------------------------------------------------------------------
 
@@ -209,6 +245,10 @@ class DatasetStats(Analyzer[Accumulator]):
         if acc.moments is not None and acc.summary is not None:
             finite, dropped = split_finite(values)
             acc.non_finite += dropped
+            if dropped:
+                raw = values.drop_null().to_numpy(zero_copy_only=False)
+                acc.nan += int(np.count_nonzero(np.isnan(raw)))
+                acc.pos_inf += int(np.count_nonzero(np.isposinf(raw)))
             acc.moments.add(finite, precision_of(values.type))
             acc.summary.update(finite)
             return
@@ -238,8 +278,8 @@ class DatasetStats(Analyzer[Accumulator]):
         merged = dict(left)
         for value, count in right.items():
             merged[value] = merged.get(value, 0) + count
-        # Beyond max_distinct the column is not "a few values": stop counting for good.
-        return merged if len(merged) <= self.max_distinct else None
+        # Beyond this the column is not "a few values": stop counting for good.
+        return merged if len(merged) <= self._max_counts else None
 
     def merge_accumulators(self, accumulators: Iterable[Accumulator]) -> Accumulator:
         result = self.create_accumulator()
@@ -252,6 +292,8 @@ class DatasetStats(Analyzer[Accumulator]):
                 into.missing += other.missing
                 into.empty += other.empty
                 into.non_finite += other.non_finite
+                into.nan += other.nan
+                into.pos_inf += other.pos_inf
                 if into.moments is not None and other.moments is not None:
                     into.moments.merge(other.moments)
                 if other.summary is not None:
@@ -295,6 +337,18 @@ class DatasetStats(Analyzer[Accumulator]):
             else:
                 out.update(mean=None, std=None, min=None, max=None, quantiles=[])
             lows, cumulative = acc.summary.cumulative()
+            if m.count:
+                out["histogram"] = standard_histogram(
+                    lows,
+                    cumulative,
+                    m.minimum,
+                    m.maximum,
+                    nan=acc.nan,
+                    neg_inf=acc.non_finite - acc.nan - acc.pos_inf,
+                    pos_inf=acc.pos_inf,
+                )
+                if out["histogram"] is None:
+                    del out["histogram"]
             if acc.summary.exact and len(lows) <= self.max_distinct:
                 counts = np.diff(cumulative, prepend=0)
                 ranked = sorted(zip(lows.tolist(), counts.tolist(), strict=True), key=_by_count)
@@ -302,11 +356,188 @@ class DatasetStats(Analyzer[Accumulator]):
                     {"value": _number(v, integer), "count": int(n)} for v, n in ranked[: self.top_k]
                 ]
         if acc.frequent is not None:
-            out["top_values"] = [{"value": v, "count": n} for v, n in acc.frequent.top(self.top_k)]
+            ranked_strings = acc.frequent.top(max(self.top_k, RANK_HISTOGRAM_SIZE))
+            out["top_values"] = [{"value": v, "count": n} for v, n in ranked_strings[: self.top_k]]
+            out["rank_histogram"] = [
+                {"value": v, "count": n} for v, n in ranked_strings[:RANK_HISTOGRAM_SIZE]
+            ]
         elif acc.counts is not None:
-            ranked = sorted(acc.counts.items(), key=_by_count)[: self.top_k]
-            out["top_values"] = [{"value": _json_value(v), "count": n} for v, n in ranked]
+            ranked = sorted(acc.counts.items(), key=_by_count)
+            if len(ranked) <= self.max_distinct:
+                out["top_values"] = [
+                    {"value": _json_value(v), "count": n} for v, n in ranked[: self.top_k]
+                ]
+            out["rank_histogram"] = [
+                {"value": _json_value(v), "count": n} for v, n in ranked[:RANK_HISTOGRAM_SIZE]
+            ]
         return out
+
+
+def _tfdv_quantiles(
+    lows: np.ndarray, cumulative: np.ndarray, num_quantiles: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """``num_quantiles + 1`` quantiles and their cumulative counts, as tfx_bsl returns them.
+
+    tfx_bsl's ``QuantilesSketch.GetQuantilesAndCumulativeWeights`` (TFDV's sketch) gives,
+    for rank i, the smallest value v with ``#(values <= v) > i * n / num_quantiles`` (the
+    last value for i = num_quantiles), and ``#(values <= v)``.
+    """
+    total = float(cumulative[-1])
+    targets = [i * total / num_quantiles for i in range(num_quantiles + 1)]
+    index = np.minimum(np.searchsorted(cumulative, targets, side="right"), len(lows) - 1)
+    return lows[index], cumulative[index].astype(np.float64)
+
+
+def _bin_weights(
+    boundaries: np.ndarray, cumulative: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """TFDV's ``quantiles_util._get_bin_weights``: the quantiles histogram's buckets.
+
+    Returns each bucket's low and high bound and its count: buckets with the same high
+    bound share their counts evenly, and the count of the first quantile (the minimum's) is
+    spread over the leading buckets identical to the first.
+    """
+    low, high = boundaries[:-1], boundaries[1:]
+    counts = np.diff(cumulative)
+    size = len(low)
+    i = 0
+    while i < size:
+        j = i + 1
+        while j < size and high[i] == high[j]:
+            j += 1
+        if j > i + 1:
+            counts[i:j] = counts[i:j].sum() / (j - i)
+        i = j
+    same = 0
+    while same < size and low[0] == low[same] and high[0] == high[same]:
+        same += 1
+    if same:
+        counts[:same] += cumulative[0] / same
+    return low, high, counts
+
+
+def _overlap(
+    low: float, high: float, low_bound: float, high_bound: float, first: bool
+) -> tuple[float, bool, bool]:
+    """TFDV's ``quantiles_util._overlap``: the share of bucket [low, high] in an interval.
+
+    Returns the share (values uniform within the bucket), whether the bucket lies wholly
+    before the interval and whether it lies wholly after. A point bucket on the interval's
+    low bound belongs to the interval only for the first interval (it was counted in the
+    previous one otherwise).
+    """
+    if high == low == low_bound:
+        return (1.0, False, False) if first else (0.0, True, False)
+    if high < low_bound:
+        return 0.0, True, False
+    if low > high_bound:
+        return 0.0, False, True
+    if low_bound <= low and high_bound >= high:
+        return 1.0, False, False
+    if low_bound <= low:
+        return (high_bound - low) / (high - low), False, False
+    if high_bound >= high:
+        return (high - low_bound) / (high - low), False, False
+    return (high_bound - low_bound) / (high - low), False, False
+
+
+def standard_histogram(
+    lows: np.ndarray,
+    cumulative: np.ndarray,
+    minimum: float,
+    maximum: float,
+    *,
+    nan: int = 0,
+    neg_inf: int = 0,
+    pos_inf: int = 0,
+    num_buckets: int = HISTOGRAM_BUCKETS,
+    num_quantiles: int = HISTOGRAM_QUANTILES,
+) -> dict[str, Any] | None:
+    """TFDV's STANDARD histogram of a numeric column, built as TFDV builds it.
+
+    TFDV (``basic_stats_generator``) reads ``num_quantiles + 1`` quantiles with their
+    cumulative counts from its sketch of the non-NaN values, infinities included, and
+    ``quantiles_util.generate_equi_width_histogram`` turns them into ``num_buckets``
+    equal-width buckets from the finite minimum to the finite maximum: infinite quantiles
+    are stripped (and counted apart), the quantiles make a histogram of their own, and
+    each equal-width bucket takes the share of every quantile bucket it overlaps, values
+    being assumed uniform within a bucket. This function does the same on a
+    :class:`~transforms.ops.quantiles.QuantileSummary` of the finite values, with the
+    infinities put back at its ends.
+
+    Args:
+        lows: Sorted distinct finite values (bin minima), as
+            :meth:`QuantileSummary.cumulative` returns them.
+        cumulative: Number of finite values up to and including each of ``lows``.
+        minimum: Smallest finite value.
+        maximum: Largest finite value.
+        nan: NaN values (kept beside the buckets, as TFDV's ``num_nan``).
+        neg_inf: ``-inf`` values.
+        pos_inf: ``inf`` values.
+        num_buckets: Equal-width buckets.
+        num_quantiles: Quantile intervals read first.
+
+    Returns:
+        ``{"boundaries": [...], "counts": [...]}`` (``num_buckets + 1`` boundaries, or
+        ``[v, v]`` and one count when ``minimum == maximum``), with ``"nan"``, ``"neg_inf"``
+        and ``"pos_inf"`` counts when not zero; None when there is no finite value or the
+        bucket width overflows float64 (TFDV then has no buckets either).
+    """
+    if not len(lows):
+        return None
+    values = np.asarray(lows, dtype=np.float64)
+    cum = np.asarray(cumulative, dtype=np.float64)
+    # TFDV's sketch holds the infinities too: -inf first, inf last.
+    if neg_inf:
+        values = np.concatenate(([-math.inf], values))
+        cum = np.concatenate(([float(neg_inf)], cum + neg_inf))
+    if pos_inf:
+        values = np.concatenate((values, [math.inf]))
+        cum = np.concatenate((cum, [cum[-1] + pos_inf]))
+    quantiles, counts = _tfdv_quantiles(values, cum, num_quantiles)
+    # quantiles_util._strip_infinities.
+    stripped_neg = 0.0
+    neg_index = int(np.searchsorted(quantiles, -math.inf, side="right"))
+    if neg_index:
+        stripped_neg = float(counts[neg_index - 1])
+        quantiles, counts = quantiles[neg_index:], counts[neg_index:] - stripped_neg
+    if pos_inf:
+        pos_index = int(np.searchsorted(quantiles, math.inf, side="left"))
+        finite_count = counts[-1] - pos_inf
+        quantiles = np.concatenate((quantiles[:pos_index], [maximum]))
+        counts = np.concatenate((counts[:pos_index], [finite_count]))
+    low, high, weights = _bin_weights(quantiles, counts)
+    if minimum == maximum:
+        boundaries = np.array([minimum, maximum], dtype=np.float64)
+    else:
+        with np.errstate(over="ignore", invalid="ignore"):
+            boundaries = np.linspace(minimum, maximum, num_buckets + 1)
+        if not np.isfinite(boundaries).all():
+            return None
+    out_counts: list[float] = []
+    start = 0
+    for i in range(len(boundaries) - 1):
+        low_bound, high_bound = float(boundaries[i]), float(boundaries[i + 1])
+        count = 0.0
+        for current in range(start, len(low)):
+            share, precedes, follows = _overlap(
+                float(low[current]), float(high[current]), low_bound, high_bound, i == 0
+            )
+            if follows:
+                break
+            if precedes:
+                start = current
+            count += share * float(weights[current])
+        out_counts.append(count)
+    histogram: dict[str, Any] = {"boundaries": boundaries.tolist(), "counts": out_counts}
+    for key, value in (("nan", nan), ("neg_inf", stripped_neg), ("pos_inf", pos_inf)):
+        if value:
+            histogram[key] = _count(value)
+    return histogram
+
+
+def _count(x: float) -> int | float:
+    return int(x) if float(x).is_integer() else float(x)
 
 
 def _by_count(item: tuple[Any, int]) -> tuple[int, Any]:
