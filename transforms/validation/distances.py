@@ -67,7 +67,11 @@ _NUMERIC_TYPES = frozenset(
         "double",
     }
 )
-_CATEGORICAL_PREFIXES = ("string", "large_string", "bool", "date", "time")
+_CATEGORICAL_TYPES = frozenset(
+    {"string", "large_string", "bool", "date", "date32[day]", "date64[ms]", "timestamp"}
+)
+# Arrow's names of timestamps and times with a unit: timestamp[us, tz=UTC], time64[us].
+_CATEGORICAL_PREFIXES = ("timestamp[", "time32[", "time64[")
 
 
 def column_kind(type_name: str) -> str | None:
@@ -78,7 +82,7 @@ def column_kind(type_name: str) -> str | None:
     """
     if type_name in _NUMERIC_TYPES:
         return "numeric"
-    if type_name.startswith(_CATEGORICAL_PREFIXES):
+    if type_name in _CATEGORICAL_TYPES or type_name.startswith(_CATEGORICAL_PREFIXES):
         return "categorical"
     return None
 
