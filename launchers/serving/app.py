@@ -32,6 +32,14 @@ from launchers.serving.environment import (
     setting,
 )
 from launchers.serving.protocol import RequestGuard, request_problem
+from launchers.serving.request_log import (
+    REQUEST_LOG_ENV,
+    REQUEST_LOG_SAMPLE_ENV,
+    RequestLog,
+    RequestLogging,
+    RequestLogSettings,
+    open_request_log,
+)
 
 _LOG = logging.getLogger(__name__)
 
@@ -84,18 +92,23 @@ def client_error_handler() -> type:
     return ClientErrorHandler
 
 
-def create_app() -> RequestGuard:
+def create_app(request_log: RequestLog | None = None) -> RequestGuard:
     """The server app (a uvicorn factory): the CPR model server behind a :class:`RequestGuard`.
 
     Configured by the ``AIP_*``, ``HANDLER_*``, ``PREDICTOR_*`` and
-    ``BEAMFORGE_MAX_REQUEST_BYTES`` environment; loads the model.
+    ``BEAMFORGE_MAX_REQUEST_BYTES`` environment; loads the model. With ``request_log``,
+    predict requests get an id and the sampled ones are logged
+    (:class:`~launchers.serving.request_log.RequestLogging`).
     """
     from google.cloud.aiplatform.prediction.model_server import CprModelServer
 
     limit = max_request_bytes()
     server = CprModelServer()
+    app: Any = server
+    if request_log is not None:
+        app = RequestLogging(server, log=request_log, predict_route=str(server.predict_route))
     return RequestGuard(
-        server,
+        app,
         predict_route=str(server.predict_route),
         health_route=str(server.health_route),
         max_request_bytes=limit,
@@ -137,6 +150,19 @@ def _parser() -> argparse.ArgumentParser:
         help=f"the largest request body accepted, else 413; overrides {MAX_REQUEST_BYTES_ENV} "
         f"(default: {DEFAULT_MAX_REQUEST_BYTES:,})",
     )
+    parser.add_argument(
+        "--request-log",
+        metavar="DIR|bq://PROJECT.DATASET.TABLE",
+        help=f"log sampled predict requests to JSONL files in DIR or to a BigQuery table; "
+        f"overrides {REQUEST_LOG_ENV} (default: no log)",
+    )
+    parser.add_argument(
+        "--request-log-sample",
+        type=float,
+        metavar="RATE",
+        help=f"the fraction of requests logged, 0 to 1, decided by request id; overrides "
+        f"{REQUEST_LOG_SAMPLE_ENV} (default: 1)",
+    )
     return parser
 
 
@@ -166,6 +192,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.max_request_bytes is not None and args.max_request_bytes < 1:
         parser.error(f"--max-request-bytes must be positive, got {args.max_request_bytes}")
     sock = None
+    request_log = None
     try:
         model_dir = setting(args.model_dir, "--model-dir", "AIP_STORAGE_URI")
         predictor, source = predictor_setting(args.predictor)
@@ -173,16 +200,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.max_request_bytes is not None:
             os.environ[MAX_REQUEST_BYTES_ENV] = str(args.max_request_bytes)
         max_request_bytes()  # a bad value in the environment fails here, before the model loads
+        logging_settings = RequestLogSettings.from_environment(
+            os.environ, sink=args.request_log, sample=args.request_log_sample
+        )
         predictor_class(predictor, source)
         # Bound before the model loads: a busy port fails at once, and port 0 becomes a real
         # one, which the environment then holds as Vertex's would.
         sock = _listen(args.host, port)
         port = sock.getsockname()[1]
         _set_environment(model_dir, predictor, port)
-        app = _load(predictor, model_dir)
+        if logging_settings is not None:
+            request_log = open_request_log(logging_settings, model_dir, os.environ)
+        app = _load(predictor, model_dir, request_log)
     except ServerSetupError as exc:
         if sock is not None:
             sock.close()
+        if request_log is not None:
+            request_log.close()
         return error(exc)
     host = f"[{args.host}]" if ":" in args.host else args.host
     print(f"serving {model_dir} at http://{host}:{port}", file=sys.stderr, flush=True)
@@ -193,6 +227,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     server = uvicorn.Server(config)
     with contextlib.suppress(KeyboardInterrupt):
         server.run(sockets=[sock])
+    if request_log is not None and not request_log.closed:  # else closed with the lifespan
+        request_log.close()
+        print(request_log.summary(), file=sys.stderr, flush=True)
     return ExitCode.OK if server.started else ExitCode.FAILED
 
 
@@ -213,13 +250,13 @@ def _set_environment(model_dir: str, predictor: str, port: int) -> None:
     os.environ.update(env)
 
 
-def _load(predictor: str, model_dir: str) -> RequestGuard:
+def _load(predictor: str, model_dir: str, request_log: RequestLog | None) -> RequestGuard:
     """The app with its model loaded; a model the predictor cannot load is a setup error."""
     from transforms.core.artifact import ArtifactError
     from transforms.core.errors import InputError
 
     try:
-        return create_app()
+        return create_app(request_log)
     except (OSError, ArtifactError, InputError) as exc:
         # Raised by the predictor's load(); its type says what went wrong (FileNotFoundError).
         raise ServerSetupError(
