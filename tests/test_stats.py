@@ -64,6 +64,13 @@ def test_exact_output_for_each_column_kind() -> None:
                 [1.0008, 0.0008, 0.0008, 0.0008, 0.9968] + [0.4 / 501] * 4 + [1000.4 / 501]
             ),
         },
+        # Every 100th of those quantiles: 1 1 1 2 2 3 3 3 3 3 3 (cumulative 1 1 1 2 2 4 ...).
+        # (1, 2) and (2, 2) share 1 value, (2, 3) and the five (3, 3) share 2, the two
+        # (1, 1) share the minimum's count.
+        "quantiles_histogram": {
+            "boundaries": [1.0, 1.0, 1.0, 2.0, 2.0, 3.0, 3.0, 3.0, 3.0, 3.0, 3.0],
+            "counts": pytest.approx([0.5] * 4 + [1 / 3] * 6),
+        },
     }
     assert out["f"] == {
         "type": "float32",
@@ -85,6 +92,12 @@ def test_exact_output_for_each_column_kind() -> None:
             "counts": pytest.approx(
                 [1 + 0.2 / 333] + [0.2 / 333] * 3 + [332.2 / 333] + [0.2 / 334] * 4 + [333.2 / 334]
             ),
+            "nan": 1,
+        },
+        # Quantiles 0.5 x 4, 1.0 x 3, 1.5 x 4 (cumulative 1, 2, 3).
+        "quantiles_histogram": {
+            "boundaries": [0.5, 0.5, 0.5, 0.5, 1.0, 1.0, 1.0, 1.5, 1.5, 1.5, 1.5],
+            "counts": pytest.approx([1 / 3] * 6 + [0.25] * 4),
             "nan": 1,
         },
     }
@@ -153,6 +166,16 @@ def test_non_finite_values_are_counted_and_left_out() -> None:
             "nan": 1,
             "neg_inf": 1,
             "pos_inf": 1,
+        },
+        # Quantiles -inf x 3, 1 x 2, 3 x 3, inf x 3 (cumulative 1, 2, 3, 4): the buckets
+        # (-inf, -inf) x 2 and (-inf, 1) hold 0.5 each, (3, inf) and (inf, inf) x 2 a third
+        # each; TFDV's divergence lumps them as infinite.
+        "quantiles_histogram": {
+            "boundaries": [1.0, 1.0, 3.0, 3.0, 3.0],
+            "counts": pytest.approx([0.5, 1 / 3, 1 / 3, 1 / 3]),
+            "nan": 1,
+            "neg_inf": 1.5,
+            "pos_inf": pytest.approx(1),
         },
     }
     assert out["e"] == {

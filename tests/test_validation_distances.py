@@ -272,3 +272,48 @@ def test_column_kinds_and_rank_counts() -> None:
     assert column_kind("list<int64>") is None
     assert rank_counts({"type": "string"}) is None
     assert rank_counts(_categorical("bool", {True: 2, False: 1})) == {"true": 2.0, "false": 1.0}
+
+
+def test_jensen_shannon_of_the_quantiles_histograms() -> None:
+    # The STANDARD histograms are identical; the QUANTILES ones are those of
+    # test_partially_overlapping_buckets_are_spread_uniformly (0.5).
+    same = {"boundaries": [0.0, 1.0], "counts": [1.0]}
+    now = {
+        "type": "int64",
+        "histogram": same,
+        "quantiles_histogram": {"boundaries": [0.0, 2.0], "counts": [4.0]},
+    }
+    before = {
+        "type": "int64",
+        "histogram": same,
+        "quantiles_histogram": {"boundaries": [1.0, 3.0], "counts": [2.0]},
+    }
+    assert column_distance(now, before, threshold=0.1)["value"] == 0.0
+    assert column_distance(now, before, threshold=0.1, source="quantiles") == {
+        "measure": "jensen_shannon",
+        "value": 0.5,
+        "threshold": 0.1,
+        "over": True,
+        "max_difference_value": None,
+        "source": "quantiles",
+    }
+    with pytest.raises(
+        ValueError, match="unknown source 'deciles'; valid sources are standard, quantiles"
+    ):
+        column_distance(now, before, source="deciles")
+
+
+def test_quantiles_histograms_with_repeated_boundaries_and_infinities() -> None:
+    # Boundaries 1, 1, 3, 3, 3: point buckets at 1 and 3 between ranged ones, and
+    # infinite masses beside (stats of -inf, 1, 3, inf; see test_stats).
+    h1 = {
+        "boundaries": [1.0, 1.0, 3.0, 3.0, 3.0],
+        "counts": [0.5, 1 / 3, 1 / 3, 1 / 3],
+        "neg_inf": 1.5,
+        "pos_inf": 1,
+    }
+    h2 = {"boundaries": [1.0, 3.0], "counts": [4.0]}
+    # h1: ranged (1, 3) 1/3; points 1 -> 0.5, 3 -> 2/3; infinite 2.5. h2: ranged (1, 3) 4.
+    # Aligned: (1/3, 0.5, 2/3, 2.5) against (4, 0, 0, 0).
+    expected = _jsd([1 / 12, 0.5 / 4, (2 / 3) / 4, 2.5 / 4], [1.0, 0.0, 0.0, 0.0])
+    assert jensen_shannon_histograms(h1, h2) == pytest.approx(expected, abs=1e-15)

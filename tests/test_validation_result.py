@@ -234,3 +234,26 @@ def test_columns_without_values_are_measured_as_null() -> None:
 def test_unknown_default_threshold_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown measure 'psi' in thresholds; valid measures are"):
         validate({}, thresholds={"psi": 0.1})
+
+
+def test_a_schema_source_compares_the_quantiles_histograms() -> None:
+    now = {**CURRENT["fare"], "quantiles_histogram": {"boundaries": [0.0, 1.0], "counts": [1.0]}}
+    before = {
+        **BASELINE["fare"],
+        "quantiles_histogram": {"boundaries": [0.0, 1.0], "counts": [5.0]},
+    }
+    schema = DataSchema(
+        {"fare": ColumnSchema("float64", drift=("jensen_shannon", 0.3), drift_source="quantiles")}
+    )
+    out = validate({"fare": now}, schema=schema, baseline={"fare": before})
+    assert out["drift"] == {
+        "fare": {
+            "measure": "jensen_shannon",
+            "value": 0.0,
+            "threshold": 0.3,
+            "over": False,
+            "max_difference_value": None,
+            "source": "quantiles",
+        }
+    }
+    assert out["summary"]["ok"] is True

@@ -22,7 +22,7 @@ KEYS = "type, presence, min, max, values, max_unexpected_share, drift, skew"
 GOOD = """
 columns:
   fare: {type: float32, presence: 1.0, min: 0.0, max: 3000.0,
-         drift: {jensen_shannon: 0.1}, skew: {jensen_shannon: 0.1}}
+         drift: {jensen_shannon: 0.1}, skew: {source: quantiles, jensen_shannon: 0.1}}
   payment_type: {type: string, presence: 1.0, values: [Cash, Credit Card],
                  max_unexpected_share: 0.0, drift: {l_infinity: 0.1}}
   tips: {type: double, presence: 0.5}
@@ -41,6 +41,7 @@ def test_parse_a_schema() -> None:
                 max=3000.0,
                 drift=("jensen_shannon", 0.1),
                 skew=("jensen_shannon", 0.1),
+                skew_source="quantiles",
             ),
             "payment_type": ColumnSchema(
                 "string",
@@ -69,6 +70,11 @@ def test_empty_columns_and_null_keys_mean_no_expectation() -> None:
     assert parse_schema(
         {"columns": {"a": {"type": "int64", "presence": None, "drift": None}}}, origin="s"
     ) == DataSchema({"a": ColumnSchema("int64")})
+    # The default source may be written out.
+    assert parse_schema(
+        {"columns": {"a": {"type": "int64", "drift": {"jensen_shannon": 0, "source": "standard"}}}},
+        origin="s",
+    ) == DataSchema({"a": ColumnSchema("int64", drift=("jensen_shannon", 0.0))})
 
 
 def _column(**keys: Any) -> dict[str, Any]:
@@ -163,6 +169,19 @@ def _string(**keys: Any) -> dict[str, Any]:
             {"columns": {"b": {"type": "binary", "skew": {"jensen_shannon": 0.1}}}},
             "columns.b.skew: binary columns have no skew measure",
         ),
+        (
+            _column(drift={"source": "quantiles"}),
+            "columns.fare.drift: got 0 measures; expected one measure and its threshold,"
+            " e.g. {jensen_shannon: 0.3}",
+        ),
+        (
+            _column(drift={"jensen_shannon": 0.1, "source": "deciles"}),
+            "columns.fare.drift.source: got 'deciles'; expected one of standard, quantiles",
+        ),
+        (
+            _string(drift={"jensen_shannon": 0.1, "source": "quantiles"}),
+            "columns.pay.drift.source: only jensen_shannon of a numeric column compares histograms",
+        ),
     ],
 )
 def test_schema_errors_name_the_file_and_the_yaml_path(data: Any, message: str) -> None:
@@ -189,7 +208,10 @@ EXPECTED_YAML = """\
 #             run before the column counts as drifted. l_infinity (categorical columns):
 #             the largest difference in any value's share, 0 to 1. jensen_shannon
 #             (numeric columns): the Jensen-Shannon divergence of the two histograms,
-#             0 (same) to 1 (disjoint). A threshold of 1 never fires.
+#             0 (same) to 1 (disjoint). A threshold of 1 never fires. Add
+#             `source: quantiles` to compare 10 equal-count buckets instead of 10
+#             equal-width ones, which a few extreme values stretch (TFDV's
+#             source QUANTILES).
 #   skew      {measure: threshold}: the same between splits (train vs eval) or between
 #             training data and logged serving requests.
 columns:
@@ -199,7 +221,7 @@ columns:
     min: 0.0
     max: 3000.0
     drift: {jensen_shannon: 0.1}
-    skew: {jensen_shannon: 0.1}
+    skew: {jensen_shannon: 0.1, source: quantiles}
   payment_type:
     type: string
     presence: 1.0

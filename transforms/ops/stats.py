@@ -156,6 +156,8 @@ class DatasetStats(Analyzer[Accumulator]):
          "histogram": {"boundaries": [min, ..., max], "counts": [...],
                        # only when not zero (float columns)
                        "nan": n, "neg_inf": n, "pos_inf": n},
+         # TFDV's QUANTILES histogram: 10 equal-count buckets (boundaries may repeat)
+         "quantiles_histogram": {"boundaries": [...], "counts": [...], ...},
          # most frequent values, ties by value
          "top_values": [{"value": v, "count": n}, ...],
          # string, boolean, date and time columns: TFDV's rank histogram
@@ -176,7 +178,8 @@ class DatasetStats(Analyzer[Accumulator]):
     (one bucket ``[v, v]`` when every finite value is ``v``), with fractional counts: it is
     read from 1000 quantiles as TFDV reads it (:func:`standard_histogram`). NaN and
     infinite values are counted beside it, as TFDV's histogram keeps them (``num_nan`` and
-    its ``-inf``/``inf`` buckets). ``rank_histogram`` holds the 1000 most frequent values,
+    its ``-inf``/``inf`` buckets). ``quantiles_histogram`` is TFDV's QUANTILES histogram
+    (:func:`quantiles_histogram`), read from the same quantiles. ``rank_histogram`` holds the 1000 most frequent values,
     ties by value: exact while a column has fewer than 6144 distinct values; past that,
     estimates for strings and left out for boolean, date and time columns.
 
@@ -349,6 +352,13 @@ class DatasetStats(Analyzer[Accumulator]):
                 )
                 if out["histogram"] is None:
                     del out["histogram"]
+                out["quantiles_histogram"] = quantiles_histogram(
+                    lows,
+                    cumulative,
+                    nan=acc.nan,
+                    neg_inf=acc.non_finite - acc.nan - acc.pos_inf,
+                    pos_inf=acc.pos_inf,
+                )
             if acc.summary.exact and len(lows) <= self.max_distinct:
                 counts = np.diff(cumulative, prepend=0)
                 ranked = sorted(zip(lows.tolist(), counts.tolist(), strict=True), key=_by_count)
@@ -386,6 +396,22 @@ def _tfdv_quantiles(
     targets = [i * total / num_quantiles for i in range(num_quantiles + 1)]
     index = np.minimum(np.searchsorted(cumulative, targets, side="right"), len(lows) - 1)
     return lows[index], cumulative[index].astype(np.float64)
+
+
+def _sketch_quantiles(
+    lows: np.ndarray, cumulative: np.ndarray, neg_inf: int, pos_inf: int, num_quantiles: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Quantiles of the finite values plus the infinities, as TFDV's sketch holds them."""
+    values = np.asarray(lows, dtype=np.float64)
+    cum = np.asarray(cumulative, dtype=np.float64)
+    # -inf first, inf last.
+    if neg_inf:
+        values = np.concatenate(([-math.inf], values))
+        cum = np.concatenate(([float(neg_inf)], cum + neg_inf))
+    if pos_inf:
+        values = np.concatenate((values, [math.inf]))
+        cum = np.concatenate((cum, [cum[-1] + pos_inf]))
+    return _tfdv_quantiles(values, cum, num_quantiles)
 
 
 def _bin_weights(
@@ -485,16 +511,7 @@ def standard_histogram(
     """
     if not len(lows):
         return None
-    values = np.asarray(lows, dtype=np.float64)
-    cum = np.asarray(cumulative, dtype=np.float64)
-    # TFDV's sketch holds the infinities too: -inf first, inf last.
-    if neg_inf:
-        values = np.concatenate(([-math.inf], values))
-        cum = np.concatenate(([float(neg_inf)], cum + neg_inf))
-    if pos_inf:
-        values = np.concatenate((values, [math.inf]))
-        cum = np.concatenate((cum, [cum[-1] + pos_inf]))
-    quantiles, counts = _tfdv_quantiles(values, cum, num_quantiles)
+    quantiles, counts = _sketch_quantiles(lows, cumulative, neg_inf, pos_inf, num_quantiles)
     # quantiles_util._strip_infinities.
     stripped_neg = 0.0
     neg_index = int(np.searchsorted(quantiles, -math.inf, side="right"))
@@ -531,6 +548,60 @@ def standard_histogram(
         out_counts.append(count)
     histogram: dict[str, Any] = {"boundaries": boundaries.tolist(), "counts": out_counts}
     for key, value in (("nan", nan), ("neg_inf", stripped_neg), ("pos_inf", pos_inf)):
+        if value:
+            histogram[key] = _count(value)
+    return histogram
+
+
+def quantiles_histogram(
+    lows: np.ndarray,
+    cumulative: np.ndarray,
+    *,
+    nan: int = 0,
+    neg_inf: int = 0,
+    pos_inf: int = 0,
+    num_buckets: int = HISTOGRAM_BUCKETS,
+    num_quantiles: int = HISTOGRAM_QUANTILES,
+) -> dict[str, Any] | None:
+    """TFDV's QUANTILES histogram of a numeric column: ``num_buckets`` equal-count buckets.
+
+    TFDV reads it from the same ``num_quantiles + 1`` quantiles as the STANDARD histogram
+    (:func:`standard_histogram`), keeping every ``num_quantiles / num_buckets``-th
+    (``quantiles_util.rebin_quantiles``) and weighting the buckets as
+    ``generate_quantiles_histogram`` does: buckets with the same high bound share their
+    count, the minimum's count goes to the leading buckets equal to the first. Repeated
+    boundaries make point buckets ``[v, v]`` (a value holding more than a tenth of the
+    data). It is what TFDV's Jensen-Shannon divergence compares with ``source: QUANTILES``:
+    less sensitive than the STANDARD histogram to a few extreme values, whose equal-width
+    buckets move with the maximum.
+
+    Buckets with an infinite bound (only at the ends) are not listed: their counts are
+    ``"neg_inf"`` (low bound -inf) and ``"pos_inf"`` (high bound inf), as the divergence
+    lumps them anyway.
+
+    Returns:
+        ``{"boundaries": [...], "counts": [...]}`` (boundaries may repeat), with
+        ``"nan"``, ``"neg_inf"`` and ``"pos_inf"`` when not zero; None without values.
+    """
+    if not len(lows) or num_quantiles % num_buckets:
+        return None
+    quantiles, counts = _sketch_quantiles(lows, cumulative, neg_inf, pos_inf, num_quantiles)
+    step = num_quantiles // num_buckets
+    low, high, weights = _bin_weights(quantiles[::step], counts[::step])
+    finite_low, finite_high, finite_counts = [], [], []
+    below = above = 0.0
+    for lo, hi, weight in zip(low.tolist(), high.tolist(), weights.tolist(), strict=True):
+        if lo == -math.inf or hi == -math.inf:
+            below += weight
+        elif hi == math.inf or lo == math.inf:
+            above += weight
+        else:
+            finite_low.append(lo)
+            finite_high.append(hi)
+            finite_counts.append(weight)
+    boundaries = finite_low[:1] + finite_high
+    histogram: dict[str, Any] = {"boundaries": boundaries, "counts": finite_counts}
+    for key, value in (("nan", nan), ("neg_inf", below), ("pos_inf", above)):
         if value:
             histogram[key] = _count(value)
     return histogram

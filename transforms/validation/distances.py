@@ -31,6 +31,9 @@ __all__ = [
     "JENSEN_SHANNON",
     "L_INFINITY",
     "MEASURES",
+    "QUANTILES",
+    "SOURCES",
+    "STANDARD",
     "EmptyHistogramError",
     "column_distance",
     "column_kind",
@@ -43,6 +46,12 @@ __all__ = [
 L_INFINITY = "l_infinity"
 JENSEN_SHANNON = "jensen_shannon"
 MEASURES = (L_INFINITY, JENSEN_SHANNON)
+# The histogram Jensen-Shannon compares for a numeric column (TFDV's HistogramSelection):
+# the STANDARD one (TFDV's default) or the QUANTILES one.
+STANDARD = "standard"
+QUANTILES = "quantiles"
+SOURCES = (STANDARD, QUANTILES)
+_HISTOGRAM_KEYS = {STANDARD: "histogram", QUANTILES: "quantiles_histogram"}
 
 
 class EmptyHistogramError(ValueError):
@@ -351,6 +360,8 @@ def column_distance(
     baseline_col_stats: Mapping[str, Any],
     measure: str | None = None,
     threshold: float | None = None,
+    *,
+    source: str = STANDARD,
 ) -> dict[str, Any]:
     """The drift or skew measurement of one column against its baseline.
 
@@ -361,16 +372,24 @@ def column_distance(
             string, boolean, date and time columns and Jensen-Shannon for numeric ones.
             Jensen-Shannon of a categorical column compares value counts, as TFDV does.
         threshold: Value above which the column counts as drifted (``over``).
+        source: Histogram Jensen-Shannon compares for a numeric column: ``"standard"``
+            (``histogram``, 10 equal-width buckets; TFDV's default) or ``"quantiles"``
+            (``quantiles_histogram``, 10 equal-count buckets; TFDV's ``source:
+            QUANTILES``), which a few extreme values do not move.
 
     Returns:
-        ``{"measure", "value", "threshold", "over", "max_difference_value"}``. ``value``
+        ``{"measure", "value", "threshold", "over", "max_difference_value"}``, plus
+        ``"source": "quantiles"`` when the quantiles histograms were compared. ``value``
         is None when it cannot be computed (a column without a histogram on either side,
         such as one with no finite value, or columns of different kinds);
         ``max_difference_value`` is the value named by L-infinity (None otherwise).
 
     Raises:
-        ValueError: for an unknown measure, or a column of a type without one.
+        ValueError: for an unknown measure or source, or a column of a type without a
+            measure.
     """
+    if source not in SOURCES:
+        raise ValueError(f"unknown source {source!r}; valid sources are {', '.join(SOURCES)}")
     if measure is None:
         measure = _measure_for(col_stats) or _measure_for(baseline_col_stats)
         if measure is None:
@@ -390,17 +409,21 @@ def column_distance(
     elif counts and baseline_counts:
         value = jensen_shannon_counts(counts, baseline_counts)
     else:
-        histogram, baseline = col_stats.get("histogram"), baseline_col_stats.get("histogram")
+        key = _HISTOGRAM_KEYS[source]
+        histogram, baseline = col_stats.get(key), baseline_col_stats.get(key)
         if histogram is not None and baseline is not None:
             try:
                 value = jensen_shannon_histograms(histogram, baseline)
             except EmptyHistogramError:
                 # Both histograms empty of values: TFDV records no measurement either.
                 value = None
-    return {
+    out = {
         "measure": measure,
         "value": value,
         "threshold": threshold,
         "over": value is not None and threshold is not None and value > threshold,
         "max_difference_value": max_difference,
     }
+    if source != STANDARD:
+        out["source"] = source
+    return out

@@ -28,7 +28,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from transforms.validation.anomalies import Anomaly, find_anomalies
-from transforms.validation.distances import JENSEN_SHANNON, L_INFINITY, column_distance
+from transforms.validation.distances import (
+    JENSEN_SHANNON,
+    L_INFINITY,
+    STANDARD,
+    column_distance,
+)
 from transforms.validation.schema import DEFAULT_THRESHOLDS, DataSchema, default_measure
 
 __all__ = ["FORMAT_VERSION", "validate"]
@@ -53,6 +58,7 @@ def _compare(
             continue
         column = schema.columns.get(name) if schema is not None else None
         configured = getattr(column, comparator) if column is not None else None
+        source = getattr(column, f"{comparator}_source") if column is not None else STANDARD
         if configured is not None:
             measure, threshold = configured
         else:
@@ -60,7 +66,7 @@ def _compare(
             if default is None:
                 continue
             measure, threshold = default, defaults[default]
-        out[name] = column_distance(col_stats, other[name], measure, threshold)
+        out[name] = column_distance(col_stats, other[name], measure, threshold, source=source)
     return out
 
 
