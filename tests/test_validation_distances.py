@@ -152,6 +152,16 @@ def test_nan_is_compared_as_two_separate_buckets() -> None:
     assert expected == pytest.approx(_jsd([0.75, 0, 0.25], [0.5, 0.5, 0]), abs=1e-15)
 
 
+def test_nan_is_dropped_when_the_boundaries_differ() -> None:
+    # TFDV rebuckets into new histograms that do not carry num_nan over: with different
+    # boundaries, NaN counts are ignored on both sides. [0, 2] holding 4 and [1, 3]
+    # holding 2 give 0.5 (test_partially_overlapping_buckets_are_spread_uniformly).
+    h1 = {"boundaries": [0.0, 2.0], "counts": [4.0], "nan": 3}
+    h2 = {"boundaries": [1.0, 3.0], "counts": [2.0], "nan": 1}
+    assert jensen_shannon_histograms(h1, h2) == 0.5
+    assert jensen_shannon_histograms(h1, {**h2, "nan": 0}) == 0.5
+
+
 def test_infinite_values_of_each_side_are_separate_buckets() -> None:
     # (1, 1, inf_1 = 2, 0) against (1, 1, 0, inf_2 = 2): P = (1/4, 1/4, 1/2, 0),
     # Q = (1/4, 1/4, 0, 1/2), M = (1/4, 1/4, 1/4, 1/4): JSD = 1/2.
@@ -168,8 +178,11 @@ def test_infinite_values_of_each_side_are_separate_buckets() -> None:
 def test_a_histogram_of_nan_only_against_values() -> None:
     nan_only = {"boundaries": [], "counts": [], "nan": 2}
     values = {"boundaries": [0.0, 1.0], "counts": [3.0]}
-    # (0, 0, 2) against (3, 0, 0).
-    assert jensen_shannon_histograms(nan_only, values) == 1.0
+    # Different boundaries: rebucketed, the NaN count is dropped and nothing is left.
+    with pytest.raises(EmptyHistogramError):
+        jensen_shannon_histograms(nan_only, values)
+    # Same (no) boundaries: (0, 2) against (1, 0) after the NaN buckets.
+    assert jensen_shannon_histograms(nan_only, {**nan_only, "nan": 1}) == 1.0
 
 
 def test_empty_and_malformed_histograms_are_refused() -> None:

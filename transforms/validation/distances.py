@@ -17,8 +17,10 @@ with TFDV's (and Vertex Model Monitoring's) for the same statistics:
 
 TFDV's quirks are kept on purpose, since agreeing with it is the point: infinite values of
 the two histograms (``-inf`` and ``inf`` together) and their NaN values are compared as
-separate buckets, so two columns with the same share of NaN still differ by it; when every
-share is equal, L-infinity names the last value in sorted order.
+separate buckets, so two columns with the same share of NaN still differ by it; NaN values
+are dropped altogether when the two histograms' boundaries differ (TFDV's rebucketing does
+not carry ``num_nan`` over), which for STANDARD histograms is whenever the minimum or the
+maximum moved; when every share is equal, L-infinity names the last value in sorted order.
 """
 
 from __future__ import annotations
@@ -251,7 +253,8 @@ def _aligned(
     Ranged buckets are rebucketed onto the union of both histograms' boundaries (unless
     the boundaries are the same); then come one bucket per point mass of either, the
     infinite mass of the first (against 0), of the second (against 0), and when either
-    has NaN values two buckets: (0, nan_1) and (nan_2, 0).
+    has NaN values two buckets: (0, nan_1) and (nan_2, 0). As in TFDV, NaN values only
+    count when the two histograms have the same boundaries (rebucketing drops them).
     """
     buckets_1, nan_1 = _buckets(histogram_1)
     buckets_2, nan_2 = _buckets(histogram_2)
@@ -262,6 +265,9 @@ def _aligned(
         boundaries = sorted(bounds_1 | bounds_2)
         ranged_1 = _rebucket(boundaries, ranged_1)
         ranged_2 = _rebucket(boundaries, ranged_2)
+        # TFDV's RebucketHistogram builds new histograms without num_nan: once rebucketed,
+        # neither side has NaN values left to compare.
+        nan_1 = nan_2 = 0.0
     counts_1 = [count for _, _, count in ranged_1]
     counts_2 = [count for _, _, count in ranged_2]
     for point in sorted(set(points_1) | set(points_2)):
