@@ -49,8 +49,8 @@ def add_parsers(sub: Any) -> None:
         "--threshold",
         type=_threshold,
         metavar="X",
-        help="drift threshold (0 to 1) for the values computed against --baseline when the "
-        "run's validation.json has none (default: values shown without a verdict)",
+        help="drift threshold (0 to 1) of the values computed against --baseline when the "
+        "run's validation.json has none (default: validation's, 0.3 for both measures)",
     )
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import json
 import pathlib
 from collections.abc import Sequence
@@ -60,6 +61,7 @@ from launchers.data_report.page import (
     status_html,
 )
 from tests.conftest import REPO, TAXI_SAMPLE, beamforge
+from transforms.core.errors import InputError
 
 RUN_A = "run-20260101T000000Z-0000000a"
 RUN_B = "run-20260102T000000Z-0000000b"
@@ -328,13 +330,14 @@ def test_a_run_loads_from_its_output_folder_or_its_run_folder(tmp_path: pathlib.
         ("read", "bad_row", 1),
     ]
     assert run.ledger == ledger_of({"counts": COUNTS, "steps": STEPS})
-    assert load_run(str(output / RUN_A)) == dataclass_with_location(run, str(output / RUN_A))
+    for other in (output / RUN_A, output / "manifest.json"):
+        assert load_run(str(other)) == dataclasses.replace(run, location=str(other))
 
 
-def dataclass_with_location(run: Any, location: str) -> Any:
-    import dataclasses
-
-    return dataclasses.replace(run, location=location)
+def test_a_missing_folder_is_named(tmp_path: pathlib.Path) -> None:
+    with pytest.raises(InputError) as caught:
+        load_run(str(tmp_path / "nothing"))
+    assert str(caught.value) == f"{tmp_path / 'nothing'}: no such run or output folder"
 
 
 def test_a_run_that_did_not_finish_is_named_with_the_missing_manifest(
@@ -454,7 +457,13 @@ def test_drift_comes_from_validation_json_else_is_computed_against_the_baseline(
         },
     }
     assert computed.drifted == ["city"]
+    # Validation's default threshold, 0.3 for both measures, when none is given.
+    by_default = drift_of(None, columns).measurements
+    assert [(m["threshold"], m["over"]) for m in by_default.values()] == [(0.3, False)] * 3
     assert drift_of(None, columns_of(toy_stats())).measurements == {}
+    # Binary columns have no measure.
+    blob = {"all": {"blob": {"type": "binary", "count": 1, "missing": 0}}}
+    assert drift_of(None, columns_of(blob, blob)).measurements == {}
 
 
 # --- charts ---------------------------------------------------------------------------------
@@ -473,7 +482,16 @@ def test_each_kind_of_column_gets_its_chart() -> None:
 
     histogram = distribution_figure("price", stats["price"], stats["price"])
     assert histogram is not None
-    run, baseline = histogram.data
+    # The buckets, then the deciles beside them.
+    run, baseline, run_deciles, baseline_deciles = histogram.data
+    assert (run_deciles.x, run_deciles.y, run_deciles.xaxis) == ((0.0, 4.0), (0.0, 1.0), "x2")
+    assert (baseline_deciles.line.dash, baseline_deciles.showlegend) == ("dash", False)
+    # Too few deciles for a 10th to 90th percentile window: the whole range shows.
+    assert histogram.layout.xaxis2.range is None
+    outlier = [0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 100.0]
+    wide = distribution_figure("price", {**stats["price"], "quantiles": outlier})
+    assert wide is not None
+    assert wide.layout.xaxis2.range == (1.0 - 0.64, 9.0 + 0.64)
     assert (run.name, list(run.x), list(run.y), list(run.width)) == (
         "this run",
         [0.5, 1.5, 3.0],
@@ -651,29 +669,61 @@ def shift_sample(target: pathlib.Path) -> pathlib.Path:
 
 @pytest.fixture(scope="session")
 def taxi_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, pathlib.Path]:
-    """The taxi pipeline's runs on the sample ("base") and on its shifted copy ("shifted")."""
+    """The taxi pipeline's runs on the sample ("base") and on its shifted copy ("shifted").
+
+    The shifted run is validated against the base run (``--baseline``), so its
+    validation.json holds the drift of every input column.
+    """
     folder = tmp_path_factory.mktemp("report-runs")
-    sources = {"base": TAXI_SAMPLE, "shifted": shift_sample(folder / "shifted.csv")}
-    runs = {}
-    for name, source in sources.items():
-        output = folder / name
+    runs = {"base": folder / "base", "shifted": folder / "shifted"}
+    for name, source, extra in (
+        ("base", TAXI_SAMPLE, []),
+        ("shifted", shift_sample(folder / "shifted.csv"), ["--baseline", str(runs["base"])]),
+    ):
         done = beamforge(
             "run",
             "examples/chicago_taxi/pipeline.yaml",
             "--input",
             str(source),
             "--output",
-            str(output),
+            str(runs[name]),
             "--quiet",
+            *extra,
         )
         assert done.returncode == 0, done.stderr
-        runs[name] = output
     return runs
+
+
+# The taxi spec's input columns, in its order.
+TAXI_COLUMNS = (
+    "pickup_community_area",
+    "fare",
+    "trip_start_month",
+    "trip_start_hour",
+    "trip_start_day",
+    "trip_start_timestamp",
+    "pickup_latitude",
+    "pickup_longitude",
+    "dropoff_latitude",
+    "dropoff_longitude",
+    "trip_miles",
+    "pickup_census_tract",
+    "dropoff_census_tract",
+    "payment_type",
+    "company",
+    "trip_seconds",
+    "dropoff_community_area",
+    "tips",
+)
+# pickup_census_tract is empty in the sample: no histogram, no chart, no drift value.
+TAXI_EMPTY = "pickup_census_tract"
+# Over their threshold (the taxi schema's) in the shifted run: the two columns it shifts.
+TAXI_DRIFTED = ["fare", "payment_type"]
 
 
 @pytest.mark.slow
 def test_report_of_the_shifted_taxi_run(taxi_runs: dict[str, pathlib.Path]) -> None:
-    made = build_report(str(taxi_runs["shifted"]), baseline=str(taxi_runs["base"]), threshold=0.1)
+    made = build_report(str(taxi_runs["shifted"]), baseline=str(taxi_runs["base"]))
     ledger = made.run.ledger
     assert (ledger.read, ledger.total_written, ledger.rejected, ledger.dropped) == (
         3006,
@@ -692,15 +742,22 @@ def test_report_of_the_shifted_taxi_run(taxi_runs: dict[str, pathlib.Path]) -> N
     ]
     first = made.run.errors.reasons[0].examples[0]
     assert first.message == "column 'fare': 'n/a' is not a valid float32"
-    assert first.source.endswith("shifted.csv:3003")
-    expected_drift = TAXI_DRIFT[made.columns.section]
-    assert made.drift.drifted == expected_drift
+    assert first.source == f"{taxi_runs['shifted'].parent / 'shifted.csv'}:3003"
 
+    assert (made.columns.section, made.columns.names) == (INPUT, TAXI_COLUMNS)
+    assert made.baseline is not None and made.run.validation is not None
+    assert made.drift.origin == f"validation.json, against run {made.baseline.run_id}"
+    assert made.drift.drifted == TAXI_DRIFTED
+    assert made.drift.measurements["payment_type"]["max_difference_value"] == NEW_PAYMENT
+    assert status_of(made.drift.measurements[TAXI_EMPTY]) == NOT_MEASURED
 
-# Columns over a drift threshold of 0.1 in the shifted run. The input columns see both
-# shifts; the dataset's columns see only the new payment type's vocabulary index (fares
-# are z-scored, so x1.5 leaves fare_xf as it was).
-TAXI_DRIFT = {INPUT: ["fare", "payment_type"], OUTPUT: []}
+    # The base run has no baseline, so no drift of its own: the report measures it, with
+    # the same code and so the same values (both measures are symmetric).
+    backwards = build_report(str(taxi_runs["base"]), baseline=str(taxi_runs["shifted"]))
+    assert backwards.drift.origin == f"computed against run {made.run.run_id}"
+    assert {c: m["value"] for c, m in backwards.drift.measurements.items()} == pytest.approx(
+        {c: m["value"] for c, m in made.drift.measurements.items()}, abs=1e-12
+    )
 
 
 CHROMIUM = "/usr/bin/chromium"
@@ -731,15 +788,12 @@ def test_report_renders_in_chromium_without_errors_or_network(
             str(taxi_runs["base"]),
             "-o",
             str(page_file),
-            "--threshold",
-            "0.1",
         )
         == 0
     )
-    made = build_report(str(taxi_runs["shifted"]), baseline=str(taxi_runs["base"]), threshold=0.1)
-    drawn = [n for n in made.columns.names if chart_kind(made.columns.run.get(n)) != ""]
+    made = build_report(str(taxi_runs["shifted"]), baseline=str(taxi_runs["base"]))
     # One chart per column with values, and the drift chart.
-    assert made.charts == len(drawn) + 1 == len(made.columns.names) + 1
+    assert made.charts == len(TAXI_COLUMNS) - 1 + 1
 
     problems: list[str] = []
     requests: list[str] = []
@@ -774,8 +828,13 @@ def test_report_renders_in_chromium_without_errors_or_network(
                         .some(path => (path.getAttribute('d') || '').length > 0)).length"""
             )
             assert drawn_charts == made.charts
-            over = page.locator("#columns .status-over").count()
-            assert over == len(TAXI_DRIFT[made.columns.section])
+            over = page.locator("#columns td .status-over")
+            assert over.count() == len(TAXI_DRIFTED)
+            flagged = page.locator("#columns tr:has(.status-over) td:first-child").all_inner_texts()
+            assert flagged == TAXI_DRIFTED
+            anomalies = page.locator("#anomalies tbody tr").count()
+            assert made.run.validation is not None
+            assert anomalies == len(made.run.validation["anomalies"]) > 0
             page.screenshot(path=str(ARTIFACTS / "report.png"), full_page=True)
         finally:
             browser.close()

@@ -2,9 +2,9 @@
 
 Each function returns a :class:`plotly.graph_objects.Figure` (or None when there is nothing
 to draw); :mod:`launchers.data_report.page` embeds them with plotly.js itself. A numeric
-column is drawn from its ``histogram`` (TFDV's 10 equal-width buckets), a column of values
-from its ``rank_histogram`` or ``top_values``, and a numeric column with neither from its
-deciles (``quantiles``) as a cumulative curve. Heights are shares of the column's present
+column is drawn from its ``histogram`` (TFDV's 10 equal-width buckets) beside its deciles
+(``quantiles``, as a cumulative curve), a column of values from its ``rank_histogram`` or
+``top_values``, and a numeric column without a histogram from its deciles alone. Heights are shares of the column's present
 values, so runs of different sizes compare.
 """
 
@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
 import plotly.graph_objects as go
+from plotly.subplots import make_subplots
 
 from launchers.data_report.columns import (
     NO_THRESHOLD,
@@ -152,8 +153,8 @@ def distribution_figure(
     return _quantiles_figure(series)
 
 
-def _histogram_figure(series: Sequence[_Series]) -> go.Figure:
-    figure = go.Figure()
+def _histogram_bars(series: Sequence[_Series]) -> list[go.Bar]:
+    bars = []
     for name, col, colour, outline in series:
         found = _histogram(col)
         if found is None:
@@ -167,22 +168,89 @@ def _histogram_figure(series: Sequence[_Series]) -> go.Figure:
         centres = [lo + w / 2 for lo, w in zip(bounds, widths, strict=False)]
         # This run filled, the baseline as outlines over it: both stay readable where they
         # overlap (two translucent fills would mix into a third colour).
-        figure.add_bar(
-            name=name,
-            x=centres,
-            y=[c / total for c in counts],
-            width=widths,
-            marker={
-                "color": "rgba(0,0,0,0)" if outline else colour,
-                "line": {"color": colour, "width": 2 if outline else 0},
-            },
-            opacity=1.0 if outline else 0.75,
-            customdata=[[lo, lo + w, c] for lo, w, c in zip(bounds, widths, counts, strict=False)],
-            hovertemplate="%{customdata[0]:.4g} to %{customdata[1]:.4g}<br>"
-            "%{customdata[2]:,.0f} rows (%{y:.1%})<extra>" + name + "</extra>",
+        bars.append(
+            go.Bar(
+                name=name,
+                legendgroup=name,
+                x=centres,
+                y=[c / total for c in counts],
+                width=widths,
+                marker={
+                    "color": "rgba(0,0,0,0)" if outline else colour,
+                    "line": {"color": colour, "width": 2 if outline else 0},
+                },
+                opacity=1.0 if outline else 0.75,
+                customdata=[
+                    [lo, lo + w, c] for lo, w, c in zip(bounds, widths, counts, strict=False)
+                ],
+                hovertemplate="%{customdata[0]:.4g} to %{customdata[1]:.4g}<br>"
+                "%{customdata[2]:,.0f} rows (%{y:.1%})<extra>" + name + "</extra>",
+            )
         )
-    _layout(figure, x_title="value (10 equal-width buckets)", y_title="share of values")
+    return bars
+
+
+def _decile_lines(series: Sequence[_Series], *, legend: bool) -> list[go.Scatter]:
+    lines = []
+    for name, col, colour, outline in series:
+        found = _quantiles(col)
+        if found is None:
+            continue
+        lines.append(
+            go.Scatter(
+                name=name,
+                legendgroup=name,
+                showlegend=legend,
+                x=found,
+                y=[i / (len(found) - 1) for i in range(len(found))],
+                mode="lines+markers",
+                line={"color": colour, "dash": "dash" if outline else "solid"},
+                hovertemplate="%{y:.0%} of values at most %{x:.4g}<extra>" + name + "</extra>",
+            )
+        )
+    return lines
+
+
+def _histogram_figure(series: Sequence[_Series]) -> go.Figure:
+    bars = _histogram_bars(series)
+    if not all(_quantiles(s.col) for s in series):
+        figure = go.Figure(data=bars)
+        _layout(figure, x_title="value (10 equal-width buckets)", y_title="share of values")
+        return figure
+    # Beside the buckets, the deciles: a few outliers can put nearly every value in one
+    # equal-width bucket, where a shift of the bulk only shows in the deciles.
+    figure = make_subplots(
+        rows=1,
+        cols=2,
+        column_widths=[0.56, 0.44],
+        horizontal_spacing=0.12,
+        subplot_titles=("10 equal-width buckets", "cumulative share at each decile"),
+    )
+    for bar in bars:
+        figure.add_trace(bar, row=1, col=1)
+    for line in _decile_lines(series, legend=False):
+        figure.add_trace(line, row=1, col=2)
+    _layout(figure, x_title="value", y_title="share of values")
+    figure.update_layout(margin={"t": 56}, legend={"y": 1.25})
+    figure.update_yaxes(title_text="", row=1, col=2)
+    figure.update_annotations(font={"size": 11, "color": "#6b7280"})
+    window = _bulk(series)
+    if window is not None:
+        # The 10th to 90th percentiles fill the panel; min and max run off its edges.
+        figure.update_xaxes(range=window, row=1, col=2)
     return figure
+
+
+def _bulk(series: Sequence[_Series]) -> list[float] | None:
+    """The x range from the lowest 10th to the highest 90th percentile, padded; None if flat."""
+    deciles = [q for q in (_quantiles(s.col) for s in series) if q is not None and len(q) > 2]
+    if not deciles:
+        return None
+    low, high = min(q[1] for q in deciles), max(q[-2] for q in deciles)
+    if high <= low:
+        return None
+    pad = (high - low) * 0.08
+    return [low - pad, high + pad]
 
 
 def _values_figure(series: Sequence[_Series]) -> go.Figure:
@@ -215,20 +283,7 @@ def _values_figure(series: Sequence[_Series]) -> go.Figure:
 
 
 def _quantiles_figure(series: Sequence[_Series]) -> go.Figure:
-    figure = go.Figure()
-    for name, col, colour, outline in series:
-        found = _quantiles(col)
-        if found is None:
-            continue
-        ranks = [i / (len(found) - 1) for i in range(len(found))]
-        figure.add_scatter(
-            name=name,
-            x=found,
-            y=ranks,
-            mode="lines+markers",
-            line={"color": colour, "dash": "dash" if outline else "solid"},
-            hovertemplate="%{y:.0%} of values at most %{x:.4g}<extra>" + name + "</extra>",
-        )
+    figure = go.Figure(data=_decile_lines(series, legend=True))
     _layout(figure, x_title="value (deciles)", y_title="cumulative share")
     return figure
 

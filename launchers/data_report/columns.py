@@ -11,16 +11,13 @@ which. Drift values are MEASUREMENT dicts (``measure``, ``value``, ``threshold``
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 INPUT = "input"
 OUTPUT = "output"
 
-NUMERIC_TYPES = ("int", "uint", "float", "double", "decimal")
-
 Measurement = dict[str, Any]
-Distance = Callable[..., Measurement]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,11 +81,6 @@ def columns_of(
     return ColumnSet(section=section, note=note, names=tuple(names), run=run, baseline=baseline)
 
 
-def is_numeric(col: Mapping[str, Any]) -> bool:
-    """Whether COLSTATS describe a numeric column (int*, uint*, float*, double)."""
-    return str(col.get("type", "")).startswith(NUMERIC_TYPES)
-
-
 def missing_fraction(col: Mapping[str, Any] | None) -> float | None:
     """Missing values over all rows of a column, or None when the column has no rows."""
     if not col:
@@ -140,20 +132,24 @@ def drift_of(
     columns: ColumnSet,
     *,
     baseline_run: str | None = None,
-    distance: Distance | None = None,
     threshold: float | None = None,
 ) -> Drift:
     """The drift to show: the run's ``validation.json``'s, else computed against the baseline.
+
+    Computed values use each column type's default measure (L-infinity for strings,
+    booleans, dates and times, Jensen-Shannon for numbers) as validation does; columns of
+    other types (binary, lists) have none and are left out.
 
     Args:
         validation: The run's ``validation.json``, or None.
         columns: The columns shown, with the baseline's statistics when there is one.
         baseline_run: The baseline's run id, for the page.
-        distance: ``column_distance(col, baseline_col, measure=None, threshold=None)``
-            returning a MEASUREMENT (default:
-            :func:`transforms.validation.distances.column_distance`).
-        threshold: The threshold of values computed here (None: values not judged).
+        threshold: The threshold of values computed here; by default validation's default
+            per measure (:data:`transforms.validation.schema.DEFAULT_THRESHOLDS`).
     """
+    from transforms.validation.distances import column_distance
+    from transforms.validation.schema import DEFAULT_THRESHOLDS, default_measure
+
     skew: dict[str, dict[str, Measurement]] = {}
     if validation:
         skew = {
@@ -168,15 +164,18 @@ def drift_of(
             return Drift(measurements=dict(recorded), origin=origin, skew=skew)
     if columns.baseline is None:
         return Drift(measurements={}, origin="", skew=skew)
-    if distance is None:
-        from transforms.validation.distances import column_distance
-
-        distance = column_distance
-    measurements = {
-        name: distance(columns.run[name], columns.baseline[name], threshold=threshold)
-        for name in columns.names
-        if name in columns.run and name in columns.baseline
-    }
+    measurements: dict[str, Measurement] = {}
+    for name in columns.names:
+        col, base = columns.run.get(name), columns.baseline.get(name)
+        if col is None or base is None:
+            continue
+        measure = default_measure(str(col.get("type", ""))) or default_measure(
+            str(base.get("type", ""))
+        )
+        if measure is None:
+            continue
+        limit = threshold if threshold is not None else DEFAULT_THRESHOLDS[measure]
+        measurements[name] = column_distance(col, base, measure, limit)
     origin = f"computed against run {baseline_run}" if baseline_run else "computed"
     return Drift(measurements=measurements, origin=origin, skew=skew)
 
@@ -193,7 +192,6 @@ __all__ = [
     "Measurement",
     "columns_of",
     "drift_of",
-    "is_numeric",
     "missing_fraction",
     "status_of",
 ]

@@ -1,7 +1,7 @@
 """A finished run read for the report: its manifest, statistics, validation and dead letters.
 
-``RUN`` is an output folder (it holds ``manifest.json``) or one of its run folders
-(``run-YYYYMMDDTHHMMSSZ-XXXXXXXX``, which the manifest of the folder above names). A run
+``RUN`` is an output folder (it holds ``manifest.json``), that manifest, or one of its run
+folders (``run-YYYYMMDDTHHMMSSZ-XXXXXXXX``, which the manifest of the folder above names). A run
 folder the manifest does not name, or a folder without a manifest, is a run that did not
 finish: :class:`RunNotFinishedError`. Files are read by path, local or ``gs://``
 (:mod:`transforms.core.files`), always through what the manifest lists.
@@ -83,7 +83,8 @@ def _name(path: str) -> str:
 
 
 def find_manifest(location: str) -> tuple[str, dict[str, Any]]:
-    """The manifest that names the run at ``location`` (an output folder or a run folder).
+    """The manifest that names the run at ``location``: an output folder, its manifest, or a
+    run folder.
 
     Returns:
         ``(manifest path, manifest)``.
@@ -94,6 +95,9 @@ def find_manifest(location: str) -> tuple[str, dict[str, Any]]:
     """
     if not files.is_remote(location) and not os.path.exists(location):
         raise InputError(location, "no such run or output folder")
+    if _name(location) == MANIFEST:
+        # The manifest itself names the output folder it sits in.
+        location = _parent(location)
     found = resolve_dataset(location)
     if found is not None:
         return found

@@ -65,6 +65,7 @@ h3 { font-size: 15px; margin: 0; }
   background: #fff; }
 .card .value { font-size: 22px; font-weight: 600; }
 .card .label { color: var(--muted); font-size: 12px; text-transform: uppercase; }
+.card .detail { color: var(--muted); font-size: 12px; }
 .card.bad { border-color: var(--over); background: var(--over-bg); }
 .card.good { border-color: var(--within); background: var(--within-bg); }
 table { border-collapse: collapse; margin: 6px 0 12px; }
@@ -248,6 +249,13 @@ def errors_html(summary: ErrorSummary) -> str:
     )
 
 
+def _observed(value: Any) -> str:
+    # Distances and shares to six significant digits, as validation's messages give them.
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return json.dumps(value, default=str)
+
+
 def anomalies_html(validation: Mapping[str, Any] | None) -> str:
     """The anomalies of ``validation.json``, or why there are none to show."""
     if validation is None:
@@ -262,8 +270,8 @@ def anomalies_html(validation: Mapping[str, Any] | None) -> str:
         [
             _e(a.get("column", "")),
             _e(a.get("kind", "")),
-            f"<code>{_e(json.dumps(a.get('observed'), default=str))}</code>",
-            f"<code>{_e(json.dumps(a.get('expected'), default=str))}</code>",
+            f"<code>{_e(_observed(a.get('observed')))}</code>",
+            f"<code>{_e(_observed(a.get('expected')))}</code>",
             _e(a.get("message", "")),
         ]
         for a in anomalies
@@ -324,21 +332,20 @@ def columns_table_html(columns: ColumnSet, drift: Drift) -> str:
     return _table(headers, rows, numeric=numeric)
 
 
-def _card(label: str, value: str, tone: str = "") -> str:
+def _card(label: str, value: str, tone: str = "", detail: str = "") -> str:
+    more = f'<div class="detail">{detail}</div>' if detail else ""
     return (
         f'<div class="card {tone}"><div class="value">{value}</div>'
-        f'<div class="label">{_e(label)}</div></div>'
+        f'<div class="label">{_e(label)}</div>{more}</div>'
     )
 
 
-def _summary(run: RunData, columns: ColumnSet, drift: Drift) -> str:
+def _summary(run: RunData, drift: Drift) -> str:
     ledger = run.ledger
-    written = ", ".join(f"{_e(k)} {_count(v)}" for k, v in ledger.written.items())
+    written = " · ".join(f"{_e(k)} {_count(v)}" for k, v in ledger.written.items())
     cards = [
         _card("rows read", _count(ledger.read)),
-        _card(
-            f"rows written ({written})" if written else "rows written", _count(ledger.total_written)
-        ),
+        _card("rows written", _count(ledger.total_written), detail=written),
         _card("rows rejected", _count(ledger.rejected), "bad" if ledger.rejected else ""),
         _card("rows dropped", _count(ledger.dropped)),
         _card("error records", _count(run.errors.total), "bad" if run.errors.total else ""),
@@ -464,7 +471,7 @@ def render_page(
 {against}
 </header>
 <main>
-<section id="summary">{_summary(run, columns, drift)}</section>
+<section id="summary">{_summary(run, drift)}</section>
 <section id="columns"><h2>Columns</h2><p class="note">{shown}</p>
 {columns_table_html(columns, drift)}</section>
 <section id="drift"><h2>Drift</h2>{"".join(drift_parts)}</section>
