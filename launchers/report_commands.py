@@ -40,7 +40,10 @@ def add_parsers(sub: Any) -> None:
     )
     report.add_argument("run", metavar="RUN", help="the run: its output folder or run folder")
     report.add_argument(
-        "--baseline", metavar="RUN", help="a finished run to compare with (output or run folder)"
+        "--baseline",
+        metavar="RUN",
+        help="a finished run to compare with (output or run folder); default: the one the "
+        "run's validation.json was measured against, if any",
     )
     report.add_argument(
         "-o", "--output", required=True, metavar="FILE", help="the HTML file to write"
@@ -67,8 +70,8 @@ def command(args: argparse.Namespace) -> int:
     try:
         check_report_path(args.output)
         report = build_report(args.run, baseline=args.baseline, threshold=args.threshold)
-        runs = [report.run] + ([report.baseline] if report.baseline else [])
-        check_outside_runs(args.output, runs)
+        folders = [report.run.output] + ([report.baseline.location] if report.baseline else [])
+        check_outside_runs(args.output, folders)
         write_report(args.output, report.html)
     except InputError as exc:
         return error(exc)

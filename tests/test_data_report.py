@@ -39,6 +39,7 @@ from launchers.data_report.columns import (
     WITHIN,
     columns_of,
     drift_of,
+    measure_name,
     missing_fraction,
     status_of,
 )
@@ -52,7 +53,7 @@ from launchers.data_report.ledger import (
     ledger_of,
     summarize_errors,
 )
-from launchers.data_report.load import NoStatisticsError, RunNotFinishedError
+from launchers.data_report.load import Baseline, NoStatisticsError, RunNotFinishedError
 from launchers.data_report.page import (
     anomalies_html,
     errors_html,
@@ -62,6 +63,7 @@ from launchers.data_report.page import (
 )
 from tests.conftest import REPO, TAXI_SAMPLE, beamforge
 from transforms.core.errors import InputError
+from transforms.validation.distances import column_distance
 
 RUN_A = "run-20260101T000000Z-0000000a"
 RUN_B = "run-20260102T000000Z-0000000b"
@@ -407,6 +409,21 @@ def test_input_columns_are_shown_when_both_runs_have_them() -> None:
     # Columns only the baseline has come after this run's.
     gone = columns_of({"all": {"a": EMPTY}}, {"all": {"b": EMPTY, "a": EMPTY}})
     assert gone.names == ("a", "b")
+    # A baseline known only by validation's copy of its input columns.
+    copied = columns_of(toy_stats(with_input=False), {"input": toy_stats()["input"]})
+    assert (copied.section, copied.note, copied.baseline) == (
+        OUTPUT,
+        "this run's statistics have no input section; the baseline's statistics hold no "
+        "output columns",
+        None,
+    )
+
+
+def test_measure_names_the_histogram_when_it_is_not_the_standard_one() -> None:
+    assert measure_name({"measure": "l_infinity"}) == "l_infinity"
+    assert measure_name({"measure": "jensen_shannon", "source": "quantiles"}) == (
+        "jensen_shannon (quantiles)"
+    )
 
 
 def test_missing_fraction_and_status() -> None:
@@ -430,6 +447,10 @@ def test_drift_comes_from_validation_json_else_is_computed_against_the_baseline(
     assert recorded.measurements == VALIDATION["drift"]
     assert recorded.origin == f"validation.json, against run {RUN_B}"
     assert recorded.drifted == ["city"]
+    other = drift_of(VALIDATION, columns, baseline_run=RUN_A)
+    assert other.origin == (
+        f"validation.json, against run {RUN_B} (the distributions show run {RUN_A})"
+    )
     computed = drift_of(None, columns, baseline_run=RUN_B, threshold=0.2)
     assert computed.origin == f"computed against run {RUN_B}"
     # city: Oslo 3/4 against 1/2, Rome 1/4 against 1/2; a tie names the later value.
@@ -516,7 +537,7 @@ def test_drift_chart_draws_measured_columns_coloured_by_status() -> None:
     figure = drift_figure(VALIDATION["drift"] | {"gone": {"measure": "l_infinity", "value": None}})
     assert figure is not None
     bars, thresholds = figure.data
-    assert list(bars.y) == ["city (l_infinity)", "price (jensen_shannon)"]
+    assert list(bars.y) == ["city: l_infinity", "price: jensen_shannon"]
     assert list(bars.marker.color) == ["#dc2626", "#16a34a"]
     assert list(thresholds.x) == [0.1, 0.1]
     assert drift_figure({}) is None
@@ -562,6 +583,36 @@ def test_report_of_a_run_against_its_baseline(tmp_path: pathlib.Path) -> None:
     assert "Showing the input columns (raw, as read)." in report.html
     assert '<span class="status status-over">over</span>' in report.html
     assert "No value to draw." in report.html
+
+
+def test_without_baseline_the_report_compares_with_the_one_validation_recorded(
+    tmp_path: pathlib.Path,
+) -> None:
+    # Validation keeps the baseline's input statistics only.
+    kept = tmp_path / "baseline_stats.json"
+    kept.write_text(json.dumps({"input": toy_stats()["input"]}), encoding="utf-8")
+    recorded = {**VALIDATION, "baseline": {"run": RUN_B, "source": "old", "stats": str(kept)}}
+    run = write_run(tmp_path / "new", stats=toy_stats(shifted=True), validation=recorded)
+    made = build_report(str(run))
+    assert made.baseline == Baseline(
+        run_id=RUN_B,
+        location="old",
+        stats={"input": toy_stats()["input"]},
+        origin="validation.json",
+    )
+    assert made.columns.baseline == toy_stats()["input"]["all"]
+    assert made.drift.origin == f"validation.json, against run {RUN_B}"
+    assert (
+        f'Compared with <span class="legend-baseline">baseline {RUN_B}</span> (old; the '
+        "baseline validation.json names)."
+    ) in made.html
+    kept.unlink()
+    with pytest.raises(NoStatisticsError) as caught:
+        build_report(str(run))
+    assert str(caught.value) == (
+        f"{kept}: {run / RUN_A / 'validation.json'} names these baseline statistics, which are "
+        "missing; give the baseline with --baseline RUN"
+    )
 
 
 # --- the command ------------------------------------------------------------------------------
@@ -751,13 +802,34 @@ def test_report_of_the_shifted_taxi_run(taxi_runs: dict[str, pathlib.Path]) -> N
     assert made.drift.measurements["payment_type"]["max_difference_value"] == NEW_PAYMENT
     assert status_of(made.drift.measurements[TAXI_EMPTY]) == NOT_MEASURED
 
+    # Without --baseline, the report compares with the run validation measured against.
+    recorded = build_report(str(taxi_runs["shifted"]))
+    assert recorded.baseline is not None
+    assert (recorded.baseline.run_id, recorded.baseline.origin) == (
+        made.baseline.run_id,
+        "validation.json",
+    )
+    assert recorded.baseline.stats == {"input": made.baseline.stats["input"]}
+    assert recorded.charts == made.charts
+
     # The base run has no baseline, so no drift of its own: the report measures it, with
     # the same code and so the same values (both measures are symmetric).
     backwards = build_report(str(taxi_runs["base"]), baseline=str(taxi_runs["shifted"]))
     assert backwards.drift.origin == f"computed against run {made.run.run_id}"
-    assert {c: m["value"] for c, m in backwards.drift.measurements.items()} == pytest.approx(
-        {c: m["value"] for c, m in made.drift.measurements.items()}, abs=1e-12
+    # L-infinity has one way to measure; the taxi schema asks validation to compare the
+    # numeric columns' quantiles histograms, where the report measures the standard ones
+    # (TFDV's default), with validation's default threshold.
+    computed = backwards.drift.measurements
+    for column in ("payment_type", "company"):
+        assert computed[column]["value"] == pytest.approx(
+            made.drift.measurements[column]["value"], abs=1e-12
+        )
+    base_fare = backwards.columns.run["fare"]
+    assert computed["fare"] == column_distance(
+        base_fare, made.columns.run["fare"], "jensen_shannon", 0.3
     )
+    assert list(computed) == list(TAXI_COLUMNS)
+    assert backwards.drift.drifted == []
 
 
 CHROMIUM = "/usr/bin/chromium"

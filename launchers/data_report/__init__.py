@@ -24,10 +24,13 @@ from importlib import metadata
 
 from launchers.data_report.columns import ColumnSet, Drift, columns_of, drift_of
 from launchers.data_report.load import (
+    Baseline,
     NoStatisticsError,
     RunData,
     RunNotFinishedError,
+    given_baseline,
     load_run,
+    recorded_baseline,
 )
 from launchers.data_report.page import render_page
 from transforms.core import files
@@ -41,7 +44,7 @@ class Report:
     Attributes:
         html: The HTML document.
         run: The run reported on.
-        baseline: The baseline run, or None.
+        baseline: The baseline's statistics, or None.
         columns: The columns shown.
         drift: The drift values shown.
         charts: How many charts the page draws.
@@ -49,7 +52,7 @@ class Report:
 
     html: str
     run: RunData
-    baseline: RunData | None
+    baseline: Baseline | None
     columns: ColumnSet
     drift: Drift
     charts: int
@@ -69,7 +72,8 @@ def build_report(
 
     Args:
         run: An output folder or run folder of a finished dataset run.
-        baseline: The run to compare with, or None.
+        baseline: The run to compare with; by default the baseline the run's
+            ``validation.json`` names (none when it names none).
         threshold: The threshold of drift values computed here (those of the run's
             ``validation.json`` keep their own).
 
@@ -79,7 +83,11 @@ def build_report(
         InputError: when a file a manifest lists is missing or malformed.
     """
     data = load_run(run, role="run")
-    base = load_run(baseline, role="baseline") if baseline is not None else None
+    if baseline is not None:
+        base: Baseline | None = given_baseline(load_run(baseline, role="baseline"))
+    else:
+        # Without --baseline, the one the run was validated against, when it was.
+        base = recorded_baseline(data)
     columns = columns_of(data.stats, base.stats if base else None)
     drift = drift_of(
         data.validation,
@@ -115,17 +123,21 @@ def check_report_path(output: str) -> None:
         )
 
 
-def check_outside_runs(output: str, runs: list[RunData]) -> None:
+def check_outside_runs(output: str, folders: list[str]) -> None:
     """Refuses a report inside a run's output folder, which the next run there rewrites.
+
+    Args:
+        output: The report's path.
+        folders: The output folders of the runs read.
 
     Raises:
         InputError: naming the output folder.
     """
     target = os.path.abspath(output)
-    for run in runs:
-        if files.is_remote(run.output):
+    for folder in folders:
+        if files.is_remote(folder):
             continue
-        folder = os.path.abspath(run.output)
+        folder = os.path.abspath(folder)
         if target.startswith(folder.rstrip(os.sep) + os.sep):
             raise InputError(
                 output,
@@ -151,6 +163,7 @@ def write_report(output: str, text: str) -> None:
 
 
 __all__ = [
+    "Baseline",
     "NoStatisticsError",
     "Report",
     "RunData",

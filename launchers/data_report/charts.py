@@ -23,6 +23,7 @@ from launchers.data_report.columns import (
     OVER,
     WITHIN,
     Measurement,
+    measure_name,
     status_of,
 )
 
@@ -297,7 +298,7 @@ def drift_figure(measurements: Mapping[str, Measurement]) -> go.Figure | None:
     measured = {c: m for c, m in measurements.items() if m.get("value") is not None}
     if not measured:
         return None
-    labels = [f"{c} ({m.get('measure', '')})" for c, m in measured.items()]
+    labels = [f"{c}: {measure_name(m)}" for c, m in measured.items()]
     statuses = [status_of(m) for m in measured.values()]
     figure = go.Figure()
     figure.add_bar(

@@ -60,7 +60,8 @@ def columns_of(
 
     Args:
         stats: This run's ``stats.json``.
-        baseline_stats: The baseline's ``stats.json``, or None.
+        baseline_stats: The baseline's ``stats.json`` (or validation's copy of its input
+            section), or None.
     """
     run = _input_columns(stats)
     baseline = _input_columns(baseline_stats) if baseline_stats is not None else None
@@ -74,7 +75,13 @@ def columns_of(
         else:
             note = "the baseline's statistics have no input section"
         run = dict(stats["all"])
-        baseline = dict(baseline_stats["all"]) if baseline_stats is not None else None
+        baseline = None
+        if baseline_stats is not None:
+            if isinstance(baseline_stats.get("all"), dict):
+                baseline = dict(baseline_stats["all"])
+            else:
+                # Validation's copy of a baseline keeps its input columns only.
+                note += "; the baseline's statistics hold no output columns"
     names = list(run)
     if baseline is not None:
         names += [name for name in baseline if name not in run]
@@ -88,6 +95,13 @@ def missing_fraction(col: Mapping[str, Any] | None) -> float | None:
     missing = int(col.get("missing") or 0)
     rows = int(col.get("count") or 0) + missing
     return missing / rows if rows else None
+
+
+def measure_name(measurement: Mapping[str, Any]) -> str:
+    """The measure, with the histogram compared when it is not the standard one."""
+    name = str(measurement.get("measure", ""))
+    source = measurement.get("source")
+    return f"{name} ({source})" if source else name
 
 
 OVER = "over"
@@ -161,6 +175,8 @@ def drift_of(
         if recorded:
             against = (validation.get("baseline") or {}).get("run")
             origin = "validation.json" + (f", against run {against}" if against else "")
+            if baseline_run and against and baseline_run != against:
+                origin += f" (the distributions show run {baseline_run})"
             return Drift(measurements=dict(recorded), origin=origin, skew=skew)
     if columns.baseline is None:
         return Drift(measurements={}, origin="", skew=skew)
@@ -192,6 +208,7 @@ __all__ = [
     "Measurement",
     "columns_of",
     "drift_of",
+    "measure_name",
     "missing_fraction",
     "status_of",
 ]

@@ -67,6 +67,60 @@ class RunData:
     errors: ErrorSummary
 
 
+@dataclasses.dataclass(frozen=True)
+class Baseline:
+    """The statistics a run is compared with.
+
+    Attributes:
+        run_id: The baseline run's id.
+        location: Its output folder (``--baseline``), or the folder validation named.
+        stats: Its ``stats.json``.
+        origin: ``--baseline``, or ``validation.json`` when the run's validation recorded it.
+    """
+
+    run_id: str
+    location: str
+    stats: dict[str, Any]
+    origin: str
+
+
+def given_baseline(run: RunData) -> Baseline:
+    """A run named by ``--baseline`` as the baseline."""
+    return Baseline(run_id=run.run_id, location=run.output, stats=run.stats, origin="--baseline")
+
+
+def recorded_baseline(run: RunData) -> Baseline | None:
+    """The baseline the run's ``validation.json`` was measured against, or None without one.
+
+    Validation keeps a copy of the baseline's statistics beside the run (its ``baseline.stats``).
+
+    Raises:
+        InputError: when that copy is missing or malformed.
+    """
+    recorded = (run.validation or {}).get("baseline")
+    if not isinstance(recorded, dict) or not isinstance(recorded.get("stats"), str):
+        return None
+    path = recorded["stats"]
+    stats = _read_json(path, "the baseline's statistics")
+    if stats is None:
+        raise NoStatisticsError(
+            path,
+            f"{run.validation_path} names these baseline statistics, which are missing; "
+            "give the baseline with --baseline RUN",
+        )
+    if not isinstance(stats, dict) or not (
+        isinstance(stats.get("all"), dict)
+        or isinstance((stats.get("input") or {}).get("all"), dict)
+    ):
+        raise NoStatisticsError(path, "holds no column statistics (no 'all' or 'input' section)")
+    return Baseline(
+        run_id=str(recorded.get("run") or ""),
+        location=str(recorded.get("source") or _parent(path)),
+        stats=stats,
+        origin="validation.json",
+    )
+
+
 def _parent(path: str) -> str:
     trimmed = path.rstrip("/")
     if files.is_remote(trimmed):
@@ -242,9 +296,12 @@ def _records_of(path: str) -> Iterator[dict[str, Any]]:
 
 
 __all__ = [
+    "Baseline",
     "NoStatisticsError",
     "RunData",
     "RunNotFinishedError",
     "find_manifest",
+    "given_baseline",
     "load_run",
+    "recorded_baseline",
 ]

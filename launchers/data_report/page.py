@@ -27,11 +27,12 @@ from launchers.data_report.columns import (
     ColumnSet,
     Drift,
     Measurement,
+    measure_name,
     missing_fraction,
     status_of,
 )
 from launchers.data_report.ledger import ErrorSummary, Ledger
-from launchers.data_report.load import RunData
+from launchers.data_report.load import Baseline, RunData
 
 # Reasons listed in the errors section; the rest are counted in one line.
 MAX_ERROR_REASONS = 20
@@ -284,7 +285,7 @@ def drift_table_html(measurements: Mapping[str, Measurement]) -> str:
     rows = [
         [
             _e(column),
-            _e(m.get("measure", "")),
+            _e(measure_name(m)),
             _number(m.get("value")),
             _number(m.get("threshold")),
             _e(m.get("max_difference_value") or ""),
@@ -365,9 +366,7 @@ def _summary(run: RunData, drift: Drift) -> str:
     return f'<div class="cards">{"".join(cards)}</div>'
 
 
-def _distributions(
-    columns: ColumnSet, drift: Drift, run: RunData, baseline: RunData | None
-) -> tuple[str, int]:
+def _distributions(columns: ColumnSet, drift: Drift) -> tuple[str, int]:
     cards = []
     drawn = 0
     for index, name in enumerate(columns.names):
@@ -384,7 +383,7 @@ def _distributions(
             meta.append(f"baseline missing {_percent(missing_fraction(base))}")
         m = drift.measurements.get(name)
         if m is not None:
-            meta.append(f"{_e(m.get('measure', ''))} {_number(m.get('value'))} {status_html(m)}")
+            meta.append(f"{_e(measure_name(m))} {_number(m.get('value'))} {status_html(m)}")
         if figure is not None:
             body = figure_html(figure, f"chart-column-{index}")
             drawn += 1
@@ -410,7 +409,7 @@ def render_page(
     columns: ColumnSet,
     drift: Drift,
     *,
-    baseline: RunData | None = None,
+    baseline: Baseline | None = None,
     generated_at: str = "",
     version: str = "",
 ) -> Page:
@@ -420,14 +419,16 @@ def render_page(
         run: The run reported on.
         columns: The columns shown, with this run's and the baseline's statistics.
         drift: The drift values shown.
-        baseline: The baseline run, or None.
+        baseline: The baseline's statistics, or None.
         generated_at: When the report was made (ISO-8601), for the footer.
         version: beamforge's version, for the footer.
     """
     title = f"{run.pipeline or 'dataset'}: {run.run_id}"
     against = (
         f'<p>Compared with <span class="legend-baseline">baseline {_e(baseline.run_id)}</span> '
-        f"({_e(baseline.output)}).</p>"
+        f"({_e(baseline.location)}"
+        + ("; the baseline validation.json names" if baseline.origin == "validation.json" else "")
+        + ").</p>"
         if baseline
         else "<p>No baseline: pass <code>--baseline RUN</code> to compare.</p>"
     )
@@ -446,7 +447,7 @@ def render_page(
         drift_parts.append(f'<p class="note">No drift values: {why}.</p>')
     for pair, measurements in drift.skew.items():
         drift_parts.append(f"<h3>Skew: {_e(pair)}</h3>{drift_table_html(measurements)}")
-    distributions, drawn = _distributions(columns, drift, run, baseline)
+    distributions, drawn = _distributions(columns, drift)
     charts += drawn
     legend = '<span class="legend-run">this run</span>' + (
         ' and <span class="legend-baseline">the baseline</span>' if baseline else ""
