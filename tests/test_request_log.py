@@ -553,3 +553,74 @@ def test_a_bigquery_sink_without_its_dataset_stops_the_server(
     assert done.returncode == 2
     assert done.stderr.count("\n") == 1
     assert done.stderr.startswith(f"error: BEAMFORGE_REQUEST_LOG {sink}: ")
+
+
+# --- the chain's deploy step ------------------------------------------------------------------
+
+
+def _chain(deploy: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "name": "taxi",
+        "workdir": "w",
+        "steps": [
+            {"name": "ds", "kind": "dataset", "spec": "s.yaml", "output": "w/ds"},
+            {"name": "train", "kind": "train", "dataset": "ds", "module": "m"},
+            {"name": "upload", "kind": "upload", "model": "train", "predictor": PREDICTOR},
+            {"name": "deploy", "kind": "deploy", "model": "upload", **deploy},
+        ],
+    }
+
+
+def test_a_deploy_step_names_its_request_log() -> None:
+    from launchers.chain.spec import RequestLogSetting, parse_chain
+
+    spec = parse_chain(_chain({"request_log": {"sink": "w/requests", "sample": 0.1}}))
+    setting = spec.step("deploy").request_log
+    assert setting == RequestLogSetting(sink="w/requests", sample=0.1)
+    assert rl.request_log_env(setting.sink, setting.sample) == {
+        "BEAMFORGE_REQUEST_LOG": os.path.abspath("w/requests"),
+        "BEAMFORGE_REQUEST_LOG_SAMPLE": "0.1",
+    }
+    spec = parse_chain(_chain({"request_log": {"sink": "bq://my-project.logs.requests"}}))
+    assert spec.step("deploy").request_log == RequestLogSetting("bq://my-project.logs.requests")
+    assert parse_chain(_chain({})).step("deploy").request_log is None
+
+
+@pytest.mark.parametrize(
+    ("request_log", "message"),
+    [
+        (
+            {"sink": "w/requests", "sample": 2},
+            "<chain>: steps[3].request_log.sample: got 2; expected a number from 0.0 to 1.0 "
+            "(the fraction of requests logged)",
+        ),
+        (
+            {"sink": "w/requests", "sample": "half"},
+            "<chain>: steps[3].request_log.sample: got 'half'; expected a number",
+        ),
+        ({"sample": 0.5}, "<chain>: steps[3].request_log.sink: required key 'sink' is missing"),
+        (
+            {"sink": "gs://bucket/logs"},
+            "<chain>: steps[3].request_log.sink: request log sink 'gs://bucket/logs': expected a "
+            "local folder or bq://project.dataset.table",
+        ),
+        (
+            {"sink": "w", "rate": 0.5},
+            "<chain>: steps[3].request_log.rate: unknown key 'rate'; valid keys are sink, sample",
+        ),
+        (
+            "w/requests",
+            "<chain>: steps[3].request_log: got 'w/requests'; expected a mapping with keys sink, "
+            "sample",
+        ),
+    ],
+)
+def test_a_bad_request_log_setting_is_named_by_its_yaml_path(
+    request_log: Any, message: str
+) -> None:
+    from launchers.chain.spec import parse_chain
+    from transforms.core.config import SpecError
+
+    with pytest.raises(SpecError) as info:
+        parse_chain(_chain({"request_log": request_log}))
+    assert str(info.value) == message

@@ -253,8 +253,33 @@ class DeployGcp:
 
 
 @dataclasses.dataclass
+class RequestLogSetting:
+    """The local server's request log (:mod:`launchers.serving.request_log`).
+
+    Attributes:
+        sink: A local folder of JSONL files or ``bq://project.dataset.table``.
+        sample: The fraction of requests logged, decided by request id.
+    """
+
+    sink: str
+    sample: Annotated[float, Within(0.0, 1.0, "the fraction of requests logged")] = 1.0
+
+    def validate(self) -> None:
+        from launchers.serving.request_log import parse_sink
+
+        try:
+            parse_sink(self.sink)
+        except ValueError as exc:
+            raise FieldError("sink", str(exc)) from None
+
+
+@dataclasses.dataclass
 class DeployStep:
-    """Serves an uploaded model (Vertex AI endpoint; locally, the CPR server in a subprocess)."""
+    """Serves an uploaded model (Vertex AI endpoint; locally, the CPR server in a subprocess).
+
+    ``request_log: {sink, sample}`` has the local server log a sample of its requests, for
+    ``beamforge skew``.
+    """
 
     KIND: ClassVar[str] = "deploy"
     REFS: ClassVar[dict[str, tuple[str, ...]]] = {"model": ("upload",)}
@@ -263,6 +288,7 @@ class DeployStep:
     host: str = "127.0.0.1"
     port: int = 0
     start_timeout: Annotated[float, Within(1.0, 3600.0, "seconds")] = 120.0
+    request_log: RequestLogSetting | None = None
     gcp: DeployGcp | None = None
 
 
