@@ -606,12 +606,47 @@ def test_without_baseline_the_report_compares_with_the_one_validation_recorded(
         f'Compared with <span class="legend-baseline">baseline {RUN_B}</span> (old; the '
         "baseline validation.json names)."
     ) in made.html
+    # A baseline of "previous": the run this output held before.
+    previous = {**VALIDATION, "baseline": {"run": RUN_B, "stats": str(kept)}}
+    again = write_run(tmp_path / "again", stats=toy_stats(shifted=True), validation=previous)
+    found = build_report(str(again)).baseline
+    assert found is not None and found.location == str(again)
     kept.unlink()
     with pytest.raises(NoStatisticsError) as caught:
         build_report(str(run))
     assert str(caught.value) == (
         f"{kept}: {run / RUN_A / 'validation.json'} names these baseline statistics, which are "
         "missing; give the baseline with --baseline RUN"
+    )
+
+
+@pytest.mark.emulator
+def test_a_run_on_gcs_is_read_through_its_manifest(
+    gcs_emulator: Any, tmp_path: pathlib.Path
+) -> None:
+    errors = [_record("read", "bad_row", 4), _record("read", "bad_row", 5)]
+    local = write_run(tmp_path / "new", stats=toy_stats(), errors=errors, validation=VALIDATION)
+    bucket = gcs_emulator.new_bucket("report-runs")
+    prefix = f"gs://{bucket}/runs/new"
+    # The same run, as a Dataflow job leaves it in a bucket: every path in it gs://.
+    for path in sorted(p for p in local.rglob("*") if p.is_file()):
+        text = path.read_text(encoding="utf-8").replace(str(local), prefix)
+        name = f"runs/new/{path.relative_to(local)}"
+        gcs_emulator.client().bucket(bucket).blob(name).upload_from_string(text)
+    for location in (prefix, f"{prefix}/{RUN_A}", f"{prefix}/manifest.json"):
+        run = load_run(location)
+        assert (run.run_id, run.root, run.manifest_path) == (
+            RUN_A,
+            f"{prefix}/{RUN_A}",
+            f"{prefix}/manifest.json",
+        )
+        assert run.validation == VALIDATION
+        assert [(r.step, r.reason, r.count) for r in run.errors.reasons] == [("read", "bad_row", 2)]
+    with pytest.raises(RunNotFinishedError) as caught:
+        load_run(f"gs://{bucket}/runs/{RUN_B}")
+    assert str(caught.value) == (
+        f"gs://{bucket}/runs/{RUN_B}: the run did not finish: no manifest.json at "
+        f"gs://{bucket}/runs/manifest.json"
     )
 
 

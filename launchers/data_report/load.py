@@ -73,7 +73,8 @@ class Baseline:
 
     Attributes:
         run_id: The baseline run's id.
-        location: Its output folder (``--baseline``), or the folder validation named.
+        location: Its output folder: ``--baseline``'s, the one validation names, or (a
+            baseline of ``previous``) the run's own.
         stats: Its ``stats.json``.
         origin: ``--baseline``, or ``validation.json`` when the run's validation recorded it.
     """
@@ -115,7 +116,8 @@ def recorded_baseline(run: RunData) -> Baseline | None:
         raise NoStatisticsError(path, "holds no column statistics (no 'all' or 'input' section)")
     return Baseline(
         run_id=str(recorded.get("run") or ""),
-        location=str(recorded.get("source") or _parent(path)),
+        # No source: the baseline was "previous", the run this output held before.
+        location=str(recorded.get("source") or run.output),
         stats=stats,
         origin="validation.json",
     )
