@@ -57,6 +57,7 @@ from launchers.data_report.load import Baseline, NoStatisticsError, RunNotFinish
 from launchers.data_report.page import (
     anomalies_html,
     errors_html,
+    ledger_html,
     ledger_rows,
     script_json,
     status_html,
@@ -256,6 +257,27 @@ def test_ledger_of_a_manifest_lists_steps_and_reasons_in_run_order() -> None:
         ["clean_price", "9", "1", "0", "8"],
         ["dedupe", "8", "0", "1", "7"],
     ]
+
+
+def test_ledger_section_checks_the_balance_and_lists_reasons() -> None:
+    page = ledger_html(ledger_of({"counts": COUNTS, "steps": STEPS}))
+    assert page.startswith(
+        '<p class="ledger-balance">read 10 = written 7 (train 6 + eval 1) + rejected 2 + '
+        'dropped 1: <span class="ok">balanced</span></p>'
+    )
+    # Steps that took rows out are highlighted.
+    assert page.count('<tr class="active">') == 3
+    assert (
+        '<tr><td>read</td><td>rejected</td><td>bad_row</td><td class="num">1</td></tr>'
+        '<tr><td>clean_price</td><td>rejected</td><td>out_of_range</td><td class="num">1</td></tr>'
+        '<tr><td>dedupe</td><td>dropped</td><td>duplicate</td><td class="num">1</td></tr>'
+    ) in page
+    unbalanced = ledger_html(ledger_of({"counts": {**COUNTS, "read": 11}, "steps": []}))
+    assert '<span class="bad">does not balance</span>' in unbalanced
+    clean = {"read": 3, "written": {"train": 3}, "total_rejected": 0, "total_dropped": 0}
+    assert ledger_html(ledger_of({"counts": clean, "steps": []})).endswith(
+        '<h3>By reason</h3><p class="note">No row was rejected or dropped.</p>'
+    )
 
 
 def test_error_reasons_are_counted_most_frequent_first_with_the_first_examples() -> None:
@@ -603,8 +625,8 @@ def test_without_baseline_the_report_compares_with_the_one_validation_recorded(
     assert made.columns.baseline == toy_stats()["input"]["all"]
     assert made.drift.origin == f"validation.json, against run {RUN_B}"
     assert (
-        f'Compared with <span class="legend-baseline">baseline {RUN_B}</span> (old; the '
-        "baseline validation.json names)."
+        f'Compared with <span class="legend-baseline">baseline {RUN_B}</span> (old), the run '
+        "its validation.json was measured against."
     ) in made.html
     # A baseline of "previous": the run this output held before.
     previous = {**VALIDATION, "baseline": {"run": RUN_B, "stats": str(kept)}}

@@ -426,9 +426,13 @@ def render_page(
     title = f"{run.pipeline or 'dataset'}: {run.run_id}"
     against = (
         f'<p>Compared with <span class="legend-baseline">baseline {_e(baseline.run_id)}</span> '
-        f"({_e(baseline.location)}"
-        + ("; the baseline validation.json names" if baseline.origin == "validation.json" else "")
-        + ").</p>"
+        f"({_e(baseline.location)})"
+        + (
+            ", the run its validation.json was measured against"
+            if baseline.origin == "validation.json"
+            else ""
+        )
+        + ".</p>"
         if baseline
         else "<p>No baseline: pass <code>--baseline RUN</code> to compare.</p>"
     )
