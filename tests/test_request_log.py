@@ -11,6 +11,7 @@ import pathlib
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -330,6 +331,17 @@ def test_a_full_queue_drops_and_counts_without_blocking() -> None:
     )
 
 
+def test_the_queue_is_bounded_in_bytes_too() -> None:
+    sink = _HeldSink()
+    size = len(_request(1).body) + len(_request(1).answer)  # the same for one-digit ids
+    log = rl.RequestLog(sink, model=MODEL, queue_size=100, max_queued_bytes=2 * size)
+    assert log.submit(_request(1))
+    assert sink.entered.wait(30)  # taken by the writer: its bytes are no longer queued
+    assert [log.submit(_request(n)) for n in (2, 3, 4)] == [True, True, False]
+    sink.release.set()
+    assert log.close() == {"sampled": 4, "logged": 3, "records": 3, "dropped": 1, "failed": 0}
+
+
 def test_a_refused_write_is_counted_and_the_writer_goes_on() -> None:
     sink = _HeldSink()
     sink.refuse = True
@@ -338,7 +350,9 @@ def test_a_refused_write_is_counted_and_the_writer_goes_on() -> None:
     assert sink.entered.wait(30)
     sink.release.set()
     # The writer drains r1 (refused) before it takes r2: they are never in one batch.
+    deadline = time.monotonic() + 30
     while log.counters()["failed"] == 0:
+        assert time.monotonic() < deadline, "the refused write was never counted"
         threading.Event().wait(0.01)
     sink.refuse = False
     log.submit(_request(2))

@@ -28,7 +28,8 @@ integer, are below ``sample * 2**64`` (:func:`sampled`): the same id gets the sa
 every process and replica, so a test (or a retry) knows which requests are logged.
 
 Only answered requests (status 200) are logged. The records are built and written by a
-background thread fed by a bounded queue: a slow disk or table never holds up an answer. A
+background thread fed by a bounded queue (``BEAMFORGE_REQUEST_LOG_QUEUE`` requests, and 64
+MiB of request and answer bodies): a slow disk or table never holds up an answer. A
 request that finds the queue full is dropped and counted; a batch the sink refuses is counted
 as failed. The counts (``sampled``, ``logged``, ``records``, ``dropped``, ``failed``) are
 printed on stderr when the server stops, once the queue is written out::
@@ -61,6 +62,7 @@ from launchers.serving.environment import ServerSetupError
 
 __all__ = [
     "BIGQUERY_COLUMNS",
+    "MAX_QUEUED_BYTES",
     "REQUEST_ID_HEADER",
     "REQUEST_LOG_ENV",
     "REQUEST_LOG_FILE_BYTES_ENV",
@@ -100,6 +102,8 @@ DEFAULT_FILE_SECONDS = 3600.0
 DEFAULT_QUEUE = 1000
 # Requests written in one go (one file write, one insertAll call).
 _BATCH = 500
+# Request and answer bodies waiting for the writer, at most: a request may be 4 MiB.
+MAX_QUEUED_BYTES = 64 << 20
 # How often the idle writer wakes up to close a file that has grown old.
 _TICK_SECONDS = 1.0
 _FILE_PATTERN = "requests-*.jsonl"
@@ -587,8 +591,11 @@ def _cloud_errors() -> tuple[type[Exception], ...]:
 
 
 def _google_error(exc: Exception) -> str:
-    message = getattr(exc, "message", None) or str(exc) or type(exc).__name__
-    return " ".join(str(message).split())
+    message = str(getattr(exc, "message", None) or exc or type(exc).__name__)
+    cause = getattr(exc, "cause", None)  # a RetryError's last failure says what went wrong
+    if isinstance(cause, Exception):
+        message += f" (last error: {_google_error(cause)})"
+    return " ".join(message.split())
 
 
 # --- the writer ---------------------------------------------------------------------------
@@ -606,6 +613,7 @@ class RequestLog:
         model: What names the served model in each record.
         sample: Fraction of requests logged (:func:`sampled`).
         queue_size: Requests that may wait for the writer.
+        max_queued_bytes: Bytes (request and answer bodies) that may wait for the writer.
         description: The sink, for messages.
     """
 
@@ -616,6 +624,7 @@ class RequestLog:
         model: ModelInfo,
         sample: float = 1.0,
         queue_size: int = DEFAULT_QUEUE,
+        max_queued_bytes: int = MAX_QUEUED_BYTES,
         description: str = "",
     ) -> None:
         self.sample = sample
@@ -623,6 +632,8 @@ class RequestLog:
         self._sink = sink
         self._model = model
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=queue_size)
+        self._max_queued_bytes = max_queued_bytes
+        self._queued_bytes = 0
         self._lock = threading.Lock()
         self._counts = dict.fromkeys(("sampled", "logged", "records", "dropped", "failed"), 0)
         self._problems = 0  # the writer thread's own count, for its warnings
@@ -637,8 +648,14 @@ class RequestLog:
     def submit(self, request: LoggedRequest) -> bool:
         """Queues an answered, sampled request; False if it was dropped (queue full)."""
         self._count("sampled")
+        size = len(request.body) + len(request.answer)
         try:
-            self._queue.put_nowait(request)
+            with self._lock:
+                # Requests are up to 4 MiB each: the queue is bounded in bytes as well.
+                if self._queued_bytes + size > self._max_queued_bytes:
+                    raise queue.Full
+                self._queue.put_nowait(request)
+                self._queued_bytes += size
         except queue.Full:
             dropped = self._count("dropped")
             if _power_of_ten(dropped):
@@ -707,6 +724,8 @@ class RequestLog:
                 except queue.Empty:
                     break
             if batch:
+                with self._lock:
+                    self._queued_bytes -= sum(len(r.body) + len(r.answer) for r in batch)
                 self._write(batch)
         self._guarded(self._sink.close)
 
