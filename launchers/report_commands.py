@@ -59,13 +59,19 @@ def add_parsers(sub: Any) -> None:
 
 def command(args: argparse.Namespace) -> int:
     """Runs ``beamforge report``; returns the exit code."""
-    from launchers.data_report import (
-        build_report,
-        check_outside_runs,
-        check_report_path,
-        write_report,
-    )
     from transforms.core.errors import InputError
+
+    try:
+        from launchers.data_report import (
+            build_report,
+            check_outside_runs,
+            check_report_path,
+            write_report,
+        )
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").split(".")[0] != "plotly":
+            raise
+        return error("beamforge report draws with plotly: pip install 'beamforge[report]'")
 
     try:
         check_report_path(args.output)

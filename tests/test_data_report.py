@@ -15,6 +15,8 @@ import csv
 import dataclasses
 import json
 import pathlib
+import subprocess
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -698,6 +700,25 @@ def test_command_writes_the_report_and_names_it(
     )
     assert target.read_text(encoding="utf-8").startswith("<!DOCTYPE html>")
     assert sorted(p.name for p in target.parent.iterdir()) == ["report.html"]
+
+
+def test_command_without_plotly_names_the_extra(tmp_path: pathlib.Path) -> None:
+    script = (
+        "import argparse, sys\n"
+        "sys.modules['plotly'] = None\n"
+        "from launchers import report_commands\n"
+        "parser = argparse.ArgumentParser()\n"
+        "report_commands.add_parsers(parser.add_subparsers(dest='command'))\n"
+        f"argv = ['report', {str(tmp_path)!r}, '-o', {str(tmp_path / 'r.html')!r}]\n"
+        "sys.exit(report_commands.command(parser.parse_args(argv)))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr == (
+        "error: beamforge report draws with plotly: pip install 'beamforge[report]'\n"
+    )
 
 
 @pytest.mark.parametrize(
