@@ -1,11 +1,11 @@
 """``beamforge report RUN [--baseline RUN] -o report.html``: a run's data as one HTML file.
 
-RUN (and the baseline) is an output folder or one of its run folders, of a run that finished.
-The report (:mod:`launchers.data_report`) shows, per column, this run's distribution beside
-the baseline's, missing shares, drift against thresholds, the anomalies, the row ledger and
-the dead letters' top reasons; it needs no network to be viewed. A run that did not finish,
-a baseline without statistics or an output that is a directory is one line on stderr, exit
-code 2, and nothing is written.
+RUN (and the baseline) is an output folder, its manifest.json or its run folder, of a run
+that finished. The report (:mod:`launchers.data_report`) shows, per column, this run's
+distribution beside the baseline's, missing shares, drift against thresholds, the anomalies,
+the row ledger and the dead letters' top reasons; it needs no network to be viewed. A run
+that did not finish, a baseline without statistics or an output that is a directory is one
+line on stderr, exit code 2, and nothing is written.
 """
 
 from __future__ import annotations
@@ -38,7 +38,11 @@ def add_parsers(sub: Any) -> None:
         "row ledger, error reasons",
         description="Write one HTML file showing a finished run's data, compared with a baseline run.",
     )
-    report.add_argument("run", metavar="RUN", help="the run: its output folder or run folder")
+    report.add_argument(
+        "run",
+        metavar="RUN",
+        help="the run: its output folder, that folder's manifest.json or its run folder",
+    )
     report.add_argument(
         "--baseline",
         metavar="RUN",
