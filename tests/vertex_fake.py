@@ -8,6 +8,7 @@ is already done when it is returned.
 
 from __future__ import annotations
 
+import re
 import threading
 import urllib.parse
 from collections.abc import Callable, Iterator
@@ -47,6 +48,7 @@ class FakeVertex(RecordingServer):
         # Stands in for the training container: called with each created job.
         self.trainer: Callable[[dict[str, Any]], None] | None = None
         self._ids = 0
+        self.metadata = FakeMetadata()
 
     def new_id(self) -> str:
         self._ids += 1
@@ -83,6 +85,8 @@ class _Handler(JsonHandler):
         path, query, _ = self._record()
         s = self.server
         with s.lock:
+            if "/metadataStores" in path:
+                return self.reply(*s.metadata.handle("GET", path, query, None))
             if "/operations/" in path:
                 return self.reply({"name": path, "done": True})
             if path in s.jobs:
@@ -119,6 +123,8 @@ class _Handler(JsonHandler):
         path, query, body = self._record()
         s = self.server
         with s.lock:
+            if "/metadataStores" in path:
+                return self.reply(*s.metadata.handle("POST", path, query, body))
             if path == f"{PARENT}/pipelineJobs":
                 # The SDK names the job itself (pipelineJobId); Vertex makes one up otherwise.
                 given = urllib.parse.parse_qs(query).get("pipelineJobId", [None])[0]
@@ -175,6 +181,115 @@ class _Handler(JsonHandler):
                 endpoint["trafficSplit"] = split
                 return self.reply(_operation(name, {}, "UndeployModelResponse"))
         self.reply({"error": {"code": 404, "message": f"no {path}"}}, 404)
+
+
+# Vertex ML Metadata (metadataStores/default): artifacts, executions, events and contexts,
+# as much of them as the SDK's lineage calls use.
+STORE = f"{PARENT}/metadataStores/default"
+# The SDK sends enums as numbers; Vertex answers with their names.
+_STATES = {
+    "artifacts": {1: "PENDING", 2: "LIVE"},
+    "executions": {1: "NEW", 2: "RUNNING", 3: "COMPLETE", 4: "FAILED", 5: "CACHED", 6: "CANCELLED"},
+    "contexts": {},
+}
+_EVENT_TYPES = {1: "INPUT", 2: "OUTPUT"}
+_FILTER_TERM = re.compile(r'(\w+)\s*=\s*"((?:[^"\\]|\\.)*)"')
+
+
+class FakeMetadata:
+    """The default metadata store: resources by name, events, context membership."""
+
+    def __init__(self) -> None:
+        self.artifacts: dict[str, dict[str, Any]] = {}
+        self.executions: dict[str, dict[str, Any]] = {}
+        self.contexts: dict[str, dict[str, Any]] = {}
+        self.events: list[dict[str, Any]] = []
+        self.members: dict[str, set[str]] = {}
+        self._ids = 0
+        self._clock = 0
+
+    def _stamp(self) -> str:
+        # Distinct, increasing create times: the SDK orders artifacts by them.
+        self._clock += 1
+        return f"2026-01-01T00:{self._clock // 60:02d}:{self._clock % 60:02d}Z"
+
+    def handle(self, method: str, path: str, query: str, body: Any) -> tuple[dict[str, Any], int]:
+        """The reply (body, status) to a metadataStores request."""
+        params = {k: v[0] for k, v in urllib.parse.parse_qs(query).items()}
+        if method == "GET" and path == STORE:
+            return {"name": STORE, "createTime": "2026-01-01T00:00:00Z"}, 200
+        name, _, verb = path.partition(":")
+        kinds = {"artifacts": self.artifacts, "executions": self.executions}
+        kinds["contexts"] = self.contexts
+        for noun, table in kinds.items():
+            collection = f"{STORE}/{noun}"
+            if method == "POST" and path == collection:
+                given = params.get(noun[:-1] + "Id")
+                self._ids += 1
+                new = f"{collection}/{given or 2000 + self._ids}"
+                if new in table:
+                    return {"error": {"code": 409, "message": f"{new} exists"}}, 409
+                stamp = self._stamp()
+                table[new] = {**body, "name": new, "createTime": stamp, "updateTime": stamp}
+                if "state" in table[new]:
+                    state = table[new]["state"]
+                    table[new]["state"] = _STATES[noun].get(state, state)
+                return table[new], 200
+            if method == "GET" and path == collection:
+                try:
+                    found = [r for r in table.values() if _matches(r, params.get("filter", ""))]
+                except ValueError as exc:
+                    return {"error": {"code": 400, "message": str(exc)}}, 400
+                return {noun: found}, 200
+            if method == "GET" and path in table:
+                return table[path], 200
+        if method == "POST" and verb == "addExecutionEvents" and name in self.executions:
+            for event in body.get("events", []):
+                kind = _EVENT_TYPES.get(event["type"], event["type"])
+                stamp = self._stamp()
+                self.events.append({**event, "type": kind, "execution": name, "eventTime": stamp})
+            return {}, 200
+        if method == "POST" and verb == "addContextArtifactsAndExecutions":
+            added = body.get("artifacts", []) + body.get("executions", [])
+            self.members.setdefault(name, set()).update(added)
+            return {}, 200
+        if method == "GET" and verb == "queryArtifactLineageSubgraph" and name in self.artifacts:
+            return self._closure({name}, set()), 200
+        if method == "GET" and verb == "queryExecutionInputsAndOutputs":
+            events = [e for e in self.events if e["execution"] == name]
+            return {
+                "artifacts": [self.artifacts[a] for a in {e["artifact"] for e in events}],
+                "executions": [self.executions[name]],
+                "events": events,
+            }, 200
+        return {"error": {"code": 404, "message": f"no {path}"}}, 404
+
+    def _closure(self, artifacts: set[str], executions: set[str]) -> dict[str, Any]:
+        # Vertex's transitive closure: every node reachable through events, either way.
+        while True:
+            more_x = {e["execution"] for e in self.events if e["artifact"] in artifacts}
+            more_a = {e["artifact"] for e in self.events if e["execution"] in more_x}
+            if more_x <= executions and more_a <= artifacts:
+                break
+            executions |= more_x
+            artifacts |= more_a
+        return {
+            "artifacts": [self.artifacts[a] for a in sorted(artifacts)],
+            "executions": [self.executions[x] for x in sorted(executions)],
+            "events": [e for e in self.events if e["execution"] in executions],
+        }
+
+
+def _matches(resource: dict[str, Any], text: str) -> bool:
+    """Whether a resource passes a list filter of ``field="value"`` terms joined by AND."""
+    fields = {"uri": "uri", "schema_title": "schemaTitle", "display_name": "displayName"}
+    for field, value in _FILTER_TERM.findall(text):
+        if field not in fields:
+            raise ValueError(f"the fake does not filter on {field}")
+        expected = re.sub(r"\\(.)", r"\1", value)
+        if resource.get(fields[field]) != expected:
+            return False
+    return True
 
 
 def serve() -> Iterator[FakeVertex]:

@@ -80,7 +80,7 @@ class GcpBackend:
                 jobs.JobRef(self.settings.project, self.settings.region, job_id),
                 timeout=gcp.timeout,
             )
-        return dataset_outputs(gcp.output, read_manifest(gcp.output))
+        return _recorded(ctx, step, dataset_outputs(gcp.output, read_manifest(gcp.output)))
 
     def train(self, step: TrainStep, ctx: StepContext) -> dict[str, Any]:
         from launchers import vertex
@@ -115,7 +115,8 @@ class GcpBackend:
         model_dir = posixpath.join(base, "model")
         metrics = read_metrics(model_dir)
         copy_artifact(dataset["artifact"], model_dir)
-        return {"model_dir": model_dir, "metrics": metrics, "job": job.resource_name}
+        outputs = {"model_dir": model_dir, "metrics": metrics, "job": job.resource_name}
+        return _recorded(ctx, step, outputs)
 
     def upload(self, step: UploadStep, ctx: StepContext) -> dict[str, Any]:
         from launchers import vertex
@@ -136,7 +137,8 @@ class GcpBackend:
             ),
             labels={"beamforge-chain": _label(ctx.chain.name)},
         )
-        return {"model": name, "model_dir": model_dir, "predictor": step.predictor}
+        outputs = {"model": name, "model_dir": model_dir, "predictor": step.predictor}
+        return _recorded(ctx, step, outputs)
 
     def deploy(self, step: DeployStep, ctx: StepContext) -> dict[str, Any]:
         from launchers import vertex
@@ -153,7 +155,7 @@ class GcpBackend:
             undeploy_replaced=gcp.undeploy_replaced,
             service_account=self.settings.service_account,
         )
-        return dataclasses.asdict(deployment)
+        return _recorded(ctx, step, dataclasses.asdict(deployment))
 
     def still_valid(self, step: Any, outputs: Mapping[str, Any]) -> bool:
         if isinstance(step, DatasetStep):
@@ -169,6 +171,14 @@ def flex_template_parameters(step: DatasetStep) -> dict[str, str]:
         parameters["input"] = ",".join(step.inputs)
     parameters["output"] = step.gcp.output
     return parameters
+
+
+def _recorded(ctx: StepContext, step: Any, outputs: dict[str, Any]) -> dict[str, Any]:
+    """The step's outputs, once its lineage is recorded (a failure to record only warns)."""
+    from launchers.lineage import record_step
+
+    record_step(ctx, step, outputs)
+    return outputs
 
 
 def _stamp() -> str:

@@ -32,9 +32,10 @@ class LocalBackend:
             beam_args=step.beam_args,
         )
         # The manifest is the commit marker: read it back rather than trusting the result.
-        return dataset_outputs(step.output, read_manifest(step.output)) | {
+        outputs = dataset_outputs(step.output, read_manifest(step.output)) | {
             "seconds": round(result.seconds, 3)
         }
+        return _recorded(ctx, step, outputs)
 
     def train(self, step: TrainStep, ctx: StepContext) -> dict[str, Any]:
         import shutil
@@ -58,21 +59,18 @@ class LocalBackend:
             timeout=step.timeout,
         )
         copy_artifact(dataset["artifact"], model_dir)
-        return {
-            "model_dir": model_dir,
-            "metrics": result.metrics,
-            "log": result.log,
-            "env": env,
-        }
+        outputs = {"model_dir": model_dir, "metrics": result.metrics, "log": result.log, "env": env}
+        return _recorded(ctx, step, outputs)
 
     def upload(self, step: UploadStep, ctx: StepContext) -> dict[str, Any]:
         model_dir = ctx.inputs[step.model]["model_dir"]
-        return {
+        outputs = {
             "model": f"local:{os.path.abspath(model_dir)}",
             "model_dir": model_dir,
             "predictor": step.predictor,
             "display_name": step.display_name or ctx.chain.name,
         }
+        return _recorded(ctx, step, outputs)
 
     def deploy(self, step: DeployStep, ctx: StepContext) -> dict[str, Any]:
         from launchers.serving import LocalServer, start_server, stop_server
@@ -93,13 +91,14 @@ class LocalBackend:
             old = LocalServer.from_json(replaced)
             if stop_server(old):
                 stopped = old.pid
-        return {
+        outputs = {
             "server": server.to_json(),
             "url": server.url,
             "predict_url": server.predict_url,
             "health_url": server.health_url,
             "replaced_pid": stopped,
         }
+        return _recorded(ctx, step, outputs)
 
     def still_valid(self, step: Any, outputs: Mapping[str, Any]) -> bool:
         from apache_beam.io.filesystems import FileSystems
@@ -113,3 +112,11 @@ class LocalBackend:
 
             return is_healthy(LocalServer.from_json(outputs["server"]))
         return True
+
+
+def _recorded(ctx: StepContext, step: Any, outputs: dict[str, Any]) -> dict[str, Any]:
+    """The step's outputs, once its lineage is recorded (a failure to record only warns)."""
+    from launchers.lineage import record_step
+
+    record_step(ctx, step, outputs)
+    return outputs
