@@ -523,9 +523,9 @@ def test_each_kind_of_column_gets_its_chart() -> None:
     assert chart_kind(deciles) == QUANTILES
     # Drawn alike: the kind the baseline has too.
     assert chart_kind(stats["price"], deciles) == QUANTILES
-    assert distribution_figure("empty", stats["empty"], None) is None
+    assert distribution_figure(stats["empty"], None) is None
 
-    histogram = distribution_figure("price", stats["price"], stats["price"])
+    histogram = distribution_figure(stats["price"], stats["price"])
     assert histogram is not None
     # The buckets, then the deciles beside them.
     run, baseline, run_deciles, baseline_deciles = histogram.data
@@ -534,7 +534,7 @@ def test_each_kind_of_column_gets_its_chart() -> None:
     # Too few deciles for a 10th to 90th percentile window: the whole range shows.
     assert histogram.layout.xaxis2.range is None
     outlier = [0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 100.0]
-    wide = distribution_figure("price", {**stats["price"], "quantiles": outlier})
+    wide = distribution_figure({**stats["price"], "quantiles": outlier})
     assert wide is not None
     assert wide.layout.xaxis2.range == (1.0 - 0.64, 9.0 + 0.64)
     assert (run.name, list(run.x), list(run.y), list(run.width)) == (
@@ -545,9 +545,7 @@ def test_each_kind_of_column_gets_its_chart() -> None:
     )
     assert (baseline.name, baseline.marker.color) == ("baseline", "rgba(0,0,0,0)")
 
-    values = distribution_figure(
-        "city", _city({"Oslo": 3, "Rome": 1}), _city({"Rome": 1, "Bern": 1})
-    )
+    values = distribution_figure(_city({"Oslo": 3, "Rome": 1}), _city({"Rome": 1, "Bern": 1}))
     assert values is not None
     run, baseline = values.data
     # This run's values by share, then the baseline's others.

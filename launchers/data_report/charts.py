@@ -117,7 +117,6 @@ class _Series(NamedTuple):
 
 
 def distribution_figure(
-    column: str,
     col: Mapping[str, Any] | None,
     baseline: Mapping[str, Any] | None = None,
     *,
@@ -127,7 +126,6 @@ def distribution_figure(
     """A column's distribution in this run, overlaid on (or beside) the baseline's.
 
     Args:
-        column: The column's name (the figure's title names what is drawn).
         col: This run's COLSTATS of the column (None when only the baseline has it).
         baseline: The baseline's COLSTATS of the column, or None.
         run_name: The legend's name for this run.

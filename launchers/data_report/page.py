@@ -372,11 +372,7 @@ def _distributions(columns: ColumnSet, drift: Drift) -> tuple[str, int]:
     for index, name in enumerate(columns.names):
         col = columns.run.get(name)
         base = columns.baseline.get(name) if columns.baseline is not None else None
-        figure = distribution_figure(
-            name,
-            col,
-            base,
-        )
+        figure = distribution_figure(col, base)
         meta = [f'<span class="type">{_e(col.get("type", "")) if col else "absent here"}</span>']
         meta.append(f"missing {_percent(missing_fraction(col))}")
         if columns.baseline is not None:
