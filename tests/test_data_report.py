@@ -607,6 +607,36 @@ def test_report_of_a_run_against_its_baseline(tmp_path: pathlib.Path) -> None:
     assert "No value to draw." in report.html
 
 
+def test_skew_between_splits_is_shown_without_a_baseline(tmp_path: pathlib.Path) -> None:
+    skewed = {
+        "measure": "jensen_shannon",
+        "value": 0.5,
+        "threshold": 0.3,
+        "over": True,
+        "max_difference_value": None,
+    }
+    validation = {
+        **VALIDATION,
+        "baseline": None,
+        "drift": {},
+        "skew": {"train_vs_eval": {"price": skewed}},
+    }
+    run = write_run(tmp_path / "new", stats=toy_stats(), validation=validation)
+    made = build_report(str(run))
+    assert (made.baseline, made.drift.measurements) == (None, {})
+    assert made.drift.skew == {"train_vs_eval": {"price": skewed}}
+    assert '<p class="note">No drift values: no baseline was given.</p>' in made.html
+    assert (
+        "<h3>Skew: train_vs_eval</h3><table><thead><tr><th>column</th><th>measure</th>"
+        '<th class="num">value</th><th class="num">threshold</th><th>most different value</th>'
+        "<th>status</th></tr></thead><tbody><tr><td>price</td><td>jensen_shannon</td>"
+        '<td class="num">0.5000</td><td class="num">0.3000</td><td></td><td>'
+        '<span class="status status-over">over</span></td></tr></tbody></table>'
+    ) in made.html
+    # Two columns drawn, no drift chart.
+    assert made.charts == 2
+
+
 def test_without_baseline_the_report_compares_with_the_one_validation_recorded(
     tmp_path: pathlib.Path,
 ) -> None:
