@@ -327,6 +327,22 @@ def test_unknown_targets_and_missing_stores_are_one_line_errors(
     assert not os.path.exists(missing)
 
 
+def test_a_run_writing_to_gcs_records_no_sqlite_store_there(
+    chain: Chain,
+    tmp_path: pathlib.Path,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    with caplog.at_level(logging.WARNING, logger="launchers.lineage"):
+        record_dataset_run(chain.manifest, "gs://bucket/out/metadata.sqlite")
+    assert [r.getMessage() for r in caplog.records] == [
+        f"lineage of run {chain.manifest['run']['id']} not recorded: "
+        "gs://bucket/out/metadata.sqlite: an ML Metadata SQLite store is a local file"
+    ]
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_lineage_failure_only_warns(
     chain: Chain, tmp_path: pathlib.Path, caplog: pytest.LogCaptureFixture
 ) -> None:

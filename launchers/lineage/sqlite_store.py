@@ -42,10 +42,14 @@ class SqliteStore:
                 file is a :class:`LineageError`.
 
         Raises:
-            LineageError: ``create`` is false and there is no file at ``path``.
+            LineageError: ``path`` is not a local path, or ``create`` is false and there is
+                no file at ``path``.
         """
         from ml_metadata.metadata_store import metadata_store
         from ml_metadata.proto import metadata_store_pb2
+
+        if "://" in path:
+            raise LineageError(f"{path}: an ML Metadata SQLite store is a local file")
 
         # Generated protobuf classes are invisible to type checkers.
         pb: Any = metadata_store_pb2
