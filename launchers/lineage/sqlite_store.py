@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 from launchers.lineage.model import (
     ARTIFACT_KINDS,
@@ -162,12 +162,12 @@ class SqliteStore:
             for e in self._store.get_executions_by_id(sorted(seen_executions)):
                 if e.type_id in self._kinds:
                     graph.executions[str(e.id)] = self._execution(e)
-        kinds = {self._pb.Event.INPUT: INPUT, self._pb.Event.OUTPUT: OUTPUT}
+        kinds: dict[int, Literal["input", "output"]] = {
+            self._pb.Event.INPUT: INPUT,
+            self._pb.Event.OUTPUT: OUTPUT,
+        }
         unique = {(e.artifact_id, e.execution_id, e.type) for e in events if e.type in kinds}
-        graph.events = [
-            Event(str(a), str(x), kinds[t])  # type: ignore[arg-type]
-            for a, x, t in sorted(unique)
-        ]
+        graph.events = [Event(str(a), str(x), kinds[t]) for a, x, t in sorted(unique)]
         return graph
 
     def _artifact(self, proto: Any) -> Artifact:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 from launchers.lineage.model import (
     ARTIFACT_KINDS,
@@ -30,6 +30,8 @@ from launchers.lineage.model import (
 
 KIND = "beamforge_kind"
 FINGERPRINT = "fingerprint"
+# Vertex's Event.Type: INPUT = 1, OUTPUT = 2.
+_EVENT_TYPES: dict[int, Literal["input", "output"]] = {1: INPUT, 2: OUTPUT}
 # Artifacts other tools wrote (no beamforge kind in their metadata) by their schema.
 _SCHEMA_KINDS = {
     "system.Dataset": "dataset",
@@ -51,6 +53,8 @@ class VertexStore:
         self.project = project
         self.location = location
         self.store = store
+        # The SDK objects of artifacts found by URI: their clients query the lineage.
+        self._found: dict[str, Any] = {}
         # The SDK logs "Resource ... not found." and "Creating Resource" at INFO (on stdout)
         # for every new artifact: for a get-or-create that is the expected path, not news.
         logging.getLogger("google.cloud.aiplatform.metadata.resource").setLevel(logging.WARNING)
@@ -139,6 +143,7 @@ class VertexStore:
 
         escaped = uri.replace("\\", "\\\\").replace('"', '\\"')
         found = aiplatform.Artifact.list(filter=f'uri="{escaped}"', **self._where())
+        self._found |= {r.resource_name: r for r in found}
         return [a for a in (_artifact(r.gca_resource) for r in found) if a is not None]
 
     def graph(self, artifact_ids: Sequence[str]) -> Graph:
@@ -146,12 +151,12 @@ class VertexStore:
         from google.cloud import aiplatform
 
         graph = Graph()
-        client = aiplatform.Artifact._instantiate_client(location=self.location)
         events: set[Event] = set()
         for name in artifact_ids:
             if name in graph.artifacts:
                 continue
-            sub = client.query_artifact_lineage_subgraph(artifact=name)
+            resource = self._found.get(name) or aiplatform.Artifact(name, **self._where())
+            sub = resource.api_client.query_artifact_lineage_subgraph(artifact=name)
             for a in sub.artifacts:
                 converted = _artifact(a)
                 if converted is not None:
@@ -159,9 +164,9 @@ class VertexStore:
             for e in sub.executions:
                 graph.executions[e.name] = _execution(e)
             for ev in sub.events:
-                kind = {1: INPUT, 2: OUTPUT}.get(int(ev.type_))
+                kind = _EVENT_TYPES.get(int(ev.type_))
                 if kind is not None:
-                    events.add(Event(ev.artifact, ev.execution, kind))  # type: ignore[arg-type]
+                    events.add(Event(ev.artifact, ev.execution, kind))
         graph.events = sorted(events, key=lambda e: (e.execution, e.type, e.artifact))
         return graph
 
