@@ -309,6 +309,46 @@ def test_a_second_run_on_the_same_csv_reuses_the_raw_file(
         ]
 
 
+def _manifest(root: pathlib.Path, run: str, source: pathlib.Path) -> dict[str, Any]:
+    """A committed run's manifest, as much of it as lineage reads."""
+    return {
+        "run": {"id": run, "output": str(root), "root": str(root / run)},
+        "pipeline": "p",
+        "source": {"files": [str(source)]},
+        "splits": {"train": {"rows": 2}},
+        "counts": {"read": 2, "total_written": 2, "total_rejected": 0},
+        "artifact": {"path": str(root / run / "artifact"), "sha256": "ab" * 32},
+    }
+
+
+def test_a_raw_file_changed_in_place_is_a_new_artifact(tmp_path: pathlib.Path) -> None:
+    source = tmp_path / "trips.csv"
+    store = str(tmp_path / "metadata.sqlite")
+    source.write_text("a\n1\n2\n")
+    record_dataset_run(_manifest(tmp_path, "run-1", source), store)
+    first = _sha256(source)
+    source.write_text("a\n3\n4\n")
+    record_dataset_run(_manifest(tmp_path, "run-2", source), store)
+    found = _mlmd(store).get_artifacts_by_uri(str(source))
+    assert [a.properties["sha256"].string_value for a in found] == [
+        first,
+        _sha256(source),
+    ]
+
+    def made_from() -> list[str]:
+        code, out, _ = lineage(str(source), "--store", store, "--json")
+        assert code == 0
+        return [m["artifact"]["uri"] for m in json.loads(out)["made"]]
+
+    # The file as it is now names the second version; restored, the first.
+    assert made_from() == [str(tmp_path / "run-2"), str(tmp_path / "run-2" / "artifact")]
+    source.write_text("a\n1\n2\n")
+    assert made_from() == [str(tmp_path / "run-1"), str(tmp_path / "run-1" / "artifact")]
+    # Gone, it names the latest recorded.
+    source.unlink()
+    assert made_from() == [str(tmp_path / "run-2"), str(tmp_path / "run-2" / "artifact")]
+
+
 def test_unknown_targets_and_missing_stores_are_one_line_errors(
     chain: Chain, tmp_path: pathlib.Path
 ) -> None:
@@ -478,6 +518,27 @@ def test_gcp_chain_records_into_vertex_ml_metadata(
         ("system.ContainerExecution", "taxi/train", "train", "COMPLETE"),
         ("system.ContainerExecution", "taxi/upload", "upload", "COMPLETE"),
         ("system.Run", report.outputs["dataset"]["run"], "dataset_run", "COMPLETE"),
+    ]
+    # The gs:// model folder's identity: every object under it, names and bytes.
+    prefix = model_dir.removeprefix(f"gs://{bucket}/") + "/"
+    blobs = sorted(
+        (b.name.removeprefix(prefix), hashlib.sha256(b.download_as_bytes()).hexdigest())
+        for b in gcs_emulator.client().bucket(bucket).list_blobs(prefix=prefix)
+    )
+    tree = hashlib.sha256("".join(f"{n}\0{h}\n" for n, h in blobs).encode()).hexdigest()
+    (trained,) = [a for a in md.artifacts.values() if a["uri"] == model_dir]
+    assert trained["metadata"] == {
+        "beamforge_kind": "model",
+        "fingerprint": f"sha256:{tree}",
+        "sha256": tree,
+        "files": 5,
+    }
+    assert [n for n, _ in blobs] == [
+        "artifact/transform.json",
+        "artifact/vocabularies/vocabulary_company.txt",
+        "artifact/vocabularies/vocabulary_payment_type.txt",
+        "metrics.json",
+        "model.joblib",
     ]
     by_name = {x["displayName"]: x["name"] for x in md.executions.values()}
     uri = {a["name"]: a["uri"] for a in md.artifacts.values()}
