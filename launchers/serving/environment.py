@@ -3,7 +3,8 @@
 The local server is configured exactly as a Vertex endpoint configures its container
 (``AIP_HTTP_PORT``, ``AIP_PREDICT_ROUTE``, ``AIP_HEALTH_ROUTE``, ``AIP_STORAGE_URI``, CPR's
 ``HANDLER_*`` and ``PREDICTOR_*``), plus this project's request size limit
-(``BEAMFORGE_MAX_REQUEST_BYTES``).
+(``BEAMFORGE_MAX_REQUEST_BYTES``) and request log (``BEAMFORGE_REQUEST_LOG*``, read by
+:mod:`launchers.serving.request_log`).
 """
 
 from __future__ import annotations
