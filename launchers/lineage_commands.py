@@ -66,12 +66,15 @@ def command(args: argparse.Namespace) -> int:
     """Runs ``beamforge lineage``; returns the exit code."""
     from launchers.lineage import LineageError, lineage
     from transforms.core.config import SpecError
+    from transforms.core.errors import InputError
 
     try:
         store, where = _store(args)
         lines, data = lineage(store, args.target, where)
-    except (LineageError, SpecError) as exc:
+    except (LineageError, SpecError, InputError) as exc:
         return error(exc)
+    except OSError as exc:
+        return error(f"{exc.filename or args.target}: {exc.strerror or exc}")
     print(json.dumps(data, indent=2, sort_keys=True) if args.json else "\n".join(lines))
     return ExitCode.OK
 

@@ -2,8 +2,9 @@
 
 One real local chain (examples/chicago_taxi/chain.yaml with its workdir and dataset under a
 temporary folder) runs once for the module; the tests read its ``metadata.sqlite`` with ML
-Metadata itself and through ``beamforge lineage``. The gcp target records into Vertex ML
-Metadata through the real Vertex SDK, against :mod:`tests.vertex_fake`.
+Metadata itself and through ``beamforge lineage`` (those tests are ``slow``; the others use
+small stores of their own). The gcp target records into Vertex ML Metadata through the real
+Vertex SDK, against :mod:`tests.vertex_fake` and the GCS emulator.
 """
 
 from __future__ import annotations
@@ -109,6 +110,7 @@ def _mlmd(path: str) -> Any:
     return metadata_store.MetadataStore(config)
 
 
+@pytest.mark.slow
 def test_every_chain_step_is_recorded_in_ml_metadata(chain: Chain) -> None:
     assert chain.report.ran == ["dataset", "train", "gate", "upload", "deploy"]
     store = _mlmd(chain.store)
@@ -164,6 +166,7 @@ def test_every_chain_step_is_recorded_in_ml_metadata(chain: Chain) -> None:
     assert len(store.get_executions_by_context(context.id)) == 4
 
 
+@pytest.mark.slow
 def test_lineage_from_the_served_endpoint_back_to_the_csv(chain: Chain) -> None:
     run_root = chain.manifest["run"]["root"]
     run_id = chain.manifest["run"]["id"]
@@ -218,6 +221,7 @@ def test_lineage_from_the_served_endpoint_back_to_the_csv(chain: Chain) -> None:
     assert (code, out.splitlines()) == (0, [line[10:] for line in expected[4:]])
 
 
+@pytest.mark.slow
 def test_lineage_from_the_csv_forward_to_the_model(chain: Chain) -> None:
     run_root = chain.manifest["run"]["root"]
     model_dir = str(REPO / chain.report.outputs["train"]["model_dir"])
@@ -273,6 +277,7 @@ def test_lineage_from_the_csv_forward_to_the_model(chain: Chain) -> None:
     assert (code, text.splitlines()) == (0, expected_lines)
 
 
+@pytest.mark.slow
 def test_a_second_run_on_the_same_csv_reuses_the_raw_file(
     chain: Chain, tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -349,55 +354,68 @@ def test_a_raw_file_changed_in_place_is_a_new_artifact(tmp_path: pathlib.Path) -
     assert made_from() == [str(tmp_path / "run-2"), str(tmp_path / "run-2" / "artifact")]
 
 
-def test_unknown_targets_and_missing_stores_are_one_line_errors(
-    chain: Chain, tmp_path: pathlib.Path
-) -> None:
-    assert lineage("http://127.0.0.1:1", "--store", chain.store) == (
+def test_unknown_targets_and_missing_stores_are_one_line_errors(tmp_path: pathlib.Path) -> None:
+    source = tmp_path / "trips.csv"
+    source.write_text("a\n1\n2\n")
+    store = str(tmp_path / "metadata.sqlite")
+    record_dataset_run(_manifest(tmp_path, "run-1", source), store)
+    assert lineage("http://127.0.0.1:1", "--store", store) == (
         2,
         "",
-        f"error: http://127.0.0.1:1: no dataset, model, endpoint or raw file recorded in "
-        f"{chain.store}\n",
+        f"error: http://127.0.0.1:1: no dataset, model, endpoint or raw file recorded in {store}\n",
     )
     missing = str(tmp_path / "nothing.sqlite")
-    assert lineage(CSV, "--store", missing) == (
+    assert lineage(str(source), "--store", missing) == (
         2,
         "",
         f"error: {missing}: no lineage store (metadata.sqlite) there\n",
     )
     assert not os.path.exists(missing)
+    assert lineage(str(source), "--chain", str(tmp_path / "none.yaml")) == (
+        2,
+        "",
+        f"error: {tmp_path / 'none.yaml'}: No such file or directory\n",
+    )
+    assert lineage(str(source), "--target", "gcp") == (
+        2,
+        "",
+        "error: --target and --param go with --chain\n",
+    )
 
 
 def test_a_run_writing_to_gcs_records_no_sqlite_store_there(
-    chain: Chain,
-    tmp_path: pathlib.Path,
-    caplog: pytest.LogCaptureFixture,
-    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: pathlib.Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    source = tmp_path / "trips.csv"
+    source.write_text("a\n1\n2\n")
     monkeypatch.chdir(tmp_path)
     with caplog.at_level(logging.WARNING, logger="launchers.lineage"):
-        record_dataset_run(chain.manifest, "gs://bucket/out/metadata.sqlite")
+        record_dataset_run(_manifest(tmp_path, "run-1", source), "gs://bucket/out/metadata.sqlite")
     assert [r.getMessage() for r in caplog.records] == [
-        f"lineage of run {chain.manifest['run']['id']} not recorded: "
+        "lineage of run run-1 not recorded: "
         "gs://bucket/out/metadata.sqlite: an ML Metadata SQLite store is a local file"
     ]
-    assert list(tmp_path.iterdir()) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["trips.csv"]
 
 
 def test_a_lineage_failure_only_warns(
-    chain: Chain, tmp_path: pathlib.Path, caplog: pytest.LogCaptureFixture
+    tmp_path: pathlib.Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    # The workdir is a file: the store cannot be created, the step's outputs still stand.
-    (tmp_path / "work").write_text("")
-    spec = chains.load_chain(chain.file)
-    spec = dataclasses.replace(spec, workdir=str(tmp_path / "work"))
+    # The workdir is a file: the store cannot be created; the step's outputs still stand.
+    work = tmp_path / "work"
+    work.write_text("")
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    (model_dir / "model.joblib").write_bytes(b"model")
+    spec = chains.load_chain(str(REPO / "examples/chicago_taxi/chain.yaml"))
+    spec = dataclasses.replace(spec, workdir=str(work))
     ctx = chains.StepContext(chain=spec, target="local", inputs={}, previous_outputs={})
-    step = spec.step("upload")
-    model_dir = str(REPO / chain.report.outputs["train"]["model_dir"])
+    outputs = {"model": f"local:{model_dir}", "model_dir": str(model_dir)}
     with caplog.at_level(logging.WARNING, logger="launchers.lineage"):
-        record_step(ctx, step, {"model": f"local:{model_dir}", "model_dir": model_dir})
-    (warning,) = caplog.records
-    assert warning.getMessage().startswith("lineage of step upload not recorded: ")
-    assert "\n" not in warning.getMessage()
+        record_step(ctx, spec.step("upload"), outputs)
+    assert [r.getMessage() for r in caplog.records] == [
+        f"lineage of step upload not recorded: [Errno 17] File exists: '{work}'"
+    ]
 
 
 # --- the gcp target: Vertex ML Metadata through the SDK, against the fake ---
