@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 import re
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
@@ -148,6 +149,50 @@ class Transform:
 
 
 @dataclasses.dataclass
+class Thresholds:
+    """Drift and skew thresholds for columns the data schema gives none.
+
+    Attributes:
+        l_infinity: Largest L-infinity distance between two categorical distributions
+            (string, boolean and date columns): the largest difference, over all values, of a
+            value's share of rows. 0.1 means no value's share may move by more than 10 points.
+        jensen_shannon: Largest Jensen-Shannon divergence (log base 2, in [0, 1]) between two
+            numeric columns' histograms.
+    """
+
+    l_infinity: Annotated[float, Within(0.0, 1.0, "")] = 0.1
+    jensen_shannon: Annotated[float, Within(0.0, 1.0, "")] = 0.1
+
+
+@dataclasses.dataclass
+class Validation:
+    """The ``validation:`` section: how a run's input statistics are judged.
+
+    Every run writes ``validation.json`` beside its manifest; this section says against what.
+
+    Attributes:
+        schema: A data schema file (``beamforge schema infer`` writes one): column types,
+            presence, value domains and per-column thresholds. Without it, only drift and
+            skew are measured. A relative path is relative to the spec file's folder, so
+            the two travel together (``beamforge template build`` publishes it beside the
+            job spec).
+        baseline: What drift is measured against: a run folder, an output folder (its
+            current run) or ``previous``: the run this output's manifest points to when the
+            run starts (none on the first run). ``--baseline`` overrides it.
+        thresholds: Drift and skew thresholds for columns the schema gives none.
+        skew: Pairs of splits whose input distributions are compared, e.g.
+            ``[[train, eval]]`` (default: none). Equal-width histograms of heavy-tailed
+            columns differ between random splits of the same data (a few outliers set the
+            buckets), so split skew is asked for, not measured by default.
+    """
+
+    schema: str | None = None
+    baseline: str | None = None
+    thresholds: Thresholds = dataclasses.field(default_factory=Thresholds)
+    skew: list[list[str]] = dataclasses.field(default_factory=list)
+
+
+@dataclasses.dataclass
 class _RawSpec:
     name: str
     source: Source
@@ -158,6 +203,7 @@ class _RawSpec:
     output: Output = dataclasses.field(default_factory=Output)
     errors: Errors = dataclasses.field(default_factory=Errors)
     transform: Transform = dataclasses.field(default_factory=Transform)
+    validation: Validation = dataclasses.field(default_factory=Validation)
     dataflow: DataflowSection | None = None
     streaming: StreamingSpec | None = None
     description: str = ""
@@ -197,6 +243,8 @@ class JobSpec:
     dataflow: DataflowSection | None = None
     # The ``streaming:`` section, for runs with --streaming.
     streaming: StreamingSpec | None = None
+    # The ``validation:`` section: the data schema, baseline and thresholds.
+    validation: Validation = dataclasses.field(default_factory=Validation)
 
     @property
     def steps(self) -> list[Step]:
@@ -262,8 +310,10 @@ def parse_spec(data: Any, *, origin: str = "<spec>") -> JobSpec:
             origin=origin,
             dataflow=raw.dataflow,
             streaming=raw.streaming,
+            validation=raw.validation,
         )
         _check_names(spec)
+        _check_skew_pairs(spec)
         _check_source_sizes(raw.source)
         if spec.transform.preprocessing_fn is not None:
             _check_preprocessing_fn(raw)
@@ -281,6 +331,33 @@ def parse_spec(data: Any, *, origin: str = "<spec>") -> JobSpec:
     return spec
 
 
+def beside(origin: str, path: str) -> str:
+    """``path`` as named in the file ``origin``: a relative path is relative to its folder."""
+    if "://" in path or os.path.isabs(path):
+        return path
+    if "://" in origin:
+        return f"{origin.rsplit('/', 1)[0]}/{path}"
+    return os.path.join(os.path.dirname(os.path.abspath(origin)), path)
+
+
+def skew_pairs(spec: JobSpec) -> list[tuple[str, str]]:
+    """The pairs of splits whose input distributions a run compares."""
+    return [(a, b) for a, b in spec.validation.skew]
+
+
+def _check_skew_pairs(spec: JobSpec) -> None:
+    names = spec.split.names
+    for i, pair in enumerate(spec.validation.skew):
+        key = f"validation.skew[{i}]"
+        if len(pair) != 2:
+            raise SpecError(key, f"got {pair!r}; expected two split names, e.g. [train, eval]")
+        for name in pair:
+            if name not in names:
+                raise SpecError(key, f"{name!r} is not a split; the splits are {', '.join(names)}")
+        if pair[0] == pair[1]:
+            raise SpecError(key, f"compares split {pair[0]!r} with itself")
+
+
 def load_spec(path: str) -> JobSpec:
     """Reads and validates a YAML spec from a local path or gs:// URI.
 
@@ -290,7 +367,14 @@ def load_spec(path: str) -> JobSpec:
         transforms.core.errors.InputError: if the file does not exist, is a directory or cannot
             be read as UTF-8 text.
     """
-    return parse_spec(load_yaml(path, what="spec file"), origin=path)
+    spec = parse_spec(load_yaml(path, what="spec file"), origin=path)
+    if spec.validation.schema is not None:
+        # Read wherever the run starts (a Flex Template launcher, a test's folder).
+        schema = beside(path, spec.validation.schema)
+        spec = dataclasses.replace(
+            spec, validation=dataclasses.replace(spec.validation, schema=schema)
+        )
+    return spec
 
 
 class _StrictLoader(yaml.SafeLoader):

@@ -1,7 +1,8 @@
 """The ``beamforge`` command line.
 
     beamforge validate SPEC
-    beamforge run SPEC [--input PATH ...] [--output DIR] [--artifact DIR] [Beam options ...]
+    beamforge run SPEC [--input PATH ...] [--output DIR] [--artifact DIR] [--baseline RUN]
+                  [Beam options ...]
     beamforge template build|launch ...     (see launchers/cloud_commands.py)
     beamforge jobs wait|cancel|drain JOB ...
     beamforge chain [run] CHAIN.yaml [--target local|gcp]
@@ -12,6 +13,8 @@
     beamforge trigger build CHAIN.yaml -o DIR [--target local|gcp]   (launchers/ship_commands.py)
     beamforge cicd build CHAIN.yaml -o cloudbuild.yaml | cicd validate FILE
     beamforge serve build CHAIN.yaml -o DIR
+    beamforge schema infer RUN -o schema.yaml | schema check FILE   (launchers/schema_commands.py)
+    beamforge lineage DATASET|MODEL|ENDPOINT|RAW_FILE [--store FILE | --chain CHAIN.yaml]
 
 Beam pipeline options (``--runner``, ``--direct_num_workers``, ...) pass through to Beam;
 the local runner is used when none is named. With ``--runner DataflowRunner`` (or
@@ -36,7 +39,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from beam_pipelines.exit_codes import ExitCode
-from launchers import cloud_commands, ship_commands
+from launchers import cloud_commands, lineage_commands, schema_commands, ship_commands
 from launchers.console import (
     Heartbeat,
     HeldBeamErrors,
@@ -72,6 +75,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--output", help="output prefix (local or gs://); overrides output.path")
     run.add_argument("--artifact", help="apply this fitted artifact directory instead of fitting")
+    run.add_argument(
+        "--baseline",
+        metavar="RUN",
+        help="the finished run (run or output folder, or 'previous') drift is measured "
+        "against; overrides validation.baseline",
+    )
     run.add_argument("--quiet", action="store_true", help="print only the summary")
     run.add_argument(
         "--streaming",
@@ -82,6 +91,8 @@ def _parser() -> argparse.ArgumentParser:
     cloud_commands.add_parsers(sub)
     _add_chain_parser(sub)
     ship_commands.add_parsers(sub)
+    schema_commands.add_parsers(sub)
+    lineage_commands.add_parsers(sub)
     return parser
 
 
@@ -332,6 +343,10 @@ def _command(args: argparse.Namespace, extra: list[str]) -> int:
         return chain_command(args)
     if args.command in ship_commands.COMMANDS:
         return ship_commands.command(args)
+    if args.command in schema_commands.COMMANDS:
+        return schema_commands.command(args)
+    if args.command in lineage_commands.COMMANDS:
+        return lineage_commands.command(args)
     if args.command == "template" and args.template_command == "launch":
         return cloud_commands.template_launch(args, extra)
     from beam_pipelines.spec import load_spec, load_yaml
@@ -380,7 +395,14 @@ def _command(args: argparse.Namespace, extra: list[str]) -> int:
             inputs=args.input,
             artifact_dir=args.artifact,
             beam_args=extra,
+            baseline=args.baseline,
         )
+    output = result.manifest["run"]["output"]
+    if "://" not in output:
+        # What the run read and wrote, in the output's ML Metadata store (beamforge lineage).
+        from launchers.lineage import STORE_FILE, record_dataset_run
+
+        record_dataset_run(result.manifest, os.path.join(output, STORE_FILE))
     print(format_summary(result.manifest, result.seconds))
     return ExitCode.OK
 

@@ -88,6 +88,7 @@ def run_on_dataflow(args: argparse.Namespace, spec: Any, extra: Sequence[str]) -
                 output=args.output,
                 inputs=args.input,
                 artifact_dir=args.artifact,
+                baseline=getattr(args, "baseline", None),
                 beam_args=rest,
                 dry_run=args.dry_run,
             )
@@ -113,7 +114,9 @@ def run_on_dataflow(args: argparse.Namespace, spec: Any, extra: Sequence[str]) -
 
     from beam_pipelines.dataset import plan
 
-    root = plan(spec, output=args.output, inputs=args.input, artifact_dir=args.artifact).layout
+    root = plan(
+        spec, output=args.output, inputs=args.input, artifact_dir=args.artifact, offline=True
+    ).layout
     with FileSystems.open(root.manifest) as f:
         manifest = json.loads(f.read().decode("utf-8"))
     print(format_summary(manifest, time.monotonic() - start))
@@ -177,6 +180,21 @@ def add_parsers(sub: Any) -> None:
             cmd.add_argument("--wait", action="store_true", help="wait until the job has stopped")
 
 
+def _with_published_schema(spec: Any, spec_text: bytes, gcs_path: str) -> tuple[bytes, bytes]:
+    """The job spec naming its schema at ``{stem}.schema.yaml``, and the schema's text."""
+    import yaml
+
+    from transforms.core import files
+
+    path = spec.validation.schema
+    schema_text = files.read_bytes(path)
+    if schema_text is None:
+        raise FileNotFoundError(f"{path}: data schema not found")
+    data = yaml.safe_load(spec_text)
+    data["validation"]["schema"] = gcs_path.removesuffix(".json") + ".schema.yaml"
+    return yaml.safe_dump(data, sort_keys=False).encode("utf-8"), schema_text
+
+
 def _job_location(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--project", required=True, help="Google Cloud project id")
     parser.add_argument("--region", required=True, help="Dataflow region")
@@ -190,6 +208,14 @@ def template_build(args: argparse.Namespace, spec: Any) -> int:
 
     with FileSystems.open(args.spec) as f:
         spec_text = f.read()
+    schema_text = None
+    if args.gcs_path and spec.validation.schema and "://" not in spec.validation.schema:
+        # The job spec is published without its folder: its data schema goes beside it and
+        # the published spec names it there.
+        try:
+            spec_text, schema_text = _with_published_schema(spec, spec_text, args.gcs_path)
+        except FileNotFoundError as exc:
+            return error(exc)
     client = None
     if args.build == "cloudbuild" and args.api_endpoint:
         from launchers.dataflow.templates import cloud_build_client
@@ -207,6 +233,7 @@ def template_build(args: argparse.Namespace, spec: Any) -> int:
             project=args.project,
             launcher_image=args.launcher_image or LAUNCHER_IMAGE,
             cloud_build=client,
+            schema_text=schema_text,
         )
     except ValueError as exc:
         return error(exc)
@@ -217,6 +244,8 @@ def template_build(args: argparse.Namespace, spec: Any) -> int:
         print(f"  {path}")
     if built.gcs_path:
         print(f"  uploaded {built.gcs_path}\n  job spec {built.spec_uri}")
+    if built.schema_uri:
+        print(f"  data schema {built.schema_uri}")
     if built.build_id:
         print(f"  Cloud Build {built.build_id} is building {built.image}")
     return ExitCode.OK

@@ -46,8 +46,22 @@ def format_summary(manifest: dict[str, Any], seconds: float) -> str:
         f"  errors    {manifest['errors']['path']} ({manifest['errors']['count']:,} records)"
     )
     lines.append(f"  stats     {manifest['stats']}")
+    validation = manifest.get("validation")
+    if isinstance(validation, dict):
+        lines.append(f"  validation {validation['path']}: {_verdict(validation)}")
     lines.append(f"  manifest  {output.rstrip('/')}/manifest.json")
     return "\n".join(lines)
+
+
+def _verdict(summary: dict[str, Any]) -> str:
+    if summary["ok"]:
+        return "no anomalies"
+    parts = [f"{summary['anomalies']} anomalies"]
+    if summary["drifted_columns"]:
+        parts.append(f"drift in {', '.join(summary['drifted_columns'])}")
+    if summary["skewed_columns"]:
+        parts.append(f"skew in {', '.join(summary['skewed_columns'])}")
+    return "; ".join(parts)
 
 
 __all__ = ["Failure", "error", "failure_of", "format_summary"]

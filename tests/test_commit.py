@@ -35,7 +35,7 @@ def _taxi(num_shards: int = 0, **errors: Any) -> Any:
 
 
 def listed_files(manifest: dict[str, Any]) -> set[str]:
-    """Every file a manifest lists (data, artifact, stats, errors)."""
+    """Every file a manifest lists (data, artifact, stats, validation, errors)."""
     files = {
         e["path"]
         for split in manifest["splits"].values()
@@ -44,7 +44,8 @@ def listed_files(manifest: dict[str, Any]) -> set[str]:
     }
     files |= {e["path"] for e in manifest["artifact"]["files"]}
     files |= {e["path"] for e in manifest["errors"]["files"]}
-    files.add(manifest["stats_file"]["path"])
+    # stats.json, validation.json and the baseline's statistics it was measured against.
+    files |= {v["path"] for k, v in manifest.items() if k.endswith("_file")}
     return files
 
 

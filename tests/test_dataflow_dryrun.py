@@ -89,6 +89,7 @@ def test_the_graph_holds_every_step_of_the_spec(taxi_job: DryRunJob) -> None:
     assert taxi_job.job_name == "taxi-dry-run"
     assert taxi_job.transforms == [
         "Read",
+        "InputStats",
         "Transform",
         "Split",
         "Write",
@@ -100,6 +101,7 @@ def test_the_graph_holds_every_step_of_the_spec(taxi_job: DryRunJob) -> None:
     ]
     assert _stages(taxi_job) == {
         "Read": ["Records", "CountRead", "CountReadErrors", "AssignSplit"],
+        "InputStats": ["Rows_train", "Stats_train", "Rows_eval", "Stats_eval", "Trigger", "Merge"],
         "Transform": ["Fitted", "ReadForFit", "Fit0", "Apply0"],
         "Split": ["Route"],
         "Write": [
@@ -304,7 +306,7 @@ def test_cli_dry_run_prints_the_job_and_writes_its_json(
 
     out = capsys.readouterr().out
     assert code == 0
-    assert out.splitlines()[0] == "dry run: job taxi-cli (9 steps) not submitted"
+    assert out.splitlines()[0] == "dry run: job taxi-cli (10 steps) not submitted"
     assert "  region        europe-west4" in out
     assert "  machine type  e2-standard-8" in out
     assert '  labels        {"team": "ml"}' in out

@@ -42,7 +42,7 @@ def test_a_valid_spec_loads_with_defaults() -> None:
     [
         (
             {"sorce": {}},
-            "job.yaml: sorce: unknown key 'sorce'; valid keys are name, source, clean, features, label, split, output, errors, transform, dataflow, streaming, description",
+            "job.yaml: sorce: unknown key 'sorce'; valid keys are name, source, clean, features, label, split, output, errors, transform, validation, dataflow, streaming, description",
         ),
         (
             {"clean": [{"op": "frobnicate"}]},

@@ -100,8 +100,25 @@ MISTAKES = [
     (
         "sorce: {}",
         "sorce: unknown key 'sorce'; valid keys are name, source, clean, features, label, "
-        "split, output, errors, transform, dataflow, streaming, description",
+        "split, output, errors, transform, validation, dataflow, streaming, description",
     ),
+    (
+        "validation: {schem: s.yaml}",
+        "validation.schem: unknown key 'schem'; valid keys are schema, baseline, thresholds, skew",
+    ),
+    (
+        "validation: {thresholds: {l_infinity: 1.5}}",
+        "validation.thresholds.l_infinity: got 1.5; expected a number from 0.0 to 1.0",
+    ),
+    (
+        "validation: {skew: [[train]]}",
+        "validation.skew[0]: got ['train']; expected two split names, e.g. [train, eval]",
+    ),
+    (
+        "validation: {skew: [[train, test]]}",
+        "validation.skew[0]: 'test' is not a split; the splits are train, eval",
+    ),
+    ("validation: {baseline: 3}", "validation.baseline: got 3; expected a string"),
     ("name: [j]", "name: got ['j']; expected a string"),
     ("description: 5", "description: got 5; expected a string"),
     ("dataflow: 5", f"dataflow: got 5; expected a mapping with keys {DATAFLOW_KEYS}"),

@@ -37,6 +37,7 @@ from transforms.io.write import WriteBatches
 from transforms.ops.stats import DatasetStats
 
 __all__ = [
+    "InputStats",
     "ReadInput",
     "TransformBatches",
     "WriteArtifact",
@@ -64,6 +65,7 @@ def build(p: beam.Pipeline, plan: Plan, *, spill_dir: str | None = None) -> beam
     """
     collector = ErrorCollector(p, label="All")
     batches = p | "Read" >> ReadInput(plan=plan, collector=collector)
+    input_stats = batches | "InputStats" >> InputStats(plan=plan)
     transformed = batches | "Transform" >> TransformBatches(
         plan=plan, collector=collector, spill_dir=spill_dir
     )
@@ -85,6 +87,7 @@ def build(p: beam.Pipeline, plan: Plan, *, spill_dir: str | None = None) -> beam
         "counts": collected.counts,
         "files": written["files"],
         "stats": written["stats"],
+        "input_stats": input_stats,
         "error_files": dead_letters["files"],
         "error_count": dead_letters["count"],
         "artifact_hash": artifact_hash,
@@ -115,6 +118,36 @@ class ReadInput(beam.PTransform[beam.pvalue.PBegin, beam.PCollection[pa.RecordBa
         )
         self._collector.add(errors=assigned[ERRORS], counts=assigned[COUNTS])
         return assigned.batches
+
+
+class InputStats(beam.PTransform[beam.PCollection[pa.RecordBatch], beam.PCollection[dict]]):
+    """Statistics of the input columns as read, of all rows and per split.
+
+    Input: the batches of :class:`ReadInput`. Output: one dict ``{"all": ..., "splits":
+    {...}}`` of :class:`~transforms.ops.stats.DatasetStats` outputs: what the run's data is
+    validated on (drift, skew and the data schema speak of the raw columns, as TFDV's do).
+    Bounded.
+    """
+
+    def __init__(self, *, plan: Plan) -> None:
+        super().__init__()
+        self._plan = plan
+
+    def expand(self, batches: beam.PCollection[pa.RecordBatch]) -> beam.PCollection[dict]:
+        plan, names = self._plan, self._plan.spec.split.names
+        per_split = [
+            beam.pvalue.AsSingleton(
+                batches
+                | f"Rows_{n}" >> beam.Map(only_split, k)
+                | f"Stats_{n}" >> AnalyzeBatches(DatasetStats(plan.input_schema), extract=False)
+            )
+            for k, n in enumerate(names)
+        ]
+        return (
+            batches.pipeline
+            | "Trigger" >> beam.Create([None])
+            | "Merge" >> beam.Map(finish_stats, plan.input_schema, names, *per_split)
+        )
 
 
 class TransformBatches(beam.PTransform[beam.PCollection[pa.RecordBatch], dict[str, Any]]):

@@ -20,6 +20,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from beam_pipelines.dataset.bigquery import drop_staging, publish_tables
 from beam_pipelines.dataset.plan import SPLIT_STEP, Plan
+from beam_pipelines.dataset.validation import judge
 from beam_pipelines.spec import schema_mapping
 from transforms.core.artifact import versions
 from transforms.core.manifest import (
@@ -40,7 +41,15 @@ __all__ = ["COMMIT_INPUTS", "MANIFEST_VERSION", "CommitRun", "finish_stats"]
 
 MANIFEST_VERSION = 2
 
-COMMIT_INPUTS = ("counts", "files", "error_files", "error_count", "stats", "artifact_hash")
+COMMIT_INPUTS = (
+    "counts",
+    "files",
+    "error_files",
+    "error_count",
+    "stats",
+    "input_stats",
+    "artifact_hash",
+)
 """The keys of :class:`CommitRun`'s input."""
 
 
@@ -50,7 +59,8 @@ class CommitRun(beam.PTransform):
     Input: a dict of PCollections: ``counts`` (count Counters of every stage), ``files``
     (``(split, format, file description)`` of every data file), ``error_files`` (descriptions
     of the error files), ``error_count`` (one int: the error records the counts account for),
-    ``stats`` (one stats dict) and ``artifact_hash`` (one str). Output: a one-element
+    ``stats`` (one stats dict of the output columns), ``input_stats`` (one of the input
+    columns) and ``artifact_hash`` (one str). Output: a one-element
     PCollection holding the manifest dict. Bounded input only (it waits for every count).
 
     Raises (in the pipeline):
@@ -79,6 +89,7 @@ class CommitRun(beam.PTransform):
                 beam.pvalue.AsSingleton(inputs["stats"]),
                 beam.pvalue.AsSingleton(inputs["artifact_hash"]),
                 beam.pvalue.AsSingleton(inputs["error_count"]),
+                beam.pvalue.AsSingleton(inputs["input_stats"]),
             )
         )
 
@@ -128,6 +139,7 @@ class _WriteManifest(beam.DoFn):
         stats: dict,
         artifact_hash: str,
         error_count: int,
+        input_stats: dict,
     ) -> Iterator[dict]:
         plan = self._plan
         nested = nest_counts(counts)
@@ -154,7 +166,9 @@ class _WriteManifest(beam.DoFn):
             with FileSystems.open(plan.layout.manifest) as f:
                 yield json.loads(f.read().decode("utf-8"))
             return
+        stats = {**stats, "input": input_stats}
         write_text(plan.layout.stats, dumps(stats))
+        validation_files = _write_validation(plan, stats)
         splits: dict[str, Any] = {}
         for name in plan.spec.split.names:
             rows = nested["written"].get(name, 0)
@@ -204,6 +218,7 @@ class _WriteManifest(beam.DoFn):
             },
             "stats": plan.layout.stats,
             "stats_file": stats_file,
+            **validation_files,
             "errors": {
                 "path": plan.layout.errors,
                 "files": sorted(error_files, key=lambda e: e["path"]),
@@ -225,6 +240,7 @@ class _WriteManifest(beam.DoFn):
             ),
             *(e["path"] for e in artifact_files),
             stats_file["path"],
+            *(f["path"] for key, f in validation_files.items() if key.endswith("_file")),
             *(e["path"] for e in error_files),
         ]
         plan.commit.sweep(keep)
@@ -237,6 +253,26 @@ class _WriteManifest(beam.DoFn):
         if bigquery:
             drop_staging(plan)
         yield manifest
+
+
+def _write_validation(plan: Plan, stats: dict) -> dict[str, Any]:
+    # validation.json (and the baseline's statistics it was measured against, kept: the
+    # baseline's folder may be deleted by this very commit) and what the manifest says of it.
+    if plan.validation is None:
+        return {}
+    copy = None
+    if plan.validation.baseline is not None:
+        copy = plan.layout.baseline_stats
+        write_text(copy, dumps({"input": plan.validation.baseline}))
+    verdict = judge(plan.validation, stats, plan.layout.run_id, copy)
+    write_text(plan.layout.validation, dumps(verdict))
+    out: dict[str, Any] = {
+        "validation": {"path": plan.layout.validation, **verdict["summary"]},
+        "validation_file": inventory.describe(plan.layout.validation),
+    }
+    if copy is not None:
+        out["baseline_stats_file"] = inventory.describe(copy)
+    return out
 
 
 def _artifact_files(plan: Plan) -> list[dict[str, Any]]:

@@ -25,6 +25,8 @@ from typing import Any
 import pyarrow as pa
 from apache_beam.io.filesystems import FileSystems
 
+from beam_pipelines.dataset import validation
+from beam_pipelines.dataset.validation import RunValidation
 from beam_pipelines.spec import JobSpec, check_columns, schema_mapping
 from transforms.core.artifact import Artifact, read_artifact
 from transforms.core.batch_steps import apply_steps
@@ -78,6 +80,14 @@ class Layout:
         return FileSystems.join(self.root, "stats.json")
 
     @property
+    def validation(self) -> str:
+        return FileSystems.join(self.root, "validation.json")
+
+    @property
+    def baseline_stats(self) -> str:
+        return FileSystems.join(self.root, "baseline_stats.json")
+
+    @property
     def manifest(self) -> str:
         return FileSystems.join(self.output, commit_lib.MANIFEST)
 
@@ -103,6 +113,8 @@ class Plan:
     fn_outputs: pa.Schema | None = None
     # The run's hold on its output (taken by run_job; None while only planned or built).
     commit: commit_lib.OutputCommit | None = None
+    # What the run's input statistics are judged against (validation.json).
+    validation: RunValidation | None = None
 
 
 def plan(
@@ -111,8 +123,19 @@ def plan(
     output: str | None = None,
     inputs: Sequence[str] | None = None,
     artifact_dir: str | None = None,
+    baseline: str | None = None,
+    offline: bool = False,
 ) -> Plan:
     """Resolves paths, schema, steps and the output schema before any data is read.
+
+    Args:
+        spec: The job spec.
+        output: Output folder (default: the spec's ``output.path``).
+        inputs: Input patterns (default: the spec's ``source.path``).
+        artifact_dir: Apply this fitted artifact instead of fitting.
+        baseline: The run drift is measured against (default: ``validation.baseline``).
+        offline: Plan without reading the output or a remote schema (a dry run, or only the
+            layout is wanted).
 
     Raises:
         ValueError: for a missing output or input, or an artifact that does not fit the spec.
@@ -178,6 +201,7 @@ def plan(
         out_schema = _output_schema(steps, fitted, input_schema, out_cols)
     errors = errors_path
     _check_bigquery(spec, out_schema)
+    checks = validation.prepare(spec, root, baseline, offline=offline)
     return Plan(
         spec=dataclasses.replace(spec, source=source),
         layout=Layout(output=root, run_id=run_id, errors=errors),
@@ -192,6 +216,7 @@ def plan(
         preprocessing_fn=fn,
         cleaned_schema=cleaned,
         fn_outputs=fn_outputs,
+        validation=checks,
     )
 
 

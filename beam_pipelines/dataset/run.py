@@ -50,6 +50,7 @@ def run_job(
     inputs: Sequence[str] | None = None,
     artifact_dir: str | None = None,
     beam_args: Sequence[str] = (),
+    baseline: str | None = None,
 ) -> RunResult:
     """Plans, builds and runs a dataset job, waiting for it to finish on the local runner.
 
@@ -65,7 +66,9 @@ def run_job(
     from beam_pipelines.runner import is_local, make_options, make_pipeline
 
     start = time.monotonic()
-    the_plan = plan(spec, output=output, inputs=inputs, artifact_dir=artifact_dir)
+    the_plan = plan(
+        spec, output=output, inputs=inputs, artifact_dir=artifact_dir, baseline=baseline
+    )
     # Missing buckets fail before the pipeline is built (a dry run never looks them up).
     check_buckets(
         [*the_plan.input_patterns, the_plan.layout.root, the_plan.layout.errors]
@@ -164,6 +167,12 @@ def run(argv: Sequence[str] | None = None) -> RunResult:
         help="a fitted transform artifact (or a dataset folder) to apply instead of fitting; "
         "overrides transform.artifact of the spec",
     )
+    parser.add_argument(
+        "--baseline",
+        metavar="RUN",
+        help="the finished run (run or output folder, or 'previous') drift is measured "
+        "against; overrides validation.baseline of the spec",
+    )
     args, beam_args = parser.parse_known_args(argv)
     return run_job(
         load_spec(args.spec),
@@ -171,4 +180,5 @@ def run(argv: Sequence[str] | None = None) -> RunResult:
         inputs=args.input,
         artifact_dir=args.artifact,
         beam_args=beam_args,
+        baseline=args.baseline,
     )

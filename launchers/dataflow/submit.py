@@ -111,6 +111,7 @@ def submit(
     output: str | None = None,
     inputs: Sequence[str] | None = None,
     artifact_dir: str | None = None,
+    baseline: str | None = None,
     beam_args: Sequence[str] = (),
     dry_run: bool = False,
 ) -> SubmittedJob | DryRunJob:
@@ -122,6 +123,7 @@ def submit(
         output: Output prefix (gs://); overrides ``output.path``.
         inputs: Input files or globs; override ``source.path``.
         artifact_dir: Apply this fitted artifact instead of fitting.
+        baseline: The finished run drift is measured against (``--baseline``).
         beam_args: Further Beam options.
         dry_run: Build the job without staging anything or calling Google.
 
@@ -138,9 +140,14 @@ def submit(
         raise ValueError(f"output {root!r} is not a gs:// path; Dataflow workers cannot write it")
     args = beam_args_for(spec, settings, beam_args, dry_run=dry_run)
     if dry_run:
-        return dry_run_job(_build_offline(spec, output, inputs, artifact_dir, args).job)
+        return dry_run_job(_build_offline(spec, output, inputs, artifact_dir, args, baseline).job)
     result = run_job(
-        spec, output=output, inputs=inputs, artifact_dir=artifact_dir, beam_args=args
+        spec,
+        output=output,
+        inputs=inputs,
+        artifact_dir=artifact_dir,
+        beam_args=args,
+        baseline=baseline,
     ).pipeline_result
     job = SubmittedJob(
         job_id=result.job_id(),
@@ -215,13 +222,21 @@ def _build_offline(
     inputs: Sequence[str] | None,
     artifact_dir: str | None,
     args: Sequence[str],
+    baseline: str | None,
 ) -> Any:
     # run_job would first retire the previous run's manifest, which asks GCS whether it
     # exists; a dry run must not touch the output, so it plans and builds here.
     from beam_pipelines.dataset import build, plan
     from beam_pipelines.runner import make_options, make_pipeline
 
-    the_plan = plan(spec, output=output, inputs=inputs, artifact_dir=artifact_dir)
+    the_plan = plan(
+        spec,
+        output=output,
+        inputs=inputs,
+        artifact_dir=artifact_dir,
+        baseline=baseline,
+        offline=True,
+    )
     p = make_pipeline(make_options(args))
     build(p, the_plan)
     return p.run()

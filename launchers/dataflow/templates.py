@@ -301,6 +301,7 @@ class BuiltTemplate:
     image: str
     gcs_path: str | None = None
     spec_uri: str | None = None
+    schema_uri: str | None = None
     build_id: str | None = None
 
 
@@ -318,6 +319,7 @@ def build_template(
     launcher_image: str = LAUNCHER_IMAGE,
     docker: str = "docker",
     cloud_build: Any = None,
+    schema_text: bytes | None = None,
 ) -> BuiltTemplate:
     """Writes a template directory, then optionally publishes the spec and builds the image.
 
@@ -335,6 +337,8 @@ def build_template(
         launcher_image: Image the launcher binary is copied from.
         docker: The docker executable.
         cloud_build: A ``CloudBuildClient`` (default: one with default credentials).
+        schema_text: The job spec's data schema, uploaded to ``.../NAME.schema.yaml``
+            (where ``spec_text`` must name it).
 
     Raises:
         ValueError: for inconsistent arguments.
@@ -365,6 +369,8 @@ def build_template(
         docker_build(build_context(files), image, docker=docker)
     if gcs_path is not None:
         stem = gcs_path[: -len(".json")]
+        if schema_text is not None:
+            result.schema_uri = upload(f"{stem}.schema.yaml", schema_text)
         result.spec_uri = upload(f"{stem}.spec.yaml", spec_text)
         result.gcs_path = upload(gcs_path, files.files[TEMPLATE_FILE].encode())
         if build == "cloudbuild":

@@ -57,3 +57,37 @@ def resolve_artifact_dir(path: str) -> str:
     if not isinstance(artifact, dict) or not isinstance(artifact.get("path"), str):
         raise InputError(manifest_path, "names no artifact (key artifact.path is missing)")
     return str(artifact["path"])
+
+
+def resolve_run(path: str) -> tuple[str, dict[str, Any]]:
+    """The committed run ``path`` names: an output folder, its ``manifest.json``, or the
+    run folder its manifest names.
+
+    Returns:
+        ``(manifest path, manifest)``.
+
+    Raises:
+        InputError: naming ``path`` when no manifest names it: a run that did not finish
+            (or that a later run replaced), or not a dataset at all.
+    """
+    folder = path.rstrip("/")
+    if folder.endswith("/" + MANIFEST) or folder == MANIFEST:
+        folder = folder[: -len(MANIFEST)].rstrip("/") or "."
+    found = resolve_dataset(folder)
+    if found is not None:
+        return found
+    parent = folder.rsplit("/", 1)[0] if "/" in folder else "."
+    found = resolve_dataset(parent)
+    if found is not None:
+        run = found[1].get("run") if isinstance(found[1], dict) else None
+        root = run.get("root") if isinstance(run, dict) else None
+        if isinstance(root, str) and root.rstrip("/").endswith(folder.rsplit("/", 1)[-1]):
+            return found
+        raise InputError(
+            path,
+            f"is not the committed run of {parent}: its manifest names "
+            f"{root!r} (a run that did not finish, or one a later run replaced)",
+        )
+    if files.exists(folder):
+        raise InputError(path, f"holds no {MANIFEST}: not a dataset, or a run that did not finish")
+    raise InputError(path, "does not exist")
