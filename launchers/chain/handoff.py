@@ -61,6 +61,28 @@ def dataset_outputs(root: str, manifest: Mapping[str, Any]) -> dict[str, Any]:
         "rows": {name: split["rows"] for name, split in manifest["splits"].items()},
         "artifact": manifest["artifact"]["path"],
         "artifact_sha256": manifest["artifact"]["sha256"],
+        **validation_outputs(manifest),
+    }
+
+
+def validation_outputs(manifest: Mapping[str, Any]) -> dict[str, Any]:
+    """What a gate reads of a dataset's validation: counts as metrics, and the file.
+
+    ``metrics`` holds ``anomalies`` (every anomaly, drift and skew included),
+    ``drifted_columns`` and ``skewed_columns`` (how many columns are over their
+    threshold), so ``{kind: gate, metrics: dataset, metric: anomalies, max: 0}`` stops a
+    chain on any of them.
+    """
+    summary = manifest.get("validation")
+    if not isinstance(summary, dict):
+        return {}
+    return {
+        "validation": summary["path"],
+        "metrics": {
+            "anomalies": summary["anomalies"],
+            "drifted_columns": len(summary["drifted_columns"]),
+            "skewed_columns": len(summary["skewed_columns"]),
+        },
     }
 
 

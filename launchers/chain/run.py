@@ -31,8 +31,16 @@ from launchers.chain.state import COMPLETED, FAILED, PENDING, StepState, load_st
 _LOG = logging.getLogger(__name__)
 
 
-def evaluate_gate(step: GateStep, metrics: Mapping[str, Any]) -> dict[str, Any]:
-    """Checks a gate against a training step's metrics.
+def evaluate_gate(
+    step: GateStep, metrics: Mapping[str, Any], validation: str | None = None
+) -> dict[str, Any]:
+    """Checks a gate against a training step's metrics or a dataset's validation counts.
+
+    Args:
+        step: The gate.
+        metrics: The metrics of the step it names.
+        validation: A dataset's ``validation.json``: a failure then names what was found
+            (the drifted columns, the unexpected values).
 
     Returns:
         The gate's outputs (metric, value, bounds).
@@ -42,17 +50,38 @@ def evaluate_gate(step: GateStep, metrics: Mapping[str, Any]) -> dict[str, Any]:
     """
     if step.metric not in metrics:
         numeric = sorted(k for k, v in metrics.items() if isinstance(v, int | float))
+        who = "the dataset's validation" if validation else "the trainer"
         raise GateFailedError(
-            step.name, f"metric {step.metric!r} not reported; the trainer reported {numeric}"
+            step.name, f"metric {step.metric!r} not reported; {who} reported {numeric}"
         )
     value = metrics[step.metric]
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise GateFailedError(step.name, f"metric {step.metric!r} is {value!r}, not a number")
+    problem = None
     if step.min is not None and value < step.min:
-        raise GateFailedError(step.name, f"{step.metric} = {value:.6g} is below min {step.min:g}")
+        problem = f"{step.metric} = {value:.6g} is below min {step.min:g}"
     if step.max is not None and value > step.max:
-        raise GateFailedError(step.name, f"{step.metric} = {value:.6g} is above max {step.max:g}")
+        problem = f"{step.metric} = {value:.6g} is above max {step.max:g}"
+    if problem is not None:
+        if validation:
+            problem += f": {findings(validation)}"
+        raise GateFailedError(step.name, problem)
     return {"metric": step.metric, "value": value, "min": step.min, "max": step.max}
+
+
+def findings(validation: str, most: int = 6) -> str:
+    """What a dataset's ``validation.json`` found, in one line (the first ``most`` anomalies)."""
+    import json
+
+    from transforms.core import files
+
+    raw = files.read_bytes(validation)
+    if raw is None:
+        return f"{validation} is missing"
+    anomalies = json.loads(raw.decode("utf-8")).get("anomalies", [])
+    shown = "; ".join(str(a.get("message", a)) for a in anomalies[:most])
+    more = len(anomalies) - most
+    return shown + (f"; and {more} more in {validation}" if more > 0 else f" (see {validation})")
 
 
 @dataclasses.dataclass
@@ -167,7 +196,8 @@ def _run_step(backend: Backend, step: Any, ctx: StepContext) -> dict[str, Any]:
     if isinstance(step, TrainStep):
         return backend.train(step, ctx)
     if isinstance(step, GateStep):
-        return evaluate_gate(step, ctx.inputs[step.metrics].get("metrics", {}))
+        source = ctx.inputs[step.metrics]
+        return evaluate_gate(step, source.get("metrics", {}), source.get("validation"))
     if isinstance(step, UploadStep):
         return backend.upload(step, ctx)
     if isinstance(step, DeployStep):

@@ -197,10 +197,15 @@ class TrainStep:
 
 @dataclasses.dataclass
 class GateStep:
-    """An evaluation gate: the chain stops unless ``min <= metrics[metric] <= max``."""
+    """A gate: the chain stops unless ``min <= metrics[metric] <= max``.
+
+    ``metrics`` names a train step (its trainer's metrics: an evaluation gate) or a dataset
+    step (its validation's counts: ``anomalies``, ``drifted_columns``, ``skewed_columns``:
+    a data gate).
+    """
 
     KIND: ClassVar[str] = "gate"
-    REFS: ClassVar[dict[str, tuple[str, ...]]] = {"metrics": ("train",)}
+    REFS: ClassVar[dict[str, tuple[str, ...]]] = {"metrics": ("train", "dataset")}
     name: str
     metrics: str
     metric: str

@@ -342,6 +342,9 @@ class _Builder:
         self.train_inputs[step.name] = inputs_id
 
     def gate(self, step: GateStep) -> None:
+        if step.metrics in self.dataset_output:
+            self._data_gate(step)
+            return
         inputs_id = self.train_inputs[step.metrics]
         gate = self._add(
             step.name,
@@ -352,6 +355,26 @@ class _Builder:
                     "op_kwargs",
                     {
                         "metrics_uri": xcom(inputs_id, "model_dir") + "/metrics.json",
+                        "metric": step.metric,
+                        "minimum": step.min,
+                        "maximum": step.max,
+                        "gcp_conn_id": Code("GCP_CONN_ID"),
+                    },
+                ),
+            ],
+        )
+        self._chain(gate)
+
+    def _data_gate(self, step: GateStep) -> None:
+        gate = self._add(
+            step.name,
+            "ShortCircuitOperator",
+            [
+                ("python_callable", Code("validation_gate")),
+                (
+                    "op_kwargs",
+                    {
+                        "dataset_uri": self.dataset_output[step.metrics],
                         "metric": step.metric,
                         "minimum": step.min,
                         "maximum": step.max,

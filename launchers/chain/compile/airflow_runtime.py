@@ -167,6 +167,49 @@ def copy_artifact(artifact: str, model_dir: str, gcp_conn_id: str) -> str:
     return f"gs://{dest_bucket}/{dest_prefix.rstrip('/')}"
 
 
+def validation_gate(
+    dataset_uri: str,
+    metric: str,
+    minimum: float | None,
+    maximum: float | None,
+    gcp_conn_id: str,
+) -> bool:
+    """Whether a dataset's validation passes a data gate (a ShortCircuitOperator's callable).
+
+    Reads the counts the dataset's ``manifest.json`` records of its ``validation.json``
+    (``anomalies``, ``drifted_columns``, ``skewed_columns``); a stop prints what was found.
+    """
+    import json
+
+    from airflow.providers.google.cloud.hooks.gcs import GCSHook
+
+    hook = GCSHook(gcp_conn_id=gcp_conn_id)
+    bucket, name = _split_uri(dataset_uri.rstrip("/") + "/manifest.json")
+    manifest = json.loads(hook.download(bucket, name))
+    summary = manifest.get("validation")
+    if not isinstance(summary, dict):
+        print(f"gs://{bucket}/{name} records no validation; stopping")
+        return False
+    counts = {
+        "anomalies": summary["anomalies"],
+        "drifted_columns": len(summary["drifted_columns"]),
+        "skewed_columns": len(summary["skewed_columns"]),
+    }
+    if metric not in counts:
+        print(f"metric {metric!r} is not a validation count {sorted(counts)}; stopping")
+        return False
+    value = counts[metric]
+    low = minimum is not None and value < minimum
+    high = maximum is not None and value > maximum
+    if not (low or high):
+        return True
+    bound = f"below min {minimum:g}" if low else f"above max {maximum:g}"
+    found = json.loads(hook.download(*_split_uri(summary["path"])))
+    details = "; ".join(a["message"] for a in found.get("anomalies", []))
+    print(f"{metric} = {value} is {bound}: {details}; stopping")
+    return False
+
+
 def metrics_gate(
     metrics_uri: str,
     metric: str,
@@ -288,6 +331,7 @@ GCP_FUNCTIONS: tuple[Callable[..., Any], ...] = (
     training_inputs,
     copy_artifact,
     metrics_gate,
+    validation_gate,
     new_traffic_split,
     find_endpoint,
     undeploy_replaced,

@@ -88,6 +88,18 @@ def check_gate(gate: str, parameters: dict, metrics_json: str) -> bool:
     return passed
 
 
+def check_data_gate(gate: str, parameters: dict, root: str, gcp_resources: str) -> bool:
+    """Whether a gate on a dataset's validation passes; the condition around the steps after it.
+
+    ``gcp_resources`` (the finished Dataflow job) orders this task after the job.
+    """
+    from launchers.chain.compile.gcp_steps import data_gate_result
+
+    passed, reason = data_gate_result(gate, parameters, root)
+    print(("gate passed: " if passed else "gate stopped the pipeline: ") + reason)
+    return passed
+
+
 def find_endpoint(project: str, location: str, display_name: str, percentage: int) -> NamedTuple(
     "Endpoint",
     [
@@ -132,6 +144,7 @@ class Components:
     read_dataset: Any
     read_training: Any
     check_gate: Any
+    check_data_gate: Any
     find_endpoint: Any
     undeploy_replaced: Any
 
@@ -150,6 +163,7 @@ def components(image: str) -> Components:
         read_dataset=make(read_dataset),
         read_training=make(read_training),
         check_gate=make(check_gate),
+        check_data_gate=make(check_data_gate),
         find_endpoint=make(find_endpoint),
         undeploy_replaced=make(undeploy_replaced),
     )

@@ -171,6 +171,21 @@ def gate_result(
     return True, f"{outputs['metric']} = {outputs['value']:.6g}"
 
 
+def data_gate_result(gate: str, values: Mapping[str, str], root: str) -> tuple[bool, str]:
+    """Whether a gate (JSON, as written) passes on a committed dataset's validation counts."""
+    from launchers.chain.handoff import read_manifest, validation_outputs
+    from launchers.chain.run import evaluate_gate
+
+    found = validation_outputs(read_manifest(root))
+    try:
+        outputs = evaluate_gate(
+            resolve_step(GateStep, gate, values), found.get("metrics", {}), found.get("validation")
+        )
+    except GateFailedError as exc:
+        return False, str(exc)
+    return True, f"{outputs['metric']} = {outputs['value']:.6g}"
+
+
 def traffic_split(current: Mapping[str, int], percentage: int) -> dict[str, int]:
     """An endpoint's traffic split once a new model (``"0"``) takes ``percentage``.
 

@@ -282,9 +282,20 @@ def _train(c: _Context, step: Any) -> Any:
 
 def _gate(c: _Context, step: Any) -> Any:
     written, values = c.written(step.name)
-    task = c.ops.check_gate(
-        gate=written, parameters=values, metrics_json=c.tasks[step.metrics].outputs["metrics_json"]
-    )
+    if step.metrics in c.roots:
+        # A data gate: the dataset's validation counts, read from its committed manifest.
+        task = c.ops.check_data_gate(
+            gate=written,
+            parameters=values,
+            root=c.roots[step.metrics],
+            gcp_resources=c.tasks[step.metrics].outputs["gcp_resources"],
+        )
+    else:
+        task = c.ops.check_gate(
+            gate=written,
+            parameters=values,
+            metrics_json=c.tasks[step.metrics].outputs["metrics_json"],
+        )
     task.set_display_name(step.name)
     return task
 

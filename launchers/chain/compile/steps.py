@@ -69,16 +69,17 @@ def check_gate(
     upstream: str,
     parameters: Mapping[str, str] | None = None,
 ) -> tuple[bool, float, str]:
-    """Evaluates a gate step against its training step's outputs.
+    """Evaluates a gate step against the outputs of the step it reads (train or dataset).
 
     Returns:
         Whether the gate passed, the metric's value (NaN when it is missing or not a
         number) and the reason it stopped (empty when it passed).
     """
     step, ctx = _context(chain_file, step_name, upstream, parameters)
-    metrics = ctx.inputs[step.metrics].get("metrics", {})
+    source = ctx.inputs[step.metrics]
+    metrics = source.get("metrics", {})
     try:
-        outputs = evaluate_gate(step, metrics)
+        outputs = evaluate_gate(step, metrics, source.get("validation"))
     except GateFailedError as exc:
         value = metrics.get(step.metric)
         number = isinstance(value, int | float) and not isinstance(value, bool)
