@@ -15,6 +15,8 @@
     beamforge serve build CHAIN.yaml -o DIR
     beamforge schema infer RUN -o schema.yaml | schema check FILE   (launchers/schema_commands.py)
     beamforge lineage DATASET|MODEL|ENDPOINT|RAW_FILE [--store FILE | --chain CHAIN.yaml]
+    beamforge report RUN [--baseline RUN] -o report.html
+    beamforge skew RUN --requests DIR|bq://TABLE [-o skew.json]
 
 Beam pipeline options (``--runner``, ``--direct_num_workers``, ...) pass through to Beam;
 the local runner is used when none is named. With ``--runner DataflowRunner`` (or
@@ -39,7 +41,14 @@ from collections.abc import Sequence
 from typing import Any
 
 from beam_pipelines.exit_codes import ExitCode
-from launchers import cloud_commands, lineage_commands, schema_commands, ship_commands
+from launchers import (
+    cloud_commands,
+    lineage_commands,
+    report_commands,
+    schema_commands,
+    ship_commands,
+    skew_commands,
+)
 from launchers.console import (
     Heartbeat,
     HeldBeamErrors,
@@ -48,6 +57,15 @@ from launchers.console import (
     stop_on_signals,
 )
 from launchers.report import error, failure_of, format_summary
+
+# Command groups that each add their parsers and run their own commands.
+_COMMAND_MODULES: tuple[Any, ...] = (
+    ship_commands,
+    schema_commands,
+    lineage_commands,
+    report_commands,
+    skew_commands,
+)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -90,9 +108,8 @@ def _parser() -> argparse.ArgumentParser:
     cloud_commands.add_run_flags(run)
     cloud_commands.add_parsers(sub)
     _add_chain_parser(sub)
-    ship_commands.add_parsers(sub)
-    schema_commands.add_parsers(sub)
-    lineage_commands.add_parsers(sub)
+    for module in _COMMAND_MODULES:
+        module.add_parsers(sub)
     return parser
 
 
@@ -341,12 +358,9 @@ def _command(args: argparse.Namespace, extra: list[str]) -> int:
         return cloud_commands.jobs_command(args)
     if args.command == "chain":
         return chain_command(args)
-    if args.command in ship_commands.COMMANDS:
-        return ship_commands.command(args)
-    if args.command in schema_commands.COMMANDS:
-        return schema_commands.command(args)
-    if args.command in lineage_commands.COMMANDS:
-        return lineage_commands.command(args)
+    for module in _COMMAND_MODULES:
+        if args.command in module.COMMANDS:
+            return int(module.command(args))
     if args.command == "template" and args.template_command == "launch":
         return cloud_commands.template_launch(args, extra)
     from beam_pipelines.spec import load_spec, load_yaml

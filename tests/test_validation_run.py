@@ -320,3 +320,23 @@ def test_a_baseline_that_did_not_finish_is_refused(tmp_path: pathlib.Path) -> No
     assert done.stderr.strip() == (
         f"error: {unfinished}: holds no manifest.json: not a dataset, or a run that did not finish"
     )
+
+
+def test_previous_without_input_statistics_starts_over(
+    tmp_path: pathlib.Path, baseline: pathlib.Path
+) -> None:
+    # An output whose run predates input statistics: the new run is measured against
+    # nothing (a warning says why) instead of failing; a named --baseline must have them.
+    output = tmp_path / "out"
+    shutil.copytree(baseline, output)
+    manifest = _manifest(output)
+    manifest["stats"] = manifest["stats"].replace(str(baseline), str(output))
+    manifest["run"]["root"] = manifest["run"]["root"].replace(str(baseline), str(output))
+    (output / "manifest.json").write_text(json.dumps(manifest))
+    stats = pathlib.Path(manifest["stats"])
+    old = {k: v for k, v in json.loads(stats.read_text()).items() if k != "input"}
+    stats.write_text(json.dumps(old))
+    done = beamforge("run", SPEC, "--input", str(TAXI_SAMPLE), "--output", str(output))
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert f"no drift measured: {stats}: holds no input statistics" in done.stderr
+    assert _validation(output)["baseline"] is None

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 from typing import Any
 
 from beam_pipelines.spec import JobSpec, load_yaml, skew_pairs
@@ -25,6 +26,8 @@ from transforms.core.dataset_folder import MANIFEST, resolve_dataset, resolve_ru
 from transforms.core.errors import InputError
 from transforms.validation.result import validate
 from transforms.validation.schema import DataSchema, parse_schema
+
+_LOG = logging.getLogger(__name__)
 
 __all__ = ["PREVIOUS", "RunValidation", "baseline_stats", "judge", "prepare"]
 
@@ -85,7 +88,12 @@ def prepare(
     if where == PREVIOUS:
         found = resolve_dataset(output)
         if found is not None:
-            stats, ref = baseline_stats(found[0], found[1])
+            try:
+                stats, ref = baseline_stats(found[0], found[1])
+            except InputError as exc:
+                # The run before may predate input statistics: this run becomes the first
+                # baseline instead of failing (a baseline named explicitly must have them).
+                _LOG.warning("no drift measured: %s", exc)
     elif where is not None:
         stats, ref = baseline_stats(*resolve_run(where))
         ref["source"] = where

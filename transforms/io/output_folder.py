@@ -44,6 +44,9 @@ RUN_DIR = re.compile(r"run-\d{8}T\d{6}Z-[0-9a-f]{8}")
 # What a killed write of the manifest or the lock leaves (a local store writes beside the
 # file, then renames: transforms.io.output_stores).
 PARTIAL_WRITE = re.compile(r"(manifest\.json|_lock\.json)\.tmp-[0-9a-f]{8}")
+# The lineage store `beamforge run` keeps beside the runs (launchers.lineage: ML Metadata's
+# SQLite file, and the journal SQLite may leave beside it).
+LINEAGE_STORE = re.compile(r"metadata\.sqlite(-journal|-wal|-shm)?")
 _GLOB_CHARS = set("*?[]{}")
 
 
@@ -148,7 +151,10 @@ def check_output(root: str) -> None:
     foreign = [
         n
         for n in names
-        if n not in (MANIFEST, LOCK) and not RUN_DIR.fullmatch(n) and not PARTIAL_WRITE.fullmatch(n)
+        if n not in (MANIFEST, LOCK)
+        and not RUN_DIR.fullmatch(n)
+        and not PARTIAL_WRITE.fullmatch(n)
+        and not LINEAGE_STORE.fullmatch(n)
     ]
     if foreign:
         listed = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
