@@ -11,12 +11,16 @@ export GCE_METADATA_HOST := 127.0.0.1:1
 export GCE_METADATA_IP := 127.0.0.1:1
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: demo test lint typecheck unit venv emulators airflow clean
+.PHONY: demo test lint typecheck unit venv emulators airflow browser tfdv clean
 
+# ML Metadata (the lineage store) declares protobuf<5 but runs on the protobuf 6 that
+# tensorflow 2.21 needs (its C++ store exchanges serialized messages only): it is installed
+# without its pins, and tests/test_lineage.py exercises it on this protobuf.
 $(STAMP): setup.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[tft,gcp,train,dev,orchestrators]'
+	$(BIN)/python -m pip install -q -e '.[tft,gcp,train,dev,orchestrators,report]'
+	$(BIN)/python -m pip install -q --no-deps 'ml-metadata==1.17.1'
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -49,7 +53,16 @@ emulators: $(STAMP)
 airflow: $(STAMP)
 	PYTHON=$(PYTHON) tools/airflow-venv.sh $(VENV)/airflow
 
-test: lint typecheck emulators airflow
+# Debian's Chromium, where the HTML report is opened by the tests (installed once, as root).
+browser:
+	tools/chromium.sh
+
+# TensorFlow Data Validation's own venv (it pins tensorflow 2.16 and pyarrow 10): the
+# parity test and the benchmark run TFDV there on the same files.
+tfdv: $(STAMP)
+	PYTHON=$(PYTHON) tools/tfdv-venv.sh $(VENV)/tfdv
+
+test: lint typecheck emulators airflow browser tfdv
 	$(BIN)/python -m pytest -q
 
 unit: $(STAMP)
