@@ -638,3 +638,33 @@ def test_a_bad_request_log_setting_is_named_by_its_yaml_path(
     with pytest.raises(SpecError) as info:
         parse_chain(_chain({"request_log": request_log}))
     assert str(info.value) == message
+
+
+def test_the_local_deploy_step_starts_its_server_with_the_request_log(
+    model_dir: pathlib.Path, tmp_path: pathlib.Path
+) -> None:
+    from launchers.chain.backends.interface import StepContext
+    from launchers.chain.backends.local import LocalBackend
+    from launchers.chain.spec import parse_chain
+
+    chain = parse_chain(
+        dict(
+            _chain({"request_log": {"sink": str(tmp_path / "requests"), "sample": 1}}),
+            workdir=str(tmp_path / "w"),
+        )
+    )
+    upload = {
+        "model": f"local:{model_dir}",
+        "model_dir": str(model_dir),
+        "predictor": PREDICTOR,
+        "display_name": "taxi",
+    }
+    ctx = StepContext(chain=chain, target="local", inputs={"upload": upload}, previous_outputs={})
+    outputs = LocalBackend().deploy(chain.step("deploy"), ctx)
+    server = serving.LocalServer.from_json(outputs["server"])
+    try:
+        (prediction,) = serving.predict(server.predict_url, [TRIP])
+    finally:
+        serving.stop_server(server)
+    (record,) = _records(tmp_path / "requests")
+    assert (record["instance"], record["prediction"]) == (TRIP, prediction)

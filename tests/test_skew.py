@@ -411,3 +411,21 @@ def test_skew_reads_a_bigquery_request_log(
     # Row order in a table is not the files' order: the statistics do not depend on it.
     assert from_table["skew"] == from_files["skew"]
     assert from_table["serving"] == dict(from_files["serving"], requests=f"bq://{table}")
+
+
+def test_beamforge_skew_on_the_command_line(taxi: dict[str, pathlib.Path]) -> None:
+    from tests.conftest import beamforge
+
+    args = ["--split", "all", "--schema", str(taxi["schema"])]
+    done = beamforge("skew", str(taxi["ds"]), "--requests", str(taxi["shifted_requests"]), *args)
+    assert done.returncode == 3, done.stderr
+    assert json.loads(done.stdout)["summary"]["skewed_columns"] == ["fare", "payment_type"]
+    assert done.stderr.splitlines()[-1] == "skewed columns: fare, payment_type"
+    done = beamforge("skew", str(taxi["ds"]), "--requests", str(taxi["requests"]), *args)
+    assert (done.returncode, done.stderr.splitlines()[-1]) == (0, "no column over its threshold")
+    done = beamforge("skew", str(taxi["ds"]), "--requests", str(taxi["root"] / "nowhere"))
+    assert (done.returncode, done.stdout, done.stderr) == (
+        2,
+        "",
+        f"error: {taxi['root'] / 'nowhere'}: no such folder (a request log folder)\n",
+    )

@@ -74,8 +74,10 @@ class LocalBackend:
 
     def deploy(self, step: DeployStep, ctx: StepContext) -> dict[str, Any]:
         from launchers.serving import LocalServer, start_server, stop_server
+        from launchers.serving.request_log import request_log_env
 
         upload = ctx.inputs[step.model]
+        request_log = step.request_log
         server = start_server(
             upload["model_dir"],
             predictor=upload["predictor"],
@@ -83,6 +85,11 @@ class LocalBackend:
             host=step.host,
             port=step.port,
             timeout=step.start_timeout,
+            extra_env=(
+                request_log_env(request_log.sink, request_log.sample)
+                if request_log is not None
+                else None
+            ),
         )
         # The server this one replaces goes only once the new one is healthy.
         replaced = ctx.previous_outputs.get("server")
