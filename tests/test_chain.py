@@ -46,8 +46,8 @@ def _chain(steps: list[dict[str, Any]]) -> dict[str, Any]:
         ),
         (
             lambda s: s[2].update(metrics="trian"),
-            "x.yaml: steps[2].metrics: 'trian' is not an earlier train step; "
-            "earlier train steps: ['train']",
+            "x.yaml: steps[2].metrics: 'trian' is not an earlier train or dataset step; "
+            "earlier train or dataset steps: ['dataset', 'train']",
         ),
         (
             lambda s: s[1].update(dataset="deploy"),
@@ -94,6 +94,7 @@ def test_load_chain_reads_the_example(tmp_path: pathlib.Path) -> None:
     spec = chains.load_chain(str(REPO / "examples" / "chicago_taxi" / "chain.yaml"))
     assert [(s.name, s.KIND) for s in spec.steps] == [
         ("dataset", "dataset"),
+        ("data_gate", "gate"),
         ("train", "train"),
         ("gate", "gate"),
         ("upload", "upload"),
@@ -327,6 +328,6 @@ def test_cli_status_and_invalid_chain(workdir: pathlib.Path, capsys: Any) -> Non
     (workdir / "bad.yaml").write_text(yaml.safe_dump(bad))
     assert main(["chain", "bad.yaml"]) == 2
     assert capsys.readouterr().err == (
-        "error: bad.yaml: steps[2].metrics: 'nothing' is not an earlier train step; "
-        "earlier train steps: ['train']\n"
+        "error: bad.yaml: steps[2].metrics: 'nothing' is not an earlier train or dataset "
+        "step; earlier train or dataset steps: ['dataset', 'train']\n"
     )

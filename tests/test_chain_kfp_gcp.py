@@ -45,7 +45,7 @@ def compiled(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
     out = tmp_path_factory.mktemp("kfp-gcp") / "pipeline.yaml"
     result = _compile(pathlib.Path(os.path.relpath(CHAIN, REPO)), out)
     assert (result.returncode, result.stderr) == (0, ""), result.stderr
-    assert result.stdout == f"{out}: kfp pipeline of chain chicago_taxi (5 steps, gcp target)\n"
+    assert result.stdout == f"{out}: kfp pipeline of chain chicago_taxi (6 steps, gcp target)\n"
     return out
 
 
@@ -104,53 +104,77 @@ def test_the_steps_are_googles_components_in_the_chains_order(pipeline: Any) -> 
     assert pipeline.default_pipeline_root == "gs://my-bucket/beamforge/pipelines"
     launch = "preview.dataflow.flex_template.launcher"
     assert _tasks(pipeline, pipeline.root.dag) == [
-        ("check-gate", "gate", ["read-training"], "python component"),
-        ("condition-1", "gate-passed", ["check-gate", "read-training"], "group"),
-        ("condition-1/condition-branches-2", "condition-branches-2", ["find-endpoint"], "group"),
-        ("condition-1/condition-branches-2/condition-3", "deploy-endpoint-found", [], "group"),
+        ("check-data-gate", "data_gate", ["wait-gcp-resources"], "python component"),
+        ("condition-1", "data_gate-passed", ["check-data-gate", "wait-gcp-resources"], "group"),
+        ("condition-1/check-gate", "gate", ["read-training"], "python component"),
+        ("condition-1/condition-2", "gate-passed", ["check-gate", "read-training"], "group"),
         (
-            "condition-1/condition-branches-2/condition-3/importer-2",
+            "condition-1/condition-2/condition-branches-3",
+            "condition-branches-3",
+            ["find-endpoint"],
+            "group",
+        ),
+        (
+            "condition-1/condition-2/condition-branches-3/condition-4",
+            "deploy-endpoint-found",
+            [],
+            "group",
+        ),
+        (
+            "condition-1/condition-2/condition-branches-3/condition-4/importer-2",
             "deploy-endpoint",
             [],
             "importer google.VertexEndpoint",
         ),
-        ("condition-1/condition-branches-2/condition-4", "deploy-endpoint-missing", [], "group"),
         (
-            "condition-1/condition-branches-2/condition-4/endpoint-create",
+            "condition-1/condition-2/condition-branches-3/condition-5",
+            "deploy-endpoint-missing",
+            [],
+            "group",
+        ),
+        (
+            "condition-1/condition-2/condition-branches-3/condition-5/endpoint-create",
             "deploy-create-endpoint",
             [],
             "v1.endpoint.create_endpoint.launcher",
         ),
-        ("condition-1/find-endpoint", "deploy-find-endpoint", [], "python component"),
+        ("condition-1/condition-2/find-endpoint", "deploy-find-endpoint", [], "python component"),
         (
-            "condition-1/importer",
+            "condition-1/condition-2/importer",
             "upload-model",
             [],
             "importer google.UnmanagedContainerModel",
         ),
         (
-            "condition-1/model-deploy",
+            "condition-1/condition-2/model-deploy",
             "deploy",
-            ["condition-branches-2", "model-upload"],
+            ["condition-branches-3", "model-upload"],
             "v1.endpoint.deploy_model.launcher",
         ),
-        ("condition-1/model-upload", "upload", ["importer"], "v1.model.upload_model.launcher"),
         (
-            "condition-1/undeploy-replaced",
+            "condition-1/condition-2/model-upload",
+            "upload",
+            ["importer"],
+            "v1.model.upload_model.launcher",
+        ),
+        (
+            "condition-1/condition-2/undeploy-replaced",
             "deploy-undeploy-replaced",
             ["find-endpoint", "model-deploy"],
             "python component",
         ),
-        ("custom-training-job", "train", ["read-dataset"], "v1.custom_job.launcher"),
-        ("dataflow-flex-template", "dataset-launch", ["fingerprint-dataset"], launch),
-        ("fingerprint-dataset", "dataset-fingerprint", [], "python component"),
-        ("read-dataset", "train-dataset", ["wait-gcp-resources"], "python component"),
+        ("condition-1/custom-training-job", "train", ["read-dataset"], "v1.custom_job.launcher"),
+        # Inside the data gate's condition, which waits for the job: the reader takes the
+        # wait's output from it.
+        ("condition-1/read-dataset", "train-dataset", [], "python component"),
         (
-            "read-training",
+            "condition-1/read-training",
             "train-model",
             ["custom-training-job", "read-dataset"],
             "python component",
         ),
+        ("dataflow-flex-template", "dataset-launch", ["fingerprint-dataset"], launch),
+        ("fingerprint-dataset", "dataset-fingerprint", [], "python component"),
         (
             "wait-gcp-resources",
             "dataset-wait",
@@ -158,6 +182,14 @@ def test_the_steps_are_googles_components_in_the_chains_order(pipeline: Any) -> 
             "v1.wait_gcp_resources.launcher",
         ),
     ]
+
+
+def _inside(pipeline: Any, *groups: str) -> Any:
+    """The tasks inside nested condition groups, from the root down."""
+    tasks = pipeline.root.dag.tasks
+    for group in groups:
+        tasks = pipeline.components[tasks[group].component_ref.name].dag.tasks
+    return tasks
 
 
 def _inputs(task: Any) -> dict[str, Any]:
@@ -207,11 +239,40 @@ def test_the_dataset_job_is_launched_with_its_fingerprint_and_waited_on(pipeline
     wait = tasks["wait-gcp-resources"]
     assert list(wait.dependent_tasks) == ["dataflow-flex-template"]
     assert _inputs(wait) == {"gcp_resources": "<dataflow-flex-template.gcp_resources>"}
-    assert _inputs(tasks["read-dataset"])["gcp_resources"] == "<wait-gcp-resources.gcp_resources>"
-    assert list(tasks["custom-training-job"].dependent_tasks) == ["read-dataset"]
+    # The data gate reads the committed manifest once the job finished; training, inside the
+    # gate's condition, gets the finished job through the condition.
+    assert _inputs(tasks["check-data-gate"])["gcp_resources"] == (
+        "<wait-gcp-resources.gcp_resources>"
+    )
+    channels = tasks["condition-1"].inputs.parameters
+    assert sorted(channels) == [
+        "pipelinechannel--check-data-gate-Output",
+        "pipelinechannel--gcs_root",
+        "pipelinechannel--model_name",
+        "pipelinechannel--wait-gcp-resources-gcp_resources",
+    ]
+    job = channels["pipelinechannel--wait-gcp-resources-gcp_resources"].task_output_parameter
+    assert (job.producer_task, job.output_parameter_key) == ("wait-gcp-resources", "gcp_resources")
+    trained = _inside(pipeline, "condition-1")
+    assert _inputs(trained["read-dataset"])["gcp_resources"] == (
+        "<input pipelinechannel--wait-gcp-resources-gcp_resources>"
+    )
+    assert list(trained["custom-training-job"].dependent_tasks) == ["read-dataset"]
     # Only the fingerprint is never cached: it looks at GCS every run.
     caching = {k: t.caching_options.enable_cache for k, t in tasks.items() if k != "condition-1"}
-    assert caching == {k: k != "fingerprint-dataset" for k in caching}
+    assert caching == {
+        "check-data-gate": True,
+        "dataflow-flex-template": True,
+        "fingerprint-dataset": False,
+        "wait-gcp-resources": True,
+    }
+    inner = {k: t.caching_options.enable_cache for k, t in trained.items() if k != "condition-2"}
+    assert inner == {
+        "check-gate": True,
+        "custom-training-job": True,
+        "read-dataset": True,
+        "read-training": True,
+    }
     written = json.loads(_inputs(tasks["fingerprint-dataset"])["step"])
     assert written["inputs"] == ["${input}"]
     assert _inputs(tasks["fingerprint-dataset"])["parameters"] == {
@@ -221,12 +282,12 @@ def test_the_dataset_job_is_launched_with_its_fingerprint_and_waited_on(pipeline
 
 
 def test_training_is_a_custom_job_with_the_aip_contract(pipeline: Any) -> None:
-    tasks = pipeline.root.dag.tasks
+    tasks = _inside(pipeline, "condition-1")
     assert _inputs(tasks["read-dataset"]) == {
         "root": _channel("gcs_root") + "/dataset",
-        "gcp_resources": "<wait-gcp-resources.gcp_resources>",
+        "gcp_resources": "<input pipelinechannel--wait-gcp-resources-gcp_resources>",
         "train": json.dumps(
-            yaml.safe_load(CHAIN.read_text())["steps"][1], sort_keys=True, default=str
+            yaml.safe_load(CHAIN.read_text())["steps"][2], sort_keys=True, default=str
         ),
         "parameters": {},
         "base_root": "gs://my-bucket/beamforge/chicago_taxi/train",
@@ -271,8 +332,31 @@ def test_training_is_a_custom_job_with_the_aip_contract(pipeline: Any) -> None:
     }
 
 
-def test_upload_and_deploy_run_only_when_the_gate_passes(pipeline: Any) -> None:
+def test_training_runs_only_when_the_data_gate_passes(pipeline: Any) -> None:
     tasks = pipeline.root.dag.tasks
+    # The step as the chain file writes it, read from the dataset's committed manifest.
+    assert _inputs(tasks["check-data-gate"]) == {
+        "gate": '{"kind": "gate", "max": 0, "metric": "anomalies", "metrics": "dataset", '
+        '"name": "data_gate"}',
+        "parameters": {},
+        "root": _channel("gcs_root") + "/dataset",
+        "gcp_resources": "<wait-gcp-resources.gcp_resources>",
+    }
+    gated = tasks["condition-1"]
+    assert gated.trigger_policy.condition == (
+        "inputs.parameter_values['pipelinechannel--check-data-gate-Output'] == true"
+    )
+    assert sorted(_inside(pipeline, "condition-1")) == [
+        "check-gate",
+        "condition-2",
+        "custom-training-job",
+        "read-dataset",
+        "read-training",
+    ]
+
+
+def test_upload_and_deploy_run_only_when_the_gate_passes(pipeline: Any) -> None:
+    tasks = _inside(pipeline, "condition-1")
     assert json.loads(_inputs(tasks["check-gate"])["gate"]) == {
         "kind": "gate",
         "name": "gate",
@@ -281,7 +365,7 @@ def test_upload_and_deploy_run_only_when_the_gate_passes(pipeline: Any) -> None:
         "min": 0.75,
     }
     assert _inputs(tasks["check-gate"])["metrics_json"] == "<read-training.metrics_json>"
-    gated = tasks["condition-1"]
+    gated = tasks["condition-2"]
     assert gated.trigger_policy.condition == (
         "inputs.parameter_values['pipelinechannel--check-gate-Output'] == true"
     )
@@ -319,7 +403,7 @@ def test_upload_and_deploy_run_only_when_the_gate_passes(pipeline: Any) -> None:
     assert deploy_artifacts["model"].task_output_artifact.producer_task == "model-upload"
     # The endpoint is whichever branch ran: the one found, or the one created.
     assert deploy_artifacts["endpoint"].task_output_artifact.producer_task == (
-        "condition-branches-2"
+        "condition-branches-3"
     )
     assert _inputs(inside["find-endpoint"]) == {
         "project": "my-project",
@@ -327,7 +411,7 @@ def test_upload_and_deploy_run_only_when_the_gate_passes(pipeline: Any) -> None:
         "display_name": "chicago-taxi-tips",
         "percentage": 100.0,
     }
-    branches = pipeline.components[inside["condition-branches-2"].component_ref.name].dag.tasks
+    branches = pipeline.components[inside["condition-branches-3"].component_ref.name].dag.tasks
     assert [branches[k].trigger_policy.condition for k in sorted(branches)] == [
         "inputs.parameter_values['pipelinechannel--find-endpoint-found'] == true",
         "!(inputs.parameter_values['pipelinechannel--find-endpoint-found'] == true)",
@@ -356,7 +440,7 @@ def _edited(tmp_path: pathlib.Path, edit: Any) -> pathlib.Path:
 
 
 def _drop_train_gcp(data: dict[str, Any]) -> None:
-    del data["steps"][1]["gcp"]
+    del data["steps"][2]["gcp"]
 
 
 def _launch_dataflow(data: dict[str, Any]) -> None:
@@ -369,7 +453,7 @@ def _no_gcp(data: dict[str, Any]) -> None:
 
 def _templated_image(data: dict[str, Any]) -> None:
     data["parameters"]["trainer"] = "trainer:1"
-    data["steps"][1]["gcp"]["image_uri"] = "${trainer}"
+    data["steps"][2]["gcp"]["image_uri"] = "${trainer}"
 
 
 def _no_train(data: dict[str, Any]) -> None:
@@ -385,11 +469,11 @@ def _no_train(data: dict[str, Any]) -> None:
             "Template, not 'dataflow'; use launch: flex_template with template: gs://... "
             "(beamforge template build makes one)",
         ),
-        (_drop_train_gcp, "steps[1].gcp: the gcp target needs train's gcp section"),
+        (_drop_train_gcp, "steps[2].gcp: the gcp target needs train's gcp section"),
         (_no_gcp, "gcp: the gcp target needs a gcp section (project, region, ...)"),
         (
             _templated_image,
-            "steps[1].gcp.image_uri: refers to ${trainer}, but the pipeline's small components "
+            "steps[2].gcp.image_uri: refers to ${trainer}, but the pipeline's small components "
             "run in this image, which must be known when the chain is compiled; write it out",
         ),
         (
@@ -424,17 +508,17 @@ def test_a_step_is_resolved_with_the_runs_parameter_values() -> None:
     from launchers.chain.spec import GateStep, TrainStep
 
     data = yaml.safe_load(CHAIN.read_text())
-    train = copy.deepcopy(data["steps"][1])
+    train = copy.deepcopy(data["steps"][2])
     train["args"] = ["--model", "${model}"]
     step = gcp_steps.resolve_step(TrainStep, _written(train), {"model": "logistic"})
     assert step.args == ["--model", "logistic"]
     assert step.splits.validation == "eval"
-    gate = gcp_steps.resolve_step(GateStep, _written(data["steps"][2]), {})
+    gate = gcp_steps.resolve_step(GateStep, _written(data["steps"][3]), {})
     assert (gate.metric, gate.min, gate.max) == ("auc", 0.75, None)
     from transforms.core.config import SpecError
 
     with pytest.raises(SpecError, match=r"^min: a gate needs min, max or both$|a gate needs"):
-        gcp_steps.resolve_step(GateStep, _written({**data["steps"][2], "min": None}), {})
+        gcp_steps.resolve_step(GateStep, _written({**data["steps"][3], "min": None}), {})
 
 
 @pytest.mark.parametrize(
@@ -568,7 +652,7 @@ def test_the_small_components_hand_the_dataset_to_training_and_gate_the_model(
     handoff = ops.read_dataset(
         root=committed,
         gcp_resources="{}",
-        train=_written(data["steps"][1]),
+        train=_written(data["steps"][2]),
         parameters={},
         base_root=f"gs://{bucket}/stage/chicago_taxi/train",
     )
@@ -601,7 +685,7 @@ def test_the_small_components_hand_the_dataset_to_training_and_gate_the_model(
     assert trained.outputs["metrics"].metadata == {"auc": 0.8, "accuracy": 0.75}
     assert FileSystems.exists(f"{base}/model/artifact/transform.json")
 
-    gate = _written(data["steps"][2])
+    gate = _written(data["steps"][3])
     passed = ops.check_gate(gate=gate, parameters={}, metrics_json=trained.outputs["metrics_json"])
     assert passed.output is True
     stopped = ops.check_gate(gate=gate, parameters={}, metrics_json=json.dumps({"auc": 0.5}))
@@ -664,7 +748,7 @@ def _settings(data: dict[str, Any]) -> None:
         "labels": {"team": "ml"},
         "pipeline_root": "gs://other-bucket/runs",
     }
-    data["steps"][4]["gcp"]["traffic_percentage"] = 20
+    data["steps"][5]["gcp"]["traffic_percentage"] = 20
 
 
 def test_the_chains_gcp_settings_reach_every_job(tmp_path: pathlib.Path) -> None:
@@ -691,18 +775,19 @@ def test_the_chains_gcp_settings_reach_every_job(tmp_path: pathlib.Path) -> None
         **labels,
         "beamforge-fingerprint": _channel("fingerprint-dataset-Output"),
     }
-    train = _inputs(tasks["custom-training-job"])
+    trained = _inside(spec, "condition-1")
+    train = _inputs(trained["custom-training-job"])
     assert (
         train["service_account"],
         train["network"],
         train["encryption_spec_key_name"],
         train["labels"],
     ) == (account, "projects/123/global/networks/ml-vpc", key, labels)
-    inside = spec.components[tasks["condition-1"].component_ref.name].dag.tasks
+    inside = _inside(spec, "condition-1", "condition-2")
     upload = _inputs(inside["model-upload"])
     assert (upload["encryption_spec_key_name"], upload["labels"]) == (key, labels)
-    branches = spec.components[inside["condition-branches-2"].component_ref.name].dag.tasks
-    missing = spec.components[branches["condition-4"].component_ref.name].dag.tasks
+    branches = spec.components[inside["condition-branches-3"].component_ref.name].dag.tasks
+    missing = spec.components[branches["condition-5"].component_ref.name].dag.tasks
     create = _inputs(missing["endpoint-create"])
     assert (create["display_name"], create["encryption_spec_key_name"], create["labels"]) == (
         "chicago-taxi-tips",

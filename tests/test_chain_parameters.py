@@ -492,14 +492,14 @@ def test_dag_header_escapes_the_chain_files_path(tmp_path: pathlib.Path) -> None
 
 def test_jinja_marks_are_refused_for_airflow_only(tmp_path: pathlib.Path) -> None:
     def jinja(data: dict[str, Any]) -> None:
-        data["steps"][1]["args"] = ["--tag", "{{ ds }}"]
+        data["steps"][2]["args"] = ["--tag", "{{ ds }}"]
 
     chain = _example_copy(tmp_path, jinja=jinja)
     dag = tmp_path / "dags" / "taxi.py"
     refused = _cli("compile", str(chain), "--to", "airflow", "-o", str(dag))
     assert (refused.returncode, refused.stderr) == (
         2,
-        f"error: {chain}: steps[1].args[1]: '{{{{ ds }}}}' holds a Jinja mark ({{{{, {{% or {{#}}, "
+        f"error: {chain}: steps[2].args[1]: '{{{{ ds }}}}' holds a Jinja mark ({{{{, {{% or {{#}}, "
         "which Airflow would render in a templated field; beamforge chain and kfp take it as "
         "written\n",
     )
@@ -545,4 +545,7 @@ def test_validate_takes_param_values(tmp_path: pathlib.Path) -> None:
     )
     given = validate("--param", "model_name=tips")
     assert (given.returncode, given.stderr) == (0, "")
-    assert given.stdout.startswith(f"{chain}: valid chain (chicago_taxi: 5 steps")
+    assert given.stdout == (
+        f"{chain}: valid chain (chicago_taxi: 6 steps, "
+        "dataset, data_gate, train, gate, upload, deploy)\n"
+    )

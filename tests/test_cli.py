@@ -54,7 +54,7 @@ def test_validate_recognises_a_chain_spec(tmp_path: pathlib.Path) -> None:
     assert done.returncode == 0, done.stderr
     assert done.stdout == (
         "examples/chicago_taxi/chain.yaml: valid chain "
-        "(chicago_taxi: 5 steps, dataset, train, gate, upload, deploy)\n"
+        "(chicago_taxi: 6 steps, dataset, data_gate, train, gate, upload, deploy)\n"
     )
     spec = tmp_path / "chain.yaml"
     text = (REPO / "examples" / "chicago_taxi" / "chain.yaml").read_text()
@@ -391,7 +391,8 @@ def _bug_while_handling_an_input_error(x: Any) -> Any:
     try:
         raise InputError("f.csv.gz", "is truncated")
     except InputError:
-        return {}["missing"]
+        empty: dict[str, Any] = {}
+        return empty["missing"]
 
 
 def _raise_value_error(x: Any) -> Any:
