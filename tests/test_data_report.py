@@ -175,7 +175,10 @@ def write_run(
         manifest["stats"] = str(root / "stats.json")
     if validation is not None:
         (root / "validation.json").write_text(json.dumps(validation), encoding="utf-8")
-        manifest["validation"] = {"path": str(root / "validation.json"), "size": 1}
+        # As a dataset run lists it: the file, and its summary.
+        path = str(root / "validation.json")
+        manifest["validation_file"] = {"path": path, "size": 1}
+        manifest["validation"] = {"path": path, **validation["summary"]}
     (output / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
     return output
 
@@ -358,6 +361,16 @@ def test_a_run_loads_from_its_output_folder_or_its_run_folder(tmp_path: pathlib.
     assert run.ledger == ledger_of({"counts": COUNTS, "steps": STEPS})
     for other in (output / RUN_A, output / "manifest.json"):
         assert load_run(str(other)) == dataclasses.replace(run, location=str(other))
+
+
+def test_a_listed_validation_file_that_is_gone_is_named(tmp_path: pathlib.Path) -> None:
+    output = write_run(tmp_path / "out", stats=toy_stats(), validation=VALIDATION)
+    (output / RUN_A / "validation.json").unlink()
+    with pytest.raises(InputError) as caught:
+        load_run(str(output))
+    assert str(caught.value) == (
+        f"{output / RUN_A / 'validation.json'}: is listed in the manifest but missing"
+    )
 
 
 def test_a_missing_folder_is_named(tmp_path: pathlib.Path) -> None:
@@ -952,6 +965,21 @@ CHROMIUM_ARGS = [
 
 
 @pytest.mark.slow
+def test_beamforge_report_refuses_a_run_that_did_not_finish(
+    taxi_runs: dict[str, pathlib.Path], tmp_path: pathlib.Path
+) -> None:
+    killed = taxi_runs["base"].parent / "killed" / RUN_A
+    killed.mkdir(parents=True)
+    done = beamforge("report", str(killed), "-o", str(tmp_path / "report.html"))
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr == (
+        f"error: {killed}: the run did not finish: no manifest.json at "
+        f"{killed.parent / 'manifest.json'}\n"
+    )
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.slow
 def test_report_renders_in_chromium_without_errors_or_network(
     taxi_runs: dict[str, pathlib.Path],
 ) -> None:
@@ -959,19 +987,23 @@ def test_report_renders_in_chromium_without_errors_or_network(
 
     ARTIFACTS.mkdir(exist_ok=True)
     page_file = ARTIFACTS / "report.html"
-    assert (
-        report(
-            str(taxi_runs["shifted"]),
-            "--baseline",
-            str(taxi_runs["base"]),
-            "-o",
-            str(page_file),
-        )
-        == 0
-    )
     made = build_report(str(taxi_runs["shifted"]), baseline=str(taxi_runs["base"]))
     # One chart per column with values, and the drift chart.
     assert made.charts == len(TAXI_COLUMNS) - 1 + 1
+    assert made.baseline is not None
+    done = beamforge(
+        "report",
+        str(taxi_runs["shifted"]),
+        "--baseline",
+        str(taxi_runs["base"]),
+        "-o",
+        str(page_file),
+    )
+    assert (done.returncode, done.stderr) == (0, "")
+    assert done.stdout == (
+        f"{page_file}: report of run {made.run.run_id} against {made.baseline.run_id} "
+        f"({len(TAXI_COLUMNS)} input columns, {made.charts} charts, drifted: fare, payment_type)\n"
+    )
 
     problems: list[str] = []
     requests: list[str] = []

@@ -244,14 +244,17 @@ def load_run(location: str, *, role: str = "run") -> RunData:
 
 
 def _validation(manifest: dict[str, Any], root: str) -> tuple[str | None, dict[str, Any] | None]:
-    listed = manifest.get("validation")
-    path = listed.get("path") if isinstance(listed, dict) else None
-    if not isinstance(path, str):
-        # Validation may be written beside the manifest's run folder without being listed.
-        path = files.join(root, VALIDATION)
+    # The file entry (validation_file: path, size), else the summary's path.
+    listed = [
+        entry["path"]
+        for entry in (manifest.get("validation_file"), manifest.get("validation"))
+        if isinstance(entry, dict) and isinstance(entry.get("path"), str)
+    ]
+    # A validation.json written beside the run's files without being listed is read too.
+    path = listed[0] if listed else files.join(root, VALIDATION)
     data = _read_json(path, "the validation file")
     if data is None:
-        if isinstance(listed, dict):
+        if listed:
             raise InputError(path, "is listed in the manifest but missing")
         return None, None
     if not isinstance(data, dict) or data.get("format_version") != 1:
