@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import pathlib
 import shutil
+import subprocess
 
 import pytest
 import yaml
@@ -256,6 +257,25 @@ def test_a_schema_with_an_unknown_key_is_one_line_naming_it(tmp_path: pathlib.Pa
     assert not (tmp_path / "o").exists()
 
 
+def _refused_with_baseline(
+    tmp_path: pathlib.Path, baseline: pathlib.Path
+) -> subprocess.CompletedProcess[str]:
+    # The sample run with --baseline; nothing may be written to its output.
+    done = beamforge(
+        "run",
+        SPEC,
+        "--quiet",
+        "--input",
+        str(TAXI_SAMPLE),
+        "--output",
+        str(tmp_path / "o"),
+        "--baseline",
+        str(baseline),
+    )
+    assert not (tmp_path / "o").exists()
+    return done
+
+
 def test_a_baseline_without_statistics_is_refused(
     tmp_path: pathlib.Path, baseline: pathlib.Path
 ) -> None:
@@ -268,34 +288,14 @@ def test_a_baseline_without_statistics_is_refused(
     stats.write_text(
         json.dumps({k: v for k, v in json.loads(stats.read_text()).items() if k != "input"})
     )
-    done = beamforge(
-        "run",
-        SPEC,
-        "--quiet",
-        "--input",
-        str(TAXI_SAMPLE),
-        "--output",
-        str(tmp_path / "o"),
-        "--baseline",
-        str(copy),
-    )
+    done = _refused_with_baseline(tmp_path, copy)
     assert done.returncode == 2
     assert done.stderr.strip() == (
         f"error: {stats}: holds no input statistics (key input): the baseline was made by a "
         "beamforge that did not record them; run it again to use it as a baseline"
     )
     stats.unlink()
-    done = beamforge(
-        "run",
-        SPEC,
-        "--quiet",
-        "--input",
-        str(TAXI_SAMPLE),
-        "--output",
-        str(tmp_path / "o"),
-        "--baseline",
-        str(copy),
-    )
+    done = _refused_with_baseline(tmp_path, copy)
     assert done.returncode == 2
     assert (
         done.stderr.strip() == f"error: {stats}: does not exist: the baseline run has no statistics"
@@ -305,17 +305,7 @@ def test_a_baseline_without_statistics_is_refused(
 def test_a_baseline_that_did_not_finish_is_refused(tmp_path: pathlib.Path) -> None:
     unfinished = tmp_path / "out" / "run-20260101T000000Z-00000000"
     unfinished.mkdir(parents=True)
-    done = beamforge(
-        "run",
-        SPEC,
-        "--quiet",
-        "--input",
-        str(TAXI_SAMPLE),
-        "--output",
-        str(tmp_path / "o"),
-        "--baseline",
-        str(unfinished),
-    )
+    done = _refused_with_baseline(tmp_path, unfinished)
     assert done.returncode == 2
     assert done.stderr.strip() == (
         f"error: {unfinished}: holds no manifest.json: not a dataset, or a run that did not finish"
