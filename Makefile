@@ -25,11 +25,13 @@ $(STAMP): setup.py
 
 venv: $(STAMP)
 
-# Raw CSV -> dataset -> trained model -> gate -> local prediction server; one raw trip is sent
-# to the server, its prediction printed, and the server stopped (also when a step fails).
+# Raw CSV -> dataset (validated; its HTML report) -> data gate -> trained model -> gate ->
+# local prediction server; one raw trip is sent to the server, its prediction printed, and
+# the server stopped (also when a step fails).
 demo: $(STAMP)
 	$(BIN)/beamforge run examples/chicago_taxi/pipeline.yaml \
 		--input examples/chicago_taxi/data/sample.csv --output $(DEMO_OUT)
+	$(BIN)/beamforge report $(DEMO_OUT) -o demo-report.html
 	$(BIN)/beamforge chain examples/chicago_taxi/chain.yaml --target local && \
 	$(BIN)/beamforge chain predict examples/chicago_taxi/chain.yaml \
 		--instances examples/chicago_taxi/data/sample.csv --limit 1; \
@@ -69,4 +71,4 @@ unit: $(STAMP)
 	$(BIN)/python -m pytest -q -m 'not slow'
 
 clean:
-	rm -rf $(DEMO_OUT) demo-chain demo-stream demo-output-tft .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(DEMO_OUT) demo-report.html demo-chain demo-stream demo-output-tft .pytest_cache .mypy_cache .ruff_cache
