@@ -146,6 +146,9 @@ def test_smoke_every_system_at_small_n(tmp_path: Path) -> None:
         ("beamforge", "tfdv"),
         ("beamforge_arrow", "tfdv"),
     ]
+    assert all(r["speedup"] > 0 and r["cpu_speedup"] > 0 for r in report["ratios"])
+    assert all(r["tree_peak_rss_mb"] > 50 for r in report["results"])
+    assert report["harness_rss_mb"] > 0
     md = (results_dir / "validation.md").read_text()
     assert f"## {ROWS:,} rows" in md
     assert "| TFDV 1.16 (generate_statistics_from_csv" in md
