@@ -65,15 +65,17 @@ def _rerun(
     servers.append(serving.LocalServer.from_json(deployed["server"]))
     names = {
         "dataset-step": "dataset",
+        "gate-step": "data_gate",
         "train-step": "train",
-        "gate-step": "gate",
+        "gate-step-2": "gate",
         "upload-step": "upload",
         "deploy-step": "deploy",
         "fingerprint-step": "dataset-fingerprint",
-        "fingerprint-step-2": "train-fingerprint",
-        "fingerprint-step-3": "gate-fingerprint",
-        "fingerprint-step-4": "upload-fingerprint",
-        "fingerprint-step-5": "deploy-fingerprint",
+        "fingerprint-step-2": "data_gate-fingerprint",
+        "fingerprint-step-3": "train-fingerprint",
+        "fingerprint-step-4": "gate-fingerprint",
+        "fingerprint-step-5": "upload-fingerprint",
+        "fingerprint-step-6": "deploy-fingerprint",
     }
     return {names[task] for task in ran}
 
@@ -120,7 +122,7 @@ def test_compiled_pipeline_runs_the_chain_like_beamforge_chain(
     compiled = _cli("compile", str(kfp_chain), "--to", "kfp", "-o", str(pipeline_file))
     assert (compiled.returncode, compiled.stderr) == (0, ""), compiled.stderr
     assert compiled.stdout == (
-        f"{pipeline_file}: kfp pipeline of chain chicago_taxi (5 steps, local target)\n"
+        f"{pipeline_file}: kfp pipeline of chain chicago_taxi (6 steps, local target)\n"
     )
 
     spec = json_format.ParseDict(
@@ -145,35 +147,64 @@ def test_compiled_pipeline_runs_the_chain_like_beamforge_chain(
     } == {
         "fingerprint-step": ("dataset-fingerprint", [], False),
         "dataset-step": ("dataset", ["fingerprint-step"], True),
-        "fingerprint-step-2": ("train-fingerprint", [], False),
-        "train-step": ("train", ["dataset-step", "fingerprint-step-2"], True),
-        "fingerprint-step-3": ("gate-fingerprint", [], False),
-        "gate-step": ("gate", ["fingerprint-step-3", "train-step"], True),
-        "condition-1": ("gate-passed", ["gate-step", "train-step"], False),
+        "fingerprint-step-2": ("data_gate-fingerprint", [], False),
+        "gate-step": ("data_gate", ["dataset-step", "fingerprint-step-2"], True),
+        "condition-1": ("data_gate-passed", ["dataset-step", "gate-step"], False),
     }
     assert (
         root["condition-1"].trigger_policy.condition
         == "inputs.parameter_values['pipelinechannel--gate-step-Output'] == true"
     )
-    gated = spec.components[root["condition-1"].component_ref.name].dag.tasks
+    # The data gate reads the dataset step's outputs (its validation counts).
+    data_gate = root["gate-step"].inputs.parameters
+    assert data_gate["step_name"].runtime_value.constant.string_value == "data_gate"
+    assert data_gate["train"].task_output_parameter.producer_task == "dataset-step"
+    assert data_gate["train"].task_output_parameter.output_parameter_key == "outputs"
+    trained = spec.components[root["condition-1"].component_ref.name].dag.tasks
+    assert {
+        k: (t.task_info.name, sorted(t.dependent_tasks), t.caching_options.enable_cache)
+        for k, t in trained.items()
+    } == {
+        "fingerprint-step-3": ("train-fingerprint", [], False),
+        "train-step": ("train", ["fingerprint-step-3"], True),
+        "fingerprint-step-4": ("gate-fingerprint", [], False),
+        "gate-step-2": ("gate", ["fingerprint-step-4", "train-step"], True),
+        "condition-2": ("gate-passed", ["gate-step-2", "train-step"], False),
+    }
+    assert (
+        trained["condition-2"].trigger_policy.condition
+        == "inputs.parameter_values['pipelinechannel--gate-step-2-Output'] == true"
+    )
+    gated = spec.components[trained["condition-2"].component_ref.name].dag.tasks
     assert {
         k: (t.task_info.name, sorted(t.dependent_tasks), t.caching_options.enable_cache)
         for k, t in gated.items()
     } == {
-        "fingerprint-step-4": ("upload-fingerprint", [], False),
-        "upload-step": ("upload", ["fingerprint-step-4"], True),
-        "fingerprint-step-5": ("deploy-fingerprint", [], False),
-        "deploy-step": ("deploy", ["fingerprint-step-5", "upload-step"], False),
+        "fingerprint-step-5": ("upload-fingerprint", [], False),
+        "upload-step": ("upload", ["fingerprint-step-5"], True),
+        "fingerprint-step-6": ("deploy-fingerprint", [], False),
+        "deploy-step": ("deploy", ["fingerprint-step-6", "upload-step"], False),
     }
     # Each task names its step, the chain file and the parameters; train takes the
-    # dataset step's outputs and its own fingerprint.
-    train_inputs = root["train-step"].inputs.parameters
+    # dataset step's outputs (through the data gate's condition) and its own fingerprint.
+    train_inputs = trained["train-step"].inputs.parameters
     assert train_inputs["step_name"].runtime_value.constant.string_value == "train"
-    assert train_inputs["chain_file"].component_input_parameter == "chain_file"
-    assert train_inputs["dataset"].task_output_parameter.producer_task == "dataset-step"
-    assert train_inputs["dataset"].task_output_parameter.output_parameter_key == "outputs"
-    assert train_inputs["fingerprint"].task_output_parameter.producer_task == "fingerprint-step-2"
+    # Inside the condition, the pipeline's parameters come in through the group.
+    assert train_inputs["chain_file"].component_input_parameter == "pipelinechannel--chain_file"
+    group_inputs = root["condition-1"].inputs.parameters
+    assert group_inputs["pipelinechannel--chain_file"].component_input_parameter == "chain_file"
+    assert train_inputs["dataset"].component_input_parameter == (
+        "pipelinechannel--dataset-step-outputs"
+    )
+    into = root["condition-1"].inputs.parameters["pipelinechannel--dataset-step-outputs"]
+    assert into.task_output_parameter.producer_task == "dataset-step"
+    assert into.task_output_parameter.output_parameter_key == "outputs"
+    assert train_inputs["fingerprint"].task_output_parameter.producer_task == "fingerprint-step-3"
     assert json_format.MessageToDict(train_inputs["parameters"].runtime_value.constant) == {
+        name: f"{{{{$.inputs.parameters['pipelinechannel--{name}']}}}}"
+        for name in ("input", "gcs_root", "model_name")
+    }
+    assert json_format.MessageToDict(data_gate["parameters"].runtime_value.constant) == {
         name: f"{{{{$.inputs.parameters['pipelinechannel--{name}']}}}}"
         for name in ("input", "gcs_root", "model_name")
     }
@@ -219,7 +250,17 @@ def test_compiled_pipeline_runs_the_chain_like_beamforge_chain(
             k: kfp_train["metrics"][k] for k in ("accuracy", "auc", "log_loss")
         }
 
+        # The sample has no anomaly and no baseline yet: the data gate passes on 0.
+        assert kfp_dataset["metrics"] == {
+            "anomalies": 0,
+            "drifted_columns": 0,
+            "skewed_columns": 0,
+        }
+        assert kfp_dataset["validation"] == (
+            f"{kfp_dataset['root']}/{kfp_dataset['run']}/validation.json"
+        )
         assert _task_outputs(pipeline_root, "gate-step") == {"Output": True}
+        assert _task_outputs(pipeline_root, "gate-step-2") == {"Output": True}
         upload = _task_outputs(pipeline_root, "upload-step")
         assert upload["model"] == f"local:{kfp_train['model_dir']}"
 
@@ -233,6 +274,7 @@ def test_compiled_pipeline_runs_the_chain_like_beamforge_chain(
         # fingerprints are computed again (that is how the cache knows nothing changed).
         assert _rerun(pipeline, pipeline_root, servers) == {
             "dataset-fingerprint",
+            "data_gate-fingerprint",
             "train-fingerprint",
             "gate-fingerprint",
             "upload-fingerprint",
@@ -245,6 +287,8 @@ def test_compiled_pipeline_runs_the_chain_like_beamforge_chain(
         assert _rerun(pipeline, pipeline_root, servers, input=str(fewer)) == {
             "dataset-fingerprint",
             "dataset",
+            "data_gate-fingerprint",
+            "data_gate",
             "train-fingerprint",
             "train",
             "gate-fingerprint",

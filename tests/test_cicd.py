@@ -484,7 +484,7 @@ BAD_CICD: dict[str, tuple[dict[str, Any], str]] = {
     "serving image the chain does not serve": (
         {"images": {"template": "beamforge-dataflow", "serving": "predictor"}},
         "cicd.images.serving: the build pushes us-docker.pkg.dev/my-project/beamforge/predictor "
-        "but steps[3] (upload) serves "
+        "but steps[4] (upload) serves "
         "us-docker.pkg.dev/my-project/beamforge/taxi-predictor:latest; make them the same image",
     ),
     "no template image": (
@@ -782,11 +782,11 @@ def test_an_upload_image_with_a_command_in_its_tag_is_refused(tmp_path: pathlib.
     for tag in (":latest;$(touch X)", "@sha256:abc;id"):
         data = _chain_data()
         image = f"us-docker.pkg.dev/my-project/beamforge/taxi-predictor{tag}"
-        data["steps"][3]["gcp"]["image_uri"] = image
+        data["steps"][4]["gcp"]["image_uri"] = image
         with pytest.raises(SpecError) as raised:
             build_cloudbuild(parse_chain(data, origin=CHAIN), output=str(out))
         assert str(raised.value) == (
-            f"{CHAIN}: cicd.images.serving: steps[3] (upload) serves {image!r}, whose tag or "
+            f"{CHAIN}: cicd.images.serving: steps[4] (upload) serves {image!r}, whose tag or "
             "digest is not one docker accepts (a tag: [A-Za-z0-9_][A-Za-z0-9_.-]*, at most 128 "
             "characters; a digest: sha256:HEX)"
         )
@@ -809,7 +809,7 @@ def test_only_used_substitutions_are_declared(tmp_path: pathlib.Path) -> None:
     # No image: nothing refers to the registry's region or repository.
     data = _chain_data(images={})
     data["steps"][0]["gcp"]["launch"] = "dataflow"
-    data["steps"][3]["gcp"]["image_uri"] = "us-docker.pkg.dev/my-project/other/server:1"
+    data["steps"][4]["gcp"]["image_uri"] = "us-docker.pkg.dev/my-project/other/server:1"
     spec = parse_chain(data, origin=CHAIN)
     config = cloudbuild_config(spec, parse_cicd(spec.cicd, origin=CHAIN))
     assert config["images"] == []

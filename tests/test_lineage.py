@@ -112,7 +112,7 @@ def _mlmd(path: str) -> Any:
 
 @pytest.mark.slow
 def test_every_chain_step_is_recorded_in_ml_metadata(chain: Chain) -> None:
-    assert chain.report.ran == ["dataset", "train", "gate", "upload", "deploy"]
+    assert chain.report.ran == ["dataset", "data_gate", "train", "gate", "upload", "deploy"]
     store = _mlmd(chain.store)
     assert sorted(t.name for t in store.get_artifact_types()) == [
         "beamforge.Dataset",
@@ -139,9 +139,10 @@ def test_every_chain_step_is_recorded_in_ml_metadata(chain: Chain) -> None:
         ("beamforge.Dataset", run_root),
         ("beamforge.TransformArtifact", f"{run_root}/artifact"),
         ("beamforge.Statistics", f"{run_root}/stats.json"),
+        # The taxi job spec validates its input: validation.json is the run's too.
+        ("beamforge.Validation", f"{run_root}/validation.json"),
     ]
-    if "validation" in chain.manifest:
-        expected.append(("beamforge.Validation", chain.manifest["validation"]["path"]))
+    assert chain.manifest["validation"]["path"] == f"{run_root}/validation.json"
     expected += [
         ("beamforge.Model", model_dir),
         ("beamforge.Model", f"local:{model_dir}"),
