@@ -83,7 +83,7 @@ def _compile(chain: pathlib.Path, target: str, dag_file: pathlib.Path) -> None:
     result = _cli("compile", str(chain), "--to", "airflow", "--target", target, "-o", str(dag_file))
     assert (result.returncode, result.stderr) == (0, ""), result.stderr
     assert result.stdout == (
-        f"{dag_file}: Airflow DAG of chain chicago_taxi (5 steps, {target} target)\n"
+        f"{dag_file}: Airflow DAG of chain chicago_taxi (6 steps, {target} target)\n"
     )
 
 
@@ -129,7 +129,9 @@ def test_local_dag_imports_with_the_chains_params_and_schedule(
     assert (dag["catchup"], dag["max_active_runs"]) == (False, 1)
     assert {t: (d["operator"], d["upstream"]) for t, d in dag["tasks"].items()} == {
         "dataset": ("ExternalPythonOperator", []),
-        "train": ("ExternalPythonOperator", ["dataset"]),
+        "data_gate": ("ExternalPythonOperator", ["dataset"]),
+        "data_gate_passed": ("ShortCircuitOperator", ["data_gate"]),
+        "train": ("ExternalPythonOperator", ["data_gate_passed", "dataset"]),
         "gate": ("ExternalPythonOperator", ["train"]),
         "gate_passed": ("ShortCircuitOperator", ["gate"]),
         "upload": ("ExternalPythonOperator", ["gate_passed", "train"]),
@@ -137,6 +139,8 @@ def test_local_dag_imports_with_the_chains_params_and_schedule(
     }
     assert {t: d["execution_timeout"] for t, d in dag["tasks"].items()} == {
         "dataset": None,
+        "data_gate": None,
+        "data_gate_passed": None,
         "train": 3600.0,
         "gate": None,
         "gate_passed": None,
@@ -179,7 +183,17 @@ def test_local_dag_runs_the_chain_like_beamforge_chain(
             servers.append(serving.LocalServer.from_json(deployed["server"]))
         assert run["state"] == "success", run
         assert run["tasks"] == {
-            t: "success" for t in ("dataset", "train", "gate", "gate_passed", "upload", "deploy")
+            t: "success"
+            for t in (
+                "dataset",
+                "data_gate",
+                "data_gate_passed",
+                "train",
+                "gate",
+                "gate_passed",
+                "upload",
+                "deploy",
+            )
         }
 
         ran = _cli(str(local_chain), "--target", "local")
@@ -196,6 +210,10 @@ def test_local_dag_runs_the_chain_like_beamforge_chain(
             == read_manifest(str(tmp_path / "local" / "dataset"))["counts"]
         )
         assert dataset["rows"] == state.steps["dataset"].outputs["rows"]
+        # The sample has no anomaly (and no baseline yet): the data gate passes on 0.
+        assert dataset["metrics"] == {"anomalies": 0, "drifted_columns": 0, "skewed_columns": 0}
+        assert xcom["data_gate"]["return_value"] == {"passed": True, "value": 0.0, "reason": ""}
+        assert xcom["data_gate_passed"]["return_value"] is True
 
         train = json.loads(xcom["train"]["return_value"])
         assert train["model_dir"] == str(tmp_path / "airflow" / "work" / "train" / "model")
@@ -295,6 +313,9 @@ def _write_dataset(gcs: Gcs, root: str) -> dict[str, Any]:
         f"{run}/eval/part-00000-of-00001.parquet": b"eval-0",
         f"{run}/artifact/transform.json": b'{"steps": []}\n',
         f"{run}/artifact/vocabularies/vocabulary_company.txt": b"a\nb\n",
+        f"{run}/validation.json": json.dumps(
+            {"format_version": 1, "run": "run-1", "anomalies": [], "summary": {"ok": True}}
+        ).encode(),
     }
 
     def listed(split: str) -> list[dict[str, Any]]:
@@ -307,6 +328,14 @@ def _write_dataset(gcs: Gcs, root: str) -> dict[str, Any]:
             "eval": {"rows": 1, "files": {"parquet": listed("eval")}},
         },
         "artifact": {"path": f"{run}/artifact", "sha256": "0" * 64},
+        # What the job's validation found: nothing, so the data gate lets training run.
+        "validation": {
+            "path": f"{run}/validation.json",
+            "anomalies": 0,
+            "drifted_columns": [],
+            "skewed_columns": [],
+            "ok": True,
+        },
     }
     for path, data in files.items():
         bucket.blob(path[len(f"gs://{BUCKET}/") :]).upload_from_string(data)
@@ -364,7 +393,8 @@ def test_gcp_dag_imports_with_the_provider_operators(
     assert {t: (d["operator"], d["upstream"]) for t, d in dag["tasks"].items()} == {
         "dataset": ("DataflowStartFlexTemplateOperator", []),
         "dataset_done": ("DataflowJobStatusSensor", ["dataset"]),
-        "train_inputs": ("PythonOperator", ["dataset_done"]),
+        "data_gate": ("ShortCircuitOperator", ["dataset_done"]),
+        "train_inputs": ("PythonOperator", ["data_gate"]),
         "train": ("CreateCustomJobOperator", ["train_inputs"]),
         "train_artifact": ("PythonOperator", ["train"]),
         "gate": ("ShortCircuitOperator", ["train_artifact"]),
@@ -431,6 +461,7 @@ def test_gcp_dag_runs_the_provider_operators_against_fakes(
         for t in (
             "dataset",
             "dataset_done",
+            "data_gate",
             "train_inputs",
             "train",
             "train_artifact",
@@ -466,6 +497,8 @@ def test_gcp_dag_runs_the_provider_operators_against_fakes(
         }
     }
     assert polls and {(m, p) for m, p, _ in polls} == {("GET", f"{base}/jobs/job-1")}
+    # The data gate read the committed manifest's validation counts: nothing found.
+    assert run["xcom"]["data_gate"]["return_value"] is True
 
     # The CustomJob got the manifest's splits as AIP_* URIs.
     (created,) = _calls(calls, "create_custom_job")
@@ -621,24 +654,24 @@ def _set_launch(data: dict[str, Any]) -> None:
 
 
 def _drop_train_gcp(data: dict[str, Any]) -> None:
-    del data["steps"][1]["gcp"]
+    del data["steps"][2]["gcp"]
 
 
 def _rename_train(data: dict[str, Any]) -> None:
-    data["steps"][1]["name"] = "train model"
-    for step in data["steps"][2:4]:
+    data["steps"][2]["name"] = "train model"
+    for step in data["steps"][3:5]:
         for field in ("metrics", "model"):
             if step.get(field) == "train":
                 step[field] = "train model"
 
 
 def _clash_with_gate(data: dict[str, Any]) -> None:
-    data["steps"][3]["name"] = "gate_passed"
-    data["steps"][4]["model"] = "gate_passed"
+    data["steps"][4]["name"] = "gate_passed"
+    data["steps"][5]["model"] = "gate_passed"
 
 
 def _endpoint_parameter(data: dict[str, Any]) -> None:
-    data["steps"][4]["gcp"]["endpoint"] = "${model_name}"
+    data["steps"][5]["gcp"]["endpoint"] = "${model_name}"
 
 
 def _scheduled(data: dict[str, Any]) -> None:
@@ -670,17 +703,17 @@ def _required_and_scheduled(data: dict[str, Any]) -> None:
             "steps[0].gcp.launch: the Airflow DAG launches a dataset as a Dataflow Flex "
             "Template; got launch: dataflow",
         ),
-        (_drop_train_gcp, "gcp", "steps[1].gcp: the gcp target needs train's gcp section"),
+        (_drop_train_gcp, "gcp", "steps[2].gcp: the gcp target needs train's gcp section"),
         (
             _rename_train,
             "local",
-            "steps[1].name: got 'train model'; a name is letters, digits, _ and -, starting "
+            "steps[2].name: got 'train model'; a name is letters, digits, _ and -, starting "
             "with a letter, up to 63 characters",
         ),
         (
             _clash_with_gate,
             "local",
-            "steps[2].name: the DAG names gate 'gate''s decision task 'gate_passed', which is "
+            "steps[3].name: the DAG names gate 'gate''s decision task 'gate_passed', which is "
             "also a step's name; rename one",
         ),
         (
@@ -692,7 +725,7 @@ def _required_and_scheduled(data: dict[str, Any]) -> None:
         (
             _endpoint_parameter,
             "gcp",
-            "steps[4].gcp.endpoint: CreateEndpointOperator does not template its endpoint",
+            "steps[5].gcp.endpoint: CreateEndpointOperator does not template its endpoint",
         ),
     ],
 )
