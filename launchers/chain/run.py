@@ -32,7 +32,11 @@ _LOG = logging.getLogger(__name__)
 
 
 def evaluate_gate(
-    step: GateStep, metrics: Mapping[str, Any], validation: str | None = None
+    step: GateStep,
+    metrics: Mapping[str, Any],
+    validation: str | None = None,
+    *,
+    dataset: bool = False,
 ) -> dict[str, Any]:
     """Checks a gate against a training step's metrics or a dataset's validation counts.
 
@@ -41,6 +45,8 @@ def evaluate_gate(
         metrics: The metrics of the step it names.
         validation: A dataset's ``validation.json``: a failure then names what was found
             (the drifted columns, the unexpected values).
+        dataset: Whether the gate names a dataset step: one whose run recorded no
+            validation is then named as such, not taken for a trainer.
 
     Returns:
         The gate's outputs (metric, value, bounds).
@@ -49,8 +55,14 @@ def evaluate_gate(
         GateFailedError: if the metric is missing, not a number, or out of bounds.
     """
     if step.metric not in metrics:
+        if dataset and validation is None:
+            raise GateFailedError(
+                step.name,
+                f"metric {step.metric!r} not reported; the dataset's run recorded no "
+                "validation (give its job spec a validation: section)",
+            )
         numeric = sorted(k for k, v in metrics.items() if isinstance(v, int | float))
-        who = "the dataset's validation" if validation else "the trainer"
+        who = "the dataset's validation" if validation or dataset else "the trainer"
         raise GateFailedError(
             step.name, f"metric {step.metric!r} not reported; {who} reported {numeric}"
         )
@@ -197,7 +209,10 @@ def _run_step(backend: Backend, step: Any, ctx: StepContext) -> dict[str, Any]:
         return backend.train(step, ctx)
     if isinstance(step, GateStep):
         source = ctx.inputs[step.metrics]
-        return evaluate_gate(step, source.get("metrics", {}), source.get("validation"))
+        dataset = isinstance(ctx.chain.step(step.metrics), DatasetStep)
+        return evaluate_gate(
+            step, source.get("metrics", {}), source.get("validation"), dataset=dataset
+        )
     if isinstance(step, UploadStep):
         return backend.upload(step, ctx)
     if isinstance(step, DeployStep):

@@ -179,7 +179,10 @@ def data_gate_result(gate: str, values: Mapping[str, str], root: str) -> tuple[b
     found = validation_outputs(read_manifest(root))
     try:
         outputs = evaluate_gate(
-            resolve_step(GateStep, gate, values), found.get("metrics", {}), found.get("validation")
+            resolve_step(GateStep, gate, values),
+            found.get("metrics", {}),
+            found.get("validation"),
+            dataset=True,
         )
     except GateFailedError as exc:
         return False, str(exc)

@@ -79,7 +79,8 @@ def check_gate(
     source = ctx.inputs[step.metrics]
     metrics = source.get("metrics", {})
     try:
-        outputs = evaluate_gate(step, metrics, source.get("validation"))
+        dataset = isinstance(ctx.chain.step(step.metrics), DatasetStep)
+        outputs = evaluate_gate(step, metrics, source.get("validation"), dataset=dataset)
     except GateFailedError as exc:
         value = metrics.get(step.metric)
         number = isinstance(value, int | float) and not isinstance(value, bool)
