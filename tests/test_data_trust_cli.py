@@ -295,3 +295,25 @@ def test_quantiles_histogram_counts_infinities_as_they_are(tmp_path: pathlib.Pat
         30,
     )
     assert round(sum(quantiles["counts"])) == 300 - 90
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="an unreachable gs:// baseline takes 140 s (20 s of credential retries logged with "
+    "tracebacks, then a 120 s retry deadline) and ends with exit 1, not naming the baseline",
+)
+def test_unreachable_gcs_baseline_fails_fast_in_one_line(
+    taxi_run: pathlib.Path, tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A closed local port stands for a bucket the machine cannot reach (no network, no DNS).
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", "http://127.0.0.1:1")
+    done = beamforge(
+        "report",
+        str(taxi_run),
+        "--baseline",
+        "gs://b/taxi",
+        "-o",
+        str(tmp_path / "r.html"),
+        timeout=60,
+    )
+    _one_error_line(done, "error: gs://b/taxi")
