@@ -317,3 +317,62 @@ def test_unreachable_gcs_baseline_fails_fast_in_one_line(
         timeout=60,
     )
     _one_error_line(done, "error: gs://b/taxi")
+
+
+# examples.chicago_taxi.shift (the README's way to make drifted data) ------------------------
+
+
+def _shift(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "examples.chicago_taxi.shift", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="shift SRC -o SRC truncates SRC before reading it: '0 trips', the data is gone, exit 0",
+)
+def test_shift_onto_its_own_source_keeps_the_data(tmp_path: pathlib.Path) -> None:
+    source = tmp_path / "trips.csv"
+    source.write_bytes(TAXI_SAMPLE.read_bytes())
+    done = _shift(str(source), "-o", str(source))
+    if done.returncode == 0:
+        assert done.stdout.startswith(f"{source}: 3,001 trips"), done.stdout
+    else:
+        _one_error_line(done, f"error: {source}: ")
+        assert source.read_bytes() == TAXI_SAMPLE.read_bytes()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="shift's user mistakes end in tracebacks, exit 1 (FileNotFoundError, "
+    "IsADirectoryError, ValueError on a malformed row, KeyError without a fare column, "
+    "ZeroDivisionError for --every 0)",
+)
+@pytest.mark.parametrize("case", ["missing", "directory", "malformed", "no fare", "every 0"])
+def test_shift_mistakes_are_one_line(tmp_path: pathlib.Path, case: str) -> None:
+    source = tmp_path / "trips.csv"
+    text = TAXI_SAMPLE.read_text(encoding="utf-8")
+    extra: list[str] = []
+    if case == "missing":
+        source = tmp_path / "nowhere.csv"
+    elif case == "directory":
+        source = tmp_path
+    elif case == "malformed":
+        source.write_text(text + "a,b,c\n", encoding="utf-8")
+    elif case == "no fare":
+        source.write_text(text.replace(",fare,", ",fare_usd,", 1), encoding="utf-8")
+    else:
+        source.write_text(text, encoding="utf-8")
+        extra = ["--every", "0"]
+    shifted = tmp_path / "shifted.csv"
+    done = _shift(str(source), "-o", str(shifted), *extra)
+    if case == "malformed" and done.returncode == 0:
+        # Copying the bad row as it is (for the pipeline to reject) is as good as refusing.
+        assert shifted.read_text(encoding="utf-8").endswith("a,b,c\n")
+        return
+    _one_error_line(done, "error: ")
