@@ -340,10 +340,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     previous = stop_on_signals()
     try:
-        return _command(args, extra)
+        code = _command(args, extra)
+        # What is still buffered is written here, where a reader gone is handled.
+        sys.stdout.flush()
+        return code
     except KeyboardInterrupt:
         # run_job's cleanup (the run's folder, the output's lock) ran on the way out.
         return error("interrupted", ExitCode.INTERRUPTED)
+    except BrokenPipeError:
+        return _reader_gone()
     except Exception as exc:
         failure = failure_of(exc)
         if failure is None:
@@ -351,6 +356,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return error(failure.message, failure.code)
     finally:
         restore_signals(previous)
+
+
+def _reader_gone() -> int:
+    # `beamforge ... | head`: the reader closed the pipe. Python's recipe: point stdout at
+    # /dev/null so the interpreter's last flush does not fail too, and exit quietly.
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    return ExitCode.FAILED
 
 
 def _command(args: argparse.Namespace, extra: list[str]) -> int:

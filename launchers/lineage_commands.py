@@ -73,6 +73,8 @@ def command(args: argparse.Namespace) -> int:
         lines, data = lineage(store, args.target, where)
     except (LineageError, SpecError, InputError) as exc:
         return error(exc)
+    except BrokenPipeError:
+        raise  # the reader went away: the CLI ends quietly
     except OSError as exc:
         return error(f"{exc.filename or args.target}: {exc.strerror or exc}")
     print(json.dumps(data, indent=2, sort_keys=True) if args.json else "\n".join(lines))

@@ -85,6 +85,8 @@ def command(args: argparse.Namespace) -> int:
         write_report(args.output, report.html)
     except InputError as exc:
         return error(exc)
+    except BrokenPipeError:
+        raise  # the reader went away: the CLI ends quietly
     except OSError as exc:
         return error(f"{exc.filename or args.output}: {exc.strerror or exc}")
     against = f" against {report.baseline.run_id}" if report.baseline else ""

@@ -47,6 +47,8 @@ def command(args: argparse.Namespace) -> int:
         return _infer(args.run, args.output)
     except (SpecError, InputError) as exc:
         return error(exc)
+    except BrokenPipeError:
+        raise  # the reader went away: the CLI ends quietly
     except OSError as exc:
         return error(f"{exc.filename or args.output}: {exc.strerror or exc}")
 

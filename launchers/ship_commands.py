@@ -80,6 +80,8 @@ def command(args: argparse.Namespace) -> int:
         return _build(args)
     except (SpecError, CloudBuildConfigError) as exc:
         return error(exc)
+    except BrokenPipeError:
+        raise  # the reader went away: the CLI ends quietly
     except OSError as exc:
         name = exc.filename or getattr(args, "output", None) or getattr(args, "file", "")
         return error(f"{name}: {exc.strerror or exc}")

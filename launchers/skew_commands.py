@@ -108,6 +108,8 @@ def command(args: argparse.Namespace) -> int:
                 f.write(text)
     except (SkewInputError, RequestLogError, SpecError, InputError, ArtifactError) as exc:
         return error(exc)
+    except BrokenPipeError:
+        raise  # the reader went away: the CLI ends quietly
     except OSError as exc:
         return error(f"{exc.filename or args.output}: {exc.strerror or exc}")
     print(_summary(result, args.output), file=sys.stderr)

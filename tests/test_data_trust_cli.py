@@ -84,10 +84,6 @@ def taxi_run(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
 # lineage --------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a --store file that is not ML Metadata SQLite ends in a RuntimeError traceback, exit 1",
-)
 def test_lineage_store_that_is_not_a_database_is_one_line(tmp_path: pathlib.Path) -> None:
     store = tmp_path / "metadata.sqlite"
     store.write_text("garbage\n", encoding="utf-8")
@@ -96,10 +92,6 @@ def test_lineage_store_that_is_not_a_database_is_one_line(tmp_path: pathlib.Path
     assert store.read_text(encoding="utf-8") == "garbage\n"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="lineage writes ML Metadata's tables into an existing empty --store file (245 KB)",
-)
 def test_lineage_reads_an_empty_store_without_writing_to_it(tmp_path: pathlib.Path) -> None:
     store = tmp_path / "metadata.sqlite"
     store.touch()
@@ -108,10 +100,6 @@ def test_lineage_reads_an_empty_store_without_writing_to_it(tmp_path: pathlib.Pa
     assert store.stat().st_size == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a closed stdout (beamforge ... | head) ends in BrokenPipeError or AttributeError tracebacks",
-)
 @pytest.mark.parametrize("command", ["lineage", "schema check", "report"])
 def test_closed_stdout_is_no_traceback(
     taxi_run: pathlib.Path, tmp_path: pathlib.Path, command: str
