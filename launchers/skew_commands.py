@@ -17,7 +17,9 @@ no input column are counted too (the server ignores them).
 
 The result (``-o``, else stdout) has ``validation.json``'s shape with one skew pair,
 ``training_vs_serving``, measuring every column, plus a ``serving`` section with the counts.
-A column over its threshold is also an anomaly of kind ``skew``.
+A column over its threshold is also an anomaly of kind ``skew``. A column without a value
+in any instance used (a key never logged, or always null), or in the training split, is not
+measured (value null) and listed in ``serving.columns_without_values``.
 
 Exit codes: 0 no column over its threshold, 3 (:attr:`ExitCode.STOPPED`, like the chain's
 gate) some column over it, 2 an input that cannot be used (a run without input statistics,
@@ -131,7 +133,8 @@ def skew(
     Returns:
         ``validation.json``'s shape (``skew.training_vs_serving`` holds every column's
         measurement) with ``split`` and a ``serving`` section: the log, the instances read,
-        used and refused (per column and reason), unknown keys and unreadable records.
+        used and refused (per column and reason), unknown keys, unreadable records and the
+        columns without a value on one side (not measured: value null).
 
     Raises:
         SkewInputError: a run without input statistics or that split, an empty request log,
@@ -157,7 +160,40 @@ def skew(
         run=str((manifest.get("run") or {}).get("id", "")),
         schema_ref=schema_ref,
     )
-    return {**result, "split": split, "serving": counts}
+    empty = [
+        name
+        for name in result["skew"][SERVING_PAIR]
+        if not _has_values(training[name]) or not _has_values(serving[name])
+    ]
+    counts["columns_without_values"] = empty
+    return {**_not_measured(result, empty), "split": split, "serving": counts}
+
+
+def _has_values(col_stats: Mapping[str, Any]) -> bool:
+    return bool(col_stats.get("count"))
+
+
+def _not_measured(result: dict[str, Any], names: list[str]) -> dict[str, Any]:
+    """``result`` with the skew of ``names`` not measured: value null, not over, no anomaly.
+
+    A column without a value on one side (never logged, or null in every instance; or
+    never set in training) has nothing to compare. Validation would rate it 1.0 (values
+    against none is drift there); for skew that mostly says the logger left the key out,
+    so it is reported as not measured, as the documentation promises.
+    """
+    if not names:
+        return result
+    measured = result["skew"][SERVING_PAIR]
+    for name in names:
+        measured[name] = {**measured[name], "value": None, "over": False}
+        measured[name]["max_difference_value"] = None
+    anomalies = [
+        a for a in result["anomalies"] if not (a["kind"] == "skew" and a["column"] in names)
+    ]
+    skewed = [name for name in result["summary"]["skewed_columns"] if name not in names]
+    summary = {**result["summary"], "anomalies": len(anomalies), "skewed_columns": skewed}
+    summary["ok"] = not anomalies
+    return {**result, "anomalies": anomalies, "summary": summary}
 
 
 def _training_stats(manifest_path: str, manifest: Mapping[str, Any], split: str) -> dict[str, Any]:

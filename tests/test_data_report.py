@@ -14,6 +14,7 @@ import argparse
 import csv
 import dataclasses
 import json
+import os
 import pathlib
 import subprocess
 import sys
@@ -743,6 +744,24 @@ def test_command_writes_the_report_and_names_it(
     assert sorted(p.name for p in target.parent.iterdir()) == ["report.html"]
 
 
+def test_command_writes_through_a_symlink_to_its_target(
+    tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = write_run(tmp_path / "new", stats=toy_stats())
+    pages = tmp_path / "pages"
+    pages.mkdir()
+    real = pages / "real.html"
+    real.write_text("old", encoding="utf-8")
+    link = tmp_path / "report.html"
+    link.symlink_to(real)
+    assert report(str(run), "-o", str(link)) == 0
+    capsys.readouterr()
+    assert (link.is_symlink(), os.readlink(link)) == (True, str(real))
+    assert real.read_text(encoding="utf-8").startswith("<!DOCTYPE html>")
+    assert sorted(p.name for p in pages.iterdir()) == ["real.html"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["new", "pages", "report.html"]
+
+
 def test_command_without_plotly_names_the_extra(tmp_path: pathlib.Path) -> None:
     script = (
         "import argparse, sys\n"
@@ -764,7 +783,13 @@ def test_command_without_plotly_names_the_extra(tmp_path: pathlib.Path) -> None:
 
 @pytest.mark.parametrize(
     "case",
-    ["unfinished", "baseline without statistics", "output is a directory", "inside the dataset"],
+    [
+        "unfinished",
+        "baseline without statistics",
+        "output is a directory",
+        "output is empty",
+        "inside the dataset",
+    ],
 )
 def test_command_refusals_are_one_line_and_write_nothing(
     tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str], case: str
@@ -791,6 +816,9 @@ def test_command_refusals_are_one_line_and_write_nothing(
         expected = (
             f"{target}: is a directory; give the report's file name, e.g. {target / 'report.html'}"
         )
+    elif case == "output is empty":
+        argv = [str(run), "-o", ""]
+        expected = "-o/--output: expected the report's file name, e.g. report.html"
     else:
         target = run / "report.html"
         argv = [str(run), "-o", str(target)]

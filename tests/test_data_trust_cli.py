@@ -173,11 +173,6 @@ def test_schema_with_a_huge_integer_names_the_file_and_key(tmp_path: pathlib.Pat
 # verdicts ---------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a numeric column null in every row is 'not measured' (value null, over false): "
-    "validation against a baseline says ok with no anomalies",
-)
 def test_numeric_column_gone_from_the_data_is_an_anomaly(tmp_path: pathlib.Path) -> None:
     spec = _spec(tmp_path, "baseline_only.yaml", "  baseline: previous\n")
     nofare = tmp_path / "nofare.csv"
@@ -190,11 +185,6 @@ def test_numeric_column_gone_from_the_data_is_an_anomaly(tmp_path: pathlib.Path)
     assert validation["summary"]["ok"] is False
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="an input with a header and no rows passes the schema: presence 1.0 columns give no "
-    "low_presence anomaly, the summary says ok",
-)
 def test_empty_input_fails_the_schema_presence(tmp_path: pathlib.Path) -> None:
     spec = _spec(tmp_path, "schema_only.yaml", f"  schema: {TAXI_SCHEMA}\n")
     empty = tmp_path / "empty.csv"
@@ -206,11 +196,6 @@ def test_empty_input_fails_the_schema_presence(tmp_path: pathlib.Path) -> None:
     assert "fare" in {a["column"] for a in validation["anomalies"]}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a string column absent from every serving instance gets an L-infinity value (the "
-    "training's largest share) and is reported skewed; docs/skew.md says value is null",
-)
 def test_string_column_never_logged_is_not_measured(
     taxi_run: pathlib.Path, tmp_path: pathlib.Path
 ) -> None:
@@ -230,11 +215,6 @@ def test_string_column_never_logged_is_not_measured(
     assert "company" not in skew["summary"]["skewed_columns"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the quantiles histogram of a column with infinities counts finite values in its "
-    "inf buckets (fare: neg_inf 553, pos_inf 538 for 300 and 300), inflating drift",
-)
 def test_quantiles_histogram_counts_infinities_as_they_are(tmp_path: pathlib.Path) -> None:
     spec = _spec(
         tmp_path,

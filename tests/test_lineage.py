@@ -10,12 +10,14 @@ Vertex SDK, against :mod:`tests.vertex_fake` and the GCS emulator.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import hashlib
 import json
 import logging
 import os
 import pathlib
+import sqlite3
 from collections.abc import Iterator
 from typing import Any
 
@@ -58,7 +60,6 @@ def _dataset_line(manifest: dict[str, Any]) -> str:
 
 def lineage(*args: str) -> tuple[int, str, str]:
     """``beamforge lineage ARGS`` through the command's own parser and handler."""
-    import contextlib
     import io
 
     parser = argparse.ArgumentParser(prog="beamforge")
@@ -382,6 +383,44 @@ def test_unknown_targets_and_missing_stores_are_one_line_errors(tmp_path: pathli
         "",
         "error: --target and --param go with --chain\n",
     )
+
+
+def test_a_query_never_writes_to_the_store(tmp_path: pathlib.Path) -> None:
+    source = tmp_path / "trips.csv"
+    source.write_text("a\n1\n2\n")
+    empty, garbage, other = (tmp_path / n for n in ("empty.sqlite", "garbage.sqlite", "o.db"))
+    empty.touch()
+    garbage.write_text("garbage\n")
+    with contextlib.closing(sqlite3.connect(other)) as db:
+        db.execute("CREATE TABLE t (x)")
+        db.commit()
+    assert lineage(str(source), "--store", str(empty)) == (
+        2,
+        "",
+        f"error: {empty}: an empty file, not an ML Metadata store (no MLMDEnv table)\n",
+    )
+    assert lineage(str(source), "--store", str(other)) == (
+        2,
+        "",
+        f"error: {other}: a SQLite file, not an ML Metadata store (no MLMDEnv table)\n",
+    )
+    assert lineage(str(source), "--store", str(garbage)) == (
+        2,
+        "",
+        f"error: {garbage}: not an ML Metadata store (file is not a database)\n",
+    )
+    assert (empty.stat().st_size, garbage.read_text()) == (0, "garbage\n")
+    # A real store is read as it is: the query registers no types and changes no byte.
+    store = tmp_path / "metadata.sqlite"
+    record_dataset_run(_manifest(tmp_path, "run-1", source), str(store))
+    before = _sha256(store)
+    code, out, _ = lineage(str(source), "--store", str(store), "--json")
+    assert code == 0
+    assert [m["artifact"]["uri"] for m in json.loads(out)["made"]] == [
+        str(tmp_path / "run-1"),
+        str(tmp_path / "run-1" / "artifact"),
+    ]
+    assert _sha256(store) == before
 
 
 def test_a_run_writing_to_gcs_records_no_sqlite_store_there(

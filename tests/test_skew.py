@@ -163,6 +163,7 @@ def test_requests_like_the_training_data_are_not_skewed(
         "refused_values": {},
         "unknown_keys": {},
         "unreadable_records": 0,
+        "columns_without_values": ["pickup_census_tract"],
     }
     assert result["split"] == "all"
     assert result["run"] == json.loads((taxi["ds"] / "manifest.json").read_text())["run"]["id"]
@@ -258,14 +259,22 @@ def test_values_the_input_schema_refuses_are_counted_not_used(
         },
         "unknown_keys": {"shoe_size": 1},
         "unreadable_records": 2,
+        "columns_without_values": [c for c in COLUMNS if c not in ("fare", "payment_type")],
     }
-    # The one instance used: fare 8.0 and payment_type Cash, nothing else set.
+    # The one instance used: fare 8.0 and payment_type Cash, nothing else set, so nothing
+    # else measured (company, a string column, included: no L-infinity of an empty side).
     measured = result["skew"]["training_vs_serving"]
     assert [name for name, m in measured.items() if m["value"] is not None] == [
         "fare",
         "payment_type",
-        "company",
     ]
+    assert measured["company"] == {
+        "measure": "l_infinity",
+        "value": None,
+        "threshold": 0.3,
+        "over": False,
+        "max_difference_value": None,
+    }
     cash = next(
         v["count"]
         for v in _input_stats(taxi["ds"])["splits"]["train"]["payment_type"]["rank_histogram"]
@@ -274,7 +283,8 @@ def test_values_the_input_schema_refuses_are_counted_not_used(
     assert cash == 1297
     assert measured["payment_type"]["value"] == 1.0 - cash / 2026
     assert measured["payment_type"]["max_difference_value"] == "Cash"
-    assert (code, result["summary"]["skewed_columns"]) == (3, ["fare", "payment_type", "company"])
+    assert (code, result["summary"]["skewed_columns"]) == (3, ["fare", "payment_type"])
+    assert [a["column"] for a in result["anomalies"]] == ["fare", "payment_type"]
 
 
 def _one_line(err: str) -> str:

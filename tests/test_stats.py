@@ -167,15 +167,15 @@ def test_non_finite_values_are_counted_and_left_out() -> None:
             "neg_inf": 1,
             "pos_inf": 1,
         },
-        # Quantiles -inf x 3, 1 x 2, 3 x 3, inf x 3 (cumulative 1, 2, 3, 4): the buckets
-        # (-inf, -inf) x 2 and (-inf, 1) hold 0.5 each, (3, inf) and (inf, inf) x 2 a third
-        # each; TFDV's divergence lumps them as infinite.
+        # Quantiles of the finite values: 1 x 5, 3 x 6 (cumulative 1, then 2). The four
+        # point buckets (1, 1) share the minimum's count, the six ending at 3 share the
+        # one value above it; the infinities are counted apart, as they are.
         "quantiles_histogram": {
-            "boundaries": [1.0, 1.0, 3.0, 3.0, 3.0],
-            "counts": pytest.approx([0.5, 1 / 3, 1 / 3, 1 / 3]),
+            "boundaries": [1.0] * 5 + [3.0] * 6,
+            "counts": pytest.approx([0.25] * 4 + [1 / 6] * 6),
             "nan": 1,
-            "neg_inf": 1.5,
-            "pos_inf": pytest.approx(1),
+            "neg_inf": 1,
+            "pos_inf": 1,
         },
     }
     assert out["e"] == {
@@ -440,6 +440,36 @@ def test_histogram_counts_non_finite_values_across_merges() -> None:
     assert (hist["nan"], hist["neg_inf"], hist["pos_inf"]) == (1, 1, 2)
     assert hist["boundaries"] == pytest.approx([1 + 0.3 * k for k in range(11)])
     assert sum(hist["counts"]) == pytest.approx(4)
+
+
+def test_quantiles_histogram_counts_infinities_exactly() -> None:
+    # A tenth of the values each inf, -inf and NaN: the end buckets hold finite values only.
+    finite = [float(v) for v in range(1, 211)]
+    values = finite + [math.inf] * 30 + [-math.inf] * 30 + [math.nan] * 30
+    schema = pa.schema([("x", pa.float64())])
+    b = pa.record_batch([pa.array(values)], schema=schema)
+    hist = run(DatasetStats(schema), b)["x"]["quantiles_histogram"]
+    assert (hist["neg_inf"], hist["pos_inf"], hist["nan"]) == (30, 30, 30)
+    assert sum(hist["counts"]) == pytest.approx(210)
+    assert hist["boundaries"] == [
+        1.0,
+        22.0,
+        43.0,
+        64.0,
+        85.0,
+        106.0,
+        127.0,
+        148.0,
+        169.0,
+        190.0,
+        210.0,
+    ]
+    assert hist["counts"] == pytest.approx([22.0] + [21.0] * 8 + [20.0])
+    no_infinities = run(DatasetStats(schema), pa.record_batch([pa.array(finite)], schema=schema))
+    assert no_infinities["x"]["quantiles_histogram"] == {
+        "boundaries": hist["boundaries"],
+        "counts": hist["counts"],
+    }
 
 
 def test_equal_width_buckets_of_many_distinct_values() -> None:

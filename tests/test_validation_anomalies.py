@@ -88,8 +88,40 @@ def test_presence_one_refuses_any_null_even_when_the_share_rounds_to_one() -> No
     (anomaly,) = find_anomalies(_stats(a={"type": "int64", "count": count, "missing": 1}), schema)
     # count / (count + 1) is 1.0 in float64: the null is still an anomaly (as in TFDV).
     assert (anomaly.kind, anomaly.observed, anomaly.expected) == ("low_presence", 1.0, 1.0)
-    # No rows at all: nothing to judge.
-    assert find_anomalies(_stats(a={"type": "int64", "count": 0, "missing": 0}), schema) == []
+
+
+def test_no_rows_at_all_break_any_presence_above_zero() -> None:
+    schema = DataSchema(
+        {
+            "a": ColumnSchema("int64", presence=1.0),
+            "b": ColumnSchema("string", presence=0.25),
+            "c": ColumnSchema("int64", presence=0.0),
+            "d": ColumnSchema("int64"),
+        }
+    )
+    empty = {"count": 0, "missing": 0}
+    stats = _stats(
+        a={"type": "int64", **empty},
+        b={"type": "string", **empty, "rank_histogram": []},
+        c={"type": "int64", **empty},
+        d={"type": "int64", **empty},
+    )
+    assert find_anomalies(stats, schema) == [
+        Anomaly(
+            "a",
+            "low_presence",
+            0.0,
+            1.0,
+            "a: present in 0 of 0 rows: the data is empty, the schema expects at least 100.00%",
+        ),
+        Anomaly(
+            "b",
+            "low_presence",
+            0.0,
+            0.25,
+            "b: present in 0 of 0 rows: the data is empty, the schema expects at least 25.00%",
+        ),
+    ]
 
 
 def test_presence_is_checked_also_after_a_type_change() -> None:

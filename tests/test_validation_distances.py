@@ -240,7 +240,8 @@ def test_column_distance_of_a_numeric_column_is_jensen_shannon() -> None:
 
 
 def test_column_distance_without_a_histogram_has_no_value() -> None:
-    now = {"type": "int64", "count": 0}
+    # Infinities only: values, but no finite one to draw a histogram from.
+    now = {"type": "int64", "count": 2, "non_finite": 2}
     before = {"type": "int64", "histogram": {"boundaries": [1.0, 3.0], "counts": [2.0]}}
     assert column_distance(now, before, threshold=0.1) == {
         "measure": "jensen_shannon",
@@ -249,10 +250,50 @@ def test_column_distance_without_a_histogram_has_no_value() -> None:
         "over": False,
         "max_difference_value": None,
     }
+    assert column_distance({"type": "int64"}, before)["value"] is None
+    nothing = {"type": "int64", "count": 0, "missing": 5}
+    assert column_distance(nothing, {"type": "int64", "count": 0, "missing": 0})["value"] is None
     empty = {"type": "int64", "histogram": {"boundaries": [1.0, 3.0], "counts": [0.0]}}
     assert column_distance(empty, empty)["value"] is None
     # A numeric column against a categorical one (a type change) has no value either.
     assert column_distance(before, _categorical("string", {"a": 1}))["value"] is None
+
+
+def test_a_column_with_values_on_one_side_only_is_as_far_as_can_be() -> None:
+    gone = {"type": "float32", "count": 0, "missing": 3001}
+    before = {
+        "type": "float32",
+        "count": 4,
+        "missing": 0,
+        "histogram": {"boundaries": [1.0, 3.0], "counts": [4.0]},
+    }
+    expected = {
+        "measure": "jensen_shannon",
+        "value": 1.0,
+        "threshold": 0.3,
+        "over": True,
+        "max_difference_value": None,
+    }
+    assert column_distance(gone, before, threshold=0.3) == expected
+    assert column_distance(before, gone, threshold=0.3) == expected
+    assert column_distance(gone, before, threshold=1.0)["over"] is False
+    # Counts alone say a side has values when its statistics give no count.
+    histogram_only = {"type": "float32", "histogram": before["histogram"]}
+    assert column_distance(gone, histogram_only)["value"] == 1.0
+    empty_strings = {"type": "string", "count": 0, "missing": 10, "rank_histogram": []}
+    cash = {
+        "type": "string",
+        "count": 4,
+        "missing": 0,
+        "rank_histogram": [{"value": "Cash", "count": 3}, {"value": "Card", "count": 1}],
+    }
+    assert column_distance(empty_strings, cash, threshold=0.3) == {
+        "measure": "l_infinity",
+        "value": 1.0,
+        "threshold": 0.3,
+        "over": True,
+        "max_difference_value": None,
+    }
 
 
 def test_jensen_shannon_of_a_categorical_column_compares_value_counts() -> None:

@@ -216,9 +216,31 @@ def test_skew_per_pair_of_splits() -> None:
     assert out["drift"] == {}
 
 
-def test_columns_without_values_are_measured_as_null() -> None:
+def test_a_column_null_in_every_row_has_drifted_fully() -> None:
     current = {"fare": {"type": "float64", "count": 0, "missing": 2}}
     out = validate(current, baseline={"fare": _numeric([0.0, 1.0], [1.0])})
+    assert out["drift"] == {
+        "fare": {
+            "measure": "jensen_shannon",
+            "value": 1.0,
+            "threshold": 0.3,
+            "over": True,
+            "max_difference_value": None,
+        }
+    }
+    assert [(a["column"], a["kind"], a["message"]) for a in out["anomalies"]] == [
+        (
+            "fare",
+            "drift",
+            "fare: Jensen-Shannon divergence 1 from the baseline, above the threshold 0.3",
+        )
+    ]
+    assert (out["summary"]["drifted_columns"], out["summary"]["ok"]) == (["fare"], False)
+
+
+def test_columns_without_values_on_both_sides_are_measured_as_null() -> None:
+    current = {"fare": {"type": "float64", "count": 0, "missing": 2}}
+    out = validate(current, baseline={"fare": {"type": "float64", "count": 0, "missing": 5}})
     assert out["drift"] == {
         "fare": {
             "measure": "jensen_shannon",

@@ -112,8 +112,11 @@ def check_report_path(output: str) -> None:
     """Checks that the report can be written to ``output`` before anything is read.
 
     Raises:
-        InputError: when ``output`` is a directory or not a local path.
+        InputError: when ``output`` is empty, a directory or not a local path.
     """
+    if not output:
+        # An empty name would make the temporary file's name from the folder's.
+        raise InputError("-o/--output", "expected the report's file name, e.g. report.html")
     if files.is_remote(output):
         raise InputError(output, "write the report to a local file (e.g. report.html)")
     if os.path.isdir(output):
@@ -147,8 +150,17 @@ def check_outside_runs(output: str, folders: list[str]) -> None:
 
 
 def write_report(output: str, text: str) -> None:
-    """Writes the report in one step: a reader sees the previous file or the whole new one."""
-    target = os.path.abspath(output)
+    """Writes the report in one step: a reader sees the previous file or the whole new one.
+
+    A symbolic link is followed: the report goes to the link's target and the link stays.
+    A target that exists and is not a regular file (``/dev/stdout``, a pipe) is written
+    in place, as renaming over it would replace it.
+    """
+    target = os.path.realpath(output)
+    if os.path.exists(target) and not os.path.isfile(target):
+        with open(target, "w", encoding="utf-8") as out:
+            out.write(text)
+        return
     os.makedirs(os.path.dirname(target), exist_ok=True)
     temporary = f"{target}.tmp-{secrets.token_hex(4)}"
     try:

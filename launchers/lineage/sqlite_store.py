@@ -9,7 +9,10 @@ transaction (``put_execution``).
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sqlite3
+import urllib.parse
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -38,12 +41,14 @@ class SqliteStore:
 
         Args:
             path: The SQLite file.
-            create: Create the file (and its folder) when missing; otherwise a missing
-                file is a :class:`LineageError`.
+            create: Create the file (and its folder) when missing. Otherwise the store is
+                opened read-only (for queries: nothing is written, not even the types),
+                and a missing file or one that is not an ML Metadata store is a
+                :class:`LineageError`.
 
         Raises:
             LineageError: ``path`` is not a local path, or ``create`` is false and there is
-                no file at ``path``.
+                no ML Metadata store at ``path``.
         """
         from ml_metadata.metadata_store import metadata_store
         from ml_metadata.proto import metadata_store_pb2
@@ -53,23 +58,36 @@ class SqliteStore:
 
         # Generated protobuf classes are invisible to type checkers.
         pb: Any = metadata_store_pb2
-        if not create and not os.path.isfile(path):
-            raise LineageError(f"{path}: no lineage store (metadata.sqlite) there")
+        if not create:
+            # ML Metadata creates its tables in any SQLite file it opens, even read-only
+            # (then it fails); a query must leave the file as it was, so look first.
+            _check_store(path)
         if create:
             os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         config = pb.ConnectionConfig()
         config.sqlite.filename_uri = path
         mode = pb.SqliteMetadataSourceConfig
-        config.sqlite.connection_mode = mode.READWRITE_OPENCREATE if create else mode.READWRITE
+        config.sqlite.connection_mode = mode.READWRITE_OPENCREATE if create else mode.READONLY
         self.path = path
         self._pb = pb
-        self._store = metadata_store.MetadataStore(config)
+        self._create = create
+        try:
+            self._store = metadata_store.MetadataStore(config)
+        except RuntimeError as exc:
+            raise LineageError(f"{path}: not an ML Metadata store ({exc})") from exc
         self._types: dict[str, int] = {}
         self._kinds: dict[int, str] = {}
 
     def _register(self) -> None:
-        """Registers the beamforge types (once per store object)."""
+        """Registers the beamforge types (once per store object).
+
+        A store opened for reading only looks the types up: a kind never recorded there
+        has no type, and nothing of that kind is found.
+        """
         if self._types:
+            return
+        if not self._create:
+            self._lookup()
             return
         pb = self._pb
         for kind in ARTIFACT_KINDS.values():
@@ -82,6 +100,18 @@ class SqliteStore:
             self._remember(kind.name, self._store.put_execution_type(e, can_add_fields=True))
         context = pb.ContextType(name=CONTEXT_TYPE)
         self._types[CONTEXT_TYPE] = self._store.put_context_type(context, can_add_fields=True)
+
+    def _lookup(self) -> None:
+        """Reads the ids of the beamforge types already in the store (writes nothing)."""
+        names = {kind.mlmd_type: kind.name for kind in ARTIFACT_KINDS.values()}
+        names.update({kind.mlmd_type: kind.name for kind in EXECUTION_KINDS.values()})
+        stored = [*self._store.get_artifact_types(), *self._store.get_execution_types()]
+        for t in stored:
+            if t.name in names:
+                self._remember(names[t.name], t.id)
+        for c in self._store.get_context_types():
+            if c.name == CONTEXT_TYPE:
+                self._types[CONTEXT_TYPE] = c.id
 
     def _remember(self, kind: str, type_id: int) -> None:
         self._types[kind] = type_id
@@ -192,6 +222,27 @@ class SqliteStore:
             id=str(proto.id),
             created=proto.create_time_since_epoch / 1000.0,
         )
+
+
+def _check_store(path: str) -> None:
+    """Raises :class:`LineageError` unless ``path`` is an ML Metadata SQLite file.
+
+    Opens the file read-only with SQLite itself, which never creates or changes it.
+    """
+    if not os.path.isfile(path):
+        raise LineageError(f"{path}: no lineage store (metadata.sqlite) there")
+    # ML Metadata keeps its schema version in MLMDEnv; every store it made has that table.
+    uri = "file:" + urllib.parse.quote(os.path.abspath(path)) + "?mode=ro"
+    try:
+        with contextlib.closing(sqlite3.connect(uri, uri=True)) as db:
+            found = db.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'MLMDEnv'"
+            ).fetchone()
+    except sqlite3.Error as exc:
+        raise LineageError(f"{path}: not an ML Metadata store ({exc})") from exc
+    if found is None:
+        what = "an empty file" if os.path.getsize(path) == 0 else "a SQLite file"
+        raise LineageError(f"{path}: {what}, not an ML Metadata store (no MLMDEnv table)")
 
 
 def _declare(message: Any, properties: dict[str, type], pb: Any) -> None:

@@ -575,33 +575,27 @@ def quantiles_histogram(
     less sensitive than the STANDARD histogram to a few extreme values, whose equal-width
     buckets move with the maximum.
 
-    Buckets with an infinite bound (only at the ends) are not listed: their counts are
-    ``"neg_inf"`` (low bound -inf) and ``"pos_inf"`` (high bound inf), as the divergence
-    lumps them anyway.
+    The buckets are read from the quantiles of the finite values; the infinities are
+    counted apart, exactly (``"neg_inf"`` and ``"pos_inf"``), as the STANDARD histogram
+    strips them. Quantiles taken with the infinities would give the end buckets an infinite
+    bound and lump the finite values sharing those buckets in with the infinities (with a
+    tenth of the values infinite at each end, about twice as many).
 
     Returns:
-        ``{"boundaries": [...], "counts": [...]}`` (boundaries may repeat), with
-        ``"nan"``, ``"neg_inf"`` and ``"pos_inf"`` when not zero; None without values.
+        ``{"boundaries": [...], "counts": [...]}`` (boundaries may repeat; the counts sum
+        to the number of finite values), with ``"nan"``, ``"neg_inf"`` and ``"pos_inf"``
+        when not zero; None without a finite value.
     """
     if not len(lows) or num_quantiles % num_buckets:
         return None
-    quantiles, counts = _sketch_quantiles(lows, cumulative, neg_inf, pos_inf, num_quantiles)
+    quantiles, counts = _tfdv_quantiles(
+        np.asarray(lows, dtype=np.float64), np.asarray(cumulative, dtype=np.float64), num_quantiles
+    )
     step = num_quantiles // num_buckets
     low, high, weights = _bin_weights(quantiles[::step], counts[::step])
-    finite_low, finite_high, finite_counts = [], [], []
-    below = above = 0.0
-    for lo, hi, weight in zip(low.tolist(), high.tolist(), weights.tolist(), strict=True):
-        if lo == -math.inf or hi == -math.inf:
-            below += weight
-        elif hi == math.inf or lo == math.inf:
-            above += weight
-        else:
-            finite_low.append(lo)
-            finite_high.append(hi)
-            finite_counts.append(weight)
-    boundaries = finite_low[:1] + finite_high
-    histogram: dict[str, Any] = {"boundaries": boundaries, "counts": finite_counts}
-    for key, value in (("nan", nan), ("neg_inf", below), ("pos_inf", above)):
+    boundaries = low.tolist()[:1] + high.tolist()
+    histogram: dict[str, Any] = {"boundaries": boundaries, "counts": weights.tolist()}
+    for key, value in (("nan", nan), ("neg_inf", neg_inf), ("pos_inf", pos_inf)):
         if value:
             histogram[key] = _count(value)
     return histogram

@@ -11,7 +11,8 @@ missing_column      in the schema, not in the statistics                  SCHEMA
 new_column          in the statistics, not in the schema                  SCHEMA_NEW_COLUMN
 type_change         another type than the schema's                        UNEXPECTED_DATA_TYPE
 low_presence        share of non-null rows below ``presence`` (any null   FEATURE_TYPE_LOW_
-                    with ``presence: 1.0``)                               FRACTION_PRESENT
+                    with ``presence: 1.0``; no row at all with any        FRACTION_PRESENT
+                    ``presence`` above 0)
 out_of_range        observed min below ``min`` or max above ``max``       *_SMALL/LARGE_*
 unexpected_values   values outside ``values`` over a share of more than   ENUM_TYPE_UNEXPECTED_
                     ``max_unexpected_share`` (any, when it is 0)          STRING_VALUES
@@ -97,7 +98,19 @@ def _presence(name: str, col_stats: Mapping[str, Any], column: ColumnSchema) -> 
     count, missing = int(col_stats.get("count") or 0), int(col_stats.get("missing") or 0)
     total = count + missing
     if total == 0:
-        return []
+        # No row at all: nothing is present, which any presence above 0 rules out.
+        if column.presence == 0:
+            return []
+        return [
+            Anomaly(
+                name,
+                "low_presence",
+                0.0,
+                column.presence,
+                f"{name}: present in 0 of 0 rows: the data is empty, the schema expects"
+                f" at least {column.presence:.2%}",
+            )
+        ]
     fraction = count / total
     # With presence 1.0, a few nulls among very many rows can round the share to 1.0: any
     # null is an anomaly then (as in TFDV).

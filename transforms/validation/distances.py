@@ -21,6 +21,11 @@ separate buckets, so two columns with the same share of NaN still differ by it; 
 are dropped altogether when the two histograms' boundaries differ (TFDV's rebucketing does
 not carry ``num_nan`` over), which for STANDARD histograms is whenever the minimum or the
 maximum moved; when every share is equal, L-infinity names the last value in sorted order.
+
+A column with values on one side and none on the other (null in every row of this run while
+the baseline has values, or the reverse) is as far apart as two columns get: 1.0 for both
+measures, as for disjoint distributions, rather than "not measured", so a column that
+stopped arriving is drift over any threshold below 1.
 """
 
 from __future__ import annotations
@@ -352,6 +357,17 @@ def rank_counts(col_stats: Mapping[str, Any]) -> dict[str, float] | None:
     return counts
 
 
+def _has_values(col_stats: Mapping[str, Any]) -> bool | None:
+    """Whether a column has a non-null value (None when its statistics do not say)."""
+    count = col_stats.get("count")
+    if isinstance(count, int | float) and not isinstance(count, bool):
+        return count > 0
+    histogram = col_stats.get("histogram")
+    if col_stats.get("rank_histogram") or (histogram and any(histogram.get("counts") or [])):
+        return True
+    return None
+
+
 def _measure_for(col_stats: Mapping[str, Any]) -> str | None:
     kind = column_kind(str(col_stats.get("type", "")))
     if kind == "numeric":
@@ -386,9 +402,12 @@ def column_distance(
     Returns:
         ``{"measure", "value", "threshold", "over", "max_difference_value"}``, plus
         ``"source": "quantiles"`` when the quantiles histograms were compared. ``value``
-        is None when it cannot be computed (a column without a histogram on either side,
-        such as one with no finite value, or columns of different kinds);
-        ``max_difference_value`` is the value named by L-infinity (None otherwise).
+        is 1.0, the largest distance, when one side has values and the other none (its
+        ``count`` is 0: null in every row, or no row at all), whatever the threshold
+        below 1 says that is drift. ``value`` is None when it cannot be computed (no value
+        on either side, a column without a histogram on either side, such as one with no
+        finite value, or columns of different kinds); ``max_difference_value`` is the
+        value named by L-infinity (None otherwise, and for a side without values).
 
     Raises:
         ValueError: for an unknown measure or source, or a column of a type without a
@@ -409,7 +428,12 @@ def column_distance(
     value: float | None = None
     max_difference: str | None = None
     counts, baseline_counts = rank_counts(col_stats), rank_counts(baseline_col_stats)
-    if measure == L_INFINITY:
+    present, baseline_present = _has_values(col_stats), _has_values(baseline_col_stats)
+    if present is not None and baseline_present is not None and present != baseline_present:
+        # Values on one side, none on the other (null in every row): the distributions
+        # share nothing, which both measures rate 1.0 (TFDV's "disjoint").
+        value = 1.0
+    elif measure == L_INFINITY:
         if counts is not None and baseline_counts is not None:
             value, max_difference = l_infinity(counts, baseline_counts)
     elif counts and baseline_counts:
