@@ -30,6 +30,8 @@ from transforms.core.steps import Step
 from transforms.io.bigquery import BigQuerySink, parse_table
 from transforms.io.read import Source
 from transforms.ops.registry import build_step
+from transforms.validation.distances import JENSEN_SHANNON, L_INFINITY
+from transforms.validation.schema import DEFAULT_THRESHOLDS
 
 FORMATS = ("parquet", "tfrecord", "csv", "jsonl")
 # ``package.module:function``: dotted identifiers, a colon, one identifier.
@@ -152,6 +154,9 @@ class Transform:
 class Thresholds:
     """Drift and skew thresholds for columns the data schema gives none.
 
+    The defaults are Vertex AI Model Monitoring's, 0.3, as everywhere in beamforge
+    (:data:`transforms.validation.schema.DEFAULT_THRESHOLDS`).
+
     Attributes:
         l_infinity: Largest L-infinity distance between two categorical distributions
             (string, boolean and date columns): the largest difference, over all values, of a
@@ -160,8 +165,8 @@ class Thresholds:
             numeric columns' histograms.
     """
 
-    l_infinity: Annotated[float, Within(0.0, 1.0, "")] = 0.1
-    jensen_shannon: Annotated[float, Within(0.0, 1.0, "")] = 0.1
+    l_infinity: Annotated[float, Within(0.0, 1.0, "")] = DEFAULT_THRESHOLDS[L_INFINITY]
+    jensen_shannon: Annotated[float, Within(0.0, 1.0, "")] = DEFAULT_THRESHOLDS[JENSEN_SHANNON]
 
 
 @dataclasses.dataclass
@@ -380,6 +385,9 @@ def load_spec(path: str) -> JobSpec:
 class _StrictLoader(yaml.SafeLoader):
     """YAML's safe loader, refusing a mapping that gives a key twice.
 
+    An integer too long for Python's int is kept as its text (the spec check then refuses it
+    at its key).
+
     PyYAML keeps the last of repeated keys silently: ``{train: 0.5, train: 0.3}`` would load
     as one split and fail with a misleading message, or not fail at all.
     """
@@ -404,7 +412,17 @@ def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict[
     return loader.construct_mapping(node)
 
 
+def _construct_int(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> Any:
+    try:
+        return loader.construct_yaml_int(node)
+    except ValueError:
+        # Past Python's limit of digits for an int: kept as text, so the check of the key
+        # it is the value of names that key ("got '9999...'; expected a number").
+        return loader.construct_scalar(node)
+
+
 _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+_StrictLoader.add_constructor("tag:yaml.org,2002:int", _construct_int)
 
 
 def load_yaml(path: str, *, what: str = "file") -> Any:

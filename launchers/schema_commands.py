@@ -56,10 +56,18 @@ def command(args: argparse.Namespace) -> int:
 def _infer(run: str, output: str) -> int:
     from beam_pipelines.dataset.validation import baseline_stats
     from transforms.core.dataset_folder import resolve_run
+    from transforms.io.output_folder import enclosing_dataset
     from transforms.validation.schema import infer_schema, schema_to_yaml
 
     if os.path.isdir(output):
         return error(f"{output}: is a directory; give the schema file to write")
+    holder = enclosing_dataset(output)
+    if holder is not None:
+        # The next run into that folder would refuse a file it did not write.
+        return error(
+            f"{output}: is inside the dataset folder {holder}, which its runs rewrite; write "
+            "the schema elsewhere (e.g. beside the job spec)"
+        )
     manifest_path, manifest = resolve_run(run)
     stats, ref = baseline_stats(manifest_path, manifest)
     schema = infer_schema(stats["all"])

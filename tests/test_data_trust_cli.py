@@ -282,10 +282,6 @@ def _shift(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="shift SRC -o SRC truncates SRC before reading it: '0 trips', the data is gone, exit 0",
-)
 def test_shift_onto_its_own_source_keeps_the_data(tmp_path: pathlib.Path) -> None:
     source = tmp_path / "trips.csv"
     source.write_bytes(TAXI_SAMPLE.read_bytes())
@@ -297,12 +293,6 @@ def test_shift_onto_its_own_source_keeps_the_data(tmp_path: pathlib.Path) -> Non
         assert source.read_bytes() == TAXI_SAMPLE.read_bytes()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="shift's user mistakes end in tracebacks, exit 1 (FileNotFoundError, "
-    "IsADirectoryError, ValueError on a malformed row, KeyError without a fare column, "
-    "ZeroDivisionError for --every 0)",
-)
 @pytest.mark.parametrize("case", ["missing", "directory", "malformed", "no fare", "every 0"])
 def test_shift_mistakes_are_one_line(tmp_path: pathlib.Path, case: str) -> None:
     source = tmp_path / "trips.csv"
@@ -328,12 +318,6 @@ def test_shift_mistakes_are_one_line(tmp_path: pathlib.Path, case: str) -> None:
     _one_error_line(done, "error: ")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a spec without validation.thresholds judges drift at 0.1 (beam_pipelines.spec."
-    "Thresholds) while report, skew and schema infer use DEFAULT_THRESHOLDS, 0.3, documented "
-    "as validation's default: two halves of the sample then drift in 5 columns",
-)
 def test_default_thresholds_are_the_same_everywhere(
     taxi_run: pathlib.Path, tmp_path: pathlib.Path
 ) -> None:

@@ -75,8 +75,9 @@ def shifted(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
 
 @pytest.fixture(scope="module")
 def plain(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """The taxi spec without a validation section."""
-    return _spec(tmp_path_factory.mktemp("plain"), None)
+    """The taxi spec without a schema or baseline, drift thresholds 0.1 (default 0.3)."""
+    thresholds = {"thresholds": {"l_infinity": 0.1, "jensen_shannon": 0.1}}
+    return _spec(tmp_path_factory.mktemp("plain"), thresholds)
 
 
 @pytest.fixture(scope="module")
@@ -136,7 +137,10 @@ def test_every_run_writes_validation_json_listed_in_its_manifest(baseline: pathl
 def test_skew_between_splits_is_measured_for_every_column_when_asked(
     tmp_path: pathlib.Path,
 ) -> None:
-    spec = _spec(tmp_path, {"skew": [["train", "eval"]], "thresholds": {"jensen_shannon": 0.5}})
+    spec = _spec(
+        tmp_path,
+        {"skew": [["train", "eval"]], "thresholds": {"l_infinity": 0.1, "jensen_shannon": 0.5}},
+    )
     output = tmp_path / "out"
     _run(spec, "--input", str(TAXI_SAMPLE), "--output", str(output))
     result = _validation(output)
@@ -195,25 +199,30 @@ def test_the_baseline_statistics_are_kept_beside_the_run(
     assert manifest["baseline_stats_file"]["path"] == str(root / "baseline_stats.json")
 
 
-def test_previous_is_the_run_the_output_held(tmp_path: pathlib.Path, shifted: pathlib.Path) -> None:
-    spec = yaml.safe_load((pathlib.Path(__file__).parent.parent / SPEC).read_text())
-    spec["validation"] = {"baseline": "previous"}
-    path = tmp_path / "spec.yaml"
-    path.write_text(yaml.safe_dump(spec))
+def test_the_example_spec_catches_the_shifted_data(
+    tmp_path: pathlib.Path, shifted: pathlib.Path
+) -> None:
+    # Its validation: the example schema, and the run the output held before as baseline.
     output = tmp_path / "out"
-    first = beamforge(
-        "run", str(path), "--quiet", "--input", str(TAXI_SAMPLE), "--output", str(output)
-    )
+    first = beamforge("run", SPEC, "--quiet", "--input", str(TAXI_SAMPLE), "--output", str(output))
     assert first.returncode == 0, first.stderr[-2000:]
     first_run = _manifest(output)["run"]["id"]
-    assert _validation(output)["baseline"] is None
-    second = beamforge(
-        "run", str(path), "--quiet", "--input", str(shifted), "--output", str(output)
-    )
+    result = _validation(output)
+    assert result["baseline"] is None and result["anomalies"] == []
+    # Relative to the spec file's folder, recorded as the file read.
+    assert result["schema"]["path"] == str(REPO / "examples" / "chicago_taxi" / "schema.yaml")
+    second = beamforge("run", SPEC, "--quiet", "--input", str(shifted), "--output", str(output))
     assert second.returncode == 0, second.stderr[-2000:]
-    assert _validation(output)["baseline"]["run"] == first_run
+    result = _validation(output)
+    assert result["baseline"]["run"] == first_run
+    assert [(a["column"], a["kind"]) for a in result["anomalies"]] == [
+        ("fare", "out_of_range"),
+        ("payment_type", "unexpected_values"),
+        ("fare", "drift"),
+        ("payment_type", "drift"),
+    ]
     assert _manifest(output)["validation"]["drifted_columns"] == ["fare", "payment_type"]
-    assert "drift in fare, payment_type" in second.stdout
+    assert "validation.json: 4 anomalies; drift in fare, payment_type" in second.stdout
 
 
 def test_schema_infer_then_unexpected_payment_type(

@@ -32,6 +32,7 @@ __all__ = [
     "RUN_PREFIX",
     "check_errors_folder",
     "check_output",
+    "enclosing_dataset",
     "manifest_run",
     "new_run_id",
     "resolve_artifact_dir",
@@ -70,7 +71,7 @@ def manifest_run(data: bytes | None) -> str | None:
     return found if isinstance(found, str) and RUN_DIR.fullmatch(found) else None
 
 
-def _enclosing_dataset(path: str) -> str | None:
+def enclosing_dataset(path: str) -> str | None:
     """The nearest folder above ``path`` that holds a dataset (a manifest or a lock)."""
     store = store_for(path)
     if is_gcs(path):
@@ -115,7 +116,7 @@ def check_errors_folder(errors: str, output: str) -> None:
             f"errors.path overlaps the output {output}; give a folder outside it (the default, "
             "a run's own errors/ folder, needs no errors.path)",
         )
-    holder = _enclosing_dataset(errors) or (
+    holder = enclosing_dataset(errors) or (
         errors if store.read(join(errors, MANIFEST)) or store.read(join(errors, LOCK)) else None
     )
     if holder is not None:
@@ -140,7 +141,7 @@ def check_output(root: str) -> None:
         raise InputError(root, "--output is a file; give a folder for the dataset")
     if _GLOB_CHARS & set(root):
         raise InputError(root, "an output path cannot hold any of * ? [ ] { }")
-    holder = _enclosing_dataset(root)
+    holder = enclosing_dataset(root)
     if holder is not None:
         raise InputError(
             root,
