@@ -183,7 +183,9 @@ class Validation:
             job spec).
         baseline: What drift is measured against: a run folder, an output folder (its
             current run) or ``previous``: the run this output's manifest points to when the
-            run starts (none on the first run). ``--baseline`` overrides it.
+            run starts (none on the first run), or, when that run had anomalies against its
+            own baseline, that baseline again: data that failed does not become the norm.
+            ``--baseline`` overrides it (give the output folder itself to accept its run).
         thresholds: Drift and skew thresholds for columns the schema gives none.
         skew: Pairs of splits whose input distributions are compared, e.g.
             ``[[train, eval]]`` (default: none). Equal-width histograms of heavy-tailed

@@ -223,6 +223,30 @@ def test_the_example_spec_catches_the_shifted_data(
     ]
     assert _manifest(output)["validation"]["drifted_columns"] == ["fare", "payment_type"]
     assert "validation.json: 4 anomalies; drift in fare, payment_type" in second.stdout
+    # The shifted run failed: the next is measured against the first run again, not it.
+    third = beamforge("run", SPEC, "--quiet", "--input", str(TAXI_SAMPLE), "--output", str(output))
+    assert third.returncode == 0, third.stderr[-2000:]
+    result = _validation(output)
+    assert result["baseline"]["run"] == first_run
+    assert result["anomalies"] == [] and result["summary"]["ok"] is True
+    # Accepting the shifted data: --baseline names the output itself once.
+    shifted_again = beamforge(
+        "run", SPEC, "--quiet", "--input", str(shifted), "--output", str(output)
+    )
+    assert _validation(output)["summary"]["drifted_columns"] == ["fare", "payment_type"]
+    accepted = beamforge(
+        "run",
+        SPEC,
+        "--quiet",
+        "--input",
+        str(shifted),
+        "--output",
+        str(output),
+        "--baseline",
+        str(output),
+    )
+    assert shifted_again.returncode == 0 and accepted.returncode == 0, accepted.stderr[-2000:]
+    assert _validation(output)["summary"]["drifted_columns"] == []
 
 
 def test_schema_infer_then_unexpected_payment_type(

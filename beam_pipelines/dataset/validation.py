@@ -89,7 +89,7 @@ def prepare(
         found = resolve_dataset(output)
         if found is not None:
             try:
-                stats, ref = baseline_stats(found[0], found[1])
+                stats, ref = _previous(found[0], found[1])
             except InputError as exc:
                 # The run before may predate input statistics: this run becomes the first
                 # baseline instead of failing (a baseline named explicitly must have them).
@@ -105,6 +105,31 @@ def prepare(
         thresholds=dataclasses.asdict(section.thresholds),
         skew=skew_pairs(spec),
     )
+
+
+def _previous(manifest_path: str, manifest: dict[str, Any]) -> tuple[dict, dict[str, str]]:
+    # The run the output holds, unless its own validation found anomalies against a
+    # baseline: data that failed does not become the norm, the baseline it failed against
+    # is carried forward (kept beside it as baseline_stats.json) until a run passes, or
+    # until a run is given --baseline explicitly.
+    summary = manifest.get("validation")
+    kept = manifest.get("baseline_stats_file")
+    if not (isinstance(summary, dict) and summary.get("ok") is False and isinstance(kept, dict)):
+        return baseline_stats(manifest_path, manifest)
+    verdict = _read_json(str(summary["path"]))
+    carried = _read_json(str(kept["path"]))
+    ref = verdict.get("baseline") or {}
+    return carried["input"], {"run": str(ref.get("run", "")), "source": str(ref.get("source", ""))}
+
+
+def _read_json(path: str) -> Any:
+    raw = files.read_bytes(path)
+    if raw is None:
+        raise InputError(path, "does not exist, though the manifest lists it")
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except ValueError as exc:
+        raise InputError(path, f"is not valid JSON ({exc})") from None
 
 
 def baseline_stats(manifest_path: str, manifest: dict[str, Any]) -> tuple[dict, dict[str, str]]:
