@@ -317,7 +317,7 @@ def parse_spec(data: Any, *, origin: str = "<spec>") -> JobSpec:
             origin=origin,
             dataflow=raw.dataflow,
             streaming=raw.streaming,
-            validation=raw.validation,
+            validation=_schema_beside(raw.validation, origin),
         )
         _check_names(spec)
         _check_skew_pairs(spec)
@@ -336,6 +336,14 @@ def parse_spec(data: Any, *, origin: str = "<spec>") -> JobSpec:
     except SpecError as exc:
         raise exc.located(origin) from None
     return spec
+
+
+def _schema_beside(section: Validation, origin: str) -> Validation:
+    # A relative schema path is the spec file's neighbour, resolved now so that it is read
+    # wherever the run starts (a Flex Template launcher, another working folder).
+    if section.schema is None or origin.startswith("<"):
+        return section
+    return dataclasses.replace(section, schema=beside(origin, section.schema))
 
 
 def beside(origin: str, path: str) -> str:
@@ -374,14 +382,7 @@ def load_spec(path: str) -> JobSpec:
         transforms.core.errors.InputError: if the file does not exist, is a directory or cannot
             be read as UTF-8 text.
     """
-    spec = parse_spec(load_yaml(path, what="spec file"), origin=path)
-    if spec.validation.schema is not None:
-        # Read wherever the run starts (a Flex Template launcher, a test's folder).
-        schema = beside(path, spec.validation.schema)
-        spec = dataclasses.replace(
-            spec, validation=dataclasses.replace(spec.validation, schema=schema)
-        )
-    return spec
+    return parse_spec(load_yaml(path, what="spec file"), origin=path)
 
 
 class _StrictLoader(yaml.SafeLoader):

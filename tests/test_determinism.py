@@ -144,7 +144,10 @@ def _run(spec_data: dict[str, Any], data: pathlib.Path, out: pathlib.Path, args:
     from beam_pipelines.spec import parse_spec
 
     manifest = run_job(
-        parse_spec(spec_data), inputs=[str(data)], output=str(out), beam_args=list(args)
+        parse_spec(spec_data, origin=str(PIPELINE_YAML)),
+        inputs=[str(data)],
+        output=str(out),
+        beam_args=list(args),
     ).manifest
     artifact = pathlib.Path(manifest["artifact"]["path"])
     return {

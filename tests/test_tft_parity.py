@@ -117,7 +117,8 @@ def run_native(
     data = work / "taxi_with_ids.csv"
     pacsv.write_csv(table, data)
     out = work / "native"
-    manifest = run_job(parse_spec(spec_data), inputs=[str(data)], output=str(out)).manifest
+    spec = parse_spec(spec_data, origin=str(PIPELINE_YAML))
+    manifest = run_job(spec, inputs=[str(data)], output=str(out)).manifest
     assert manifest["counts"]["total_written"] == table.num_rows
     files = [f["path"] for split in manifest["splits"].values() for f in split["files"]["parquet"]]
     rows = pa.concat_tables([pq.read_table(f) for f in files]).sort_by(f"{ROW_ID}_xf")

@@ -61,7 +61,9 @@ def runs(sample_with_ids, tmp_path_factory) -> dict[str, Any]:
     inputs = [str(sample_with_ids)]
     tft_manifest = run_job(parse_spec(tft_spec), inputs=inputs, output=str(tft_out)).manifest
     native_manifest = run_job(
-        parse_spec(native_spec), inputs=inputs, output=str(native_out)
+        parse_spec(native_spec, origin=str(EXAMPLE / "pipeline.yaml")),
+        inputs=inputs,
+        output=str(native_out),
     ).manifest
     tft_rows, tft_ids = _rows_by_id(tft_manifest, ROW_ID)
     native_rows, native_ids = _rows_by_id(native_manifest, f"{ROW_ID}_xf")
