@@ -54,9 +54,14 @@ def files_under(root: pathlib.Path) -> set[str]:
 
 
 def assert_exactly_manifest(out: pathlib.Path) -> dict[str, Any]:
-    """The folder holds the manifest's files and nothing else; their rows are its counts."""
+    """The folder holds the manifest's files and nothing else; their rows are its counts.
+
+    ``beamforge run`` also keeps its lineage store beside the runs (``metadata.sqlite``, not
+    part of the dataset); nothing else may be there.
+    """
     manifest = json.loads((out / "manifest.json").read_text())
-    assert files_under(out) == listed_files(manifest) | {str(out / "manifest.json")}
+    found = {f for f in files_under(out) if not f.startswith(str(out / "metadata.sqlite"))}
+    assert found == listed_files(manifest) | {str(out / "manifest.json")}
     for name, split in manifest["splits"].items():
         for entry in split["files"]["parquet"]:
             assert pq.ParquetFile(entry["path"]).metadata.num_rows == entry["rows"]

@@ -87,6 +87,7 @@ def test_taxi_from_a_bucket_to_a_bucket_equals_the_local_run(
     assert {b.name for b in client.list_blobs(bucket, prefix="fitted/")} == {
         "fitted/manifest.json",
         f"fitted/{run}/stats.json",
+        f"fitted/{run}/validation.json",
         f"fitted/{run}/artifact/transform.json",
         f"fitted/{run}/artifact/vocabularies/vocabulary_payment_type.txt",
         f"fitted/{run}/artifact/vocabularies/vocabulary_company.txt",

@@ -90,3 +90,41 @@ def test_build_uploads_the_template_spec_and_the_job_spec(gcs: Any, tmp_path: pa
     assert json.loads(uploaded)["image"] == IMAGE
     assert bucket.blob("taxi/t.spec.yaml").download_as_bytes() == b"name: chicago_taxi\n"
     assert os.environ["STORAGE_EMULATOR_HOST"].startswith("http://127.0.0.1:")
+
+
+@pytest.mark.slow
+def test_the_job_specs_data_schema_is_published_beside_it(
+    gcs: Any, tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The taxi spec names schema.yaml beside itself: the published spec names the copy.
+    import yaml
+
+    from launchers.cli import main
+
+    repo = pathlib.Path(__file__).resolve().parent.parent
+    spec = repo / "examples" / "chicago_taxi" / "pipeline.yaml"
+    code = main(
+        [
+            "template", "build", str(spec), "--image", IMAGE, "--out", str(tmp_path / "t"),
+            "--gcs-path", "gs://templates-bucket/taxi/t.json",
+        ]
+    )  # fmt: skip
+    assert code == 0
+    assert "  data schema gs://templates-bucket/taxi/t.schema.yaml" in capsys.readouterr().out
+    bucket = gcs.bucket("templates-bucket")
+    assert sorted(b.name for b in gcs.list_blobs("templates-bucket")) == [
+        "taxi/t.json",
+        "taxi/t.schema.yaml",
+        "taxi/t.spec.yaml",
+    ]
+    schema = bucket.blob("taxi/t.schema.yaml").download_as_bytes()
+    assert schema == (repo / "examples" / "chicago_taxi" / "schema.yaml").read_bytes()
+    published = yaml.safe_load(bucket.blob("taxi/t.spec.yaml").download_as_bytes())
+    original = yaml.safe_load(spec.read_text())
+    assert published["validation"] == {
+        **original["validation"],
+        "schema": "gs://templates-bucket/taxi/t.schema.yaml",
+    }
+    assert {k: v for k, v in published.items() if k != "validation"} == {
+        k: v for k, v in original.items() if k != "validation"
+    }
