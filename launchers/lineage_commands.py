@@ -3,8 +3,8 @@
 For a dataset, model or endpoint, the path back to the raw files (endpoint <- deploy <-
 model <- upload <- model <- train <- dataset <- dataset_run <- raw files, each with its
 identity); for a raw file, the datasets, models and endpoints made from it
-(:mod:`launchers.lineage`). The store is a SQLite file (``--store``, default
-``metadata.sqlite``), or a chain's: ``{workdir}/metadata.sqlite`` on the local target,
+(:mod:`launchers.lineage`). The store is a SQLite file (``--store``; by default
+the one in a dataset target's output folder, else ``metadata.sqlite``), or a chain's: ``{workdir}/metadata.sqlite`` on the local target,
 Vertex ML Metadata on the gcp target.
 """
 
@@ -36,8 +36,8 @@ def add_parsers(sub: Any) -> None:
     where.add_argument(
         "--store",
         metavar="FILE",
-        help="the ML Metadata SQLite file (default: metadata.sqlite; beamforge run writes "
-        "{output}/metadata.sqlite)",
+        help="the ML Metadata SQLite file (default: a dataset target's "
+        "{output}/metadata.sqlite, which beamforge run writes, else metadata.sqlite)",
     )
     where.add_argument(
         "--chain",
@@ -88,7 +88,7 @@ def _store(args: argparse.Namespace) -> tuple[Any, str]:
     if args.chain is None:
         if args.chain_target != "local" or args.param:
             raise LineageError("--target and --param go with --chain")
-        path = args.store or "metadata.sqlite"
+        path = args.store or _default_store(args.target)
         return SqliteStore(path, create=False), path
     from launchers.chain import check_target, load_chain
     from launchers.chain.parameters import parse_assignments
@@ -115,6 +115,22 @@ def _store(args: argparse.Namespace) -> tuple[Any, str]:
     )
     where = f"Vertex ML Metadata of {gcp.project} in {gcp.region}"
     return VertexStore(gcp.project, gcp.region), where
+
+
+def _default_store(target: str) -> str:
+    """The store beside a local dataset ``target`` (``beamforge run`` keeps it in the output
+    folder), else ``metadata.sqlite`` in the working directory."""
+    import os
+
+    from launchers.lineage import STORE_FILE
+    from transforms.io.output_folder import enclosing_dataset
+
+    if "://" not in target:
+        folder = target if os.path.isdir(target) else os.path.dirname(target) or "."
+        for candidate in (folder, enclosing_dataset(folder)):
+            if candidate is not None and os.path.isfile(os.path.join(candidate, STORE_FILE)):
+                return os.path.join(candidate, STORE_FILE)
+    return STORE_FILE
 
 
 __all__ = ["COMMANDS", "add_parsers", "command"]

@@ -13,6 +13,7 @@ import argparse
 import contextlib
 import dataclasses
 import hashlib
+import itertools
 import json
 import logging
 import os
@@ -304,10 +305,14 @@ def test_a_second_run_on_the_same_csv_reuses_the_raw_file(
     ]
     assert datasets == sorted([chain.manifest["run"]["root"], result.manifest["run"]["root"]])
     # The run's own store walks its dataset back to the CSV, the dataset named by its output
-    # folder, its manifest or its run folder.
+    # folder, its manifest or its run folder; without --store, the store is the one in
+    # the target's output folder.
     run = result.manifest["run"]
-    for target in (output, output / "manifest.json", pathlib.Path(run["root"])):
-        code, out, err = lineage(str(target), "--store", str(output / "metadata.sqlite"))
+    targets = (output, output / "manifest.json", pathlib.Path(run["root"]))
+    for target, store in itertools.product(
+        targets, (["--store", str(output / "metadata.sqlite")], [])
+    ):
+        code, out, err = lineage(str(target), *store)
         assert (code, err) == (0, "")
         assert out.splitlines() == [
             _dataset_line(result.manifest),

@@ -291,7 +291,7 @@ def test_a_schema_with_an_unknown_key_is_one_line_naming_it(tmp_path: pathlib.Pa
 
 
 def _refused_with_baseline(
-    tmp_path: pathlib.Path, baseline: pathlib.Path
+    tmp_path: pathlib.Path, baseline: pathlib.Path | str
 ) -> subprocess.CompletedProcess[str]:
     # The sample run with --baseline; nothing may be written to its output.
     done = beamforge(
@@ -324,14 +324,15 @@ def test_a_baseline_without_statistics_is_refused(
     done = _refused_with_baseline(tmp_path, copy)
     assert done.returncode == 2
     assert done.stderr.strip() == (
-        f"error: {stats}: holds no input statistics (key input): the baseline was made by a "
+        f"error: --baseline {stats}: holds no input statistics (key input): the baseline was made by a "
         "beamforge that did not record them; run it again to use it as a baseline"
     )
     stats.unlink()
     done = _refused_with_baseline(tmp_path, copy)
     assert done.returncode == 2
     assert (
-        done.stderr.strip() == f"error: {stats}: does not exist: the baseline run has no statistics"
+        done.stderr.strip()
+        == f"error: --baseline {stats}: does not exist: the baseline run has no statistics"
     )
 
 
@@ -341,7 +342,16 @@ def test_a_baseline_that_did_not_finish_is_refused(tmp_path: pathlib.Path) -> No
     done = _refused_with_baseline(tmp_path, unfinished)
     assert done.returncode == 2
     assert done.stderr.strip() == (
-        f"error: {unfinished}: holds no manifest.json: not a dataset, or a run that did not finish"
+        f"error: --baseline {unfinished}: holds no manifest.json: not a dataset, or a run that did not finish"
+    )
+
+
+def test_an_empty_baseline_is_refused(tmp_path: pathlib.Path) -> None:
+    # An empty --baseline (a shell variable that was not set) is a mistake, not "none".
+    done = _refused_with_baseline(tmp_path, "")
+    assert done.returncode == 2
+    assert done.stderr.strip() == (
+        "error: --baseline: is empty; expected a run, an output folder or 'previous'"
     )
 
 

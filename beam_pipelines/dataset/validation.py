@@ -83,7 +83,10 @@ def prepare(
             raise exc.located(path) from None
         raw = files.read_bytes(path) or b""
         schema_ref = {"path": path, "sha256": hashlib.sha256(raw).hexdigest()}
-    where = None if offline else baseline or section.baseline
+    named = "--baseline" if baseline is not None else "validation.baseline"
+    where = None if offline else (baseline if baseline is not None else section.baseline)
+    if where is not None and not where.strip():
+        raise InputError(named, "is empty; expected a run, an output folder or 'previous'")
     stats = ref = None
     if where == PREVIOUS:
         found = resolve_dataset(output)
@@ -95,7 +98,12 @@ def prepare(
                 # baseline instead of failing (a baseline named explicitly must have them).
                 _LOG.warning("no drift measured: %s", exc)
     elif where is not None:
-        stats, ref = baseline_stats(*resolve_run(where))
+        try:
+            stats, ref = baseline_stats(*resolve_run(where))
+        except InputError as exc:
+            # The run's own inputs and outputs fail with the same kinds of message: say
+            # that this one is about the baseline, and where it was named.
+            raise InputError(f"{named} {exc.location}", exc.problem) from None
         ref["source"] = where
     return RunValidation(
         schema=schema,
