@@ -54,6 +54,9 @@ def evaluate_gate(
     Raises:
         GateFailedError: if the metric is missing, not a number, or out of bounds.
     """
+    if step.min is None and step.max is None:
+        # A champion-only gate: the comparison recomputes the metric itself.
+        return {"metric": step.metric, "value": metrics.get(step.metric), "min": None, "max": None}
     if step.metric not in metrics:
         if dataset and validation is None:
             raise GateFailedError(
@@ -210,9 +213,14 @@ def _run_step(backend: Backend, step: Any, ctx: StepContext) -> dict[str, Any]:
     if isinstance(step, GateStep):
         source = ctx.inputs[step.metrics]
         dataset = isinstance(ctx.chain.step(step.metrics), DatasetStep)
-        return evaluate_gate(
+        outputs = evaluate_gate(
             step, source.get("metrics", {}), source.get("validation"), dataset=dataset
         )
+        if step.champion is not None:
+            from launchers.chain.champion import champion_gate
+
+            outputs |= champion_gate(ctx.chain, step, ctx.target, source["model_dir"])
+        return outputs
     if isinstance(step, UploadStep):
         return backend.upload(step, ctx)
     if isinstance(step, DeployStep):

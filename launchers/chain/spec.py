@@ -196,12 +196,28 @@ class TrainStep:
 
 
 @dataclasses.dataclass
+class Champion:
+    """The model a gate's challenger must beat: what a deploy step serves now.
+
+    Attributes:
+        deploy: The deploy step (of this chain, usually after the gate) whose model is the
+            champion.
+        margin: How much better the challenger must be (``improvement > margin``; a
+            negative margin lets an equal or slightly worse model through).
+    """
+
+    deploy: str
+    margin: float = 0.0
+
+
+@dataclasses.dataclass
 class GateStep:
     """A gate: the chain stops unless ``min <= metrics[metric] <= max``.
 
     ``metrics`` names a train step (its trainer's metrics: an evaluation gate) or a dataset
     step (its validation's counts: ``anomalies``, ``drifted_columns``, ``skewed_columns``:
-    a data gate).
+    a data gate). With ``champion``, an evaluation gate also stops unless the train step's
+    model beats the model the deploy step serves now (:mod:`launchers.chain.champion`).
     """
 
     KIND: ClassVar[str] = "gate"
@@ -211,10 +227,18 @@ class GateStep:
     metric: str
     min: float | None = None
     max: float | None = None
+    champion: Champion | None = None
 
     def validate(self) -> None:
-        if self.min is None and self.max is None:
+        if self.min is None and self.max is None and self.champion is None:
             raise ValueError("a gate needs min, max or both")
+        if self.champion is not None:
+            from launchers.chain.champion import check_champion_settings
+
+            try:
+                check_champion_settings(self.metric)
+            except ValueError as exc:
+                raise FieldError("metric", str(exc)) from None
 
 
 @dataclasses.dataclass
@@ -243,7 +267,11 @@ class UploadStep:
 
 @dataclasses.dataclass
 class DeployGcp:
-    """A Vertex AI endpoint deployment."""
+    """A Vertex AI endpoint deployment.
+
+    ``monitoring_api_endpoint`` overrides the Cloud Monitoring API endpoint a canary's
+    figures are read from (``http://host:port``: a local fake, plaintext gRPC).
+    """
 
     endpoint: str
     machine_type: str = "n1-standard-2"
@@ -251,10 +279,44 @@ class DeployGcp:
     max_replica_count: int = 1
     traffic_percentage: int = 100
     undeploy_replaced: bool = True
+    monitoring_api_endpoint: str | None = None
 
     def validate(self) -> None:
         if not 0 < self.traffic_percentage <= 100:
             raise ValueError(f"traffic_percentage must be in 1..100, got {self.traffic_percentage}")
+
+
+@dataclasses.dataclass
+class CanarySetting:
+    """A gradual deployment: the new model takes a share of the traffic until it is judged.
+
+    The canary is judged on its own answers once it has served ``min_requests`` (locally
+    counted from its server's ``/metrics``; on Vertex AI from Cloud Monitoring): promoted to
+    100 % (the previous model is retired only then) when its error rate (5xx answers) is at
+    most ``max_error_rate`` and its p99 latency at most ``max_latency_ms``; else rolled back
+    (the previous model back to 100 %, the canary retired, the step stops the chain, exit 3).
+    With no previous deployment there is nothing to compare with: a plain deployment.
+
+    Attributes:
+        share: Percent of the traffic the canary takes while it is watched.
+        min_requests: Answers the canary must have given before it is judged.
+        max_error_rate: Largest share of 5xx answers that passes.
+        max_latency_ms: Largest p99 latency that passes (None: latency is not judged).
+        timeout: Seconds to wait for ``min_requests``.
+        on_timeout: What too few requests by the timeout means: ``rollback`` (not enough
+            evidence, the default) or ``promote`` (judged on what was served, when no
+            error limit was crossed).
+        poll_seconds: Seconds between readings of the canary's figures (default: 0.5
+            locally; 60 on gcp, Cloud Monitoring's sampling period).
+    """
+
+    share: Annotated[int, Within(1, 99, "percent of the traffic")] = 10
+    min_requests: Annotated[int, Within(1, None)] = 100
+    max_error_rate: Annotated[float, Within(0.0, 1.0, "a fraction of the requests")] = 0.01
+    max_latency_ms: Annotated[float, Within(0.0, None, "milliseconds")] | None = 500.0
+    timeout: Annotated[float, Within(1.0, float(_MAX_WAIT), "seconds, a week at most")] = 600.0
+    on_timeout: Literal["rollback", "promote"] = "rollback"
+    poll_seconds: Annotated[float, Within(0.01, 3600.0, "seconds")] | None = None
 
 
 @dataclasses.dataclass
@@ -283,7 +345,10 @@ class DeployStep:
     """Serves an uploaded model (Vertex AI endpoint; locally, the CPR server in a subprocess).
 
     ``request_log: {sink, sample}`` has the local server log a sample of its requests, for
-    ``beamforge skew``.
+    ``beamforge skew``. ``canary: {share, min_requests, ...}`` deploys gradually on either
+    target (:class:`CanarySetting`); locally the servers then sit behind a local endpoint
+    (:mod:`launchers.serving.endpoint`), whose URL stays the same from one deployment to the
+    next.
     """
 
     KIND: ClassVar[str] = "deploy"
@@ -294,7 +359,15 @@ class DeployStep:
     port: int = 0
     start_timeout: Annotated[float, Within(1.0, 3600.0, "seconds")] = 120.0
     request_log: RequestLogSetting | None = None
+    canary: CanarySetting | None = None
     gcp: DeployGcp | None = None
+
+    def validate(self) -> None:
+        if self.canary is not None and self.gcp is not None and self.gcp.traffic_percentage != 100:
+            raise FieldError(
+                "gcp.traffic_percentage",
+                "a canary's share is canary.share; leave traffic_percentage at 100",
+            )
 
 
 ChainStep = DatasetStep | TrainStep | GateStep | UploadStep | DeployStep
@@ -477,7 +550,36 @@ def _parse_steps(items: list[Any]) -> list[Any]:
         steps.append(step)
     if not steps:
         raise SpecError("steps", "a chain needs at least one step")
+    _check_champions(steps)
     return steps
+
+
+def _check_champions(steps: list[Any]) -> None:
+    """A gate's champion names a deploy step anywhere in the chain, and it gates a model.
+
+    The deploy step usually comes after the gate (the gate decides whether it runs), so this
+    reference is not one of the REFS, which name earlier steps whose outputs a step reads:
+    the gate reads what the deploy step serves now, not an output of this run.
+    """
+    by_name = {s.name: s for s in steps}
+    for i, step in enumerate(steps):
+        champion = getattr(step, "champion", None)
+        if champion is None:
+            continue
+        target = by_name.get(champion.deploy)
+        if target is None or target.KIND != "deploy":
+            deploys = [s.name for s in steps if s.KIND == "deploy"]
+            raise SpecError(
+                f"steps[{i}].champion.deploy",
+                f"{champion.deploy!r} is not a deploy step of this chain; deploy steps: "
+                f"{deploys or 'none'}",
+            )
+        if by_name[step.metrics].KIND != "train":
+            raise SpecError(
+                f"steps[{i}].champion",
+                f"a champion is compared with a train step's model; {step.metrics!r} is a "
+                f"{by_name[step.metrics].KIND} step",
+            )
 
 
 def load_chain(path: str, values: Mapping[str, str] | None = None) -> ChainSpec:

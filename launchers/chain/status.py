@@ -72,7 +72,11 @@ def _detail(state: StepState, status: str) -> str:
     for key in ("predict_url", "endpoint", "model", "model_dir", "root"):
         if key in o and isinstance(o[key], str):
             return o[key]
-    if "value" in o:
+    champion = o.get("champion")
+    if isinstance(champion, dict):
+        value = o["challenger"]["value"]
+        return f"{o['metric']} = {value:.4g}, champion {champion['value']:.4g}"
+    if isinstance(o.get("value"), int | float):
         return f"{o['metric']} = {o['value']:.4g}"
     return ""
 

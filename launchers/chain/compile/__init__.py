@@ -40,6 +40,7 @@ def compile_chain(spec: ChainSpec, *, to: str, target: str, output: str) -> str:
         raise SpecError(
             "", f"unknown target {target!r}; expected one of {', '.join(COMPILE_TARGETS)}"
         )
+    _refuse_champion_gates(spec, to)
     if to == "kfp" and target == "local":
         from launchers.chain.compile.kfp_local import compile_kfp
 
@@ -51,6 +52,22 @@ def compile_chain(spec: ChainSpec, *, to: str, target: str, output: str) -> str:
     from launchers.chain.compile.airflow_dag import compile_airflow
 
     return compile_airflow(spec, target=target, output=output)
+
+
+def _refuse_champion_gates(spec: ChainSpec, to: str) -> None:
+    """A champion gate reads what the chain's own runs deployed: ``beamforge chain`` only.
+
+    Compiled tasks keep no chain state, so a compiled gate could not find the deployed model
+    nor the dataset run's eval rows; it would pass every time.
+    """
+    for i, step in enumerate(spec.steps):
+        if getattr(step, "champion", None) is not None:
+            raise SpecError(
+                f"steps[{i}].champion",
+                f"a champion gate ({step.name}) runs with beamforge chain only; {to} pipelines "
+                "cannot compare with the deployed model yet (drop champion to compile)",
+                source=spec.origin,
+            )
 
 
 def pipeline_name(chain_name: str) -> str:
