@@ -65,6 +65,7 @@ _COMMAND_MODULES: tuple[Any, ...] = (
     lineage_commands,
     report_commands,
     skew_commands,
+    __import__("launchers.predict_commands", fromlist=["COMMANDS"]),
 )
 
 
