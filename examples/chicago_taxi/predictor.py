@@ -111,22 +111,23 @@ def transform_instances(
 ) -> list[dict[str, Any]]:
     """Features for each instance, or ``{"error": {...}}`` where the artifact rejects it.
 
-    The whole request is transformed at once; only when something is rejected or dropped
-    are the instances redone one by one, to tell which of them it was.
+    The whole request is transformed at once; the preprocessor says which instance each
+    output row and error is, so a rejected instance costs nothing extra.
     """
     if any(not isinstance(i, Mapping) for i in instances):
         raise ValueError("every instance must be a mapping of column to value")
-    rows, errors = preprocessor.transform_rows(instances)
-    if not errors and len(rows) == len(instances):
-        return rows
-    out: list[dict[str, Any]] = []
-    for instance in instances:
-        one, failed = preprocessor.transform_rows([instance])
-        if failed:
-            out.append({"error": {"reason": failed[0].reason, "message": failed[0].message}})
-        elif not one:
-            # A filter step dropped it on purpose: nothing to predict on.
-            out.append({"error": {"reason": "dropped", "message": "dropped by a filter step"}})
-        else:
-            out.append(one[0])
-    return out
+    served = preprocessor.transform_instances(instances)
+    if not served.errors and len(served.rows) == len(instances):
+        return served.rows
+    out: list[dict[str, Any] | None] = [None] * len(instances)
+    for index, row in zip(served.row_index, served.rows, strict=True):
+        out[index] = row
+    for index, error in zip(served.error_index, served.errors, strict=True):
+        out[index] = {"error": {"reason": error.reason, "message": error.message}}
+    # Neither a row nor an error: a filter step dropped it on purpose.
+    return [
+        o
+        if o is not None
+        else {"error": {"reason": "dropped", "message": "dropped by a filter step"}}
+        for o in out
+    ]

@@ -8,9 +8,11 @@ plain Python, pyarrow and NumPy: no Beam pipeline and no TensorFlow.
 from __future__ import annotations
 
 import dataclasses
+import operator
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 
 from transforms.core.artifact import PREPROCESSING_FN_KEY, Artifact, ArtifactError, read_artifact
@@ -27,30 +29,67 @@ from transforms.core.values import (
     rejected_mask,
 )
 from transforms.ops.registry import build_step
+from transforms.serving.columns import Column, UnsupportedError, convert_column, supported
+from transforms.serving.plan import Plan, compile_plan
 
 INPUT_STEP = "input"
+
+
+@dataclasses.dataclass(frozen=True)
+class Served:
+    """What :meth:`Preprocessor.transform_instances` gives for a list of rows.
+
+    Attributes:
+        rows: The output rows (dicts in ``output_columns`` order), in input order.
+        errors: One error record per rejected row: input errors first, then each step's.
+        row_index: The input index of each output row.
+        error_index: The input index of each error record's row.
+    """
+
+    rows: list[dict[str, Any]]
+    errors: list[ErrorRecord]
+    row_index: list[int]
+    error_index: list[int]
+
+    def dropped(self, size: int) -> list[int]:
+        """Input indexes of the rows a filter step dropped on purpose (of ``size`` rows)."""
+        seen = set(self.row_index) | set(self.error_index)
+        return [i for i in range(size) if i not in seen]
 
 
 @dataclasses.dataclass
 class Preprocessor:
     """Applies a fitted artifact to raw data.
 
-    Build one with :meth:`load` (from an artifact directory) or from an :class:`Artifact`.
+    Build one with :meth:`load` (from an artifact directory) or from an :class:`Artifact`;
+    ``compiled=False`` serves rows through the batch path only (what the compiled plan is
+    checked against).
     Barrier steps (deduplication) are skipped: they regroup a whole data set and mean
     nothing for single requests.
     """
 
     artifact: Artifact
+    compiled: bool = True
     steps: list[Step] = dataclasses.field(init=False)
     input_schema: pa.Schema = dataclasses.field(init=False)
+    plan: Plan | None = dataclasses.field(init=False)
 
     def __post_init__(self) -> None:
         _refuse_preprocessing_fn(self.artifact, "the artifact directory")
         self.steps = [s for s in self.artifact.build_steps(build_step) if not s.is_barrier]
         self.input_schema = arrow_schema(self.artifact.input_schema)
+        # Compiled once: request rows run through NumPy column functions (the plan) when
+        # every input column's type is one it takes; other artifacts use the general path.
+        self.plan = (
+            compile_plan(self.steps, self.artifact.fitted)
+            if self.compiled and all(supported(f.type) for f in self.input_schema)
+            else None
+        )
+        self._allowed = frozenset(self.artifact.allow_non_finite)
+        self._outputs = list(self.artifact.output_columns)
 
     @classmethod
-    def load(cls, directory: str) -> Preprocessor:
+    def load(cls, directory: str, *, compiled: bool = True) -> Preprocessor:
         """Reads and verifies the artifact under ``directory`` (local or gs://).
 
         ``directory`` may be a dataset folder: its manifest names the artifact.
@@ -61,7 +100,7 @@ class Preprocessor:
         """
         artifact = read_artifact(directory, build_step)
         _refuse_preprocessing_fn(artifact, resolve_artifact_dir(directory))
-        return cls(artifact)
+        return cls(artifact, compiled)
 
     @property
     def output_columns(self) -> list[str]:
@@ -102,9 +141,124 @@ class Preprocessor:
         (reason ``unparseable_value`` or ``non_finite``). Missing keys are null; unknown
         keys are ignored.
 
+        The artifact's steps run as a compiled plan of NumPy column functions
+        (:mod:`transforms.serving.plan`) with the same results as the batch path
+        (:meth:`transform_batch`), which rows of a type the plan does not take go through.
+
         Returns:
             The output rows (dicts in ``output_columns`` order), and the error records.
         """
+        served = self.transform_instances(rows)
+        return served.rows, served.errors
+
+    def transform_instances(self, rows: Sequence[Mapping[str, Any]]) -> Served:
+        """:meth:`transform_rows`, also saying which input row each output and error is.
+
+        A prediction server answers every instance in place: with its features, its error,
+        or as dropped (:meth:`Served.dropped`).
+        """
+        if self.plan is not None:
+            try:
+                return self._planned(rows, self.plan)
+            except UnsupportedError:
+                pass
+        return self._general(rows)
+
+    def _planned(self, rows: Sequence[Mapping[str, Any]], plan: Plan) -> Served:
+        size = len(rows)
+        columns: dict[str, Column] = {}
+        problems: dict[int, list[tuple[str, Rejection]]] = {}
+        for field, values in zip(self.input_schema, self._by_key(rows), strict=True):
+            name = field.name
+            column, rejected = convert_column(
+                values, field.type, allow_non_finite=name in self._allowed
+            )
+            columns[name] = column
+            for i, rejection in rejected.items():
+                problems.setdefault(i, []).append((name, rejection))
+        pipeline = self.artifact.pipeline
+        error_index = sorted(problems)
+        errors = [
+            _input_error(pipeline, problems[i], row_payload(dict(rows[i])), "") for i in error_index
+        ]
+        index = np.arange(size)
+        if problems:
+            keep = ~rejected_mask(size, problems)
+            columns = {name: c.take(keep) for name, c in columns.items()}
+            index = index[keep]
+        raw = dict(columns)
+        # Position in ``raw`` (the rows as converted) of each row still in ``columns``.
+        at = np.arange(len(index))
+        for step in plan.steps:
+            refusals = step.run(columns)
+            if not refusals:
+                continue
+            refused = np.zeros(len(at), dtype=bool)
+            for refusal in refusals:
+                mask = refusal.mask & ~refused
+                hit = np.flatnonzero(mask)
+                if not len(hit):
+                    continue
+                refused |= mask
+                if refusal.kind != "rejected":
+                    continue
+                for local in hit.tolist():
+                    original = int(at[local])
+                    payload = {name: c.to_list_at(original) for name, c in raw.items()}
+                    errors.append(
+                        ErrorRecord(
+                            pipeline=pipeline,
+                            step=step.name,
+                            reason=refusal.reason,
+                            message=refusal.messages[local],
+                            payload=row_payload(payload),
+                            source="",
+                        )
+                    )
+                    error_index.append(int(index[original]))
+            if refused.any():
+                keep = ~refused
+                columns = {name: c.take(keep) for name, c in columns.items()}
+                at = at[keep]
+        missing = [c for c in self._outputs if c not in columns]
+        if missing:
+            raise UnsupportedError(f"no output columns {missing}")
+        values = [columns[name].to_list() for name in self._outputs]
+        names = self._outputs
+        out = [dict(zip(names, row, strict=True)) for row in zip(*values, strict=True)]
+        if not values:
+            out = [{} for _ in at]
+        return Served(out, errors, index[at].tolist(), error_index)
+
+    def _by_key(self, rows: Sequence[Mapping[str, Any]]) -> list[Sequence[Any]]:
+        """Each input column's values (None where a row lacks the key), in schema order."""
+        names = self.input_schema.names
+        if rows and len(names) > 1 and set(map(type, rows)) == {dict}:
+            try:
+                # One C-level pass when every row is a plain dict holding every key.
+                return list(zip(*map(operator.itemgetter(*names), rows), strict=True))
+            except KeyError:
+                pass
+        return [[row.get(name) for row in rows] for name in names]
+
+    def _general(self, rows: Sequence[Mapping[str, Any]]) -> Served:
+        """The batch path over a whole call; indexes by redoing rows one by one if needed."""
+        out, errors = self._general_rows(rows)
+        if not errors and len(out) == len(rows):
+            return Served(out, errors, list(range(len(rows))), [])
+        row_index: list[int] = []
+        by_record: dict[tuple[str, str, str, str], list[int]] = {}
+        for i, row in enumerate(rows):
+            one, failed = self._general_rows([row])
+            row_index.extend([i] * len(one))
+            for e in failed:
+                by_record.setdefault(_key(e), []).append(i)
+        error_index = [by_record[_key(e)].pop(0) for e in errors]
+        return Served(out, errors, row_index, error_index)
+
+    def _general_rows(
+        self, rows: Sequence[Mapping[str, Any]]
+    ) -> tuple[list[dict[str, Any]], list[ErrorRecord]]:
         allowed = set(self.artifact.allow_non_finite)
         columns: dict[str, pa.Array] = {}
         problems: dict[int, list[tuple[str, Rejection]]] = {}
@@ -153,6 +307,10 @@ class Preprocessor:
             for i in sorted(problems)
         ]
         return conformed.filter(pa.array(~rejected_mask(batch.num_rows, problems))), errors
+
+
+def _key(error: ErrorRecord) -> tuple[str, str, str, str]:
+    return (error.step, error.reason, error.message, error.payload)
 
 
 def _input_error(
