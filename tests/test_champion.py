@@ -297,16 +297,19 @@ def test_spec_champion_names_a_deploy_step_later_in_the_chain() -> None:
     assert _spec(steps).step("gate").min is None
 
 
-def test_compile_refuses_a_champion_gate(tmp_path: pathlib.Path) -> None:
+def test_compile_refuses_a_champion_gate_but_on_vertex_ai_pipelines(
+    tmp_path: pathlib.Path,
+) -> None:
     spec = _spec(_steps(0.0))
-    for to in ("kfp", "airflow"):
+    for to, target in (("kfp", "local"), ("airflow", "local"), ("airflow", "gcp")):
         with pytest.raises(SpecError) as err:
-            compile_chain(spec, to=to, target="local", output=str(tmp_path / "out"))
+            compile_chain(spec, to=to, target=target, output=str(tmp_path / "out"))
         assert str(err.value) == (
-            f"chain.yaml: steps[2].champion: a champion gate (gate) runs with beamforge chain "
-            f"only; {to} pipelines cannot compare with the deployed model yet (drop champion "
-            "to compile)"
+            "chain.yaml: steps[2].champion: a champion gate (gate) compiles for --to kfp "
+            f"--target gcp only, not --to {to} --target {target}; run it with beamforge chain "
+            "or drop champion"
         )
+    assert not (tmp_path / "out").exists()
 
 
 def test_eval_rows_are_the_rows_the_run_assigned_to_the_split(

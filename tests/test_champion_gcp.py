@@ -21,9 +21,12 @@ from apache_beam.io.filesystems import FileSystems
 from examples.chicago_taxi.trainer import task
 from launchers import chain as chains
 from launchers.chain import champion as champions
+from launchers.chain.compile import gcp_components, gcp_steps
 from tests import vertex_fake
 from tests.conftest import REPO, TAXI_SAMPLE
 from tests.vertex_fake import PARENT, PROJECT, REGION, FakeVertex
+
+CHAIN = REPO / "examples/chicago_taxi/chain.yaml"
 
 pytestmark = pytest.mark.emulator
 
@@ -144,6 +147,36 @@ def test_gcp_champion_gate_against_the_endpoints_model(
         f"{champion_auc:.6g} by more than margin 0 (higher is better; 975 eval rows)"
     )
     assert err.value.exit_code == 3
+    # The compiled pipeline's gate component comes to the same verdict.
+    written = {s["name"]: json.dumps(s) for s in yaml.safe_load(chain_file.read_text())["steps"]}
+    assert (
+        gcp_components.check_champion_gate(
+            gate=written["gate"],
+            parameters={"model": "logistic"},
+            metrics_json=json.dumps(state["steps"]["train"]["outputs"]["metrics"]),
+            model_dir=state["steps"]["train"]["outputs"]["model_dir"],
+            root=f"gs://{bucket}/ds",
+            dataset=written["dataset"],
+            train=written["train"],
+            deploy=written["deploy"],
+            project=PROJECT,
+            location=REGION,
+        )
+        is False
+    )
+    passed, reason = gcp_steps.champion_gate_result(
+        written["gate"],
+        {"model": "logistic"},
+        state["steps"]["train"]["outputs"]["metrics"],
+        model_dir=state["steps"]["train"]["outputs"]["model_dir"],
+        root=f"gs://{bucket}/ds",
+        dataset=written["dataset"],
+        train=written["train"],
+        deploy=written["deploy"],
+        project=PROJECT,
+        location=REGION,
+    )
+    assert (passed, reason) == (False, str(err.value))
     assert len(fake.calls("POST", ":deployModel")) == 1
     assert len(fake.calls("POST", "models:upload")) == 1
     assert champions.endpoint_champion("taxi") == champion_dir
@@ -195,3 +228,58 @@ def test_the_champion_is_the_model_with_the_largest_traffic_share(fake: FakeVert
     assert champions.endpoint_champion("taxi") == "gs://b/old"
     fake.endpoints[endpoint]["trafficSplit"] = {"21": 40, "22": 60}
     assert champions.endpoint_champion("taxi") == "gs://b/canary"
+
+
+def _taxi_with_champion(tmp_path: pathlib.Path) -> chains.ChainSpec:
+    data = yaml.safe_load(CHAIN.read_text())
+    (gate,) = [s for s in data["steps"] if s["name"] == "gate"]
+    gate["champion"] = {"deploy": "deploy", "margin": 0.001}
+    return chains.parse_chain(data, origin=str(CHAIN))
+
+
+def _task_inputs(task: Any) -> dict[str, Any]:
+    from google.protobuf import json_format
+
+    out: dict[str, Any] = {}
+    for name, spec in task.inputs.parameters.items():
+        if spec.HasField("runtime_value"):
+            out[name] = json_format.MessageToDict(spec.runtime_value.constant)
+        elif spec.HasField("task_output_parameter"):
+            ref = spec.task_output_parameter
+            out[name] = f"<{ref.producer_task}.{ref.output_parameter_key}>"
+        else:
+            out[name] = f"<input {spec.component_input_parameter}>"
+    return out
+
+
+def test_a_vertex_ai_pipeline_gates_on_the_champion(tmp_path: pathlib.Path) -> None:
+    from google.protobuf import json_format
+    from kfp.pipeline_spec import pipeline_spec_pb2
+
+    from launchers.chain.compile import compile_chain
+
+    out = tmp_path / "pipeline.yaml"
+    compile_chain(_taxi_with_champion(tmp_path), to="kfp", target="gcp", output=str(out))
+    spec = json_format.ParseDict(yaml.safe_load(out.read_text()), pipeline_spec_pb2.PipelineSpec())
+    trained = spec.components[spec.root.dag.tasks["condition-1"].component_ref.name].dag.tasks
+    inputs = _task_inputs(trained["check-champion-gate"])
+    written = {s["name"]: s for s in yaml.safe_load(CHAIN.read_text())["steps"]}
+    channel = "{{$.inputs.parameters['pipelinechannel--%s']}}"
+    assert {k: v for k, v in inputs.items() if not k.startswith("pipelinechannel--")} == {
+        "gate": json.dumps(
+            {**written["gate"], "champion": {"deploy": "deploy", "margin": 0.001}}, sort_keys=True
+        ),
+        "dataset": json.dumps(written["dataset"], sort_keys=True),
+        "train": json.dumps(written["train"], sort_keys=True),
+        "deploy": json.dumps(written["deploy"], sort_keys=True),
+        "parameters": {"gcs_root": channel % "gcs_root", "input": channel % "input"},
+        "metrics_json": "<read-training.metrics_json>",
+        "model_dir": "<read-training.model_dir>",
+        "root": channel % "gcs_root" + "/dataset",
+        "project": "my-project",
+        "location": "us-central1",
+    }
+    assert "check-gate" not in trained
+    assert trained["condition-2"].trigger_policy.condition == (
+        "inputs.parameter_values['pipelinechannel--check-champion-gate-Output'] == true"
+    )

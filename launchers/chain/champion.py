@@ -351,43 +351,74 @@ def champion_gate(
         GateFailedError: if the challenger is not better by the margin (the chain stops).
     """
     from launchers.chain.handoff import read_manifest
-    from launchers.chain.spec import DatasetStep
     from launchers.chain.state import load_state
 
     assert gate.champion is not None
-    margin = gate.champion.margin
     found = find_champion(chain, gate, target)
     if found is None:
-        _LOG.info("gate %s: no champion serving; the challenger passes", gate.name)
-        return {
-            "champion": None,
-            "margin": margin,
-            "comparison": "no champion deployed: the challenger is the first",
-        }
+        return no_champion(gate)
     train = chain.step(gate.metrics)
     dataset = chain.step(train.dataset)
-    assert isinstance(dataset, DatasetStep)
-    split = train.splits.validation
-    if split is None:
-        raise GateFailedError(gate.name, f"{train.name} has no validation split to compare on")
     state = load_state(chain.state_path(target), chain.name, target)
-    root = state.steps[dataset.name].outputs["root"]
-    rows = read_eval_rows(read_manifest(root), dataset.spec, split)
-    where, is_server = found
+    manifest = read_manifest(state.steps[dataset.name].outputs["root"])
+    return judge(gate, manifest, dataset.spec, train.splits.validation, challenger_dir, found)
+
+
+def no_champion(gate: GateStep) -> dict[str, Any]:
+    """What a champion gate records when nothing is deployed: it passes."""
+    assert gate.champion is not None
+    _LOG.info("gate %s: no champion serving; the challenger passes", gate.name)
+    return {
+        "champion": None,
+        "margin": gate.champion.margin,
+        "comparison": "no champion deployed: the challenger is the first",
+    }
+
+
+def judge(
+    gate: GateStep,
+    manifest: Mapping[str, Any],
+    dataset_spec: str,
+    split: str | None,
+    challenger_dir: str,
+    champion: tuple[str, bool],
+) -> dict[str, Any]:
+    """Scores challenger and champion on the run's eval rows; returns what to record.
+
+    Args:
+        gate: The gate.
+        manifest: The current dataset run's manifest.
+        dataset_spec: The dataset step's job spec file.
+        split: The eval split (the train step's ``splits.validation``).
+        challenger_dir: The challenger's model directory.
+        champion: As :func:`find_champion` returns it.
+
+    Raises:
+        GateFailedError: if the challenger is not better by the margin.
+    """
+    assert gate.champion is not None
+    if split is None:
+        raise GateFailedError(gate.name, "the train step has no validation split to compare on")
+    rows = read_eval_rows(manifest, dataset_spec, split)
+    where, is_server = champion
     result = compare(
-        gate.metric, rows, challenger_dir, where, margin=margin, champion_is_server=is_server
+        gate.metric,
+        rows,
+        challenger_dir,
+        where,
+        margin=gate.champion.margin,
+        champion_is_server=is_server,
     )
-    outputs = {
+    if not result.passed:
+        raise GateFailedError(gate.name, result.describe())
+    return {
         "champion": {"model": where, "value": result.champion},
         "challenger": {"model": challenger_dir, "value": result.challenger},
-        "margin": margin,
+        "margin": gate.champion.margin,
         "eval_rows": result.rows,
         "eval_split": split,
         "comparison": result.describe(),
     }
-    if not result.passed:
-        raise GateFailedError(gate.name, result.describe())
-    return outputs
 
 
 def check_champion_settings(metric: str) -> None:
@@ -409,7 +440,9 @@ __all__ = [
     "compare",
     "endpoint_champion",
     "find_champion",
+    "judge",
     "metric_value",
+    "no_champion",
     "read_eval_rows",
     "server_probabilities",
 ]

@@ -40,7 +40,8 @@ def compile_chain(spec: ChainSpec, *, to: str, target: str, output: str) -> str:
         raise SpecError(
             "", f"unknown target {target!r}; expected one of {', '.join(COMPILE_TARGETS)}"
         )
-    _refuse_champion_gates(spec, to)
+    if not (to == "kfp" and target == "gcp"):
+        _refuse_champion_gates(spec, to, target)
     if to == "kfp" and target == "local":
         from launchers.chain.compile.kfp_local import compile_kfp
 
@@ -54,18 +55,19 @@ def compile_chain(spec: ChainSpec, *, to: str, target: str, output: str) -> str:
     return compile_airflow(spec, target=target, output=output)
 
 
-def _refuse_champion_gates(spec: ChainSpec, to: str) -> None:
-    """A champion gate reads what the chain's own runs deployed: ``beamforge chain`` only.
+def _refuse_champion_gates(spec: ChainSpec, to: str, target: str) -> None:
+    """A champion gate compiles for Vertex AI Pipelines only (``--to kfp --target gcp``).
 
-    Compiled tasks keep no chain state, so a compiled gate could not find the deployed model
-    nor the dataset run's eval rows; it would pass every time.
+    There the gate finds the deployed model on the deploy step's endpoint. The local tasks
+    keep no chain state to find a deployed server in, and the Airflow gate is not written
+    yet: a gate that could not find the champion would pass every time.
     """
     for i, step in enumerate(spec.steps):
         if getattr(step, "champion", None) is not None:
             raise SpecError(
                 f"steps[{i}].champion",
-                f"a champion gate ({step.name}) runs with beamforge chain only; {to} pipelines "
-                "cannot compare with the deployed model yet (drop champion to compile)",
+                f"a champion gate ({step.name}) compiles for --to kfp --target gcp only, not "
+                f"--to {to} --target {target}; run it with beamforge chain or drop champion",
                 source=spec.origin,
             )
 

@@ -88,6 +88,39 @@ def check_gate(gate: str, parameters: dict, metrics_json: str) -> bool:
     return passed
 
 
+def check_champion_gate(
+    gate: str,
+    parameters: dict,
+    metrics_json: str,
+    model_dir: str,
+    root: str,
+    dataset: str,
+    train: str,
+    deploy: str,
+    project: str,
+    location: str,
+) -> bool:
+    """Whether a champion gate passes: the challenger beats the endpoint's model on eval rows."""
+    import json
+
+    from launchers.chain.compile.gcp_steps import champion_gate_result
+
+    passed, reason = champion_gate_result(
+        gate,
+        parameters,
+        json.loads(metrics_json),
+        model_dir=model_dir,
+        root=root,
+        dataset=dataset,
+        train=train,
+        deploy=deploy,
+        project=project,
+        location=location,
+    )
+    print(("gate passed: " if passed else "gate stopped the pipeline: ") + reason)
+    return passed
+
+
 def check_data_gate(gate: str, parameters: dict, root: str, gcp_resources: str) -> bool:
     """Whether a gate on a dataset's validation passes; the condition around the steps after it.
 
@@ -144,6 +177,7 @@ class Components:
     read_dataset: Any
     read_training: Any
     check_gate: Any
+    check_champion_gate: Any
     check_data_gate: Any
     find_endpoint: Any
     undeploy_replaced: Any
@@ -163,6 +197,7 @@ def components(image: str) -> Components:
         read_dataset=make(read_dataset),
         read_training=make(read_training),
         check_gate=make(check_gate),
+        check_champion_gate=make(check_champion_gate),
         check_data_gate=make(check_data_gate),
         find_endpoint=make(find_endpoint),
         undeploy_replaced=make(undeploy_replaced),

@@ -171,6 +171,58 @@ def gate_result(
     return True, f"{outputs['metric']} = {outputs['value']:.6g}"
 
 
+def champion_gate_result(
+    gate: str,
+    values: Mapping[str, str],
+    metrics: Mapping[str, Any],
+    *,
+    model_dir: str,
+    root: str,
+    dataset: str,
+    train: str,
+    deploy: str,
+    project: str,
+    location: str,
+) -> tuple[bool, str]:
+    """Whether a champion gate passes: its bounds, then the challenger against the endpoint's model.
+
+    Args:
+        gate: The gate step (JSON, as written).
+        values: The values of the parameters the steps refer to.
+        metrics: The training step's metrics (for ``min``/``max``).
+        model_dir: The challenger's model directory.
+        root: The dataset step's gcs output folder (its committed manifest).
+        dataset: The dataset step (JSON, as written): its job spec, published beside the
+            Flex Template (``gcp.parameters.spec``) or the step's ``spec``.
+        train: The train step (JSON, as written): its eval split.
+        deploy: The deploy step (JSON, as written): its endpoint's display name.
+        project: The project of the endpoint.
+        location: Its region.
+    """
+    from google.cloud import aiplatform
+
+    from launchers.chain import champion as champions
+    from launchers.chain.handoff import read_manifest
+    from launchers.chain.run import evaluate_gate
+    from launchers.chain.spec import DeployStep
+
+    step = resolve_step(GateStep, gate, values)
+    try:
+        evaluate_gate(step, metrics)
+        endpoint = resolve_step(DeployStep, deploy, values).gcp
+        aiplatform.init(project=project, location=location)
+        found = champions.endpoint_champion(endpoint.endpoint) if endpoint else None
+        if found is None:
+            return True, str(champions.no_champion(step)["comparison"])
+        source = resolve_step(DatasetStep, dataset, values)
+        spec = (source.gcp.parameters.get("spec") if source.gcp else None) or source.spec
+        split = resolve_step(TrainStep, train, values).splits.validation
+        outputs = champions.judge(step, read_manifest(root), spec, split, model_dir, (found, False))
+    except GateFailedError as exc:
+        return False, str(exc)
+    return True, str(outputs["comparison"])
+
+
 def data_gate_result(gate: str, values: Mapping[str, str], root: str) -> tuple[bool, str]:
     """Whether a gate (JSON, as written) passes on a committed dataset's validation counts."""
     from launchers.chain.handoff import read_manifest, validation_outputs
@@ -260,6 +312,7 @@ def undeploy(
 
 
 __all__ = [
+    "champion_gate_result",
     "dataset_fingerprint",
     "dataset_handoff",
     "find_endpoint",

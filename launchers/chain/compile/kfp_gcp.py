@@ -8,8 +8,9 @@ The steps become Google's own components, chained the way their samples chain th
   only after the job), ``CustomTrainingJobOp`` trains with the ``AIP_*`` contract, and a
   small component reads ``metrics.json`` and copies the transform artifact into the model
   directory;
-- gate: a small component evaluates ``min <= metric <= max``; every step after it sits
-  inside ``dsl.If`` on its result;
+- gate: a small component evaluates ``min <= metric <= max`` (a champion gate also scores
+  the new model against the one the deploy step's endpoint serves now,
+  :mod:`launchers.chain.champion`); every step after it sits inside ``dsl.If`` on its result;
 - upload: ``dsl.importer`` brings the model directory in as an ``UnmanagedContainerModel``
   with the serving container, ``ModelUploadOp`` registers it;
 - deploy: a small component looks the endpoint up by display name; ``dsl.If`` imports the
@@ -289,6 +290,24 @@ def _gate(c: _Context, step: Any) -> Any:
             parameters=values,
             root=c.roots[step.metrics],
             gcp_resources=c.tasks[step.metrics].outputs["gcp_resources"],
+        )
+    elif step.champion is not None:
+        # Against the model the deploy step's endpoint serves now, on the run's eval rows.
+        train = c.spec.step(step.metrics)
+        steps = {k: c.written(k) for k in (train.dataset, train.name, step.champion.deploy)}
+        for _, channels in steps.values():
+            values = {**values, **channels}
+        task = c.ops.check_champion_gate(
+            gate=written,
+            parameters=values,
+            metrics_json=c.tasks[step.metrics].outputs["metrics_json"],
+            model_dir=c.tasks[step.metrics].outputs["model_dir"],
+            root=c.roots[train.dataset],
+            dataset=steps[train.dataset][0],
+            train=steps[train.name][0],
+            deploy=steps[step.champion.deploy][0],
+            project=c.settings.project,
+            location=c.settings.region,
         )
     else:
         task = c.ops.check_gate(
