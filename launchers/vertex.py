@@ -4,7 +4,9 @@ Thin typed functions over ``google-cloud-aiplatform``. Training runs as a ``Cust
 prebuilt or custom container that receives the dataset the way Vertex passes managed
 datasets (``AIP_TRAINING_DATA_URI``, ``AIP_VALIDATION_DATA_URI``, ``AIP_TEST_DATA_URI``,
 ``AIP_DATA_FORMAT``; ``AIP_MODEL_DIR`` comes from the job's base output directory).
-Waiting is bounded and backs off (:func:`launchers.polling.poll`); only
+A canary's figures (answers by response code, latency distribution) come from Cloud
+Monitoring (:func:`deployed_model_figures`); :func:`set_traffic_split` and :func:`undeploy`
+then promote or roll it back. Waiting is bounded and backs off (:func:`launchers.polling.poll`); only
 ``JOB_STATE_SUCCEEDED`` counts as success, every other terminal state raises its own error
 (a :class:`launchers.polling.CloudJobError`) naming the job and its console page.
 
@@ -15,7 +17,9 @@ server) it uses the REST transport and anonymous credentials.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import logging
+import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -407,3 +411,150 @@ def deploy_model(
         undeployed=undeployed,
         created_endpoint=created,
     )
+
+
+def endpoint_traffic(display_name: str) -> tuple[str, dict[str, int]] | None:
+    """The endpoint with this display name and its traffic split; None if there is none."""
+    from google.cloud import aiplatform
+
+    found = aiplatform.Endpoint.list(filter=f'display_name="{display_name}"')
+    if not found:
+        return None
+    endpoint = found[0]
+    return str(endpoint.resource_name), {k: int(v) for k, v in endpoint.traffic_split.items()}
+
+
+def set_traffic_split(endpoint_name: str, split: Mapping[str, int]) -> dict[str, int]:
+    """Sets an endpoint's traffic split (``Endpoint.update``: PATCH with updateMask).
+
+    A deployed model left out of ``split`` gets 0 %; the percentages sum to 100.
+
+    Returns:
+        The endpoint's split afterwards.
+    """
+    from google.cloud import aiplatform
+
+    if sum(split.values()) != 100:
+        raise ValueError(f"a traffic split sums to 100, got {dict(split)}")
+    endpoint = aiplatform.Endpoint(endpoint_name)
+    full = {m.id: 0 for m in endpoint.list_models()} | dict(split)
+    endpoint = endpoint.update(traffic_split=full)
+    _LOG.info("traffic split of %s is now %s", endpoint_name, full)
+    return {k: int(v) for k, v in endpoint.traffic_split.items()}
+
+
+def undeploy(endpoint_name: str, deployed_model_id: str) -> None:
+    """Undeploys a deployed model that takes no traffic any more."""
+    from google.cloud import aiplatform
+
+    aiplatform.Endpoint(endpoint_name).undeploy(deployed_model_id, sync=True)
+    _LOG.info("undeployed %s from %s", deployed_model_id, endpoint_name)
+
+
+# Cloud Monitoring's figures of a deployed model (Vertex AI writes them per minute).
+RESPONSE_COUNT = "aiplatform.googleapis.com/prediction/online/response_count"
+PREDICTION_LATENCIES = "aiplatform.googleapis.com/prediction/online/prediction_latencies"
+
+
+def monitoring_client(api_endpoint: str | None = None, *, credentials: Any = None) -> Any:
+    """A Cloud Monitoring ``MetricServiceClient``.
+
+    The library speaks gRPC only (it has no REST transport): an ``http://host:port``
+    endpoint (a local fake) gets a plaintext channel, as gRPC always uses TLS otherwise.
+    """
+    from google.cloud import monitoring_v3
+
+    if api_endpoint and api_endpoint.startswith("http://"):
+        import grpc
+        from google.auth.credentials import AnonymousCredentials
+        from google.cloud.monitoring_v3.services.metric_service.transports.grpc import (
+            MetricServiceGrpcTransport,
+        )
+
+        channel = grpc.insecure_channel(api_endpoint.removeprefix("http://"))
+        transport = MetricServiceGrpcTransport(channel=channel, credentials=AnonymousCredentials())
+        return monitoring_v3.MetricServiceClient(transport=transport)
+    options = {"api_endpoint": api_endpoint} if api_endpoint else None
+    return monitoring_v3.MetricServiceClient(credentials=credentials, client_options=options)
+
+
+def deployed_model_figures(
+    client: Any,
+    *,
+    project: str,
+    endpoint_id: str,
+    deployed_model_id: str,
+    start: dt.datetime,
+    end: dt.datetime,
+) -> Any:
+    """A deployed model's answers between ``start`` and ``end``, from Cloud Monitoring.
+
+    Requests and errors come from ``response_count`` by ``response_code`` (5xx are errors);
+    the p99 latency from the ``prediction_latencies`` distributions (milliseconds; the
+    ``total`` latency type where the series are split by type), merged and read as
+    Prometheus' ``histogram_quantile`` reads a histogram.
+
+    Returns:
+        A :class:`launchers.serving.metrics.CanaryFigures`.
+    """
+    from google.cloud import monitoring_v3
+
+    from launchers.serving.metrics import CanaryFigures, quantile
+
+    def series(metric: str) -> list[Any]:
+        where = (
+            f'metric.type = "{metric}" AND resource.labels.endpoint_id = "{endpoint_id}" '
+            f'AND metric.labels.deployed_model_id = "{deployed_model_id}"'
+        )
+        return list(
+            client.list_time_series(
+                request={
+                    "name": f"projects/{project}",
+                    "filter": where,
+                    "interval": {"start_time": start, "end_time": end},
+                    "view": monitoring_v3.ListTimeSeriesRequest.TimeSeriesView.FULL,
+                }
+            )
+        )
+
+    requests = errors = 0
+    for answers in series(RESPONSE_COUNT):
+        count = sum(int(p.value.int64_value) for p in answers.points)
+        requests += count
+        if str(answers.metric.labels.get("response_code", "")).startswith("5"):
+            errors += count
+    latencies = series(PREDICTION_LATENCIES)
+    kinds = {str(s.metric.labels.get("latency_type", "")) for s in latencies}
+    if len(kinds) > 1:
+        wanted = "total" if "total" in kinds else "model"
+        latencies = [s for s in latencies if s.metric.labels.get("latency_type") == wanted]
+    merged: dict[float, int] = {}
+    for one in latencies:
+        for point in one.points:
+            for bound, count in _distribution_buckets(point.value.distribution_value):
+                merged[bound] = merged.get(bound, 0) + count
+    cumulative, total = [], 0
+    for bound in sorted(merged):
+        total += merged[bound]
+        cumulative.append((bound, total))
+    return CanaryFigures(requests=requests, errors=errors, p99_ms=quantile(0.99, cumulative))
+
+
+def _distribution_buckets(distribution: Any) -> list[tuple[float, int]]:
+    """(upper bound, count) of each bucket of a Monitoring distribution value."""
+    options = distribution.bucket_options
+    counts = [int(c) for c in distribution.bucket_counts]
+    # google.api.Distribution is a plain protobuf message here, not a proto-plus one.
+    kind = options.WhichOneof("options")
+    if kind == "explicit_buckets":
+        bounds = list(options.explicit_buckets.bounds)
+    elif kind == "exponential_buckets":
+        e = options.exponential_buckets
+        bounds = [e.scale * e.growth_factor**i for i in range(e.num_finite_buckets + 1)]
+    elif kind == "linear_buckets":
+        lin = options.linear_buckets
+        bounds = [lin.offset + lin.width * i for i in range(lin.num_finite_buckets + 1)]
+    else:
+        bounds = []
+    uppers = [*bounds, math.inf]
+    return [(uppers[i], c) for i, c in enumerate(counts[: len(uppers)]) if c]

@@ -182,6 +182,19 @@ class _Handler(JsonHandler):
                 return self.reply(_operation(name, {}, "UndeployModelResponse"))
         self.reply({"error": {"code": 404, "message": f"no {path}"}}, 404)
 
+    def do_PATCH(self) -> None:
+        path, query, body = self._record()
+        s = self.server
+        with s.lock:
+            if path in s.endpoints:
+                # Endpoint.update: only the fields its updateMask names change.
+                mask = urllib.parse.parse_qs(query).get("updateMask", [""])[0].split(",")
+                endpoint = s.endpoints[path]
+                if "trafficSplit" in mask or "traffic_split" in mask:
+                    endpoint["trafficSplit"] = dict(body.get("trafficSplit", {}))
+                return self.reply(endpoint)
+        self.reply({"error": {"code": 404, "message": f"no {path}"}}, 404)
+
 
 # Vertex ML Metadata (metadataStores/default): artifacts, executions, events and contexts,
 # as much of them as the SDK's lineage calls use.

@@ -26,3 +26,9 @@ class GateFailedError(ChainError):
     """The evaluation gate stopped the chain."""
 
     exit_code = ExitCode.STOPPED
+
+
+class CanaryRolledBackError(ChainError):
+    """A canary was judged worse than its limits and rolled back; the previous model serves."""
+
+    exit_code = ExitCode.STOPPED

@@ -31,6 +31,7 @@ from launchers.serving.environment import (
     server_env,
     setting,
 )
+from launchers.serving.metrics import ServerMetrics
 from launchers.serving.protocol import RequestGuard, request_problem
 from launchers.serving.request_log import (
     REQUEST_LOG_ENV,
@@ -92,10 +93,11 @@ def client_error_handler() -> type:
     return ClientErrorHandler
 
 
-def create_app(request_log: RequestLog | None = None) -> RequestGuard:
+def create_app(request_log: RequestLog | None = None) -> ServerMetrics:
     """The server app (a uvicorn factory): the CPR model server behind a :class:`RequestGuard`.
 
-    Configured by the ``AIP_*``, ``HANDLER_*``, ``PREDICTOR_*`` and
+    Outermost, :class:`~launchers.serving.metrics.ServerMetrics` counts the predict answers
+    and serves them at ``GET /metrics``. Configured by the ``AIP_*``, ``HANDLER_*``, ``PREDICTOR_*`` and
     ``BEAMFORGE_MAX_REQUEST_BYTES`` environment; loads the model. With ``request_log``,
     predict requests get an id and the sampled ones are logged
     (:class:`~launchers.serving.request_log.RequestLogging`).
@@ -107,12 +109,13 @@ def create_app(request_log: RequestLog | None = None) -> RequestGuard:
     app: Any = server
     if request_log is not None:
         app = RequestLogging(server, log=request_log, predict_route=str(server.predict_route))
-    return RequestGuard(
+    guard = RequestGuard(
         app,
         predict_route=str(server.predict_route),
         health_route=str(server.health_route),
         max_request_bytes=limit,
     )
+    return ServerMetrics(guard, predict_route=str(server.predict_route))
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -250,7 +253,7 @@ def _set_environment(model_dir: str, predictor: str, port: int) -> None:
     os.environ.update(env)
 
 
-def _load(predictor: str, model_dir: str, request_log: RequestLog | None) -> RequestGuard:
+def _load(predictor: str, model_dir: str, request_log: RequestLog | None) -> ServerMetrics:
     """The app with its model loaded; a model the predictor cannot load is a setup error."""
     from transforms.core.artifact import ArtifactError
     from transforms.core.errors import InputError

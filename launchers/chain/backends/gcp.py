@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import logging
 import posixpath
 from collections.abc import Mapping
 from typing import Any
@@ -17,6 +18,8 @@ from launchers.chain.handoff import (
     training_uris,
 )
 from launchers.chain.spec import DatasetStep, DeployStep, GcpSettings, TrainStep, UploadStep
+
+_LOG = logging.getLogger(__name__)
 
 
 class GcpBackend:
@@ -145,6 +148,8 @@ class GcpBackend:
 
         assert step.gcp is not None
         gcp = step.gcp
+        if step.canary is not None:
+            return _recorded(ctx, step, self._deploy_canary(step, ctx))
         deployment = vertex.deploy_model(
             model_name=ctx.inputs[step.model]["model"],
             endpoint_display_name=gcp.endpoint,
@@ -156,6 +161,80 @@ class GcpBackend:
             service_account=self.settings.service_account,
         )
         return _recorded(ctx, step, dataclasses.asdict(deployment))
+
+    def _deploy_canary(self, step: DeployStep, ctx: StepContext) -> dict[str, Any]:
+        """Deploys as a canary beside the endpoint's models, then promotes or rolls back.
+
+        The canary takes ``canary.share`` of the endpoint (the models there share the rest
+        as before); its answers are read from Cloud Monitoring until it has served
+        ``min_requests``. Promoted: it takes 100 %, then the models it replaces are
+        undeployed. Rolled back: the split before it is restored, it is undeployed, and
+        :class:`CanaryRolledBackError` stops the chain. An endpoint with no model yet gets a
+        plain deployment.
+        """
+        from launchers import vertex
+        from launchers.chain.canary import NO_PREVIOUS, watch
+        from launchers.chain.errors import CanaryRolledBackError
+
+        assert step.gcp is not None and step.canary is not None
+        gcp, setting = step.gcp, step.canary
+        found = vertex.endpoint_traffic(gcp.endpoint)
+        before = found[1] if found is not None else {}
+        share = setting.share if before else 100
+        started = dt.datetime.now(dt.UTC)
+        deployment = vertex.deploy_model(
+            model_name=ctx.inputs[step.model]["model"],
+            endpoint_display_name=gcp.endpoint,
+            machine_type=gcp.machine_type,
+            min_replica_count=gcp.min_replica_count,
+            max_replica_count=gcp.max_replica_count,
+            traffic_percentage=share,
+            undeploy_replaced=not before,
+            service_account=self.settings.service_account,
+        )
+        outputs = dataclasses.asdict(deployment)
+        if not before:
+            _LOG.info("%s", NO_PREVIOUS)
+            return outputs | {"canary": {"decision": "plain", "reason": NO_PREVIOUS}}
+        endpoint, new = deployment.endpoint, deployment.deployed_model_id
+        client = vertex.monitoring_client(
+            gcp.monitoring_api_endpoint, credentials=self._credentials
+        )
+        try:
+            verdict = watch(
+                lambda: vertex.deployed_model_figures(
+                    client,
+                    project=self.settings.project,
+                    endpoint_id=endpoint.rsplit("/", 1)[-1],
+                    deployed_model_id=new,
+                    start=started,
+                    end=dt.datetime.now(dt.UTC),
+                ),
+                setting,
+                poll_seconds=setting.poll_seconds or 60.0,
+            )
+        except BaseException:
+            vertex.set_traffic_split(endpoint, before)
+            vertex.undeploy(endpoint, new)
+            raise
+        if not verdict.promote:
+            vertex.set_traffic_split(endpoint, before)
+            vertex.undeploy(endpoint, new)
+            raise CanaryRolledBackError(step.name, f"canary rolled back: {verdict.reason}")
+        split = vertex.set_traffic_split(endpoint, {new: 100})
+        # The models it replaces go only once it takes all the traffic.
+        undeployed = []
+        if gcp.undeploy_replaced:
+            for old in sorted(before):
+                vertex.undeploy(endpoint, old)
+                undeployed.append(old)
+            split = {new: 100}
+        _LOG.info("canary %s promoted: %s", new, verdict.reason)
+        return outputs | {
+            "traffic_split": split,
+            "undeployed": undeployed,
+            "canary": verdict.to_json(),
+        }
 
     def still_valid(self, step: Any, outputs: Mapping[str, Any]) -> bool:
         if isinstance(step, DatasetStep):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import posixpath
 from collections.abc import Mapping
@@ -16,6 +17,8 @@ from launchers.chain.handoff import (
     training_uris,
 )
 from launchers.chain.spec import DatasetStep, DeployStep, TrainStep, UploadStep
+
+_LOG = logging.getLogger(__name__)
 
 
 class LocalBackend:
@@ -78,12 +81,16 @@ class LocalBackend:
 
         upload = ctx.inputs[step.model]
         request_log = step.request_log
+        previous = ctx.previous_outputs
+        endpoint = _live_endpoint(previous)
+        behind_endpoint = step.canary is not None or endpoint is not None
         server = start_server(
             upload["model_dir"],
             predictor=upload["predictor"],
             log=posixpath.join(ctx.step_dir(step), "server.log"),
             host=step.host,
-            port=step.port,
+            # Behind an endpoint, the endpoint holds the step's port: the address clients keep.
+            port=0 if behind_endpoint else step.port,
             timeout=step.start_timeout,
             extra_env=(
                 request_log_env(request_log.sink, request_log.sample)
@@ -91,13 +98,14 @@ class LocalBackend:
                 else None
             ),
         )
+        replaced = LocalServer.from_json(previous["server"]) if previous.get("server") else None
+        if replaced is not None and replaced.pid == server.pid:
+            replaced = None
+        if behind_endpoint:
+            outputs = _deploy_behind_endpoint(step, ctx, server, replaced, endpoint)
+            return _recorded(ctx, step, outputs)
         # The server this one replaces goes only once the new one is healthy.
-        replaced = ctx.previous_outputs.get("server")
-        stopped = None
-        if replaced and replaced.get("pid") != server.pid:
-            old = LocalServer.from_json(replaced)
-            if stop_server(old):
-                stopped = old.pid
+        stopped = replaced.pid if replaced is not None and stop_server(replaced) else None
         outputs = {
             "server": server.to_json(),
             "url": server.url,
@@ -117,7 +125,10 @@ class LocalBackend:
         if isinstance(step, DeployStep):
             from launchers.serving import LocalServer, is_healthy
 
-            return is_healthy(LocalServer.from_json(outputs["server"]))
+            healthy = is_healthy(LocalServer.from_json(outputs["server"]))
+            if outputs.get("endpoint"):
+                healthy = healthy and is_healthy(LocalServer.from_json(outputs["endpoint"]))
+            return healthy
         return True
 
 
@@ -127,3 +138,89 @@ def _recorded(ctx: StepContext, step: Any, outputs: dict[str, Any]) -> dict[str,
 
     record_step(ctx, step, outputs)
     return outputs
+
+
+def _live_endpoint(previous: Mapping[str, Any]) -> Any:
+    """The previous deployment's local endpoint, if it still runs."""
+    from launchers.serving import LocalServer, ServerError
+    from launchers.serving.endpoint import traffic
+
+    if not previous.get("endpoint"):
+        return None
+    endpoint = LocalServer.from_json(previous["endpoint"])
+    try:
+        traffic(endpoint, timeout=2.0)
+    except ServerError:  # gone, or not an endpoint any more: a new one is started
+        return None
+    return endpoint
+
+
+def _deploy_behind_endpoint(
+    step: DeployStep, ctx: StepContext, server: Any, replaced: Any, endpoint: Any
+) -> dict[str, Any]:
+    """Puts a healthy new server behind the local endpoint: as a canary, or at once.
+
+    The canary takes ``canary.share`` of the endpoint's traffic beside the server it would
+    replace, and is judged on its own ``/metrics``: promoted (it takes 100 %, then the old
+    server is stopped) or rolled back (the old server back to 100 %, the canary stopped,
+    :class:`CanaryRolledBackError`). Anything going wrong while it is watched rolls back too.
+    """
+    from launchers.chain.canary import NO_PREVIOUS, watch
+    from launchers.chain.errors import CanaryRolledBackError
+    from launchers.serving import is_healthy, stop_server
+    from launchers.serving.endpoint import set_traffic, start_endpoint
+    from launchers.serving.metrics import CanaryFigures, read_metrics
+
+    new_id = str(server.pid)
+    if endpoint is None:
+        endpoint = start_endpoint(
+            log=posixpath.join(ctx.step_dir(step), "endpoint.log"), host=step.host, port=step.port
+        )
+    previous_routed = replaced is not None and ctx.previous_outputs.get("endpoint")
+    canary: dict[str, Any]
+    if step.canary is not None and previous_routed and is_healthy(replaced):
+        old_id = str(replaced.pid)
+        setting = step.canary
+        try:
+            before = read_metrics(server.url)
+            set_traffic(
+                endpoint,
+                {old_id: replaced.url, new_id: server.url},
+                {old_id: 100 - setting.share, new_id: setting.share},
+            )
+            _LOG.info("canary %s takes %d%% of %s", new_id, setting.share, endpoint.url)
+            verdict = watch(
+                lambda: CanaryFigures.between(before, read_metrics(server.url)),
+                setting,
+                poll_seconds=setting.poll_seconds or 0.5,
+            )
+        except BaseException:
+            set_traffic(endpoint, {old_id: replaced.url}, {old_id: 100})
+            stop_server(server)
+            raise
+        if not verdict.promote:
+            set_traffic(endpoint, {old_id: replaced.url}, {old_id: 100})
+            stop_server(server)
+            raise CanaryRolledBackError(step.name, f"canary rolled back: {verdict.reason}")
+        _LOG.info("canary %s promoted: %s", new_id, verdict.reason)
+        canary = verdict.to_json()
+    else:
+        reason = NO_PREVIOUS
+        if replaced is not None and step.canary is not None:
+            reason = "the previous model was not served behind an endpoint: plain deployment"
+        elif step.canary is None:
+            reason = "no canary: plain deployment"
+        _LOG.info("%s", reason)
+        canary = {"decision": "plain", "reason": reason}
+    set_traffic(endpoint, {new_id: server.url}, {new_id: 100})
+    # The server this one replaces goes only once the new one takes all the traffic.
+    stopped = replaced.pid if replaced is not None and stop_server(replaced) else None
+    return {
+        "server": server.to_json(),
+        "endpoint": endpoint.to_json(),
+        "url": endpoint.url,
+        "predict_url": endpoint.predict_url,
+        "health_url": endpoint.health_url,
+        "replaced_pid": stopped,
+        "canary": canary,
+    }

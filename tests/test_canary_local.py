@@ -1,0 +1,226 @@
+"""Canary deployment on the local target: real model servers behind a real local endpoint.
+
+A client thread keeps calling the endpoint while a second model is deployed as a canary; the
+canary is judged on its server's own ``/metrics``. The predictor is a stand-in
+(:mod:`tests.canary_predictors`) with a scripted failure share, so no model is trained.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import threading
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from beam_pipelines.exit_codes import ExitCode
+from launchers import chain as chains
+from launchers import serving
+from launchers.chain.backends import LocalBackend, StepContext
+from launchers.chain.canary import NO_PREVIOUS
+from launchers.chain.errors import CanaryRolledBackError
+from launchers.chain.spec import CanarySetting
+from launchers.serving.endpoint import DEPLOYED_MODEL_HEADER, traffic
+from launchers.serving.local import _alive
+from tests.canary_predictors import write_model
+
+PREDICTOR = "tests.canary_predictors:ScriptedPredictor"
+
+
+class Client:
+    """Calls the endpoint in a loop until stopped; keeps (status, deployed id, version)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.answers: list[tuple[int, str, str | None]] = []
+        self._stop = threading.Event()
+        self._more = threading.Condition()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def wait_for(self, count: int, timeout: float = 60.0) -> list[tuple[int, str, str | None]]:
+        """The answers, once there are ``count`` of them."""
+        with self._more:
+            assert self._more.wait_for(lambda: len(self.answers) >= count, timeout)
+            return list(self.answers)
+
+    def _add(self, answer: tuple[int, str, str | None]) -> None:
+        with self._more:
+            self.answers.append(answer)
+            self._more.notify_all()
+
+    def __enter__(self) -> Client:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        body = json.dumps({"instances": [1]}).encode()
+        while not self._stop.is_set():
+            request = urllib.request.Request(
+                self.url, data=body, headers={"Content-Type": "application/json"}, method="POST"
+            )
+            try:
+                with urllib.request.urlopen(request, timeout=30) as response:
+                    version = json.loads(response.read())["predictions"][0]["version"]
+                    served = response.headers[DEPLOYED_MODEL_HEADER]
+                    self._add((response.status, served, version))
+            except urllib.error.HTTPError as exc:
+                self._add((exc.code, exc.headers[DEPLOYED_MODEL_HEADER], None))
+            except OSError as exc:  # the endpoint itself did not answer
+                self._add((0, "", str(exc)))
+
+
+@pytest.fixture()
+def deployer(tmp_path: pathlib.Path) -> Iterator[Any]:
+    """Deploys model versions with the local backend; stops every process they left running."""
+    deployed: list[dict[str, Any]] = []
+    backend = LocalBackend()
+
+    def deploy(
+        version: str,
+        previous: dict[str, Any],
+        canary: dict[str, Any] | None = None,
+        fail_every: int = 0,
+    ) -> dict[str, Any]:
+        model = write_model(str(tmp_path / version), version, fail_every)
+        step = chains.DeployStep(name="deploy", model="upload", start_timeout=60.0)
+        if canary is not None:
+            step.canary = CanarySetting(**canary)
+        spec = chains.ChainSpec(name="canary", workdir=str(tmp_path / "work"), steps=[step])
+        ctx = StepContext(
+            chain=spec,
+            target="local",
+            inputs={"upload": {"model_dir": model, "predictor": PREDICTOR}},
+            previous_outputs=previous,
+        )
+        outputs = backend.deploy(step, ctx)
+        deployed.append(outputs)
+        return outputs
+
+    yield deploy
+    for outputs in deployed:
+        for key in ("server", "endpoint"):
+            if outputs.get(key):
+                serving.stop_server(serving.LocalServer.from_json(outputs[key]))
+
+
+def test_a_first_canary_deployment_is_a_plain_one_behind_an_endpoint(deployer: Any) -> None:
+    first = deployer("v1", {}, canary={"share": 50, "min_requests": 10})
+
+    assert first["canary"] == {"decision": "plain", "reason": NO_PREVIOUS}
+    assert first["url"] == serving.LocalServer.from_json(first["endpoint"]).url
+    server = serving.LocalServer.from_json(first["server"])
+    assert traffic(serving.LocalServer.from_json(first["endpoint"])) == {
+        "deployedModels": {str(server.pid): server.url},
+        "trafficSplit": {str(server.pid): 100},
+    }
+    assert serving.predict(first["predict_url"], [7]) == [{"version": "v1", "x": 7}]
+
+
+def test_a_healthy_canary_is_promoted_and_the_endpoint_answers_throughout(
+    deployer: Any,
+) -> None:
+    first = deployer("v1", {}, canary={"share": 50, "min_requests": 10})
+    old = serving.LocalServer.from_json(first["server"])
+
+    with Client(first["predict_url"]) as client:
+        second = deployer(
+            "v2",
+            first,
+            canary={"share": 50, "min_requests": 30, "max_error_rate": 0.0, "timeout": 120},
+        )
+        new = serving.LocalServer.from_json(second["server"])
+        # The answer in flight at the switch may land just after the step returns.
+        served_after = len(client.answers) + 1
+        answers = client.wait_for(served_after + 20)
+
+    assert second["canary"]["decision"] == "promoted"
+    assert second["canary"]["requests"] >= 30
+    assert second["canary"]["errors"] == 0
+    assert second["url"] == first["url"]  # clients keep their address
+    assert second["replaced_pid"] == old.pid
+    assert not _alive(old.pid)
+    assert traffic(serving.LocalServer.from_json(second["endpoint"])) == {
+        "deployedModels": {str(new.pid): new.url},
+        "trafficSplit": {str(new.pid): 100},
+    }
+    # Not one request failed, through the canary, the switch and the old server's stop.
+    assert [a for a in answers if a[0] != 200] == []
+    served = [(who, version) for _, who, version in answers]
+    assert {(str(old.pid), "v1"), (str(new.pid), "v2")} == set(served)
+    # While watched, both served; after the switch only the new one.
+    assert set(served[served_after:]) == {(str(new.pid), "v2")}
+
+
+def test_a_failing_canary_is_rolled_back_with_exit_3(deployer: Any) -> None:
+    first = deployer("v1", {})
+    first = deployer("v1b", first, canary={"share": 50, "min_requests": 10})
+    assert first["canary"] == {
+        "decision": "plain",
+        "reason": "the previous model was not served behind an endpoint: plain deployment",
+    }
+    old = serving.LocalServer.from_json(first["server"])
+    endpoint = serving.LocalServer.from_json(first["endpoint"])
+
+    with Client(first["predict_url"]) as client:
+        with pytest.raises(CanaryRolledBackError) as caught:
+            deployer(
+                "v2",
+                first,
+                canary={"share": 50, "min_requests": 30, "max_error_rate": 0.01, "timeout": 120},
+                fail_every=5,
+            )
+        after = len(client.answers) + 1
+        answers = client.wait_for(after + 20)
+
+    assert caught.value.exit_code == ExitCode.STOPPED == 3
+    message = str(caught.value)
+    requests = int(message.split(" of ")[1].split(" requests")[0])
+    errors = requests // 5  # every 5th request the canary answered failed
+    assert requests >= 30
+    assert message == (
+        f"step deploy: canary rolled back: error rate {errors / requests:.4g} "
+        f"({errors} of {requests} requests) is over max_error_rate 0.01"
+    )
+    assert "\n" not in message
+    # The old server takes all the traffic again; the canary is stopped.
+    assert _alive(old.pid)
+    assert traffic(endpoint) == {
+        "deployedModels": {str(old.pid): old.url},
+        "trafficSplit": {str(old.pid): 100},
+    }
+    canaries = {who for _, who, _ in answers} - {str(old.pid)}
+    assert len(canaries) == 1
+    assert not _alive(int(canaries.pop()))
+    # The only failures were the canary's own 500s; after the rollback every answer is v1b.
+    assert {(status, version) for status, who, version in answers if who == str(old.pid)} == {
+        (200, "v1b")
+    }
+    assert {status for status, who, _ in answers if who != str(old.pid)} == {200, 500}
+    assert {who for _, who, _ in answers[after:]} == {str(old.pid)}
+
+
+def test_a_canary_without_enough_requests_is_rolled_back(deployer: Any) -> None:
+    first = deployer("v1", {}, canary={"share": 10})
+    old = serving.LocalServer.from_json(first["server"])
+
+    with pytest.raises(CanaryRolledBackError) as caught:
+        deployer(
+            "v2",
+            first,
+            canary={"share": 10, "min_requests": 5, "timeout": 1, "poll_seconds": 0.2},
+        )
+
+    assert str(caught.value) == (
+        "step deploy: canary rolled back: 0 of min_requests 5 requests in 1 s: "
+        "not enough evidence (on_timeout: rollback)"
+    )
+    assert _alive(old.pid)
+    assert serving.predict(first["predict_url"], [1]) == [{"version": "v1", "x": 1}]
