@@ -14,14 +14,16 @@ takes, its rejections and their messages are exactly the readers'.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 import re
 import struct
-from collections.abc import Sequence
+from collections.abc import Sequence, Set
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from transforms.core.values import Rejection, convert_values, parse_strings
 
@@ -162,6 +164,62 @@ def convert_column(
     if column is not None:
         return column, {}
     return _general(values, tp, allow_non_finite)
+
+
+def convert_columns(
+    columns: Sequence[Sequence[Any]], fields: Sequence[pa.Field], allow_non_finite: Set[str]
+) -> list[tuple[Column, dict[int, Rejection]]]:
+    """:func:`convert_column` for every column of a request.
+
+    Text for numeric columns of one type is parsed by one Arrow cast of all of them when
+    that cast takes every value (elementwise, so each column gets what its own cast gives);
+    otherwise, and for every other column, column by column.
+    """
+    out: list[tuple[Column, dict[int, Rejection]] | None] = [None] * len(fields)
+    size = len(columns[0]) if columns else 0
+    if size > SMALL:
+        groups: dict[pa.DataType, list[int]] = {}
+        for k, (values, field) in enumerate(zip(columns, fields, strict=True)):
+            if (
+                (pa.types.is_int64(field.type) or pa.types.is_floating(field.type))
+                and field.name not in allow_non_finite
+                and set(map(type, values)) == _TEXT
+            ):
+                groups.setdefault(field.type, []).append(k)
+        for tp, members in groups.items():
+            if len(members) > 1:
+                parsed = _cast_together([columns[k] for k in members], tp)
+                for k, column in zip(members, parsed or [], strict=False):
+                    out[k] = (column, {})
+    return [
+        done
+        if done is not None
+        else convert_column(values, field.type, allow_non_finite=field.name in allow_non_finite)
+        for done, values, field in zip(out, columns, fields, strict=True)
+    ]
+
+
+def _cast_together(columns: Sequence[Sequence[str]], tp: pa.DataType) -> list[Column] | None:
+    """Several text columns cast to ``tp`` by one cast; None unless every value converts."""
+    texts = pa.array(list(itertools.chain.from_iterable(columns)), pa.string())
+    if any("" in values for values in columns):
+        texts = pc.if_else(pc.equal(texts, ""), pa.scalar(None, pa.string()), texts)
+    try:
+        parsed = pc.cast(texts, tp)
+    except (pa.ArrowException, ValueError):
+        return None
+    if pa.types.is_floating(tp) and parsed.null_count < len(parsed):
+        finite = pc.is_finite(parsed)
+        if not pc.all(finite).as_py():
+            return None
+    whole = from_arrow(parsed)
+    size = len(columns[0])
+    out = []
+    for k in range(len(columns)):
+        part = slice(k * size, (k + 1) * size)
+        nulls = whole.nulls[part]
+        out.append(Column(whole.values[part], nulls, tp, whole.has_nulls and bool(nulls.any())))
+    return out
 
 
 def _general(
@@ -307,7 +365,9 @@ def _from_text(
         if column is not None:
             return column, {}
         return _general(values, tp, allow_non_finite)
-    texts = pa.array([v or None for v in values], pa.string())
+    texts = pa.array(values, pa.string())
+    if "" in values:
+        texts = pc.if_else(pc.equal(texts, ""), pa.scalar(None, pa.string()), texts)
     parsed = parse_strings(texts, tp, allow_non_finite=allow_non_finite)
     return from_arrow(parsed.array), parsed.rejected
 

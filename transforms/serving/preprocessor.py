@@ -29,7 +29,7 @@ from transforms.core.values import (
     rejected_mask,
 )
 from transforms.ops.registry import build_step
-from transforms.serving.columns import Column, UnsupportedError, convert_column, supported
+from transforms.serving.columns import Column, UnsupportedError, convert_columns, supported
 from transforms.serving.plan import Plan, compile_plan
 
 INPUT_STEP = "input"
@@ -168,14 +168,11 @@ class Preprocessor:
         size = len(rows)
         columns: dict[str, Column] = {}
         problems: dict[int, list[tuple[str, Rejection]]] = {}
-        for field, values in zip(self.input_schema, self._by_key(rows), strict=True):
-            name = field.name
-            column, rejected = convert_column(
-                values, field.type, allow_non_finite=name in self._allowed
-            )
-            columns[name] = column
+        converted = convert_columns(self._by_key(rows), list(self.input_schema), self._allowed)
+        for field, (column, rejected) in zip(self.input_schema, converted, strict=True):
+            columns[field.name] = column
             for i, rejection in rejected.items():
-                problems.setdefault(i, []).append((name, rejection))
+                problems.setdefault(i, []).append((field.name, rejection))
         pipeline = self.artifact.pipeline
         error_index = sorted(problems)
         errors = [
