@@ -235,11 +235,12 @@ def run_one(
     work_dir: Path,
     timeout: float,
     repeat: int,
+    idle_wait: float = 0.0,
 ) -> dict[str, Any]:
     """Runs one system ``repeat`` times on one file; wall is the median, memory the maximum."""
     import shutil
 
-    from benchmarks.run import measure
+    from benchmarks.run import measure, wait_for_idle
 
     output = work_dir / "out" / f"predict_{system}_{rows}"
     runs = []
@@ -247,6 +248,8 @@ def run_one(
         shutil.rmtree(output, ignore_errors=True)
         output.mkdir(parents=True)
         log = work_dir / "logs" / f"predict_{system}_{rows}.log"
+        if idle_wait:
+            wait_for_idle(idle_wait)
         m = measure(
             command(system, chain, input_path, output), cwd=REPO, log_path=log, timeout=timeout
         )
@@ -339,6 +342,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--timeout", type=float, default=3600.0)
+    parser.add_argument(
+        "--idle-wait",
+        type=float,
+        default=0.0,
+        help="before each run, wait up to this many seconds for the CPUs to be mostly idle",
+    )
     parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
     parser.add_argument("--work-dir", type=Path, default=data.WORK_DIR)
     args = parser.parse_args(argv)
@@ -349,7 +358,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         input_path = data.generate(rows, args.seed, args.work_dir)
         for system in [s for s in SYSTEMS if s in args.only]:
             results.append(
-                run_one(system, rows, chain, input_path, args.work_dir, args.timeout, args.repeat)
+                run_one(
+                    system,
+                    rows,
+                    chain,
+                    input_path,
+                    args.work_dir,
+                    args.timeout,
+                    args.repeat,
+                    args.idle_wait,
+                )
             )
     label = "tips_xf"
     for rows in args.rows:
@@ -367,6 +385,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "seed": args.seed,
         "rows": args.rows,
         "repeat": args.repeat,
+        "idle_wait_seconds": args.idle_wait,
         "model": "examples.chicago_taxi.trainer.task --model gradient_boosting, trained on the "
         "taxi sample",
         "code": code_version(),
