@@ -42,7 +42,7 @@ def _chain(steps: list[dict[str, Any]]) -> dict[str, Any]:
         (
             lambda s: s[1].update(kind="training"),
             "x.yaml: steps[1].kind: unknown step kind 'training'; "
-            "valid kinds are dataset, train, gate, upload, deploy",
+            "valid kinds are dataset, train, gate, upload, deploy, predict",
         ),
         (
             lambda s: s[2].update(metrics="trian"),

@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from launchers.chain.errors import ChainError
-from launchers.chain.spec import DatasetStep, TrainStep
+from launchers.chain.spec import DatasetStep, PredictStep, TrainStep
 from launchers.chain.state import StepState
 
 
@@ -87,6 +87,10 @@ def fingerprint(step: Any, target: str, previous: str, referenced: Mapping[str, 
         files = file_fingerprints([step.spec, *step.inputs])
     elif isinstance(step, TrainStep):
         files = file_fingerprints(_code_files(step))
+    elif isinstance(step, PredictStep):
+        # New rows in the same files are new work. A BigQuery table is not read here: its
+        # rows changing does not make the step run again (change the step to rescore).
+        files = file_fingerprints([i for i in step.inputs if not i.startswith("bq://")])
     document = {
         "config": _config(step),
         "target": target,

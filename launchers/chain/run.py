@@ -22,6 +22,7 @@ from launchers.chain.spec import (
     DatasetStep,
     DeployStep,
     GateStep,
+    PredictStep,
     TrainStep,
     UploadStep,
     check_target,
@@ -157,7 +158,7 @@ def run_chain(
             old is not None
             and old.status == COMPLETED
             and old.fingerprint == fp
-            and backend.still_valid(step, old.outputs)
+            and _still_valid(backend, step, old.outputs)
         ):
             # The run count of the step before is part of the next fingerprint: a step that
             # ran again invalidates what follows even if its outputs look the same.
@@ -205,6 +206,15 @@ def run_chain(
     return report
 
 
+def _still_valid(backend: Backend, step: Any, outputs: dict[str, Any]) -> bool:
+    if isinstance(step, PredictStep):
+        # The same on every target: the manifest the step committed still publishes its run.
+        from launchers.chain.predict_step import predict_outputs_valid
+
+        return predict_outputs_valid(outputs)
+    return backend.still_valid(step, outputs)
+
+
 def _run_step(backend: Backend, step: Any, ctx: StepContext) -> dict[str, Any]:
     if isinstance(step, DatasetStep):
         return backend.dataset(step, ctx)
@@ -225,4 +235,12 @@ def _run_step(backend: Backend, step: Any, ctx: StepContext) -> dict[str, Any]:
         return backend.upload(step, ctx)
     if isinstance(step, DeployStep):
         return backend.deploy(step, ctx)
+    if isinstance(step, PredictStep):
+        from launchers.chain.predict_step import run_predict_step
+
+        return run_predict_step(
+            step,
+            ctx,
+            dataflow_api_endpoint=ctx.chain.gcp.dataflow_api_endpoint if ctx.chain.gcp else None,
+        )
     raise TypeError(f"unknown step type {type(step).__name__}")  # pragma: no cover

@@ -269,6 +269,9 @@ class UploadStep:
 class DeployGcp:
     """A Vertex AI endpoint deployment.
 
+    ``canary`` deploys gradually on this target only (it takes the place of the step's
+    ``canary`` here: Vertex AI writes its figures to Cloud Monitoring once a minute, so a
+    cloud canary usually waits longer and for more requests than a local one).
     ``monitoring_api_endpoint`` overrides the Cloud Monitoring API endpoint a canary's
     figures are read from (``http://host:port``: a local fake, plaintext gRPC).
     """
@@ -279,11 +282,17 @@ class DeployGcp:
     max_replica_count: int = 1
     traffic_percentage: int = 100
     undeploy_replaced: bool = True
+    canary: CanarySetting | None = None
     monitoring_api_endpoint: str | None = None
 
     def validate(self) -> None:
         if not 0 < self.traffic_percentage <= 100:
             raise ValueError(f"traffic_percentage must be in 1..100, got {self.traffic_percentage}")
+        if self.canary is not None and self.traffic_percentage != 100:
+            raise FieldError(
+                "traffic_percentage",
+                "a canary's share is canary.share; leave traffic_percentage at 100",
+            )
 
 
 @dataclasses.dataclass
@@ -370,9 +379,66 @@ class DeployStep:
             )
 
 
-ChainStep = DatasetStep | TrainStep | GateStep | UploadStep | DeployStep
+@dataclasses.dataclass
+class PredictGcp:
+    """Where and how a predict step runs on the ``gcp`` target.
+
+    Attributes:
+        output: ``gs://`` output folder or ``bq://project.dataset.table``.
+        launch: ``dataflow`` (a Dataflow job with the dataset spec's ``dataflow:``
+            settings, waited for) or ``local`` (this machine, writing to the output).
+        errors: With a BigQuery output: the ``gs://`` folder of the errors and manifest.
+        beam_args: More Beam/Dataflow flags.
+        timeout: Seconds to wait for the Dataflow job.
+    """
+
+    output: str
+    launch: Literal["local", "dataflow"] = "dataflow"
+    errors: str | None = None
+    beam_args: list[str] = dataclasses.field(default_factory=list)
+    timeout: Annotated[float, Within(1.0, float(_MAX_WAIT), "seconds, a week at most")] | None = (
+        None
+    )
+
+    def validate(self) -> None:
+        if not self.output.startswith(("gs://", "bq://")):
+            raise FieldError(
+                "output", f"must be a gs:// folder or bq:// table, got {self.output!r}"
+            )
+        if self.output.startswith("bq://") and not (self.errors or "").startswith("gs://"):
+            raise FieldError("errors", "a bq:// output needs errors: a gs:// folder")
+
+
+@dataclasses.dataclass
+class PredictStep:
+    """Batch scoring with a train step's model (``beamforge predict``; Beam RunInference).
+
+    Raw rows are read as the model's dataset step reads them, transformed by the model's
+    artifact and scored; predictions (with ``keys``, default the source file and line) go
+    to ``output`` (a folder or ``bq://project.dataset.table``), bad rows to the errors,
+    counts to a manifest that balances.
+    """
+
+    KIND: ClassVar[str] = "predict"
+    REFS: ClassVar[dict[str, tuple[str, ...]]] = {"model": ("train",)}
+    name: str
+    model: str
+    inputs: list[str]
+    output: str
+    keys: list[str] = dataclasses.field(default_factory=list)
+    format: Literal["parquet", "jsonl"] = "parquet"
+    errors: str | None = None
+    beam_args: list[str] = dataclasses.field(default_factory=list)
+    gcp: PredictGcp | None = None
+
+    def validate(self) -> None:
+        if not self.inputs:
+            raise FieldError("inputs", "needs raw files, globs or one bq:// table")
+
+
+ChainStep = DatasetStep | TrainStep | GateStep | UploadStep | DeployStep | PredictStep
 KINDS: dict[str, type[Any]] = {
-    c.KIND: c for c in (DatasetStep, TrainStep, GateStep, UploadStep, DeployStep)
+    c.KIND: c for c in (DatasetStep, TrainStep, GateStep, UploadStep, DeployStep, PredictStep)
 }
 
 

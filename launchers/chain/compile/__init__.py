@@ -42,6 +42,9 @@ def compile_chain(spec: ChainSpec, *, to: str, target: str, output: str) -> str:
         )
     if not (to == "kfp" and target == "gcp"):
         _refuse_champion_gates(spec, to, target)
+    _refuse_canaries(spec, to, target)
+    if not (to == "airflow" and target == "local"):
+        _refuse_predict_steps(spec, to, target)
     if to == "kfp" and target == "local":
         from launchers.chain.compile.kfp_local import compile_kfp
 
@@ -68,6 +71,39 @@ def _refuse_champion_gates(spec: ChainSpec, to: str, target: str) -> None:
                 f"steps[{i}].champion",
                 f"a champion gate ({step.name}) compiles for --to kfp --target gcp only, not "
                 f"--to {to} --target {target}; run it with beamforge chain or drop champion",
+                source=spec.origin,
+            )
+
+
+def _refuse_predict_steps(spec: ChainSpec, to: str, target: str) -> None:
+    """A predict step compiles into a local Airflow DAG only (its task runs the step as
+    ``beamforge chain`` does); the other pipelines have no scoring task yet, and leaving
+    the step out would make a pipeline that silently does less than the chain."""
+    for i, step in enumerate(spec.steps):
+        if step.KIND == "predict":
+            raise SpecError(
+                f"steps[{i}].kind",
+                f"a predict step ({step.name}) compiles for --to airflow --target local only, "
+                f"not --to {to} --target {target}; run it with beamforge chain (local or gcp) "
+                "or beamforge predict",
+                source=spec.origin,
+            )
+
+
+def _refuse_canaries(spec: ChainSpec, to: str, target: str) -> None:
+    """A canary deployment is run by ``beamforge chain`` only: the compiled deploy tasks
+    deploy at once, and compiling the canary away would make a pipeline that skips the
+    judgement the chain promises (:mod:`launchers.chain.canary`)."""
+    for i, step in enumerate(spec.steps):
+        if step.KIND != "deploy":
+            continue
+        gcp_canary = step.gcp is not None and step.gcp.canary is not None
+        if step.canary is not None or gcp_canary:
+            raise SpecError(
+                f"steps[{i}].{'canary' if step.canary is not None else 'gcp.canary'}",
+                f"a canary deployment ({step.name}) is run by beamforge chain only, not "
+                f"compiled (--to {to} --target {target}); run the chain with beamforge chain "
+                "or drop canary",
                 source=spec.origin,
             )
 

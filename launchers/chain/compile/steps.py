@@ -16,7 +16,14 @@ from launchers.chain.backends import LocalBackend, StepContext
 from launchers.chain.errors import GateFailedError
 from launchers.chain.fingerprints import fingerprint
 from launchers.chain.run import evaluate_gate
-from launchers.chain.spec import DatasetStep, DeployStep, TrainStep, UploadStep, load_chain
+from launchers.chain.spec import (
+    DatasetStep,
+    DeployStep,
+    PredictStep,
+    TrainStep,
+    UploadStep,
+    load_chain,
+)
 
 
 def _context(
@@ -39,7 +46,7 @@ def run_local_step(
     upstream: str = "{}",
     parameters: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Runs a dataset, train, upload or deploy step on the local target.
+    """Runs a dataset, train, upload, deploy or predict step on the local target.
 
     Args:
         chain_file: The chain spec file.
@@ -60,6 +67,10 @@ def run_local_step(
         return backend.upload(step, ctx)
     if isinstance(step, DeployStep):
         return backend.deploy(step, ctx)
+    if isinstance(step, PredictStep):
+        from launchers.chain.predict_step import run_predict_step
+
+        return run_predict_step(step, ctx)
     raise TypeError(f"a {step.KIND} step is not run by run_local_step")
 
 
