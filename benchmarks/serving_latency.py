@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.run import REPO, RESULTS_DIR, code_version, machine
+from benchmarks.run import REPO, RESULTS_DIR, code_version, machine, wait_for_idle
 from benchmarks.serving_vs_tft import DATA, WORK, run_pipelines, write_results
 
 PREDICTORS = {
@@ -221,11 +221,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=10.0, help="load per figure")
     parser.add_argument("--instances", type=int, nargs="+", default=[1, 100])
     parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
+    parser.add_argument(
+        "--idle-wait", type=float, default=0.0, help="wait up to this many seconds for idle CPUs"
+    )
     args = parser.parse_args(argv)
     os.environ.setdefault("NO_GCE_CHECK", "true")
     os.environ.setdefault("GCE_METADATA_HOST", "127.0.0.1:1")
     os.chdir(REPO)
+    busy = wait_for_idle(args.idle_wait)
     part = measure_server(args.work, args.input, args.clients, args.seconds, args.instances)
+    part["busy_percent_before"] = busy
     path = write_results(args.results_dir, "server", part)
     print(f"wrote {path} and {path.with_suffix('.md')}")
     return 0

@@ -42,7 +42,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-from benchmarks.run import REPO, RESULTS_DIR, code_version, machine
+from benchmarks.run import REPO, RESULTS_DIR, code_version, machine, wait_for_idle
 
 DATA = REPO.parent / "shared" / "data" / "chicago_taxi" / "data.csv"
 WORK = REPO / "benchmarks" / "work" / "serving"
@@ -232,10 +232,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=20, help="calls per figure, at least")
     parser.add_argument("--seconds", type=float, default=1.0, help="time per figure, at least")
     parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
+    parser.add_argument(
+        "--idle-wait", type=float, default=0.0, help="wait up to this many seconds for idle CPUs"
+    )
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     artifacts = run_pipelines(args.input, args.work, args.fresh)
+    busy = wait_for_idle(args.idle_wait)
     part = measure_all(artifacts, args.input, args.sizes, args.repeats, args.seconds)
+    part["busy_percent_before"] = busy
     path = write_results(args.results_dir, "transform", part)
     print(f"wrote {path} and {path.with_suffix('.md')}")
     return 0
