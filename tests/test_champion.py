@@ -213,6 +213,22 @@ def test_recomputed_values_ignore_a_tampered_metrics_file(
         assert (result.challenger, result.champion, result.rows) == (expected, expected, 975)
         assert not result.passed
     assert champions.compare("auc", rows, model_dir, str(champion), margin=0.0).champion == auc
+    # A row the artifacts reject (a non-finite fare) is left out of both.
+    bad = rows.batch.slice(0, 1).to_pylist()[0] | {"fare": float("inf")}
+    with_bad = pa.Table.from_batches(
+        [rows.batch, pa.RecordBatch.from_pylist([bad], schema=rows.batch.schema)]
+    ).combine_chunks()
+    assert champions.ModelDir(model_dir).accepts(with_bad.to_batches()[0]).tolist() == (
+        [True] * 975 + [False]
+    )
+    both = champions.compare(
+        "auc",
+        champions.EvalRows(with_bad.to_batches()[0], "eval", rows.run),
+        model_dir,
+        str(champion),
+        margin=0.0,
+    )
+    assert (both.challenger, both.champion, both.rows) == (auc, auc, 975)
 
 
 def test_direction_and_margin() -> None:
@@ -240,7 +256,7 @@ def test_metric_values() -> None:
     assert champions.metric_value("log_loss", labels, probabilities) == pytest.approx(
         expected, rel=1e-12
     )
-    with pytest.raises(chains.GateFailedError, match=r"^step gate: auc needs both classes"):
+    with pytest.raises(ValueError, match=r"^auc needs both classes in the eval rows$"):
         champions.metric_value("auc", np.array([1, 1]), np.array([0.2, 0.3]))
 
 

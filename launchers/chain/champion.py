@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 
-from launchers.chain.errors import ChainError, GateFailedError
+from launchers.chain.errors import GateFailedError
 
 if TYPE_CHECKING:
     from launchers.chain.spec import ChainSpec, GateStep
@@ -122,8 +122,8 @@ def read_eval_rows(manifest: Mapping[str, Any], dataset_spec: str, split: str) -
         split: The split's name.
 
     Raises:
-        ChainError: if the job spec changed since the run, the source is not files, or the
-            run has no such split.
+        ValueError: if the job spec changed since the run, the source is not files, or the
+            run has no rows in such a split.
     """
     from beam_pipelines.spec import load_spec
     from transforms.core import split as splitting
@@ -132,16 +132,15 @@ def read_eval_rows(manifest: Mapping[str, Any], dataset_spec: str, split: str) -
 
     spec = load_spec(dataset_spec)
     if spec.sha256() != manifest["spec"]["sha256"]:
-        raise ChainError(
-            "dataset",
+        raise ValueError(
             f"{dataset_spec} changed since the dataset run {manifest['run']['id']}: its eval "
-            "rows cannot be read again",
+            "rows cannot be read again"
         )
     if spec.source.bigquery is not None:
-        raise ChainError("dataset", "a champion comparison reads file sources only, not BigQuery")
+        raise ValueError("a champion comparison reads file sources only, not BigQuery")
     names = spec.split.names
     if split not in names:
-        raise ChainError("dataset", f"the dataset has no split {split!r}; it has {names}")
+        raise ValueError(f"the dataset has no split {split!r}; it has {names}")
     schema = arrow_schema(manifest["input_schema"])
     wanted = names.index(split)
     parts: list[pa.RecordBatch] = []
@@ -157,7 +156,7 @@ def read_eval_rows(manifest: Mapping[str, Any], dataset_spec: str, split: str) -
             parts.append(batch.filter(pa.array(keep)))
     table = pa.Table.from_batches(parts, schema=parts[0].schema) if parts else None
     if table is None or not table.num_rows:
-        raise ChainError("dataset", f"the dataset run has no raw rows in split {split!r}")
+        raise ValueError(f"the dataset run has no raw rows in split {split!r}")
     return EvalRows(table.combine_chunks().to_batches()[0], split, str(manifest["run"]["id"]))
 
 
@@ -202,7 +201,7 @@ class ModelDir:
         """Labels and positive-class probabilities of rows it accepts (all of them)."""
         out, _ = self.preprocessor.transform_batch(batch)
         if out.num_rows != batch.num_rows:
-            raise ChainError("gate", f"the artifact of {self.path} dropped rows it accepted")
+            raise RuntimeError(f"the artifact of {self.path} dropped rows it accepted")
         x = np.column_stack(
             [out.column(c).to_numpy(zero_copy_only=False) for c in self.features]
         ).astype(np.float64)
@@ -214,7 +213,7 @@ def server_probabilities(predict_url: str, batch: pa.RecordBatch) -> list[float 
     """A local server's positive-class probability per raw row (None where it refused one).
 
     Raises:
-        ChainError: if the server does not answer or answers in another shape.
+        RuntimeError: if the server does not answer or answers in another shape.
     """
     rows = batch.select([c for c in batch.schema.names if not c.startswith("__")]).to_pylist()
     found: list[float | None] = []
@@ -227,10 +226,10 @@ def server_probabilities(predict_url: str, batch: pa.RecordBatch) -> list[float 
             with urllib.request.urlopen(request, timeout=120) as response:
                 predictions = json.loads(response.read().decode("utf-8"))["predictions"]
         except (OSError, ValueError, KeyError) as exc:
-            raise ChainError("gate", f"the champion server {predict_url} failed: {exc}") from exc
+            raise RuntimeError(f"the champion server {predict_url} failed: {exc}") from exc
         found.extend(None if "error" in p else float(p["probability"]) for p in predictions)
     if len(found) != len(rows):
-        raise ChainError("gate", f"{predict_url} answered {len(found)} of {len(rows)} rows")
+        raise RuntimeError(f"{predict_url} answered {len(found)} of {len(rows)} rows")
     return found
 
 
@@ -238,7 +237,7 @@ def metric_value(metric: str, labels: np.ndarray, probabilities: np.ndarray) -> 
     """``auc``, ``accuracy`` (at 0.5) or ``log_loss`` of binary labels and probabilities.
 
     Raises:
-        GateFailedError: for AUC or log loss of rows of one class only.
+        ValueError: for AUC or log loss of rows of one class only.
     """
     from sklearn.metrics import accuracy_score, log_loss, roc_auc_score
 
@@ -246,7 +245,7 @@ def metric_value(metric: str, labels: np.ndarray, probabilities: np.ndarray) -> 
     if metric == "accuracy":
         return float(accuracy_score(labels, (probabilities >= 0.5).astype(np.int64)))
     if len(np.unique(labels)) != 2:
-        raise GateFailedError("gate", f"{metric} needs both classes in the eval rows")
+        raise ValueError(f"{metric} needs both classes in the eval rows")
     if metric == "auc":
         return float(roc_auc_score(labels, probabilities))
     return float(log_loss(labels, probabilities, labels=[0, 1]))
@@ -270,6 +269,9 @@ def compare(
         champion: The champion's model directory, or its server's predict URL.
         margin: How much better the challenger must be.
         champion_is_server: Whether ``champion`` is a predict URL.
+
+    Raises:
+        ValueError: if no row is accepted by both, or the rows hold one class only.
     """
     new = ModelDir(challenger)
     keep = new.accepts(rows.batch)
@@ -283,7 +285,7 @@ def compare(
         keep &= old.accepts(rows.batch)
     kept = rows.batch.filter(pa.array(keep))
     if not kept.num_rows:
-        raise GateFailedError("gate", "no eval row is accepted by both models' artifacts")
+        raise ValueError("no eval row is accepted by both models' artifacts")
     labels, new_p = new.score(kept)
     if old is None:
         old_p = np.array([p for p in old_probabilities if p is not None], dtype=np.float64)
@@ -401,14 +403,17 @@ def judge(
         raise GateFailedError(gate.name, "the train step has no validation split to compare on")
     rows = read_eval_rows(manifest, dataset_spec, split)
     where, is_server = champion
-    result = compare(
-        gate.metric,
-        rows,
-        challenger_dir,
-        where,
-        margin=gate.champion.margin,
-        champion_is_server=is_server,
-    )
+    try:
+        result = compare(
+            gate.metric,
+            rows,
+            challenger_dir,
+            where,
+            margin=gate.champion.margin,
+            champion_is_server=is_server,
+        )
+    except ValueError as exc:
+        raise GateFailedError(gate.name, str(exc)) from None
     if not result.passed:
         raise GateFailedError(gate.name, result.describe())
     return {
