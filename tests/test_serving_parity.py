@@ -13,6 +13,7 @@ import pathlib
 from collections import Counter
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
@@ -135,6 +136,16 @@ BAD_VALUES: list[tuple[str, Any]] = [
     ("fare", 2**60 + 1),
     ("fare", 1.5e-45),
     ("fare", "٣"),
+    # float64 exactly halfway between two float32s: its shortest text lies above the tie.
+    ("fare", 1.0000000596046448),
+    ("fare", "1.0000000596046448"),
+    ("fare", 16777217),
+    ("fare", "Infinity"),
+    ("fare", "1e-50"),
+    ("fare", ".5"),
+    ("fare", "5."),
+    ("trip_seconds", "0x10"),
+    ("trip_seconds", "007"),
     ("trip_miles", 3.4028235677973366e38),
     ("trip_seconds", 3.7),
     ("trip_seconds", 3.0),
@@ -171,6 +182,18 @@ def test_bad_values_get_the_batch_paths_errors(
     assert [_key(e) for e in compiled.errors] == [_key(e) for e in general.errors]
     assert compiled.rows == general.rows
     assert (compiled.row_index, compiled.error_index) == (general.row_index, general.error_index)
+
+
+def test_a_float32_tie_is_rounded_from_its_text(served: Preprocessor) -> None:
+    # 1 + 2**-24 is a float32 tie; its text 1.0000000596046448 is above it, so the column
+    # holds 1 + 2**-23, as the CSV reader gives (NumPy's cast of the float64 would give 1.0).
+    for value in (1.0000000596046448, "1.0000000596046448"):
+        rows = [{"fare": value, "tips": 0.0}] * 40
+        for size in (1, 40):
+            features = served.transform_rows(rows[:size])[0]
+            mean, variance = 11.768216239306826, 133.13619587961313
+            want = (np.float32(1 + 2**-23) - np.float32(mean)) / np.sqrt(np.float32(variance))
+            assert [f["fare_xf"] for f in features] == [float(want)] * size
 
 
 def test_a_bad_value_is_named_with_its_key_and_row(served: Preprocessor) -> None:

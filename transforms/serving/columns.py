@@ -171,24 +171,23 @@ def convert_columns(
 ) -> list[tuple[Column, dict[int, Rejection]]]:
     """:func:`convert_column` for every column of a request.
 
-    Text for numeric columns of one type is parsed by one Arrow cast of all of them when
-    that cast takes every value (elementwise, so each column gets what its own cast gives);
+    Above a few rows, numeric columns of one type holding values of one shape (decimal
+    text, integers, or numbers) are converted by one Arrow conversion of all of them when it
+    takes every value (elementwise, so each column gets what its own conversion gives);
     otherwise, and for every other column, column by column.
     """
     out: list[tuple[Column, dict[int, Rejection]] | None] = [None] * len(fields)
     size = len(columns[0]) if columns else 0
     if size > SMALL:
-        groups: dict[pa.DataType, list[int]] = {}
+        groups: dict[tuple[str, pa.DataType], list[int]] = {}
         for k, (values, field) in enumerate(zip(columns, fields, strict=True)):
-            if (
-                (pa.types.is_int64(field.type) or pa.types.is_floating(field.type))
-                and field.name not in allow_non_finite
-                and set(map(type, values)) == _TEXT
-            ):
-                groups.setdefault(field.type, []).append(k)
-        for tp, members in groups.items():
+            if field.name not in allow_non_finite:
+                shape = _shape(values, field.type)
+                if shape is not None:
+                    groups.setdefault((shape, field.type), []).append(k)
+        for (shape, tp), members in groups.items():
             if len(members) > 1:
-                parsed = _cast_together([columns[k] for k in members], tp)
+                parsed = _convert_together(shape, [columns[k] for k in members], tp)
                 for k, column in zip(members, parsed or [], strict=False):
                     out[k] = (column, {})
     return [
@@ -199,26 +198,61 @@ def convert_columns(
     ]
 
 
-def _cast_together(columns: Sequence[Sequence[str]], tp: pa.DataType) -> list[Column] | None:
-    """Several text columns cast to ``tp`` by one cast; None unless every value converts."""
-    texts = pa.array(list(itertools.chain.from_iterable(columns)), pa.string())
-    if any("" in values for values in columns):
-        texts = pc.if_else(pc.equal(texts, ""), pa.scalar(None, pa.string()), texts)
-    try:
-        parsed = pc.cast(texts, tp)
-    except (pa.ArrowException, ValueError):
+def _shape(values: Sequence[Any], tp: pa.DataType) -> str | None:
+    """How a column's values can be converted with others: text, integers or numbers."""
+    if not (pa.types.is_int64(tp) or pa.types.is_floating(tp)):
         return None
-    if pa.types.is_floating(tp) and parsed.null_count < len(parsed):
-        finite = pc.is_finite(parsed)
-        if not pc.all(finite).as_py():
+    kinds = set(map(type, values))
+    kinds.discard(_NONE)
+    if not kinds:
+        return None
+    if kinds == _TEXT:
+        return "text"
+    if pa.types.is_int64(tp):
+        return "integers" if kinds == _INTS else None
+    if kinds <= _NUMBERS:
+        if int in kinds and any(type(v) is int and abs(v) > _EXACT_FLOAT64 for v in values):
             return None
-    whole = from_arrow(parsed)
+        return "numbers"
+    return None
+
+
+def _convert_together(
+    shape: str, columns: Sequence[Sequence[Any]], tp: pa.DataType
+) -> list[Column] | None:
+    """Columns of one shape converted to ``tp`` at once; None unless every value converts."""
+    joined = list(itertools.chain.from_iterable(columns))
+    try:
+        if shape == "text":
+            texts = pa.array(joined, pa.string())
+            if any("" in values for values in columns):
+                texts = pc.if_else(pc.equal(texts, ""), pa.scalar(None, pa.string()), texts)
+            whole = from_arrow(pc.cast(texts, tp))
+        elif shape == "integers":
+            whole = from_arrow(pa.array(joined, pa.int64()))
+        else:
+            whole = from_arrow(pa.array(joined, pa.float64()))
+    except (pa.ArrowException, ValueError, TypeError, OverflowError):
+        return None
+    values = whole.values
+    if shape == "numbers":
+        # float64 values to the column's width: None where that is not certain, or where a
+        # value is not finite (the column's own conversion words the error).
+        narrowed = _narrow(values, tp, False, exact=False)
+        if narrowed is None:
+            return None
+        values = narrowed
+    elif (
+        shape == "text" and pa.types.is_floating(tp) and not np.isfinite(values[~whole.nulls]).all()
+    ):
+        # Arrow parsed the text to the column's width; a non-finite value needs the error.
+        return None
     size = len(columns[0])
     out = []
     for k in range(len(columns)):
         part = slice(k * size, (k + 1) * size)
         nulls = whole.nulls[part]
-        out.append(Column(whole.values[part], nulls, tp, whole.has_nulls and bool(nulls.any())))
+        out.append(Column(values[part], nulls, tp, whole.has_nulls and bool(nulls.any())))
     return out
 
 
