@@ -42,12 +42,18 @@ def deploy(fake: FakeVertex, monitoring: FakeMonitoring, tmp_path: pathlib.Path)
     )
     backend = GcpBackend(settings)
 
-    def run(model: str, canary: dict[str, Any] | None) -> dict[str, Any]:
+    def run(model: str, canary: dict[str, Any] | None, *, on_step: bool = False) -> dict[str, Any]:
+        # The gcp section's canary, or the step's (both targets): the same deployment.
+        setting = CanarySetting(**canary) if canary is not None else None
         step = chains.DeployStep(
             name="deploy",
             model="upload",
-            canary=CanarySetting(**canary) if canary is not None else None,
-            gcp=DeployGcp(endpoint="taxi", monitoring_api_endpoint=monitoring.endpoint),
+            canary=setting if on_step else None,
+            gcp=DeployGcp(
+                endpoint="taxi",
+                canary=None if on_step else setting,
+                monitoring_api_endpoint=monitoring.endpoint,
+            ),
         )
         spec = chains.ChainSpec(name="canary", workdir=str(tmp_path), steps=[step], gcp=settings)
         ctx = StepContext(
@@ -184,7 +190,7 @@ def test_a_bad_canary_is_rolled_back_and_undeployed(
     since = len(fake.requests)
 
     with pytest.raises(CanaryRolledBackError) as caught:
-        deploy(new_model, CANARY)
+        deploy(new_model, CANARY, on_step=True)
 
     assert caught.value.exit_code == ExitCode.STOPPED == 3
     assert str(caught.value) == f"step deploy: canary rolled back: {reason}"

@@ -17,7 +17,14 @@ from launchers.chain.handoff import (
     read_manifest,
     training_uris,
 )
-from launchers.chain.spec import DatasetStep, DeployStep, GcpSettings, TrainStep, UploadStep
+from launchers.chain.spec import (
+    CanarySetting,
+    DatasetStep,
+    DeployStep,
+    GcpSettings,
+    TrainStep,
+    UploadStep,
+)
 
 _LOG = logging.getLogger(__name__)
 
@@ -148,8 +155,9 @@ class GcpBackend:
 
         assert step.gcp is not None
         gcp = step.gcp
-        if step.canary is not None:
-            return _recorded(ctx, step, self._deploy_canary(step, ctx))
+        setting = gcp.canary or step.canary
+        if setting is not None:
+            return _recorded(ctx, step, self._deploy_canary(step, setting, ctx))
         deployment = vertex.deploy_model(
             model_name=ctx.inputs[step.model]["model"],
             endpoint_display_name=gcp.endpoint,
@@ -162,7 +170,9 @@ class GcpBackend:
         )
         return _recorded(ctx, step, dataclasses.asdict(deployment))
 
-    def _deploy_canary(self, step: DeployStep, ctx: StepContext) -> dict[str, Any]:
+    def _deploy_canary(
+        self, step: DeployStep, setting: CanarySetting, ctx: StepContext
+    ) -> dict[str, Any]:
         """Deploys as a canary beside the endpoint's models, then promotes or rolls back.
 
         The canary takes ``canary.share`` of the endpoint (the models there share the rest
@@ -176,8 +186,8 @@ class GcpBackend:
         from launchers.chain.canary import NO_PREVIOUS, watch
         from launchers.chain.errors import CanaryRolledBackError
 
-        assert step.gcp is not None and step.canary is not None
-        gcp, setting = step.gcp, step.canary
+        assert step.gcp is not None
+        gcp = step.gcp
         found = vertex.endpoint_traffic(gcp.endpoint)
         before = found[1] if found is not None else {}
         share = setting.share if before else 100
