@@ -31,6 +31,8 @@ an ``{"error": ...}`` entry and the others normally. An exception in ``predict``
 Modules: :mod:`~launchers.serving.environment` (the ``AIP_*`` environment),
 :mod:`~launchers.serving.local` (the server's process and a client),
 :mod:`~launchers.serving.protocol` (the request checks and :class:`RequestGuard`),
+:mod:`~launchers.serving.metrics` (the server's own ``GET /metrics``, and reading them back),
+:mod:`~launchers.serving.endpoint` (a local endpoint splitting traffic between servers),
 :mod:`~launchers.serving.app` (the server process itself).
 """
 
