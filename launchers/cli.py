@@ -214,9 +214,16 @@ def chain_command(args: argparse.Namespace) -> int:
         from launchers import serving
 
         server = serving.LocalServer.from_json(deployed[-1]["server"])
+        # A canary deployment serves behind a local endpoint: predict_url is its address,
+        # and stopping the chain's serving stops the endpoint too.
+        endpoint = deployed[-1].get("endpoint")
         if action == "stop":
             stopped = serving.stop_server(server)
             print(f"{'stopped' if stopped else 'not running:'} server pid {server.pid}")
+            if endpoint:
+                router = serving.LocalServer.from_json(endpoint)
+                ended = serving.stop_server(router)
+                print(f"{'stopped' if ended else 'not running:'} endpoint pid {router.pid}")
             return ExitCode.OK
         if not args.instances:
             return error("chain predict needs --instances FILE")
@@ -225,7 +232,7 @@ def chain_command(args: argparse.Namespace) -> int:
         except (OSError, ValueError) as exc:
             return error(f"{args.instances}: cannot be read as instances: {exc}")
         try:
-            predictions = serving.predict(server.predict_url, instances)
+            predictions = serving.predict(str(deployed[-1]["predict_url"]), instances)
         except serving.ServerError as exc:
             return error(exc, ExitCode.FAILED)
         print(json.dumps({"instances": instances, "predictions": predictions}, indent=2))

@@ -224,3 +224,44 @@ def test_a_canary_without_enough_requests_is_rolled_back(deployer: Any) -> None:
     )
     assert _alive(old.pid)
     assert serving.predict(first["predict_url"], [1]) == [{"version": "v1", "x": 1}]
+
+
+def test_chain_predict_and_stop_go_through_the_endpoint(
+    deployer: Any, tmp_path: pathlib.Path
+) -> None:
+    from launchers.chain.state import COMPLETED, ChainState, StepState, save_state
+    from tests.conftest import TAXI_SAMPLE, beamforge
+
+    first = deployer("v1", {}, canary={"share": 50, "min_requests": 10})
+    server = serving.LocalServer.from_json(first["server"])
+    endpoint = serving.LocalServer.from_json(first["endpoint"])
+    chain_file = tmp_path / "chain.yaml"
+    steps = [
+        {
+            "name": "dataset",
+            "kind": "dataset",
+            "spec": "s.yaml",
+            "inputs": [str(TAXI_SAMPLE)],
+            "output": str(tmp_path / "d"),
+        },
+        {"name": "train", "kind": "train", "dataset": "dataset", "module": "m"},
+        {"name": "upload", "kind": "upload", "model": "train", "predictor": PREDICTOR},
+        {"name": "deploy", "kind": "deploy", "model": "upload", "canary": {"share": 50}},
+    ]
+    chain_file.write_text(
+        json.dumps({"name": "canary", "workdir": str(tmp_path / "work"), "steps": steps})
+    )
+    spec = chains.load_chain(str(chain_file))
+    state = ChainState(chain="canary", target="local")
+    state.steps["deploy"] = StepState(status=COMPLETED, fingerprint="f", outputs=first)
+    save_state(spec.state_path("local"), state)
+    instances = tmp_path / "instances.json"
+    instances.write_text("[7]")
+
+    done = beamforge("chain", "predict", str(chain_file), "--instances", str(instances))
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["predictions"] == [{"version": "v1", "x": 7}]
+    done = beamforge("chain", "stop", str(chain_file))
+    assert (done.returncode, done.stderr) == (0, "")
+    assert done.stdout == f"stopped server pid {server.pid}\nstopped endpoint pid {endpoint.pid}\n"
+    assert not _alive(server.pid) and not _alive(endpoint.pid)
