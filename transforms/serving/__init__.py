@@ -4,6 +4,6 @@ Needs neither Beam nor a cloud client (import-linter checks it): a prediction se
 imports this package stays small and starts fast.
 """
 
-from transforms.serving.preprocessor import Preprocessor, Served
+from transforms.serving.preprocessor import Preprocessor
 
-__all__ = ["Preprocessor", "Served"]
+__all__ = ["Preprocessor"]
