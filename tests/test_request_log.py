@@ -62,11 +62,14 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
 
 
 def _post(
-    server: serving.LocalServer, body: Any, request_id: str | None = None
+    server: serving.LocalServer,
+    body: Any,
+    request_id: str | None = None,
+    extra: dict[str, str] | None = None,
 ) -> tuple[int, dict[str, str], Any]:
     connection = http.client.HTTPConnection(server.host, server.port, timeout=30)
     try:
-        headers = {"Content-Type": "application/json"}
+        headers = {"Content-Type": "application/json", **(extra or {})}
         if request_id is not None:
             headers["X-Request-Id"] = request_id
         connection.request("POST", "/predict", body=json.dumps(body).encode(), headers=headers)
@@ -424,6 +427,12 @@ def test_the_server_logs_the_sampled_requests_exactly(
         # A refused request (400) is not logged, whatever its id.
         status, _, _ = _post(server, {"instances": [1]}, "req-04")
         assert status == 400
+        # Nor is beamforge's own evaluation (a champion gate), sampled id or not.
+        for rid in ("req-02", "req-05"):
+            status, _, _ = _post(
+                server, {"instances": [TRIP]}, rid, {rl.EVALUATION_HEADER: "champion-gate"}
+            )
+            assert status == 200
     finally:
         serving.stop_server(server)
     records = _records(folder)

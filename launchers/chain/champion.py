@@ -215,12 +215,17 @@ def server_probabilities(predict_url: str, batch: pa.RecordBatch) -> list[float 
     Raises:
         RuntimeError: if the server does not answer or answers in another shape.
     """
+    from launchers.serving.request_log import EVALUATION_HEADER
+
     rows = batch.select([c for c in batch.schema.names if not c.startswith("__")]).to_pylist()
     found: list[float | None] = []
     for start in range(0, len(rows), _REQUEST_ROWS):
         body = json.dumps({"instances": rows[start : start + _REQUEST_ROWS]}).encode("utf-8")
         request = urllib.request.Request(
-            predict_url, data=body, headers={"Content-Type": "application/json"}
+            predict_url,
+            data=body,
+            # Not serving traffic: the server's request log leaves these out.
+            headers={"Content-Type": "application/json", EVALUATION_HEADER: "champion-gate"},
         )
         try:
             with urllib.request.urlopen(request, timeout=120) as response:

@@ -62,6 +62,7 @@ from launchers.serving.environment import ServerSetupError
 
 __all__ = [
     "BIGQUERY_COLUMNS",
+    "EVALUATION_HEADER",
     "MAX_QUEUED_BYTES",
     "REQUEST_ID_HEADER",
     "REQUEST_LOG_ENV",
@@ -96,6 +97,10 @@ REQUEST_LOG_FILE_BYTES_ENV = "BEAMFORGE_REQUEST_LOG_FILE_BYTES"
 REQUEST_LOG_FILE_SECONDS_ENV = "BEAMFORGE_REQUEST_LOG_FILE_SECONDS"
 REQUEST_LOG_QUEUE_ENV = "BEAMFORGE_REQUEST_LOG_QUEUE"
 REQUEST_ID_HEADER = "X-Request-Id"
+# Sent by beamforge's own evaluations (a champion gate scoring the deployed model): those
+# requests are not serving traffic, and logging them would show the eval split as "what the
+# server saw" to beamforge skew.
+EVALUATION_HEADER = "X-Beamforge-Evaluation"
 
 DEFAULT_FILE_BYTES = 64 << 20
 DEFAULT_FILE_SECONDS = 3600.0
@@ -798,7 +803,8 @@ class RequestLogging:
     Sits behind :class:`~launchers.serving.protocol.RequestGuard` (it sees only checked
     requests) and in front of the model server. Every predict answer carries the request's
     ``X-Request-Id``; a sampled request answered with 200 is handed to the
-    :class:`RequestLog` once its answer has been sent.
+    :class:`RequestLog` once its answer has been sent. Requests marked with
+    ``X-Beamforge-Evaluation`` (beamforge's own evaluations) are never logged.
 
     Args:
         app: The ASGI app behind it.
@@ -821,7 +827,7 @@ class RequestLogging:
         headers = {k.lower(): v for k, v in scope.get("headers", [])}
         request_id = request_id_of(headers.get(REQUEST_ID_HEADER.lower().encode()))
         arrived, started = time.time(), time.perf_counter()
-        keep = self._log.sampled(request_id)
+        keep = self._log.sampled(request_id) and EVALUATION_HEADER.lower().encode() not in headers
         body: list[bytes] = []
         answer: list[bytes] = []
         status = 0
