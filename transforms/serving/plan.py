@@ -2,14 +2,23 @@
 
 :func:`transforms.core.batch_steps.apply_steps` runs each step over an Arrow batch: right for
 data sets, but a request of one row pays every step's Arrow overhead. A :class:`Plan` runs
-the same steps over :class:`~transforms.serving.columns.Column`\\ s instead. The common feature
-steps are NumPy functions that compute what the step's own ``apply`` computes, in the same
-types (``fill_missing`` with a constant, ``z_score``, ``bucketize``, ``vocabulary``,
-``copy``); ``expression`` and ``filter`` steps run their own ``apply`` on a batch of just the
-columns they read. :func:`compile_plan` returns None for an artifact holding any other
-step: the :class:`~transforms.serving.preprocessor.Preprocessor` then uses the general path.
-A column whose type a compiled step does not expect at run time raises :class:`UnsupportedError`,
-with the same effect for that call.
+the same steps over :class:`~transforms.serving.columns.Column`\\ s instead:
+
+- ``fill_missing`` with a constant, ``z_score``, ``bucketize``, ``vocabulary`` and ``copy``
+  (without a type) are NumPy functions computing what the step's own ``apply`` computes, in
+  the same types;
+- an ``expression`` of float columns, numeric literals, ``+ - *``, one comparison and
+  ``cast(..., 'int64')`` (labels such as ``cast(tips > fare * 0.2, 'int64')``) is computed
+  in NumPy as Arrow computes it (a literal takes the column's float type, nulls propagate);
+  other expressions and ``filter`` run their own ``apply`` on a batch of the columns they
+  read;
+- every other step runs its own ``apply`` on a batch of every column.
+
+Rejections and drops come back as :class:`Refusal`\\ s for the caller to account for, as
+``apply_steps`` does. :func:`compile_plan` returns None only when a fitted step has no
+fitted parameters; a column a compiled step does not take at run time raises
+:class:`~transforms.serving.columns.UnsupportedError`, and the
+:class:`~transforms.serving.preprocessor.Preprocessor` serves that call by the batch path.
 """
 
 from __future__ import annotations
@@ -322,7 +331,7 @@ def _node(tree: ast.expr) -> _Node:
 
         def column(columns: Columns) -> tuple[Any, Any, Any]:
             found = columns.get(name)
-            if found is None or not pa.types.is_floating(found.type):
+            if found is None or found.type not in (pa.float32(), pa.float64()):
                 raise _NotCompiledError(name)
             return found.values, found.nulls, found.type
 
