@@ -47,7 +47,8 @@ setup(
             "google-cloud-dataflow-client>=0.8",
             "google-cloud-build>=3.20",
         ],
-        "train": ["scikit-learn>=1.4", "joblib>=1.3"],
+        # beamforge predict limits the model's native threads with threadpoolctl.
+        "train": ["scikit-learn>=1.4", "joblib>=1.3", "threadpoolctl>=3.1"],
         # beamforge chain compile --to kfp: the chain as a Vertex AI / Kubeflow pipeline;
         # beamforge trigger: the Cloud Function (3.10.2 needs starlette 1.x, which the
         # prediction server's FastAPI does not take yet).

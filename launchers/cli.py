@@ -17,6 +17,8 @@
     beamforge lineage DATASET|MODEL|ENDPOINT|RAW_FILE [--store FILE | --chain CHAIN.yaml]
     beamforge report RUN [--baseline RUN] -o report.html
     beamforge skew RUN --requests DIR|bq://TABLE [-o skew.json]
+    beamforge predict CHAIN.yaml --input RAW --output DIR|bq://TABLE [--model DIR] [--key COL]
+                      [Beam options ...]          (launchers/predict_commands.py)
 
 Beam pipeline options (``--runner``, ``--direct_num_workers``, ...) pass through to Beam;
 the local runner is used when none is named. With ``--runner DataflowRunner`` (or
@@ -44,6 +46,7 @@ from beam_pipelines.exit_codes import ExitCode
 from launchers import (
     cloud_commands,
     lineage_commands,
+    predict_commands,
     report_commands,
     schema_commands,
     ship_commands,
@@ -65,7 +68,7 @@ _COMMAND_MODULES: tuple[Any, ...] = (
     lineage_commands,
     report_commands,
     skew_commands,
-    __import__("launchers.predict_commands", fromlist=["COMMANDS"]),
+    predict_commands,
 )
 
 
@@ -342,9 +345,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     parser = _parser()
     args, extra = parser.parse_known_args(argv)
-    takes_extra = args.command == "run" or getattr(args, "template_command", None) == "launch"
+    takes_extra = args.command in ("run", "predict") or (
+        getattr(args, "template_command", None) == "launch"
+    )
     if not takes_extra and extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if args.command == "predict":
+        args.beam_args = extra  # Beam pipeline options for the scoring job
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     previous = stop_on_signals()
     try:

@@ -41,22 +41,6 @@ class NoModelError(ValueError):
     """The chain has no trained model on the local target yet."""
 
 
-class _BeamOptionsParser(argparse.ArgumentParser):
-    """A subcommand parser that keeps the arguments it does not know as Beam options.
-
-    ``beamforge``'s top parser refuses leftover arguments for every command but ``run``;
-    ``predict`` takes Beam pipeline options too, so its parser collects them in
-    ``beam_args`` instead of handing them back.
-    """
-
-    def parse_known_args(  # type: ignore[override]
-        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
-    ) -> tuple[argparse.Namespace, list[str]]:
-        parsed, extra = super().parse_known_args(args, namespace)
-        parsed.beam_args = [*getattr(parsed, "beam_args", []), *extra]
-        return parsed, []
-
-
 def add_parsers(sub: Any) -> None:
     """Adds the predict subcommand to ``beamforge``'s parser."""
     parser = sub.add_parser(
@@ -67,7 +51,6 @@ def add_parsers(sub: Any) -> None:
         "the bad rows to the errors and a manifest that balances. Other --flags are Beam "
         "pipeline options (the local runner unless --runner names another).",
     )
-    parser.__class__ = _BeamOptionsParser
     parser.add_argument("chain", help="the chain spec (YAML) whose model and dataset spec are used")
     parser.add_argument(
         "--input",
