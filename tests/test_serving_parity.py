@@ -27,6 +27,7 @@ from transforms.core.artifact import Artifact, write_artifact
 from transforms.core.errors import ErrorRecord
 from transforms.ops.registry import build_step
 from transforms.serving import Preprocessor
+from transforms.serving.preprocessor import PLANNED_BATCH_ROWS
 
 
 @pytest.fixture(scope="module")
@@ -121,6 +122,43 @@ def test_compiled_rows_equal_the_batch_path_row_for_row(
 ) -> None:
     for rows in (string_rows[:3000], typed_rows[:3000], string_rows[:1], typed_rows[:7]):
         assert served.transform_rows(rows) == batch_path.transform_rows(rows)
+
+
+def test_compiled_batches_equal_the_batch_path(
+    served: Preprocessor, batch_path: Preprocessor, taxi_csv: pathlib.Path
+) -> None:
+    typed = pacsv.read_csv(
+        taxi_csv, convert_options=pacsv.ConvertOptions(column_types=served.input_schema)
+    )
+    strings = pacsv.read_csv(
+        taxi_csv,
+        convert_options=pacsv.ConvertOptions(
+            column_types={name: pa.string() for name in served.input_schema.names},
+            strings_can_be_null=True,
+        ),
+    )
+    sources = {
+        "__file": pa.array(["trips.csv"] * strings.num_rows),
+        "__line": pa.array(range(2, strings.num_rows + 2), pa.int64()),
+    }
+    fare = strings.schema.get_field_index("fare")
+    bad = strings.set_column(
+        fare,
+        "fare",
+        pa.array(
+            ["x" if i % 1000 == 7 else v for i, v in enumerate(strings.column("fare").to_pylist())]
+        ),
+    )
+    for name, values in sources.items():
+        bad = bad.append_column(name, values)
+    # Up to PLANNED_BATCH_ROWS rows a batch goes through the plan, above through the steps.
+    small = [t.slice(0, PLANNED_BATCH_ROWS) for t in (typed, strings, bad)]
+    for table in (typed, bad, *small, typed.slice(0, 1), bad.slice(7, 1)):
+        ours, our_errors = served.transform_batch(table)
+        theirs, their_errors = batch_path.transform_batch(table)
+        assert ours.equals(theirs)
+        assert [_key(e) for e in our_errors] == [_key(e) for e in their_errors]
+    assert len(batch_path.transform_batch(bad)[1]) == 15
 
 
 BAD_VALUES: list[tuple[str, Any]] = [
@@ -273,3 +311,15 @@ def test_each_error_and_drop_names_its_instance(tmp_path: pathlib.Path, compiled
     assert result.errors[1].payload == '{"fare": -3.0}'
     assert result.error_index == [3, 2]
     assert result.dropped(len(rows)) == [1]
+    table = pa.table(
+        {
+            "fare": pa.array([12.0, 500.0, -3.0, None], pa.float32()),
+            "__file": ["a.csv"] * 4,
+            "__line": pa.array([2, 3, 4, 5], pa.int64()),
+        }
+    )
+    out, errors = preprocessor.transform_batch(table)
+    assert out.to_pylist() == result.rows
+    assert [(e.step, e.reason, e.payload, e.source) for e in errors] == [
+        ("log:fare", "out_of_domain", '{"fare": -3.0}', "a.csv:4")
+    ]
