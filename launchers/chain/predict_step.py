@@ -55,62 +55,50 @@ def run_predict_step(
     from beam_pipelines.predict import run_predict
 
     spec = _dataset_spec(step, ctx)
-    source = spec.source if spec.source.bigquery is None else None
-    model_dir = str(ctx.inputs[step.model]["model_dir"])
-    if ctx.target != "gcp":
-        result = run_predict(
-            model_dir,
-            step.inputs,
-            step.output,
-            source=source,
-            keys=step.keys,
-            output_format=step.format,
-            run_folder=step.errors,
-            beam_args=step.beam_args,
-        )
-        return _outputs(step.output, result.manifest_path, result.manifest)
-    gcp = step.gcp
-    assert gcp is not None, "check_target requires the gcp section"
-    if gcp.launch == "local":
-        result = run_predict(
-            model_dir,
-            step.inputs,
-            gcp.output,
-            source=source,
-            keys=step.keys,
-            output_format=step.format,
-            run_folder=gcp.errors,
-            beam_args=gcp.beam_args,
-        )
-        return _outputs(gcp.output, result.manifest_path, result.manifest)
-    from launchers.dataflow import jobs
-    from launchers.dataflow.settings import DataflowSettings, default_job_name, resolve_settings
-
-    settings: DataflowSettings
-    settings, rest = resolve_settings(spec.dataflow, gcp.beam_args)
-    args = settings.beam_args()
-    if settings.job_name is None:
-        name = f"{ctx.chain.name}-{step.name}".lower().replace("_", "-")
-        args.append(f"--job_name={default_job_name(name)}")
+    output, errors, beam_args = step.output, step.errors, list(step.beam_args)
+    dataflow = False
+    if ctx.target == "gcp":
+        gcp = step.gcp
+        assert gcp is not None, "check_target requires the gcp section"
+        output, errors, beam_args = gcp.output, gcp.errors, list(gcp.beam_args)
+        dataflow = gcp.launch == "dataflow"
+        if dataflow:
+            beam_args = _dataflow_args(spec, f"{ctx.chain.name}-{step.name}", beam_args)
     result = run_predict(
-        model_dir,
+        str(ctx.inputs[step.model]["model_dir"]),
         step.inputs,
-        gcp.output,
-        source=source,
+        output,
+        source=spec.source if spec.source.bigquery is None else None,
         keys=step.keys,
         output_format=step.format,
-        run_folder=gcp.errors,
-        beam_args=[*args, *rest],
+        run_folder=errors,
+        beam_args=beam_args,
     )
+    if not dataflow:
+        return _outputs(output, result.manifest_path, result.manifest)
+    from launchers.dataflow import jobs
+
     # The job commits its own manifest as its last step: the chain goes on only once it has.
-    chain_gcp = ctx.chain.gcp
-    assert chain_gcp is not None
+    chain_gcp, gcp = ctx.chain.gcp, step.gcp
+    assert chain_gcp is not None and gcp is not None
     jobs.wait_for_job(
         jobs.jobs_client(api_endpoint=dataflow_api_endpoint),
         jobs.JobRef(chain_gcp.project, chain_gcp.region, result.pipeline_result.job_id()),
         timeout=gcp.timeout,
     )
-    return _outputs(gcp.output, result.manifest_path, _read_json(result.manifest_path))
+    return _outputs(output, result.manifest_path, _read_json(result.manifest_path))
+
+
+def _dataflow_args(spec: Any, name: str, beam_args: list[str]) -> list[str]:
+    """Beam arguments for the Dataflow job: the dataset spec's ``dataflow:`` settings first."""
+    from launchers.dataflow.settings import DataflowSettings, default_job_name, resolve_settings
+
+    settings: DataflowSettings
+    settings, rest = resolve_settings(spec.dataflow, beam_args)
+    args = settings.beam_args()
+    if settings.job_name is None:
+        args.append(f"--job_name={default_job_name(name.lower().replace('_', '-'))}")
+    return [*args, *rest]
 
 
 def _outputs(output: str, manifest_path: str, manifest: Mapping[str, Any]) -> dict[str, Any]:
