@@ -34,7 +34,9 @@ demo: $(STAMP)
 	$(BIN)/beamforge report $(DEMO_OUT) -o demo-report.html
 	$(BIN)/beamforge chain examples/chicago_taxi/chain.yaml --target local && \
 	$(BIN)/beamforge chain predict examples/chicago_taxi/chain.yaml \
-		--instances examples/chicago_taxi/data/sample.csv --limit 1; \
+		--instances examples/chicago_taxi/data/sample.csv --limit 1 && \
+	$(BIN)/beamforge predict examples/chicago_taxi/chain.yaml --quiet \
+		--input examples/chicago_taxi/data/sample.csv --output demo-chain/predictions; \
 	status=$$?; $(BIN)/beamforge chain stop examples/chicago_taxi/chain.yaml; exit $$status
 
 lint: $(STAMP)
