@@ -224,3 +224,37 @@ def test_too_few_requests_by_the_timeout_roll_back(
     )
     assert endpoint["trafficSplit"] == {old: 100}
     assert PARENT in name
+
+
+class _Unreadable(dict[str, list[Reading]]):
+    """Readings whose lookup fails: the fake's ListTimeSeries answers an error status."""
+
+    def get(self, *args: Any) -> Any:
+        raise RuntimeError("the monitoring backend is down")
+
+
+def test_a_monitoring_read_that_fails_rolls_back_in_one_line(
+    deploy: Any, fake: FakeVertex, monitoring: FakeMonitoring
+) -> None:
+    deploy(_model(1), None)
+    name, endpoint = _deployed(fake)
+    (old,) = [m["id"] for m in endpoint["deployedModels"]]
+    monitoring.readings = _Unreadable()
+    since = len(fake.requests)
+
+    with pytest.raises(CanaryRolledBackError) as caught:
+        deploy(_model(2), CANARY)
+
+    assert caught.value.exit_code == ExitCode.STOPPED == 3
+    assert str(caught.value) == (
+        "step deploy: canary rolled back: its figures could not be read from Cloud Monitoring "
+        "(Unknown: None Exception calling application: the monitoring backend is down)"
+    )
+    assert [(m, p) for m, p, _ in _calls(fake, since)] == [
+        ("POST", f"{name}:deployModel"),
+        ("PATCH", name),
+        ("POST", f"{name}:undeployModel"),
+    ]
+    assert endpoint["trafficSplit"] == {old: 100}
+    assert [m["id"] for m in endpoint["deployedModels"]] == [old]
+    assert len(monitoring.requests) == 1

@@ -7,9 +7,14 @@ canary is judged on its server's own ``/metrics``. The predictor is a stand-in
 
 from __future__ import annotations
 
+import http.client
 import json
+import os
 import pathlib
+import signal
+import socket
 import threading
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -265,3 +270,175 @@ def test_chain_predict_and_stop_go_through_the_endpoint(
     assert (done.returncode, done.stderr) == (0, "")
     assert done.stdout == f"stopped server pid {server.pid}\nstopped endpoint pid {endpoint.pid}\n"
     assert not _alive(server.pid) and not _alive(endpoint.pid)
+
+
+def _kill(pid: int) -> None:
+    os.killpg(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while _alive(pid):
+        assert time.monotonic() < deadline, f"pid {pid} still alive"
+        time.sleep(0.02)
+
+
+def test_a_killed_endpoint_is_replaced_on_its_port_with_a_plain_deployment(
+    deployer: Any,
+) -> None:
+    first = deployer("v1", {}, canary={"share": 50, "min_requests": 10})
+    gone = serving.LocalServer.from_json(first["endpoint"])
+    old = serving.LocalServer.from_json(first["server"])
+    _kill(gone.pid)
+
+    second = deployer("v2", first, canary={"share": 50, "min_requests": 10, "timeout": 1})
+
+    endpoint = serving.LocalServer.from_json(second["endpoint"])
+    new = serving.LocalServer.from_json(second["server"])
+    assert endpoint.pid != gone.pid
+    assert (endpoint.port, second["url"]) == (gone.port, first["url"])  # clients keep it
+    assert second["canary"] == {
+        "decision": "plain",
+        "reason": f"the previous endpoint (pid {gone.pid}, {gone.url}) is gone: a new endpoint "
+        "on its port; plain deployment",
+    }
+    assert second["replaced_pid"] == old.pid
+    assert not _alive(old.pid)
+    assert traffic(endpoint) == {
+        "deployedModels": {str(new.pid): new.url},
+        "trafficSplit": {str(new.pid): 100},
+    }
+    assert serving.predict(first["predict_url"], [3]) == [{"version": "v2", "x": 3}]
+
+
+def test_a_killed_endpoint_whose_port_is_taken_gets_a_new_port(deployer: Any) -> None:
+    first = deployer("v1", {}, canary={"share": 50, "min_requests": 10})
+    gone = serving.LocalServer.from_json(first["endpoint"])
+    _kill(gone.pid)
+    with socket.socket() as squatter:
+        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        squatter.bind((gone.host, gone.port))
+        squatter.listen(1)
+        second = deployer("v2", first, canary={"share": 50, "min_requests": 10})
+
+    endpoint = serving.LocalServer.from_json(second["endpoint"])
+    assert endpoint.port != gone.port
+    assert second["canary"] == {
+        "decision": "plain",
+        "reason": f"the previous endpoint (pid {gone.pid}, {gone.url}) is gone and its port is "
+        f"taken: a new endpoint at {endpoint.url}; plain deployment",
+    }
+    assert serving.predict(second["predict_url"], [4]) == [{"version": "v2", "x": 4}]
+
+
+def test_a_failed_deployment_leaves_no_process_it_started(
+    deployer: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from launchers.serving import endpoint as endpoint_module
+
+    first = deployer("v1", {}, canary={"share": 50, "min_requests": 10})
+    gone = serving.LocalServer.from_json(first["endpoint"])
+    _kill(gone.pid)
+    started: list[serving.LocalServer] = []
+    real_start = endpoint_module.start_endpoint
+
+    def start_endpoint(**kwargs: Any) -> serving.LocalServer:
+        started.append(real_start(**kwargs))
+        return started[-1]
+
+    def set_traffic(*args: Any, **kwargs: Any) -> None:
+        raise serving.ServerError("the split was refused")
+
+    monkeypatch.setattr(endpoint_module, "start_endpoint", start_endpoint)
+    monkeypatch.setattr(endpoint_module, "set_traffic", set_traffic)
+    before = set(_children())
+    with pytest.raises(serving.ServerError, match="the split was refused"):
+        deployer("v2", first, canary={"share": 50, "min_requests": 10})
+
+    (endpoint,) = started
+    assert not _alive(endpoint.pid)
+    # The new server is stopped too: no process of this step outlives it.
+    assert set(_children()) - before == set()
+    assert _alive(serving.LocalServer.from_json(first["server"]).pid)
+
+
+def _children() -> list[int]:
+    """Live child processes of this test process."""
+    me = os.getpid()
+    found = []
+    for entry in pathlib.Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rpartition(")")[2].split()
+        if int(fields[1]) == me and fields[0] != "Z":
+            found.append(int(entry.name))
+    return found
+
+
+def test_a_canary_server_that_dies_while_watched_is_rolled_back_with_exit_3(
+    deployer: Any,
+) -> None:
+    first = deployer("v1", {}, canary={"share": 50, "min_requests": 10})
+    old = serving.LocalServer.from_json(first["server"])
+    endpoint = serving.LocalServer.from_json(first["endpoint"])
+    killed: list[tuple[int, str]] = []
+
+    def kill_the_canary() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            deployed = traffic(endpoint)["deployedModels"]
+            if len(deployed) == 2:
+                (pid,) = {int(p) for p in deployed} - {old.pid}
+                _kill(pid)
+                killed.append((pid, deployed[str(pid)]))
+                return
+            time.sleep(0.02)
+
+    killer = threading.Thread(target=kill_the_canary, daemon=True)
+    killer.start()
+    with pytest.raises(CanaryRolledBackError) as caught:
+        deployer(
+            "v2",
+            first,
+            canary={"share": 50, "min_requests": 1000, "timeout": 60, "poll_seconds": 0.1},
+        )
+    killer.join(timeout=5)
+
+    ((pid, url),) = killed
+    assert caught.value.exit_code == ExitCode.STOPPED == 3
+    assert str(caught.value) == (
+        f"step deploy: canary rolled back: its server (pid {pid}, {url}/metrics) stopped answering"
+    )
+    assert traffic(endpoint) == {
+        "deployedModels": {str(old.pid): old.url},
+        "trafficSplit": {str(old.pid): 100},
+    }
+    assert serving.predict(first["predict_url"], [5]) == [{"version": "v1", "x": 5}]
+
+
+def test_a_body_over_the_limit_gets_the_413_through_the_endpoint(
+    deployer: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The endpoint and its servers read the limit from the same environment.
+    monkeypatch.setenv("BEAMFORGE_MAX_REQUEST_BYTES", "65536")
+    first = deployer("v1", {}, canary={"share": 50, "min_requests": 10})
+    endpoint = serving.LocalServer.from_json(first["endpoint"])
+    body = json.dumps({"instances": [1] * 40_000}).encode()
+    assert len(body) == 120_015
+
+    connection = http.client.HTTPConnection(endpoint.host, endpoint.port, timeout=30)
+    try:
+        connection.request("POST", "/predict", body, {"Content-Type": "application/json"})
+        answer = connection.getresponse()
+        status, headers, data = answer.status, dict(answer.getheaders()), answer.read()
+    finally:
+        connection.close()
+
+    assert (status, headers["Connection"]) == (413, "close")
+    assert json.loads(data) == {
+        "error": "the request body is 120,015 bytes; this endpoint takes at most 65,536 bytes "
+        "(BEAMFORGE_MAX_REQUEST_BYTES, as its servers)"
+    }
+    # Within the limit, the same endpoint still serves.
+    assert serving.predict(first["predict_url"], [1] * 100)[0] == {"version": "v1", "x": 1}

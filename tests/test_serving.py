@@ -281,7 +281,7 @@ def test_unknown_routes_get_404_and_wrong_methods_405(server: serving.LocalServe
     status, _, body = _request(server, "GET", "/v1/models")
     assert (status, body) == (
         404,
-        {"error": "no route /v1/models; the routes are POST /predict, GET /health"},
+        {"error": "no route /v1/models; the routes are POST /predict, GET /health, GET /metrics"},
     )
     status, headers, body = _request(server, "GET", "/predict", content_type=None)
     assert (status, headers["allow"], body) == (
@@ -293,6 +293,81 @@ def test_unknown_routes_get_404_and_wrong_methods_405(server: serving.LocalServe
     assert (status, headers["allow"]) == (405, "GET")
     status, _, body = _request(server, "GET", "/health", content_type=None)
     assert (status, body) == (200, {})
+    status, headers, body = _request(server, "POST", "/metrics", b"{}")
+    assert (status, headers["allow"], headers["content-type"], body) == (
+        405,
+        "GET",
+        "application/json",
+        {"error": "/metrics takes GET, not POST"},
+    )
+    status, headers, body = _request(server, "DELETE", "/metrics", content_type=None)
+    assert (status, headers["allow"], body) == (
+        405,
+        "GET",
+        {"error": "/metrics takes GET, not DELETE"},
+    )
+
+
+def test_get_metrics_answers_prometheus_text(server: serving.LocalServer) -> None:
+    connection = http.client.HTTPConnection(server.host, server.port, timeout=30)
+    try:
+        connection.request("GET", "/metrics")
+        response = connection.getresponse()
+        text = response.read().decode()
+    finally:
+        connection.close()
+    assert response.status == 200
+    assert response.getheader("content-type") == "text/plain; version=0.0.4; charset=utf-8"
+    assert "# TYPE beamforge_predict_requests_total counter\n" in text
+
+
+@pytest.mark.parametrize(
+    ("parameters", "error"),
+    [
+        (
+            {"return_features": "false"},
+            'the predictor refused the request: parameter "return_features" must be true or '
+            "false, got 'false'",
+        ),
+        (
+            {"return_features": 1},
+            'the predictor refused the request: parameter "return_features" must be true or '
+            "false, got 1",
+        ),
+        (
+            {"retrun_features": True},
+            "the predictor refused the request: unknown parameter 'retrun_features'; the "
+            "parameters are: return_features",
+        ),
+    ],
+)
+def test_bad_parameters_get_400(
+    server: serving.LocalServer, parameters: dict[str, Any], error: str
+) -> None:
+    body = json.dumps({"instances": [TRIP], "parameters": parameters}).encode()
+    status, headers, answer = _request(server, "POST", "/predict", body)
+    assert (status, headers["content-type"], answer) == (400, "application/json", {"error": error})
+
+
+@pytest.mark.parametrize(
+    ("parameters", "keys"),
+    [
+        ({"return_features": True}, ["features", "probability", "tips_xf"]),
+        ({"return_features": False}, ["probability", "tips_xf"]),
+        ({}, ["probability", "tips_xf"]),
+        (None, ["probability", "tips_xf"]),
+    ],
+)
+def test_return_features_is_a_boolean_parameter(
+    server: serving.LocalServer, parameters: dict[str, Any] | None, keys: list[str]
+) -> None:
+    request: dict[str, Any] = {"instances": [TRIP]}
+    if parameters is not None:
+        request["parameters"] = parameters
+    status, _, answer = _request(server, "POST", "/predict", json.dumps(request).encode())
+    assert status == 200
+    (prediction,) = answer["predictions"]
+    assert sorted(prediction) == keys
 
 
 def _raw_exchange(server: serving.LocalServer, head: bytes, body_parts: list[bytes]) -> bytes:

@@ -15,7 +15,8 @@ CPR container, on a Vertex AI endpoint.
 Request:  ``{"instances": [{...raw trip...}], "parameters": {"return_features": true}}``
 Response: ``{"predictions": [{"tips_xf": 1, "probability": 0.83}, ...]}``; an instance the
 artifact rejects gets ``{"error": {"reason": ..., "message": ...}}`` in its place. With
-``return_features`` each prediction also carries the ``features`` the model saw.
+``return_features`` (a JSON boolean) each prediction also carries the ``features`` the model
+saw. Another parameter, or a ``return_features`` that is not a boolean, is refused (400).
 """
 
 from __future__ import annotations
@@ -74,10 +75,10 @@ class TaxiPredictor(Predictor):
         ):
             raise ValueError('the request body must be {"instances": [...]}')
         instances = prediction_input["instances"]
-        parameters = prediction_input.get("parameters") or {}
+        return_features = request_parameters(prediction_input.get("parameters"))
         return {
             "rows": transform_instances(self._preprocessor, instances),
-            "return_features": bool(parameters.get("return_features", False)),
+            "return_features": return_features,
         }
 
     def predict(self, instances: dict[str, Any]) -> dict[str, Any]:
@@ -104,6 +105,32 @@ class TaxiPredictor(Predictor):
                 prediction["features"] = row
             predictions.append(prediction)
         return {"predictions": predictions}
+
+
+PARAMETERS = ("return_features",)
+
+
+def request_parameters(parameters: Any) -> bool:
+    """``return_features`` from a request's ``parameters`` (absent or null: none given).
+
+    Raises:
+        ValueError: for parameters that are not an object, a key this predictor does not
+            know (a typo would otherwise pass unnoticed), or a ``return_features`` that is
+            not a JSON boolean (the string ``"false"`` must not turn features on).
+    """
+    if parameters is None:
+        return False
+    if not isinstance(parameters, Mapping):
+        raise ValueError('"parameters" must be an object')
+    unknown = sorted(str(key) for key in parameters if key not in PARAMETERS)
+    if unknown:
+        raise ValueError(
+            f"unknown parameter {unknown[0]!r}; the parameters are: {', '.join(PARAMETERS)}"
+        )
+    value = parameters.get("return_features", False)
+    if not isinstance(value, bool):
+        raise ValueError(f'parameter "return_features" must be true or false, got {value!r}')
+    return value
 
 
 def transform_instances(

@@ -31,7 +31,7 @@ from launchers.serving.environment import (
     server_env,
     setting,
 )
-from launchers.serving.metrics import ServerMetrics
+from launchers.serving.metrics import METRICS_ROUTE, ServerMetrics
 from launchers.serving.protocol import RequestGuard, request_problem
 from launchers.serving.request_log import (
     REQUEST_LOG_ENV,
@@ -114,6 +114,7 @@ def create_app(request_log: RequestLog | None = None) -> ServerMetrics:
         predict_route=str(server.predict_route),
         health_route=str(server.health_route),
         max_request_bytes=limit,
+        other_routes={METRICS_ROUTE: "GET"},
     )
     return ServerMetrics(guard, predict_route=str(server.predict_route))
 

@@ -12,6 +12,8 @@ the split, and whose split changes while it runs::
 
     python -m launchers.serving.endpoint [--host H] [--port P]
 
+A predict body over the servers' size limit (``BEAMFORGE_MAX_REQUEST_BYTES``, which the
+endpoint reads from the same environment) is answered 413 here, unread, as a server would.
 A server that refuses the connection (stopped a moment after the split left it) is skipped
 and the request goes to another pick: nothing reached it, so the retry is safe for a POST. A
 connection a retired server drops is retried the same way (predictions are pure functions of
@@ -27,6 +29,7 @@ import http.client
 import http.server
 import json
 import random
+import socket
 import subprocess
 import sys
 import threading
@@ -37,7 +40,13 @@ import urllib.request
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from launchers.serving.environment import HEALTH_ROUTE, PREDICT_ROUTE
+from launchers.serving.environment import (
+    HEALTH_ROUTE,
+    MAX_REQUEST_BYTES_ENV,
+    PREDICT_ROUTE,
+    ServerSetupError,
+    max_request_bytes,
+)
 from launchers.serving.local import LocalServer, ServerError, free_port, is_healthy, stop_server
 
 SPLIT_ROUTE = "/split"
@@ -45,6 +54,8 @@ DEPLOYED_MODEL_HEADER = "x-deployed-model-id"
 # A refused connection is retried on a fresh pick at most this many times.
 _ATTEMPTS = 5
 _UPSTREAM_TIMEOUT = 60.0
+# How long the rest of a refused body is read and discarded before the connection closes.
+_LINGER_SECONDS = 2.0
 
 
 def split_problem(deployed: Mapping[str, str], split: Mapping[str, int]) -> str | None:
@@ -106,10 +117,13 @@ class Router:
 class _Server(http.server.ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, address: tuple[str, int], predict_route: str) -> None:
+    def __init__(
+        self, address: tuple[str, int], predict_route: str, max_request_bytes: int
+    ) -> None:
         super().__init__(address, _Handler)
         self.router = Router()
         self.predict_route = predict_route
+        self.max_request_bytes = max_request_bytes
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
@@ -140,6 +154,47 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def _body(self) -> bytes:
         return self.rfile.read(int(self.headers.get("Content-Length") or 0))
 
+    def _too_large(self) -> bool:
+        """Answers 413 for a body over the servers' limit, unread (as the servers would).
+
+        Forwarding it would end in a broken pipe: the server answers 413 and closes the
+        connection before the body is sent.
+        """
+        limit = self.server.max_request_bytes
+        length = self.headers.get("Content-Length")
+        try:
+            declared = int(length or 0)
+        except ValueError:
+            self.close_connection = True
+            self._json(400, {"error": f"Content-Length {length!r} is not a number"})
+            return True
+        if declared <= limit:
+            return False
+        self.close_connection = True
+        message = (
+            f"the request body is {declared:,} bytes; this endpoint takes at most {limit:,} "
+            f"bytes ({MAX_REQUEST_BYTES_ENV}, as its servers)"
+        )
+        self._reply(413, json.dumps({"error": message}).encode(), headers=[("Connection", "close")])
+        self._linger(declared)
+        return True
+
+    def _linger(self, declared: int) -> None:
+        # Closing with the body unread resets the connection, and a client still sending it
+        # may lose the answer: the answer is finished, then what arrives is discarded for a
+        # moment (at most the declared body) before the close.
+        sock = self.connection
+        deadline = time.monotonic() + _LINGER_SECONDS
+        with contextlib.suppress(OSError):
+            self.wfile.flush()
+            sock.shutdown(socket.SHUT_WR)
+            while declared > 0 and (left := deadline - time.monotonic()) > 0:
+                sock.settimeout(left)
+                chunk = self.rfile.read1(min(declared, 1 << 16))
+                if not chunk:
+                    break
+                declared -= len(chunk)
+
     def do_GET(self) -> None:
         if self.path == HEALTH_ROUTE:
             ready = self.server.router.pick() is not None
@@ -163,6 +218,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self._json(200, self.server.router.state())
 
     def do_POST(self) -> None:
+        if self.path == self.server.predict_route and self._too_large():
+            return
         body = self._body()
         if self.path != self.server.predict_route:
             self._json(404, {"error": f"no route {self.path}"})
@@ -217,7 +274,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--predict-route", default=PREDICT_ROUTE)
     args = parser.parse_args(argv)
-    server = _Server((args.host, args.port), args.predict_route)
+    try:
+        # The servers' limit, from the same environment they inherit.
+        limit = max_request_bytes()
+    except ServerSetupError as exc:
+        parser.error(str(exc))
+    server = _Server((args.host, args.port), args.predict_route, limit)
     print(f"endpoint at http://{args.host}:{server.server_port}", file=sys.stderr, flush=True)
     with contextlib.suppress(KeyboardInterrupt):
         server.serve_forever(poll_interval=0.2)

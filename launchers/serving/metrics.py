@@ -29,6 +29,8 @@ import urllib.request
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from launchers.serving.protocol import refuse
+
 METRICS_ROUTE = "/metrics"
 REQUESTS = "beamforge_predict_requests_total"
 LATENCY = "beamforge_predict_latency_seconds"
@@ -55,7 +57,8 @@ BUCKETS: tuple[float, ...] = (
 class ServerMetrics:
     """ASGI middleware: counts the predict route's answers by status and their latency.
 
-    It sits outermost, so it also answers ``GET /metrics`` before any other check.
+    It sits outermost, so it also answers ``GET /metrics`` before any other check (another
+    method there gets 405, as on the guard's routes).
 
     Args:
         app: The ASGI app behind it (the request guard).
@@ -74,8 +77,16 @@ class ServerMetrics:
             await self._app(scope, receive, send)
             return
         path = scope["path"]
-        if path == METRICS_ROUTE and scope["method"] == "GET":
-            await self._answer(send)
+        if path == METRICS_ROUTE:
+            if scope["method"] == "GET":
+                await self._answer(send)
+            else:
+                await refuse(
+                    send,
+                    405,
+                    f"{METRICS_ROUTE} takes GET, not {scope['method']}",
+                    [(b"allow", b"GET")],
+                )
             return
         if path != self._predict_route:
             await self._app(scope, receive, send)

@@ -10,7 +10,7 @@ not ``application/json``), 413 (too large), 404 (unknown route) or 405 (wrong me
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from launchers.serving.environment import MAX_REQUEST_BYTES_ENV
@@ -88,13 +88,22 @@ class RequestGuard:
         predict_route: Path of the predict route (POST).
         health_route: Path of the health route (GET).
         max_request_bytes: Largest body accepted.
+        other_routes: Routes answered in front of the guard (path -> method), named in its
+            404 answers only.
     """
 
     def __init__(
-        self, app: Any, *, predict_route: str, health_route: str, max_request_bytes: int
+        self,
+        app: Any,
+        *,
+        predict_route: str,
+        health_route: str,
+        max_request_bytes: int,
+        other_routes: Mapping[str, str] | None = None,
     ) -> None:
         self._app = app
         self._routes = {predict_route: "POST", health_route: "GET"}
+        self._listed = {**self._routes, **(other_routes or {})}
         self._predict_route = predict_route
         self._limit = max_request_bytes
 
@@ -104,7 +113,7 @@ class RequestGuard:
             return
         path, method = scope["path"], scope["method"]
         if path not in self._routes:
-            routes = ", ".join(f"{m} {p}" for p, m in self._routes.items())
+            routes = ", ".join(f"{m} {p}" for p, m in self._listed.items())
             await self._refuse(send, 404, f"no route {path}; the routes are {routes}")
             return
         allowed = self._routes[path]
@@ -179,16 +188,23 @@ class RequestGuard:
     async def _refuse(
         send: Any, status: int, message: str, headers: Sequence[tuple[bytes, bytes]] = ()
     ) -> None:
-        body = error_body(message)
-        await send(
-            {
-                "type": "http.response.start",
-                "status": status,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    *headers,
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        await refuse(send, status, message, headers)
+
+
+async def refuse(
+    send: Any, status: int, message: str, headers: Sequence[tuple[bytes, bytes]] = ()
+) -> None:
+    """Answers an ASGI request with ``status`` and ``{"error": message}``."""
+    body = error_body(message)
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                *headers,
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

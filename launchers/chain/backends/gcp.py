@@ -179,9 +179,11 @@ class GcpBackend:
         as before); its answers are read from Cloud Monitoring until it has served
         ``min_requests``. Promoted: it takes 100 %, then the models it replaces are
         undeployed. Rolled back: the split before it is restored, it is undeployed, and
-        :class:`CanaryRolledBackError` stops the chain. An endpoint with no model yet gets a
-        plain deployment.
+        :class:`CanaryRolledBackError` stops the chain; so does a Cloud Monitoring read that
+        fails (one line naming it). An endpoint with no model yet gets a plain deployment.
         """
+        from google.api_core.exceptions import GoogleAPIError
+
         from launchers import vertex
         from launchers.chain.canary import NO_PREVIOUS, watch
         from launchers.chain.errors import CanaryRolledBackError
@@ -210,19 +212,32 @@ class GcpBackend:
         client = vertex.monitoring_client(
             gcp.monitoring_api_endpoint, credentials=self._credentials
         )
-        try:
-            verdict = watch(
-                lambda: vertex.deployed_model_figures(
+
+        def read() -> Any:
+            try:
+                return vertex.deployed_model_figures(
                     client,
                     project=self.settings.project,
                     endpoint_id=endpoint.rsplit("/", 1)[-1],
                     deployed_model_id=new,
                     start=started,
                     end=dt.datetime.now(dt.UTC),
-                ),
-                setting,
-                poll_seconds=setting.poll_seconds or 60.0,
-            )
+                )
+            except (GoogleAPIError, OSError) as exc:
+                _LOG.warning("canary %s: Cloud Monitoring: %s", new, exc)
+                # gRPC errors run to several lines; the chain's error is one.
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+                raise _MonitoringError(
+                    f"its figures could not be read from Cloud Monitoring "
+                    f"({type(exc).__name__}: {first})"
+                ) from None
+
+        try:
+            verdict = watch(read, setting, poll_seconds=setting.poll_seconds or 60.0)
+        except _MonitoringError as exc:
+            vertex.set_traffic_split(endpoint, before)
+            vertex.undeploy(endpoint, new)
+            raise CanaryRolledBackError(step.name, f"canary rolled back: {exc}") from None
         except BaseException:
             vertex.set_traffic_split(endpoint, before)
             vertex.undeploy(endpoint, new)
@@ -250,6 +265,10 @@ class GcpBackend:
         if isinstance(step, DatasetStep):
             return dataset_unchanged(outputs)
         return True
+
+
+class _MonitoringError(Exception):
+    """A canary's figures could not be read from Cloud Monitoring (one line: why)."""
 
 
 def flex_template_parameters(step: DatasetStep) -> dict[str, str]:

@@ -6,7 +6,7 @@ import logging
 import os
 import posixpath
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from launchers.chain.backends.interface import StepContext
 from launchers.chain.handoff import (
@@ -17,6 +17,9 @@ from launchers.chain.handoff import (
     training_uris,
 )
 from launchers.chain.spec import DatasetStep, DeployStep, TrainStep, UploadStep
+
+if TYPE_CHECKING:
+    from launchers.serving.metrics import MetricsReading
 
 _LOG = logging.getLogger(__name__)
 
@@ -83,7 +86,7 @@ class LocalBackend:
         request_log = step.request_log
         previous = ctx.previous_outputs
         endpoint = _live_endpoint(previous)
-        behind_endpoint = step.canary is not None or endpoint is not None
+        behind_endpoint = step.canary is not None or bool(previous.get("endpoint"))
         server = start_server(
             upload["model_dir"],
             predictor=upload["predictor"],
@@ -155,6 +158,47 @@ def _live_endpoint(previous: Mapping[str, Any]) -> Any:
     return endpoint
 
 
+def _port_free(host: str, port: int) -> bool:
+    """Whether nothing listens on ``host:port`` (so a new endpoint can take it)."""
+    import socket
+
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+        # As the endpoint binds: the gone one's connections waiting out TIME_WAIT do not
+        # hold the port, a listening process does.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def _replacement_endpoint(step: DeployStep, ctx: StepContext) -> tuple[Any, str | None]:
+    """Starts an endpoint: on the recorded one's port when that one is gone and it is free.
+
+    Returns:
+        The endpoint, and why the deployment is plain because the recorded endpoint is gone
+        (None when there was none).
+    """
+    from launchers.serving import LocalServer
+    from launchers.serving.endpoint import start_endpoint
+
+    log = posixpath.join(ctx.step_dir(step), "endpoint.log")
+    recorded = ctx.previous_outputs.get("endpoint")
+    if not recorded:
+        return start_endpoint(log=log, host=step.host, port=step.port), None
+    gone = LocalServer.from_json(recorded)
+    gone_text = f"the previous endpoint (pid {gone.pid}, {gone.url}) is gone"
+    # Its clients know its address: the new endpoint takes it when it can.
+    if gone.host == step.host and _port_free(gone.host, gone.port):
+        endpoint = start_endpoint(log=log, host=step.host, port=gone.port)
+        return endpoint, f"{gone_text}: a new endpoint on its port; plain deployment"
+    endpoint = start_endpoint(log=log, host=step.host, port=step.port)
+    return endpoint, (
+        f"{gone_text} and its port is taken: a new endpoint at {endpoint.url}; plain deployment"
+    )
+
+
 def _deploy_behind_endpoint(
     step: DeployStep, ctx: StepContext, server: Any, replaced: Any, endpoint: Any
 ) -> dict[str, Any]:
@@ -163,26 +207,62 @@ def _deploy_behind_endpoint(
     The canary takes ``canary.share`` of the endpoint's traffic beside the server it would
     replace, and is judged on its own ``/metrics``: promoted (it takes 100 %, then the old
     server is stopped) or rolled back (the old server back to 100 %, the canary stopped,
-    :class:`CanaryRolledBackError`). Anything going wrong while it is watched rolls back too.
+    :class:`CanaryRolledBackError`). Anything going wrong while it is watched rolls back too;
+    a canary server that stops answering is a rollback naming it.
+
+    With no running endpoint (none yet, or the recorded one is gone) a new one is started and
+    the deployment is plain: no client reaches a new endpoint before it is recorded. Whatever
+    fails, the processes this step started are stopped, so none outlives the step unrecorded.
     """
+    from launchers.serving import stop_server
+
+    started = None
+    gone_reason = None
+    try:
+        if endpoint is None:
+            started, gone_reason = _replacement_endpoint(step, ctx)
+        return _route(step, ctx, server, replaced, endpoint or started, gone_reason)
+    except BaseException:
+        stop_server(server)
+        if started is not None:
+            stop_server(started)
+        raise
+
+
+def _route(
+    step: DeployStep,
+    ctx: StepContext,
+    server: Any,
+    replaced: Any,
+    endpoint: Any,
+    gone_reason: str | None,
+) -> dict[str, Any]:
+    """Judges the canary (with a live previous endpoint) and gives the new server 100 %."""
     from launchers.chain.canary import NO_PREVIOUS, watch
     from launchers.chain.errors import CanaryRolledBackError
     from launchers.serving import is_healthy, stop_server
-    from launchers.serving.endpoint import set_traffic, start_endpoint
+    from launchers.serving.endpoint import set_traffic
     from launchers.serving.metrics import CanaryFigures, read_metrics
 
     new_id = str(server.pid)
-    if endpoint is None:
-        endpoint = start_endpoint(
-            log=posixpath.join(ctx.step_dir(step), "endpoint.log"), host=step.host, port=step.port
-        )
     previous_routed = replaced is not None and ctx.previous_outputs.get("endpoint")
     canary: dict[str, Any]
-    if step.canary is not None and previous_routed and is_healthy(replaced):
+    if step.canary is not None and gone_reason is None and previous_routed and is_healthy(replaced):
         old_id = str(replaced.pid)
         setting = step.canary
+        metrics_url = f"{server.url}/metrics"
+
+        def read() -> MetricsReading:
+            try:
+                return read_metrics(server.url)
+            except OSError as exc:
+                _LOG.warning("canary %s: %s: %s", new_id, metrics_url, exc)
+                raise _CanaryGoneError(
+                    f"its server (pid {server.pid}, {metrics_url}) stopped answering"
+                ) from None
+
         try:
-            before = read_metrics(server.url)
+            before = read()
             set_traffic(
                 endpoint,
                 {old_id: replaced.url, new_id: server.url},
@@ -190,10 +270,14 @@ def _deploy_behind_endpoint(
             )
             _LOG.info("canary %s takes %d%% of %s", new_id, setting.share, endpoint.url)
             verdict = watch(
-                lambda: CanaryFigures.between(before, read_metrics(server.url)),
+                lambda: CanaryFigures.between(before, read()),
                 setting,
                 poll_seconds=setting.poll_seconds or 0.5,
             )
+        except _CanaryGoneError as gone:
+            set_traffic(endpoint, {old_id: replaced.url}, {old_id: 100})
+            stop_server(server)
+            raise CanaryRolledBackError(step.name, f"canary rolled back: {gone}") from None
         except BaseException:
             set_traffic(endpoint, {old_id: replaced.url}, {old_id: 100})
             stop_server(server)
@@ -206,7 +290,9 @@ def _deploy_behind_endpoint(
         canary = verdict.to_json()
     else:
         reason = NO_PREVIOUS
-        if replaced is not None and step.canary is not None:
+        if gone_reason is not None:
+            reason = gone_reason
+        elif replaced is not None and step.canary is not None:
             reason = "the previous model was not served behind an endpoint: plain deployment"
         elif step.canary is None:
             reason = "no canary: plain deployment"
@@ -224,3 +310,7 @@ def _deploy_behind_endpoint(
         "replaced_pid": stopped,
         "canary": canary,
     }
+
+
+class _CanaryGoneError(Exception):
+    """The canary's server stopped answering its ``/metrics`` while it was watched."""
