@@ -442,3 +442,36 @@ def test_a_body_over_the_limit_gets_the_413_through_the_endpoint(
     }
     # Within the limit, the same endpoint still serves.
     assert serving.predict(first["predict_url"], [1] * 100)[0] == {"version": "v1", "x": 1}
+
+
+def test_chain_stop_stops_the_endpoint_that_replaced_a_killed_one(
+    deployer: Any, tmp_path: pathlib.Path
+) -> None:
+    from launchers.chain.state import COMPLETED, ChainState, StepState, save_state
+    from tests.conftest import beamforge
+
+    first = deployer("v1", {}, canary={"share": 50, "min_requests": 10})
+    _kill(serving.LocalServer.from_json(first["endpoint"]).pid)
+    second = deployer("v2", first, canary={"share": 50, "min_requests": 10})
+    server = serving.LocalServer.from_json(second["server"])
+    endpoint = serving.LocalServer.from_json(second["endpoint"])
+    chain_file = tmp_path / "chain.yaml"
+    steps = [
+        {"name": "dataset", "kind": "dataset", "spec": "s.yaml", "output": str(tmp_path / "d")},
+        {"name": "train", "kind": "train", "dataset": "dataset", "module": "m"},
+        {"name": "upload", "kind": "upload", "model": "train", "predictor": PREDICTOR},
+        {"name": "deploy", "kind": "deploy", "model": "upload", "canary": {"share": 50}},
+    ]
+    chain_file.write_text(
+        json.dumps({"name": "canary", "workdir": str(tmp_path / "work"), "steps": steps})
+    )
+    spec = chains.load_chain(str(chain_file))
+    state = ChainState(chain="canary", target="local")
+    state.steps["deploy"] = StepState(status=COMPLETED, fingerprint="f", outputs=second)
+    save_state(spec.state_path("local"), state)
+
+    done = beamforge("chain", "stop", str(chain_file))
+
+    assert (done.returncode, done.stderr) == (0, "")
+    assert done.stdout == f"stopped server pid {server.pid}\nstopped endpoint pid {endpoint.pid}\n"
+    assert not _alive(server.pid) and not _alive(endpoint.pid)
