@@ -121,6 +121,11 @@ def command(args: argparse.Namespace) -> int:
     # (its optional model manager does not import here), which says nothing about the run.
     logging.getLogger("apache_beam.options.pipeline_options").setLevel(logging.ERROR)
     logging.getLogger().addFilter(_quiet_memory_warning)
+    if args.errors is not None and not args.output.startswith("bq://"):
+        return error(
+            "--errors: only for a bq:// --output; a folder output keeps its errors in its "
+            "run folder"
+        )
     try:
         chain = _load_chain(args.chain, args.param)
         model_dir = args.model or chain_model_dir(chain)
@@ -129,9 +134,19 @@ def command(args: argparse.Namespace) -> int:
         if args.output.startswith("bq://") and run_folder is None:
             table = args.output[len("bq://") :].replace(".", "_").replace(":", "_")
             run_folder = os.path.join(chain.workdir, "predict", table)
-        dataflow = args.dry_run or _names_dataflow(beam_args)
-        if dataflow:
+        if _names_dataflow(beam_args):
             beam_args = _dataflow_args(spec, beam_args, dry_run=args.dry_run)
+        elif args.dry_run:
+            # As `beamforge run --dry-run`: the dry run is Dataflow's, so it implies the
+            # runner; its missing settings are reported as what the dry run needs.
+            try:
+                beam_args = _dataflow_args(spec, beam_args, dry_run=True)
+            except SpecError as exc:
+                raise InputError(
+                    "--dry-run",
+                    "builds a Dataflow job (it implies --runner DataflowRunner) and needs its "
+                    f"settings: {exc}",
+                ) from None
         if not args.quiet:
             logging.getLogger("beam_pipelines").setLevel(logging.INFO)
             print(f"scoring with {model_dir}", file=sys.stderr, flush=True)
@@ -170,10 +185,15 @@ def chain_model_dir(chain: Any) -> str:
     """The model directory the chain last trained (or uploaded) on the local target.
 
     The last completed step, in chain order, whose recorded outputs name a ``model_dir``
-    (an upload step's, else the train step's).
+    (an upload step's, else the train step's). The train step rewrites its model directory
+    in place, so the model there is refused unless every step that judges or ships it (a
+    gate on the train step's metrics, its upload, that upload's deploy) completed after it
+    was trained: after a gate rejected a retrained model, or a canary was rolled back, the
+    directory holds the model that did not pass.
 
     Raises:
-        NoModelError: if no such step completed yet.
+        NoModelError: if no such step completed yet, or a step after the train step did not
+            pass with the model now in the directory.
     """
     from launchers.chain.state import COMPLETED, load_state
 
@@ -184,11 +204,47 @@ def chain_model_dir(chain: Any) -> str:
         if recorded is not None and recorded.status == COMPLETED:
             model_dir = recorded.outputs.get("model_dir")
             if isinstance(model_dir, str) and model_dir:
+                _check_model_passed(chain, state, step, model_dir)
                 return model_dir
     raise NoModelError(
         f"chain {chain.name}: no model trained yet on the {_TARGET} target (state {path}); "
         f"run `beamforge chain {chain.origin}` first or give --model DIR"
     )
+
+
+def _check_model_passed(chain: Any, state: Any, found: Any, model_dir: str) -> None:
+    """Refuses the model if a step that judges or ships it did not complete after training.
+
+    Raises:
+        NoModelError: naming the first such step and its status.
+    """
+    from launchers.chain.state import COMPLETED, PENDING
+
+    train_name = found.name if found.KIND == "train" else getattr(found, "model", None)
+    trained = state.steps.get(train_name) if isinstance(train_name, str) else None
+    if trained is None:
+        return
+    uploads = {
+        s.name for s in chain.steps if s.KIND == "upload" and getattr(s, "model", "") == train_name
+    }
+    for step in chain.steps:
+        judges = (
+            (step.KIND == "gate" and step.metrics == train_name)
+            or step.name in uploads
+            or (step.KIND == "deploy" and step.model in uploads)
+        )
+        if not judges:
+            continue
+        recorded = state.steps.get(step.name)
+        status = recorded.status if recorded is not None else PENDING
+        # A step that finished before the model was trained judged an earlier model.
+        if status == COMPLETED and recorded.finished < trained.finished:
+            status = "not rerun since the model was trained"
+        if status != COMPLETED:
+            raise NoModelError(
+                f"chain {chain.name}: the model in {model_dir} did not pass step {step.name} "
+                f"({status}); rerun the chain or give --model DIR"
+            )
 
 
 def _load_chain(path: str, params: Sequence[str]) -> Any:

@@ -201,6 +201,10 @@ def plan(
         out_schema = _output_schema(steps, fitted, input_schema, out_cols)
     errors = errors_path
     _check_bigquery(spec, out_schema)
+    if not offline:
+        # A folder of predictions is no dataset's output; refused before its manifest is
+        # read as the drift baseline, and before anything is written.
+        commit_lib.check_output_kind(root, commit_lib.DATASET)
     checks = validation.prepare(spec, root, baseline, offline=offline)
     return Plan(
         spec=dataclasses.replace(spec, source=source),

@@ -89,6 +89,7 @@ def run_job(
             the_plan.layout.output,
             run_id=the_plan.layout.run_id,
             runner="local" if local else type(p.runner).__name__,
+            kind=commit_lib.DATASET,
         )
         if spec.errors.path and the_plan.commit.previous_run:
             errors_root = posixpath.dirname(the_plan.layout.errors.rstrip("/"))

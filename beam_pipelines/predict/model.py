@@ -83,13 +83,24 @@ def load_bundle(model_dir: str) -> ModelBundle:
     """Reads ``{model_dir}/model.joblib`` (local or gs://).
 
     Raises:
-        InputError: if the file is not a bundle of model, features and label.
+        InputError: if the file cannot be unpickled (truncated, not joblib) or is not a
+            bundle of model, features and label.
     """
     import joblib
 
     path = FileSystems.join(model_dir, MODEL_FILE)
     with FileSystems.open(path, compression_type="uncompressed") as f:
-        bundle = joblib.load(io.BytesIO(f.read()))
+        data = f.read()
+    try:
+        bundle = joblib.load(io.BytesIO(data))
+    except Exception as exc:  # unpickling garbage raises anything at all
+        # The first line only: the CLI prints the problem as one line.
+        reason = (str(exc).splitlines() or [""])[0]
+        raise InputError(
+            path,
+            f"not a readable joblib model bundle ({type(exc).__name__}"
+            + (f": {reason})" if reason else ")"),
+        ) from None
     if not isinstance(bundle, Mapping) or not {"model", "features", "label"} <= set(bundle):
         raise InputError(path, "expected a joblib dict with keys model, features and label")
     return ModelBundle(

@@ -24,7 +24,13 @@ from typing import Literal
 import pyarrow as pa
 from apache_beam.io.filesystems import FileSystems
 
-from beam_pipelines.predict.model import ARTIFACT_DIR, PROBABILITY, check_model_dir, load_bundle
+from beam_pipelines.predict.model import (
+    ARTIFACT_DIR,
+    MODEL_FILE,
+    PROBABILITY,
+    check_model_dir,
+    load_bundle,
+)
 from beam_pipelines.predict.scoring import DEFAULT_KEYS, key_fields, prediction_schema
 from transforms.core import schema as schema_lib
 from transforms.core.artifact import Artifact, read_artifact
@@ -162,6 +168,7 @@ def plan_predict(
     check_model_dir(model_dir)
     bundle = load_bundle(model_dir)
     artifact = read_artifact(FileSystems.join(model_dir, ARTIFACT_DIR), build_step)
+    _check_features(model_dir, bundle.features, artifact)
     table = parse_bigquery(output)
     folder = run_folder if table is not None else output
     if not folder:
@@ -171,6 +178,8 @@ def plan_predict(
         )
     folder = _absolute(folder)
     check_gcs_paths([folder])
+    # A dataset's folder is refused before the inputs are read (a dry run included).
+    commit_lib.check_output_kind(folder, commit_lib.PREDICTIONS)
     in_table = parse_bigquery(inputs[0])
     bigquery = files_source = None
     files: list[str] = []
@@ -203,6 +212,22 @@ def plan_predict(
         table=table,
         run_id=commit_lib.new_run_id(),
     )
+
+
+def _check_features(model_dir: str, features: Sequence[str], artifact: Artifact) -> None:
+    """Every feature the model was fitted on must be a column the artifact outputs.
+
+    Raises:
+        PredictInputError: naming the first missing feature and the artifact's outputs.
+    """
+    outputs = artifact.output_columns
+    for feature in features:
+        if feature not in outputs:
+            raise PredictInputError(
+                FileSystems.join(model_dir, MODEL_FILE),
+                f"feature {feature!r} is not an output of the transform artifact "
+                f"(outputs: {', '.join(outputs)})",
+            )
 
 
 def _file_source(

@@ -141,6 +141,7 @@ def run_predict(
         the_plan.output,
         run_id=the_plan.run_id,
         runner="local" if local else type(p.runner).__name__,
+        kind=commit_lib.PREDICTIONS,
     )
     the_plan.commit.keep_on_abort = the_plan.errors
     if local:

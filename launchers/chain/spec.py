@@ -20,6 +20,7 @@ Example (``examples/chicago_taxi/chain.yaml``)::
 from __future__ import annotations
 
 import dataclasses
+import os
 import posixpath
 import re
 from collections.abc import Mapping
@@ -617,7 +618,53 @@ def _parse_steps(items: list[Any]) -> list[Any]:
     if not steps:
         raise SpecError("steps", "a chain needs at least one step")
     _check_champions(steps)
+    _check_predict_outputs(steps)
     return steps
+
+
+def _folder(path: str) -> str:
+    """A folder path as compared for overlap: absolute locally, no trailing slash."""
+    return path.rstrip("/") if "://" in path else os.path.abspath(path)
+
+
+def _overlaps(a: str, b: str) -> bool:
+    a, b = _folder(a), _folder(b)
+    return a == b or a.startswith(b + "/") or b.startswith(a + "/")
+
+
+def _check_predict_outputs(steps: list[Any]) -> None:
+    """A predict step's folders must not overlap a dataset step's output folder.
+
+    Predictions committed there would replace the dataset (or sit inside the folder its
+    runs rewrite), and the dataset's next run would replace the predictions.
+    """
+    datasets = [
+        (s.name, out)
+        for s in steps
+        if s.KIND == "dataset"
+        for out in (s.output, s.gcp.output if s.gcp else None)
+        if out
+    ]
+    for i, step in enumerate(steps):
+        if step.KIND != "predict":
+            continue
+        gcp = step.gcp
+        folders = [
+            ("output", step.output),
+            ("errors", step.errors),
+            ("gcp.output", gcp.output if gcp else None),
+            ("gcp.errors", gcp.errors if gcp else None),
+        ]
+        for field, folder in folders:
+            if not folder or folder.startswith("bq://"):
+                continue
+            for name, output in datasets:
+                if _overlaps(folder, output):
+                    raise SpecError(
+                        f"steps[{i}].{field}",
+                        f"{folder!r} overlaps the output folder {output!r} of dataset step "
+                        f"{name!r}; give the predictions a folder of their own",
+                    )
 
 
 def _check_champions(steps: list[Any]) -> None:

@@ -69,6 +69,13 @@ def _detail(state: StepState, status: str) -> str:
     if status == FAILED:
         return state.error.splitlines()[0] if state.error else ""
     o = state.outputs
+    counts = o.get("counts")
+    if isinstance(counts, dict) and isinstance(o.get("output"), str):
+        # A predict step: what its committed manifest counted, and where it went.
+        return (
+            f"{counts.get('total_written', 0):,} predicted, "
+            f"{counts.get('total_rejected', 0):,} rejected -> {o['output']}"
+        )
     for key in ("predict_url", "endpoint", "model", "model_dir", "root"):
         if key in o and isinstance(o[key], str):
             return o[key]

@@ -35,6 +35,7 @@ import contextlib
 import dataclasses
 import datetime as dt
 import errno
+import json
 import os
 import socket
 import threading
@@ -74,6 +75,54 @@ class OutputLockedError(InputError):
 
 class CommitConflictError(InputError):
     """The output's manifest changed while this run was writing (its lock was broken)."""
+
+
+class OutputKindError(InputError):
+    """The output folder holds another kind of output (a dataset where predictions go)."""
+
+
+# What a manifest's "kind" names; dataset manifests carry no kind (they came first).
+DATASET = "dataset"
+PREDICTIONS = "predictions"
+_KIND_NAMES = {DATASET: "a dataset", PREDICTIONS: "predictions"}
+
+
+def manifest_kind(data: bytes | None) -> str | None:
+    """The kind of output a beamforge manifest's bytes describe.
+
+    Returns:
+        The manifest's ``kind`` (``predictions``), ``dataset`` for a manifest without one,
+        or None for no manifest or one beamforge did not write (it names no run).
+    """
+    if manifest_run(data) is None:
+        return None
+    assert data is not None
+    kind = json.loads(data.decode("utf-8")).get("kind", DATASET)
+    return kind if isinstance(kind, str) else DATASET
+
+
+def check_output_kind(root: str, kind: str) -> None:
+    """Refuses an output folder whose committed manifest describes another kind of output.
+
+    A dataset run into a folder of predictions (or the reverse) would replace them at its
+    commit; one read of the manifest (local or gs://) tells before anything is written.
+
+    Args:
+        root: The output folder.
+        kind: What the run writes: ``dataset`` or ``predictions``.
+
+    Raises:
+        OutputKindError: if the folder's manifest is of another kind.
+    """
+    current = store_for(root).read(join(root, MANIFEST))
+    found = manifest_kind(current[0] if current else None)
+    if found is None or found == kind:
+        return
+    raise OutputKindError(
+        root,
+        f"holds {_KIND_NAMES.get(found, found)} ({MANIFEST}), not "
+        f"{_KIND_NAMES.get(kind, kind)}; choose another --output",
+    )
 
 
 def _now() -> dt.datetime:
@@ -276,6 +325,7 @@ def acquire(
     run_id: str | None = None,
     runner: str = "local",
     lease_seconds: float | None = None,
+    kind: str | None = None,
 ) -> OutputCommit:
     """Takes the output's lock for a new run.
 
@@ -285,15 +335,20 @@ def acquire(
         runner: ``local`` when this process runs the job and refreshes the lock; otherwise
             the remote runner's name, and the lock gets the remote lease.
         lease_seconds: Override of the lease.
+        kind: What the run writes (``dataset`` or ``predictions``): a folder whose manifest
+            is of another kind is refused (see :func:`check_output_kind`). None: not checked.
 
     Returns:
         The run's :class:`OutputCommit`, holding the lock.
 
     Raises:
         OutputLockedError: if a live run holds the lock.
+        OutputKindError: if ``kind`` is given and the folder holds another kind of output.
         InputError: if ``root`` cannot be an output folder (see :func:`check_output`).
     """
     check_output(root)
+    if kind is not None:
+        check_output_kind(root, kind)
     store = store_for(root)
     created = False
     if not is_gcs(root) and not os.path.isdir(root):
@@ -360,17 +415,22 @@ def abort_held() -> None:
 
 
 __all__ = [
+    "DATASET",
     "LOCK",
     "MANIFEST",
+    "PREDICTIONS",
     "CommitConflictError",
     "LockInfo",
     "OutputCommit",
+    "OutputKindError",
     "OutputLockedError",
     "abort_held",
     "acquire",
     "check_errors_folder",
     "check_output",
+    "check_output_kind",
     "join",
+    "manifest_kind",
     "manifest_run",
     "new_run_id",
     "resolve_artifact_dir",
