@@ -95,6 +95,7 @@ def run_predict(
     Raises:
         PredictInputError: for a missing model, input or key column, or an unusable output
             (a subclass of :class:`~transforms.core.errors.InputError`).
+        OutputKindError: if the output folder holds a dataset (also an ``InputError``).
         ArtifactError: for a transform artifact that cannot be read.
         CountsMismatchError: if the counts do not balance (the run is not committed).
     """
